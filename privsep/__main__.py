@@ -1,0 +1,3 @@
+from privsep.sshd import main
+
+raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""The root listener: binds, accepts, forks one monitor per connection.
+
+It never parses a byte of SSH.  It counts connections that have not yet
+authenticated (each monitor holds the write end of a pipe and closes it once
+the user is in) for MaxStartups' random early drop, reaps its children, and
+keeps its title showing the count.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+import paramiko
+
+from privsep import monitor, proctitle
+from privsep.servconf import ServerOptions
+
+log = logging.getLogger("privsep.listener")
+
+
+def bind_all(options: ServerOptions) -> list[socket.socket]:
+    sockets = []
+    for addr in options.listen_address:
+        for port in options.port:
+            family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((addr, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and family == socket.AF_INET6:
+                    sock.close()  # no IPv6 here: like sshd, serve what we can
+                    continue
+                raise
+            sock.listen(128)
+            sock.set_inheritable(False)
+            log.info("Server listening on %s port %d.", addr, port)
+            sockets.append(sock)
+    if not sockets:
+        raise OSError("Cannot bind any address.")
+    return sockets
+
+
+@dataclass
+class Listener:
+    options: ServerOptions
+    host_keys: list[paramiko.PKey]
+    sockets: list[socket.socket]
+    argv_text: str
+    #: read end of each unauthenticated monitor's startup pipe -> monitor pid
+    startups: dict[int, int] = field(default_factory=dict)
+    one_shot: bool = False
+    stopping: bool = False
+
+    def title(self) -> None:
+        start, _, full = self.options.max_startups
+        proctitle.set(f"{self.argv_text} [listener] {len(self.startups)} of {start}-{full} startups")
+
+    def should_drop(self) -> bool:
+        """MaxStartups start:rate:full random early drop."""
+        start, rate, full = self.options.max_startups
+        n = len(self.startups)
+        if n >= full:
+            return True
+        if n < start:
+            return False
+        chance = rate + (100 - rate) * (n - start) / max(1, full - start)
+        return random.uniform(0, 100) < chance
+
+    def accept(self, sock: socket.socket) -> None:
+        try:
+            conn, addr = sock.accept()
+        except OSError:
+            return
+        if self.should_drop():
+            log.info("drop connection #%d from [%s]:%d on [%s]:%d past MaxStartups",
+                     len(self.startups), addr[0], addr[1], *conn.getsockname()[:2])
+            conn.close()
+            return
+        startup_r, startup_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(startup_r)
+            for fd in list(self.startups):
+                os.close(fd)
+            for listening in self.sockets:
+                listening.close()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            monitor.run(conn, self.options, self.host_keys, startup_w)
+        os.close(startup_w)
+        conn.close()
+        self.startups[startup_r] = pid
+        self.title()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._stop)
+        self.title()
+        handled = 0
+        while not self.stopping:
+            watched = [s.fileno() for s in self.sockets] + list(self.startups) + [wake_r]
+            try:
+                ready, _, _ = select.select(watched, [], [])
+            except InterruptedError:
+                continue
+            for fd in ready:
+                if fd == wake_r:
+                    os.read(wake_r, 512)
+                    self.reap()
+                elif fd in self.startups:
+                    os.close(fd)  # the monitor authenticated or ended
+                    del self.startups[fd]
+                    self.title()
+                else:
+                    sock = next(s for s in self.sockets if s.fileno() == fd)
+                    self.accept(sock)
+                    handled += 1
+            if self.one_shot and handled and not self.startups:
+                break
+        for sock in self.sockets:
+            sock.close()
+
+    def _stop(self, signum, frame) -> None:
+        log.info("Received signal %d; terminating.", signum)
+        self.stopping = True
+
+
+def run(options: ServerOptions, host_keys: list[paramiko.PKey], argv_text: str,
+        one_shot: bool = False) -> None:
+    sockets = bind_all(options)
+    Listener(options, host_keys, sockets, argv_text, one_shot=one_shot).serve()
+    sys.stdout.flush()

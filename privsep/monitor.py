@@ -1,0 +1,420 @@
+"""The per-connection monitor: root, the only process that decides anything.
+
+Forked by the listener for one connection.  It forks the sandboxed net-child
+and answers its requests (monitor_policy.py says which are permitted when),
+decides authentication with PAM and authorized_keys, signs with the host
+keys, and after the hand-off opens the PAM session, forks the session process
+as the user, allocates its ptys with their login records, and at the end
+writes the logout records and closes PAM, however the session ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import paramiko
+
+from privsep import auth_pam, auth_pubkey, hostkeys, loginrec, proctitle, sshpty
+from privsep import monitor_wire as wire
+from privsep.log import verbose
+from privsep.monitor_channel import MonitorChannel, make_pair
+from privsep.monitor_policy import (
+    MonitorState, Phase, PolicyViolation, admit, bind_session_id, userauth_binding_error,
+)
+from privsep.servconf import ServerOptions
+
+log = logging.getLogger("privsep.monitor")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Both ends of the TCP connection, as sshd logs them."""
+
+    addr: str
+    port: int
+    local_addr: str
+    local_port: int
+
+    @classmethod
+    def of(cls, sock: socket.socket) -> "Peer":
+        remote, local = sock.getpeername(), sock.getsockname()
+        return cls(_plain(remote[0]), remote[1], _plain(local[0]), local[1])
+
+    def __str__(self) -> str:
+        return f"{self.addr} port {self.port}"
+
+
+def _plain(addr: str) -> str:
+    """IPv4-mapped IPv6 addresses as plain IPv4, as sshd prints them."""
+    return addr[7:] if addr.startswith("::ffff:") else addr
+
+
+class ChildGone(Exception):
+    """The connection is over: end the monitor."""
+
+
+@dataclass
+class Monitor:
+    options: ServerOptions
+    host_keys: list[paramiko.PKey]
+    peer: Peer
+    #: Closed once authentication succeeded, so the listener stops counting us
+    #: against MaxStartups.
+    startup_fd: int
+    state: MonitorState = field(default_factory=MonitorState)
+    pw: pwd.struct_passwd | None = None
+    pam: auth_pam.PamLogin | None = None
+    pam_session_open: bool = False
+    child_pid: int = 0
+    failures: int = 0
+
+    # --- identity -----------------------------------------------------------
+
+    def _user_text(self) -> str:
+        """'alice' or 'invalid user bob', as sshd's log lines put it."""
+        return self.state.user if self.state.user_valid else f"invalid user {self.state.user}"
+
+    def _lookup(self, name: str) -> pwd.struct_passwd | None:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        if pw.pw_uid == 0 and self.options.permit_root_login == "no":
+            return None
+        return pw
+
+    # --- pre-auth answers -----------------------------------------------------
+
+    def answer_sign(self, req: wire.SignRequest) -> wire.SignAnswer:
+        bind_session_id(self.state, req.data)
+        signature = hostkeys.sign(self.host_keys, req.algorithm, req.data)
+        if signature is None:
+            raise PolicyViolation(f"no host key for algorithm {req.algorithm!r}")
+        return wire.SignAnswer(signature)
+
+    def answer_pwnam(self, req: wire.PwnamRequest) -> wire.PwnamAnswer:
+        self.state.user = req.user
+        self.pw = self._lookup(req.user)
+        self.state.user_valid = self.pw is not None
+        if not self.state.user_valid:
+            log.info("Invalid user %s from %s", req.user, self.peer)
+        proctitle.set(f"{req.user if self.state.user_valid else 'unknown'} [priv]")
+        if self.options.use_pam:
+            # Started for unknown users too, so that they cost what known ones do.
+            self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.peer.addr)
+        return wire.PwnamAnswer(self.state.user_valid)
+
+    def _accept(self, method: str, detail: str = "") -> bool:
+        """Final checks once a method succeeded; logs the verdict."""
+        if self.pam is not None:
+            result = self.pam.acct_mgmt()
+            if not result.ok:
+                log.error("PAM: account check failed for %s from %s: %s",
+                          self.state.user, self.peer, result.message)
+                return False
+        self.state.authenticated = True
+        self.state.auth_method = method
+        log.info("Accepted %s for %s from %s ssh2%s", method, self.state.user, self.peer, detail)
+        return True
+
+    def _fail(self, method: str, detail: str = "") -> None:
+        self.failures += 1
+        log.info("Failed %s for %s from %s ssh2%s", method, self._user_text(), self.peer, detail)
+        if self.failures >= self.options.max_auth_tries:
+            log.error("maximum authentication attempts exceeded for %s from %s ssh2",
+                      self._user_text(), self.peer)
+            log.info("Disconnecting %s %s: Too many authentication failures [preauth]",
+                     "authenticating user " + self.state.user if self.state.user_valid
+                     else "invalid user " + str(self.state.user), self.peer)
+            raise ChildGone()
+
+    def answer_password(self, req: wire.PasswordRequest) -> wire.PasswordAnswer:
+        password = req.password.decode("utf-8", "replace")
+        allowed = (
+            self.options.password_authentication and self.pw is not None
+            and "\0" not in password
+            and (password or self.options.permit_empty_passwords)
+            and not (self.pw.pw_uid == 0 and self.options.permit_root_login != "yes")
+        )
+        verdict = False
+        if self.pam is not None:
+            # Always ask PAM, even when the answer is known to be no: the
+            # failure delay is what hides which users exist.
+            verdict = self.pam.authenticate_password(password).ok and bool(allowed)
+        if verdict and self._accept("password"):
+            return wire.PasswordAnswer(True)
+        self._fail("password")
+        return wire.PasswordAnswer(False)
+
+    def _authorized_keys(self) -> list[auth_pubkey.AuthorizedKey]:
+        assert self.pw is not None
+        keys, problems = auth_pubkey.read_authorized_keys(
+            self.pw, self.options.authorized_keys_file, self.options.strict_modes)
+        for problem in problems:
+            log.info("Authentication refused: %s", problem)
+        return keys
+
+    def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
+        allowed = (
+            self.options.pubkey_authentication and self.pw is not None
+            and not (self.pw.pw_uid == 0 and self.options.permit_root_login == "no")
+            and auth_pubkey.find_key(self._authorized_keys(), req.algorithm, req.keyblob) is not None
+        )
+        if allowed:
+            self.state.allowed_keys.add((req.algorithm, req.keyblob))
+        else:
+            self.failures += 1
+        verbose(log, "Public key %s %s %s for %s",
+                req.algorithm, auth_pubkey.fingerprint(req.keyblob),
+                "allowed" if allowed else "not allowed", self._user_text())
+        return wire.KeyAllowedAnswer(bool(allowed))
+
+    def answer_key_verify(self, req: wire.KeyVerifyRequest) -> wire.KeyVerifyAnswer:
+        try:
+            signed = auth_pubkey.parse_signed_userauth(req.signed_data)
+        except ValueError as exc:
+            raise PolicyViolation(f"malformed signed userauth request: {exc}") from None
+        reason = userauth_binding_error(self.state, req, signed)
+        if reason:
+            raise PolicyViolation(reason)
+        keytype = paramiko.Message(req.keyblob).get_text()
+        detail = f": {auth_pubkey.key_label(keytype)} {auth_pubkey.fingerprint(req.keyblob)}"
+        if auth_pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
+                                                 req.signature):
+            if self._accept("publickey", detail):
+                return wire.KeyVerifyAnswer(True)
+        self._fail("publickey", detail)
+        return wire.KeyVerifyAnswer(False)
+
+    PREAUTH_ANSWERS = {
+        wire.SignRequest: answer_sign,
+        wire.PwnamRequest: answer_pwnam,
+        wire.PasswordRequest: answer_password,
+        wire.KeyAllowedRequest: answer_key_allowed,
+        wire.KeyVerifyRequest: answer_key_verify,
+    }
+
+    # --- post-auth answers ----------------------------------------------------
+
+    def answer_pty(self, req: wire.PtyRequest) -> tuple[wire.PtyAnswer, tuple[int, int]]:
+        assert self.pw is not None
+        master, slave, tty = sshpty.allocate(self.pw.pw_uid, req.cols, req.rows,
+                                             req.width_px, req.height_px)
+        self.state.ptys.add(tty)
+        verbose(log, "Allocated pty %s for %s, owner %d:tty mode %o",
+                tty, self.state.user, self.pw.pw_uid, sshpty.TTY_MODE)
+        try:
+            loginrec.record_login(
+                loginrec.LoginRecord(user=self.pw.pw_name, line=tty, pid=os.getpid(),
+                                     host=self.peer.addr, addr=self.peer.addr),
+                uid=self.pw.pw_uid)
+        except OSError as exc:
+            log.error("Could not write login record for %s: %s", tty, exc)
+        return wire.PtyAnswer(tty), (master, slave)
+
+    def release_pty(self, tty: str) -> None:
+        try:
+            loginrec.record_logout(tty, os.getpid())
+        except OSError as exc:
+            log.error("Could not write logout record for %s: %s", tty, exc)
+        sshpty.release(tty)
+        self.state.ptys.discard(tty)
+
+    def answer_pty_cleanup(self, req: wire.PtyCleanupRequest) -> wire.PtyCleanupAnswer:
+        self.release_pty(req.tty)
+        return wire.PtyCleanupAnswer(True)
+
+    # --- the loop ---------------------------------------------------------------
+
+    def serve(self, channel: MonitorChannel, child_role: str) -> wire.Handoff | None:
+        """Answer the child until it hands off (returned) or goes away (None)."""
+        while True:
+            try:
+                msg, _ = channel.recv()
+            except EOFError:
+                return None
+            except (wire.ProtocolError, OSError) as exc:
+                raise PolicyViolation(f"bad message from {child_role}: {exc}") from None
+            admit(self.state, msg)
+            if isinstance(msg, wire.Log):
+                log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
+                        "%s [%s]", msg.text, child_role)
+            elif isinstance(msg, wire.Handoff):
+                return msg
+            elif isinstance(msg, wire.PtyRequest):
+                answer, fds = self.answer_pty(msg)
+                try:
+                    channel.send(answer, fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            elif isinstance(msg, wire.PtyCleanupRequest):
+                channel.send(self.answer_pty_cleanup(msg))
+            else:
+                channel.send(self.PREAUTH_ANSWERS[type(msg)](self, msg))
+
+    def kill_child(self) -> None:
+        if self.child_pid:
+            try:
+                os.kill(self.child_pid, signal.SIGKILL)
+                os.waitpid(self.child_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.child_pid = 0
+
+    def wait_child(self) -> int:
+        """The child's wait status, once it has exited."""
+        pid, status = self.child_pid, 0
+        if pid:
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.child_pid = 0
+        return status
+
+
+def _on_grace_timeout(peer: Peer):
+    def handler(signum, frame) -> None:
+        log.info("Timeout before authentication for %s", peer)
+        # pdeathsig takes the net-child with us.
+        os._exit(1)
+    return handler
+
+
+def run(conn: socket.socket, options: ServerOptions, host_keys: list[paramiko.PKey],
+        startup_fd: int) -> NoReturn:
+    """The monitor's whole life, right after the listener forked it."""
+    peer = Peer.of(conn)
+    proctitle.set("[accepted]")
+    monitor = Monitor(options, host_keys, peer, startup_fd)
+    code = 0
+    try:
+        code = _preauth_then_session(monitor, conn)
+    except ChildGone:
+        code = 1
+    except PolicyViolation as exc:
+        log.error("fatal: monitor: %s; dropping %s", exc, peer)
+        code = 1
+    except Exception:  # never a traceback to the client; one to the log
+        log.exception("fatal: monitor error for %s", peer)
+        code = 1
+    finally:
+        monitor.kill_child()
+        for tty in list(monitor.state.ptys):
+            monitor.release_pty(tty)
+        _close_pam(monitor)
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def _fork_net_child(monitor: Monitor, conn: socket.socket) -> MonitorChannel:
+    from privsep import netchild  # imported before fork by the listener; cheap here
+
+    ours, theirs = make_pair()
+    publics = [hostkeys.public_half(k) for k in monitor.host_keys]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            os.close(monitor.startup_fd)
+            proctitle.set("[net]")
+            netchild.run(conn, theirs, monitor.options, publics)
+        except BaseException:
+            os._exit(1)
+    theirs.close()
+    monitor.child_pid = pid
+    verbose(log, "Forked net-child %d (uid %s, root %s)", pid,
+            monitor.options.privsep_user, monitor.options.privsep_dir)
+    return MonitorChannel(ours)
+
+
+def _preauth_then_session(monitor: Monitor, conn: socket.socket) -> int:
+    signal.signal(signal.SIGALRM, _on_grace_timeout(monitor.peer))
+    signal.alarm(monitor.options.login_grace_time)
+    channel = _fork_net_child(monitor, conn)
+    try:
+        handoff = monitor.serve(channel, "preauth")
+    finally:
+        channel.close()
+    signal.alarm(0)
+    if handoff is None:
+        status = monitor.wait_child()
+        if monitor.state.user is None:
+            log.info("Connection closed by %s [preauth]", monitor.peer)
+        else:
+            who = ("authenticating user " + monitor.state.user if monitor.state.user_valid
+                   else "invalid user " + monitor.state.user)
+            log.info("Connection closed by %s %s [preauth]", who, monitor.peer)
+        return 0 if os.WIFEXITED(status) else 1
+    monitor.wait_child()
+    verbose(log, "Net-child handed off at seq in %d out %d",
+            handoff.state.inbound.seqno, handoff.state.outbound.seqno)
+    os.close(monitor.startup_fd)
+    monitor.state.phase = Phase.POSTAUTH
+    if not _open_pam_session(monitor):
+        return 1
+    return _run_session(monitor, conn, handoff.state)
+
+
+def _open_pam_session(monitor: Monitor) -> bool:
+    if monitor.pam is None:
+        return True
+    result = monitor.pam.setcred(auth_pam.PAM_ESTABLISH_CRED)
+    if not result.ok:
+        log.error("PAM: pam_setcred(): %s", result.message)
+        return False
+    result = monitor.pam.open_session()
+    if not result.ok:
+        log.error("PAM: pam_open_session(): %s", result.message)
+        return False
+    monitor.pam_session_open = True
+    return True
+
+
+def _close_pam(monitor: Monitor) -> None:
+    if monitor.pam is None:
+        return
+    if monitor.pam_session_open:
+        monitor.pam.close_session()
+        monitor.pam.setcred(auth_pam.PAM_DELETE_CRED)
+        monitor.pam_session_open = False
+    monitor.pam.end()
+    monitor.pam = None
+
+
+def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportState) -> int:
+    from privsep import session
+
+    assert monitor.pw is not None
+    env = monitor.pam.getenvlist() if monitor.pam is not None else {}
+    ours, theirs = make_pair()
+    publics = [hostkeys.public_half(k) for k in monitor.host_keys]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            session.run(conn, theirs, state, monitor.pw, env, monitor.options, publics,
+                        monitor.peer)
+        except BaseException:
+            logging.getLogger("privsep.session").exception("session process failed")
+            os._exit(1)
+    theirs.close()
+    conn.close()
+    monitor.child_pid = pid
+    verbose(log, "Forked session process %d as uid %d", pid, monitor.pw.pw_uid)
+    channel = MonitorChannel(ours)
+    try:
+        monitor.serve(channel, "session")
+    finally:
+        channel.close()
+    monitor.wait_child()
+    log.info("Disconnected from user %s %s", monitor.state.user, monitor.peer)
+    return 0

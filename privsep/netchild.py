@@ -1,0 +1,138 @@
+"""The pre-authentication net-child: paramiko's transport, no privileges at all.
+
+It runs in the sandbox (sandbox.py), speaks SSH to the client, and turns every
+credential into a question for the monitor.  It never decides anything: a
+"yes" from paramiko here is only the monitor's answer passed through.  After
+USERAUTH_SUCCESS it stops reading, sends the transport state to the monitor
+and exits, leaving the rest of the connection to the session process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import NoReturn
+
+import paramiko
+from paramiko.auth_handler import AuthHandler
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
+from paramiko.packet import Packetizer
+
+from privsep import hostkeys, proctitle, sandbox
+from privsep.handoff import CapturingTransport
+from privsep.monitor_channel import MonitorChannel
+from privsep.monitor_wrap import MonitorClient, MonitorLogHandler
+from privsep.servconf import ServerOptions
+from privsep import transport_setup
+
+log = logging.getLogger("privsep.net")
+
+
+class MonitorVerifiedKey:
+    """A client public key whose signature check is the monitor's to make."""
+
+    def __init__(self, key: paramiko.PKey, algorithm: str, keyblob: bytes, monitor: MonitorClient) -> None:
+        self._key = key
+        self.algorithm = algorithm
+        self.keyblob = keyblob
+        self._monitor = monitor
+
+    def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
+        return self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
+
+    def __getattr__(self, name: str):
+        return getattr(self._key, name)
+
+
+class NetAuthHandler(AuthHandler):
+    """Routes publickey checks to the monitor and hands off on success."""
+
+    def _generate_key_from_request(self, algorithm, keyblob):
+        key = super()._generate_key_from_request(algorithm, keyblob)
+        if key is None:
+            return None
+        return MonitorVerifiedKey(key, algorithm, keyblob, self.transport.monitor)
+
+    def _send_auth_result(self, username, method, result):
+        super()._send_auth_result(username, method, result)
+        if result == AUTH_SUCCESSFUL:
+            self.transport.hand_off()
+
+
+class ThreadlessPacketizer(Packetizer):
+    """No handshake timer: the net-child may not start a thread (RLIMIT_NPROC
+    is 0), and the monitor enforces LoginGraceTime anyway."""
+
+    def start_handshake(self, timeout) -> None:
+        pass
+
+
+class NetTransport(CapturingTransport):
+    def __init__(self, sock: socket.socket, monitor: MonitorClient) -> None:
+        super().__init__(sock, packetizer_class=ThreadlessPacketizer)
+        self.monitor = monitor
+
+    def _parse_newkeys(self, m):
+        if self.auth_handler is None:
+            self.auth_handler = NetAuthHandler(self)
+        super()._parse_newkeys(m)
+
+    def hand_off(self) -> NoReturn:
+        """Give the connection to the monitor and leave without reading another byte."""
+        self.monitor.handoff(self.capture_state())
+        os._exit(0)
+
+
+class NetServer(paramiko.ServerInterface):
+    """Every answer here comes from the monitor."""
+
+    def __init__(self, monitor: MonitorClient, options: ServerOptions) -> None:
+        self._monitor = monitor
+        self._options = options
+        self._user: str | None = None
+
+    def _name_user(self, username: str) -> None:
+        if self._user is None:
+            self._user = username
+            valid = self._monitor.pwnam(username)
+            proctitle.set(f"{username if valid else 'unknown'} [net]")
+
+    def get_allowed_auths(self, username: str) -> str:
+        return ",".join(self._options.auth_methods())
+
+    def check_auth_none(self, username: str) -> int:
+        self._name_user(username)
+        return AUTH_FAILED
+
+    def check_auth_password(self, username: str, password) -> int:
+        self._name_user(username)
+        if not self._options.password_authentication:
+            return AUTH_FAILED
+        raw = password if isinstance(password, bytes) else password.encode("utf-8")
+        return AUTH_SUCCESSFUL if self._monitor.auth_password(raw) else AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key) -> int:
+        self._name_user(username)
+        if not self._options.pubkey_authentication or not isinstance(key, MonitorVerifiedKey):
+            return AUTH_FAILED
+        allowed = self._monitor.key_allowed(key.algorithm, key.keyblob)
+        return AUTH_SUCCESSFUL if allowed else AUTH_FAILED
+
+
+def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions,
+        host_publics: list[paramiko.PKey]) -> NoReturn:
+    """The net-child's whole life, called right after fork as root."""
+    sandbox.enter(options.privsep_user, options.privsep_dir,
+                  keep_fds={sock.fileno(), channel_sock.fileno()})
+    monitor = MonitorClient(MonitorChannel(channel_sock))
+    logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    transport = NetTransport(sock, monitor)
+    transport_setup.configure(transport, options)
+    hostkeys.install_on(transport, host_publics, monitor.sign)
+    transport.server_mode = True
+    transport.server_object = NetServer(monitor, options)
+    transport.active = True
+    transport.run()  # in this thread: no thread may be created here
+    os._exit(1)  # the connection ended before authentication

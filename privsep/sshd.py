@@ -1,0 +1,129 @@
+"""privsep-sshd's command line: sshd(8)'s flags, start-up checks, then the listener.
+
+Runs as root.  Everything a connection will need is imported here, before
+any fork, so that each monitor starts warm and the net-child has all its
+code loaded before it loses access to the file system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pwd
+import sys
+
+from privsep import hostkeys, listener, log as logsetup, loginrec, servconf
+# Imported for their side effect of being loaded before any fork.
+from privsep import monitor, netchild, session  # noqa: F401
+
+log = logging.getLogger("privsep.sshd")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="privsep-sshd", add_help=False,
+                                     description="privilege-separated SSH server")
+    parser.add_argument("-D", dest="foreground", action="store_true", help="do not detach")
+    parser.add_argument("-d", dest="debug", action="count", default=0,
+                        help="debug: foreground, one connection, verbose log to stderr")
+    parser.add_argument("-e", dest="stderr", action="store_true", help="log to stderr")
+    parser.add_argument("-E", dest="logfile", help="append the log to this file")
+    parser.add_argument("-f", dest="config", help="configuration file")
+    parser.add_argument("-p", dest="ports", action="append", default=[], help="port")
+    parser.add_argument("-h", dest="host_keys", action="append", default=[], help="host key file")
+    parser.add_argument("-o", dest="options", action="append", default=[], help="Keyword=value")
+    parser.add_argument("-t", dest="test", action="store_true", help="test the configuration")
+    parser.add_argument("-q", dest="quiet", action="store_true", help="quiet")
+    return parser.parse_args(argv)
+
+
+def load_options(args: argparse.Namespace) -> servconf.ServerOptions:
+    overrides = list(args.options)
+    overrides += [f"Port {p}" for p in args.ports]
+    overrides += [f"HostKey {h}" for h in args.host_keys]
+    if args.debug:
+        overrides.insert(0, "LogLevel DEBUG")
+    if args.quiet:
+        overrides.insert(0, "LogLevel QUIET")
+    return servconf.load(args.config, overrides)
+
+
+def prepare(options: servconf.ServerOptions) -> list:
+    """Start-up checks and set-up that need root; returns the host keys."""
+    try:
+        pwd.getpwnam(options.privsep_user)
+    except KeyError:
+        raise SystemExit(f"Privilege separation user {options.privsep_user} does not exist")
+    os.makedirs(options.privsep_dir, mode=0o755, exist_ok=True)
+    st = os.stat(options.privsep_dir)
+    if st.st_uid != 0 or st.st_mode & 0o022 or os.listdir(options.privsep_dir):
+        raise SystemExit(f"{options.privsep_dir} must be owned by root, not group or "
+                         "world-writable, and empty")
+    for path in hostkeys.generate_missing(options.host_key):
+        log.info("Generated host key %s", path)
+    keys = []
+    for path in options.host_key:
+        try:
+            keys.append(hostkeys.load_private(path))
+        except Exception as exc:
+            log.error("Unable to load host key %s: %s", path, exc)
+    if not keys:
+        raise SystemExit("sshd: no hostkeys available -- exiting.")
+    try:
+        loginrec.ensure_utmp()
+    except OSError as exc:
+        log.error("Cannot create utmp: %s", exc)
+    return keys
+
+
+def daemonize() -> None:
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.chdir("/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        options = load_options(args)
+    except servconf.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 255
+    if args.test:
+        return 0
+    if os.geteuid() != 0:
+        print("privsep-sshd: must be run as root (unprivileged mode is not built yet)",
+              file=sys.stderr)
+        return 255
+    logsetup.setup(options.log_level, options.syslog_facility,
+                   stderr=args.stderr or bool(args.debug), logfile=args.logfile)
+    try:
+        keys = prepare(options)
+    except SystemExit as exc:
+        log.error("%s", exc.code)
+        return 255
+    if not (args.foreground or args.debug):
+        daemonize()
+    try:
+        with open(options.pid_file, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.error("Couldn't create pid file \"%s\": %s", options.pid_file, exc)
+    argv_text = " ".join([sys.argv[0] if argv is sys.argv[1:] else "privsep-sshd", *argv])
+    try:
+        listener.run(options, keys, argv_text, one_shot=bool(args.debug))
+    except OSError as exc:
+        log.error("fatal: %s", exc)
+        return 255
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
