@@ -219,7 +219,7 @@ class PamResult:
 # returns one answer per message, or None to fail the conversation. Answers
 # to PAM_TEXT_INFO/PAM_ERROR_MSG are ignored. It must not call back into the
 # same PamLogin.
-Responder = Callable[[list[PamPrompt]], "list[str] | None"]
+Responder = Callable[[list[PamPrompt]], list[str] | None]
 
 _PROMPTS = (PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON)
 _TEXTS = (PAM_ERROR_MSG, PAM_TEXT_INFO)
@@ -243,7 +243,8 @@ class PamLogin:
     not "unknown" to every module, and OpenSSH never sets PAM_RUSER.
 
     If pam_start or setting an item fails, the handle is ended at once and
-    every method returns that failure (see ``start_result``).
+    every method returns that failure (see ``start_result``). A NUL in any
+    argument raises ValueError: C would silently cut the string there.
     """
 
     def __init__(self, service: str, user: str, rhost: str,
@@ -257,7 +258,8 @@ class PamLogin:
         self._responder: Responder = _store_only
         self._info: list[str] = []
         self._conv_exception: BaseException | None = None
-        #: The last exception a responder raised (turned into PAM_CONV_ERR).
+        #: What the responder raised during the latest call, if anything
+        #: (the conversation reported PAM_CONV_ERR instead), for logging.
         self.conversation_error: BaseException | None = None
         # Both objects must outlive every PAM call on the handle: libpam
         # keeps a copy of the struct but calls through the function pointer,
@@ -365,6 +367,7 @@ class PamLogin:
         self._responder = responder if responder is not None else _store_only
         self._info = []
         self._conv_exception = None
+        self.conversation_error = None
         try:
             code = func(self._handle, flags)
         finally:

@@ -184,7 +184,10 @@ class Monitor:
         reason = userauth_binding_error(self.state, req, signed)
         if reason:
             raise PolicyViolation(reason)
-        keytype = paramiko.Message(req.keyblob).get_text()
+        try:
+            keytype = auth_pubkey.public_blob_type(req.keyblob)
+        except ValueError as exc:
+            raise PolicyViolation(f"malformed key blob: {exc}") from None
         detail = f": {auth_pubkey.key_label(keytype)} {auth_pubkey.fingerprint(req.keyblob)}"
         if auth_pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
                                                  req.signature):

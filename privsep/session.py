@@ -122,6 +122,8 @@ class SessionProcess:
         session = self._session(channel)
         if session.pty is not None or session.started:
             return False
+        if isinstance(term, bytes):
+            term = term.decode("utf-8", "replace")
         try:
             tty, master, slave = self.monitor.pty(term, cols, rows, width_px, height_px)
         except (wire.ProtocolError, OSError, EOFError) as exc:
