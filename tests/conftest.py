@@ -1,0 +1,68 @@
+"""Shared pytest fixtures. Add new fixtures in their own section below."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.userutil import TestUser, create_user, remove_user
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+
+
+# --- throwaway users (tests/userutil.py) --------------------------------------
+
+@pytest.fixture
+def make_user() -> Iterator[Callable[..., TestUser]]:
+    """Factory: make_user(prefix="pst", password=True, key=True) -> TestUser.
+    Every user it made is removed at teardown."""
+    _require_root()
+    made: list[TestUser] = []
+
+    def make(prefix: str = "pst", password: bool = True,
+             key: bool = True) -> TestUser:
+        user = create_user(prefix, password=password, key=key)
+        made.append(user)
+        return user
+
+    yield make
+    for user in reversed(made):
+        remove_user(user)
+
+
+@pytest.fixture
+def user(make_user: Callable[..., TestUser]) -> TestUser:
+    """One throwaway user with a password and an ed25519 key."""
+    return make_user()
+
+
+# --- PAM service file (pam.d/privsep-sshd) ---------------------------------
+
+PAM_SERVICE = "privsep-sshd"
+
+
+@pytest.fixture(scope="session")
+def pam_service() -> str:
+    """Make /etc/pam.d/privsep-sshd the repository's file and return the
+    service name. The real install script does this copy; tests do it
+    themselves so they run from a checkout. Left in place afterwards, as
+    an install would, so concurrent test runs never see it vanish."""
+    _require_root()
+    source = REPO / "pam.d" / PAM_SERVICE
+    target = Path("/etc/pam.d") / PAM_SERVICE
+    wanted = source.read_bytes()
+    if not target.exists() or target.read_bytes() != wanted:
+        # Write then rename: a PAM call elsewhere never reads half a file.
+        tmp = target.with_name(f".{PAM_SERVICE}.{os.getpid()}")
+        tmp.write_bytes(wanted)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    return PAM_SERVICE
