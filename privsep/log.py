@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+import syslog
 
 VERBOSE = 15
 logging.addLevelName(VERBOSE, "VERBOSE")
@@ -33,6 +34,8 @@ def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         code = logging.handlers.SysLogHandler.facility_names.get(facility.lower(), 4 << 3)
+        # PAM modules log through glibc's syslog(): give them our tag too.
+        syslog.openlog(TAG, syslog.LOG_PID, code)
         handler = logging.handlers.SysLogHandler("/dev/log", facility=code)
         handler.setFormatter(logging.Formatter(f"{TAG}[%(process)d]: %(message)s"))
     root.addHandler(handler)

@@ -136,8 +136,8 @@ class Monitor:
             raise ChildGone()
 
     def answer_password(self, req: wire.PasswordRequest) -> wire.PasswordAnswer:
-        password = req.password.decode("utf-8", "replace")
-        allowed = (
+        password = req.password.decode("utf-8", "surrogateescape")
+        allowed = bool(
             self.options.password_authentication and self.pw is not None
             and "\0" not in password
             and (password or self.options.permit_empty_passwords)
@@ -145,9 +145,11 @@ class Monitor:
         )
         verdict = False
         if self.pam is not None:
-            # Always ask PAM, even when the answer is known to be no: the
-            # failure delay is what hides which users exist.
-            verdict = self.pam.authenticate_password(password).ok and bool(allowed)
+            # Always ask PAM, even when the answer is known to be no, so that
+            # the failure delay hides which users exist; but never with the
+            # real password for a login that is refused anyway.
+            attempt = password if allowed else "\b\n\r\x7fINCORRECT"[: max(1, len(password))]
+            verdict = self.pam.authenticate_password(attempt).ok and allowed
         if verdict and self._accept("password"):
             return wire.PasswordAnswer(True)
         self._fail("password")

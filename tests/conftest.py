@@ -66,3 +66,34 @@ def pam_service() -> str:
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     return PAM_SERVICE
+
+
+# --- servers: privsep-sshd under test, Debian's sshd as reference (tests/daemon.py)
+
+from tests.daemon import Server, remove_server, start_server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def privsep_server(pam_service: str) -> Iterator[Server]:
+    """privsep-sshd on a free loopback port, for the module's tests."""
+    _require_root()
+    server = start_server("privsep")
+    yield server
+    remove_server(server)
+
+
+@pytest.fixture(scope="module")
+def openssh_server() -> Iterator[Server]:
+    """Debian's OpenSSH sshd on a free loopback port: the reference."""
+    _require_root()
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed (install.sh --test installs it)")
+    server = start_server("openssh")
+    yield server
+    remove_server(server)
+
+
+@pytest.fixture(params=["privsep", "openssh"])
+def any_server(request) -> Server:
+    """Each test runs against both daemons."""
+    return request.getfixturevalue(f"{request.param}_server")
