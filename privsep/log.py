@@ -35,7 +35,7 @@ def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str
     else:
         code = logging.handlers.SysLogHandler.facility_names.get(facility.lower(), 4 << 3)
         # PAM modules log through glibc's syslog(): give them our tag too.
-        syslog.openlog(TAG, syslog.LOG_PID, code)
+        syslog.openlog(TAG, syslog.LOG_PID, code << 3)
         handler = logging.handlers.SysLogHandler("/dev/log", facility=code)
         handler.setFormatter(logging.Formatter(f"{TAG}[%(process)d]: %(message)s"))
     root.addHandler(handler)
