@@ -199,7 +199,7 @@ class Proc:
 
 
 def processes() -> dict[int, Proc]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,uid=,sid=,tty=,stat=,args="],
+    out = subprocess.run(["ps", "-e", "-ww", "-o", "pid=,ppid=,uid=,sid=,tty=,stat=,args="],
                          capture_output=True, text=True, check=True).stdout
     table = {}
     for line in out.splitlines():
