@@ -144,12 +144,13 @@ def remove_server(server: Server) -> None:
 
 def ssh_argv(server: Server, user: TestUser, *command: str, key: bool = True,
              password: str | None = None, tty: bool | None = None,
-             options: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+             options: list[str] | None = None,
+             flags: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """argv and environment for the real ssh client logging in to ``server``."""
     argv = [
         "ssh", "-p", str(server.port),
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
+        "-o", "ConnectTimeout=20",
         "-o", "IdentitiesOnly=yes", "-F", "/dev/null",
     ]
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
@@ -163,12 +164,15 @@ def ssh_argv(server: Server, user: TestUser, *command: str, key: bool = True,
         argv += ["-o", "BatchMode=yes"]
     if key and user.key_path is not None and password is None:
         argv += ["-i", str(user.key_path), "-o", "PreferredAuthentications=publickey"]
+    if not flags or "-v" not in flags:
+        argv += ["-o", "LogLevel=ERROR"]
     if tty is True:
         argv.append("-tt")
     elif tty is False:
         argv.append("-T")
     for option in options or []:
         argv += ["-o", option]
+    argv += list(flags or [])
     argv += [f"{user.name}@127.0.0.1", *command]
     return argv, env
 
