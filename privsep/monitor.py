@@ -299,6 +299,8 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[paramiko.PK
     """The monitor's whole life, right after the listener forked it."""
     peer = Peer.of(conn)
     proctitle.set("[accepted]")
+    verbose(log, "Connection from %s port %d on %s port %d", peer.addr, peer.port,
+            peer.local_addr, peer.local_port)
     monitor = Monitor(options, host_keys, peer, startup_fd)
     code = 0
     try:

@@ -126,6 +126,8 @@ def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions
     sandbox.enter(options.privsep_user, options.privsep_dir,
                   keep_fds={sock.fileno(), channel_sock.fileno()})
     monitor = MonitorClient(MonitorChannel(channel_sock))
+    addr, port = sock.getpeername()[:2]
+    where = f"Connection from {addr.removeprefix('::ffff:')} port {port}"
     logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     transport = NetTransport(sock, monitor)
@@ -135,4 +137,15 @@ def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions
     transport.server_object = NetServer(monitor, options)
     transport.active = True
     transport.run()  # in this thread: no thread may be created here
+    log.info("%s", describe_failure(transport.saved_exception, where))
     os._exit(1)  # the connection ended before authentication
+
+
+def describe_failure(exc: BaseException | None, where: str) -> str:
+    """Why the connection ended, in the words sshd's log uses."""
+    text = str(exc) if exc is not None else "connection closed"
+    if isinstance(exc, EOFError) or exc is None:
+        return f"{where}: closed by remote host"
+    if "banner" in text or "protocol version" in text:
+        return f"banner exchange: {where}: invalid format"
+    return f"ssh_dispatch_run_fatal: {where}: {text}"

@@ -1,0 +1,130 @@
+"""Hostile and broken clients: each gets a log line and a dropped connection;
+the listener and another user's live session are untouched."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from tests.daemon import Server, remove_server, ssh, ssh_background, start_server, wait_until
+
+
+@pytest.fixture(scope="module")
+def impatient_server(pam_service):
+    """A server with a 2-second LoginGraceTime, for slow clients."""
+    server = start_server("privsep", extra_config=["LoginGraceTime 2"])
+    yield server
+    remove_server(server)
+
+
+def _raw(server: Server, payload: bytes, read_banner: bool = True) -> tuple[bytes, int]:
+    """Send ``payload`` after the banner; everything the server sent back, and our port."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    port = sock.getsockname()[1]
+    received = b""
+    try:
+        if read_banner:
+            received += sock.recv(256)
+        sock.sendall(payload)
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        sock.close()
+    return received, port
+
+
+@pytest.fixture
+def bystander(privsep_server: Server, user):
+    """Another user's live session that must survive everything."""
+    client = ssh_background(privsep_server, user, "cat", tty=False)
+    yield client
+    client.kill()
+    client.wait()
+
+
+def _still_alive(server: Server, bystander) -> None:
+    assert server.process.poll() is None, "the listener died"
+    bystander.stdin.write(b"still here\n")
+    bystander.stdin.flush()
+    assert bystander.stdout.readline() == b"still here\n"
+
+
+def test_garbage_banner(privsep_server: Server, bystander) -> None:
+    received, port = _raw(privsep_server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert received.startswith(b"SSH-2.0-")
+    assert b"Traceback" not in received and b"Error" not in received
+    privsep_server.wait_for_log(f"banner exchange: Connection from 127.0.0.1 port {port}: invalid format")
+    _still_alive(privsep_server, bystander)
+
+
+def test_oversized_packet_length(privsep_server: Server, bystander) -> None:
+    payload = b"SSH-2.0-evil\r\n" + struct.pack(">I", 0x7FFFFFF0) + b"\x00" * 64
+    received, port = _raw(privsep_server, payload)
+    assert b"Traceback" not in received
+    privsep_server.wait_for_log(f"ssh_dispatch_run_fatal: Connection from 127.0.0.1 port {port}")
+    privsep_server.wait_for_log(f"Connection closed by 127.0.0.1 port {port} [preauth]")
+    _still_alive(privsep_server, bystander)
+
+
+@pytest.mark.parametrize("step", ["at once", "after banner", "mid key exchange"])
+def test_client_disconnects(privsep_server: Server, bystander, step: str) -> None:
+    sock = socket.create_connection(("127.0.0.1", privsep_server.port), timeout=10)
+    port = sock.getsockname()[1]
+    if step != "at once":
+        sock.recv(256)
+        sock.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+    if step == "mid key exchange":
+        sock.recv(4096)  # the server's KEXINIT
+    sock.close()
+    privsep_server.wait_for_log(f"Connection closed by 127.0.0.1 port {port} [preauth]")
+    _still_alive(privsep_server, bystander)
+
+
+def test_client_vanishes_at_password_prompt(privsep_server: Server, user, bystander) -> None:
+    client = ssh_background(privsep_server, user, "true", password="x")
+    askpass = privsep_server.workdir / f"askpass-{user.name}"
+    askpass.write_text("#!/bin/sh\nsleep 60\n")  # hold the client at the prompt
+    wait_until(lambda: f"Connection from 127.0.0.1" in privsep_server.log_text())
+    time.sleep(0.5)
+    client.kill()
+    client.wait()
+    privsep_server.wait_for_log(f"Connection closed by authenticating user {user.name} 127.0.0.1")
+    _still_alive(privsep_server, bystander)
+
+
+def test_slow_client_times_out(impatient_server: Server) -> None:
+    sock = socket.create_connection(("127.0.0.1", impatient_server.port), timeout=10)
+    port = sock.getsockname()[1]
+    sock.recv(256)
+    # say nothing: LoginGraceTime 2 must drop us
+    sock.settimeout(15)
+    try:
+        rest = sock.recv(4096)
+    except ConnectionResetError:
+        rest = b""
+    sock.close()
+    assert rest == b""
+    impatient_server.wait_for_log(f"Timeout before authentication for 127.0.0.1 port {port}")
+    assert impatient_server.process.poll() is None
+
+
+def test_unknown_user_gets_the_same_methods(privsep_server: Server, user, make_user) -> None:
+    """An unknown user is offered exactly what a known one is."""
+    from dataclasses import replace
+    ghost = replace(user, name="nosuchuser42")
+    known = ssh(privsep_server, user, "true", key=False, options=["PubkeyAuthentication=no",
+                                                                    "PasswordAuthentication=no"])
+    unknown = ssh(privsep_server, ghost, "true", key=False, options=["PubkeyAuthentication=no",
+                                                                       "PasswordAuthentication=no"])
+    assert known.returncode == unknown.returncode == 255
+    methods = lambda r: r.stderr.decode().rsplit("Permission denied", 1)[1].strip()  # noqa: E731
+    assert methods(known) == methods(unknown)
