@@ -1,0 +1,94 @@
+"""The net-child's sandbox, entered for real by a forked process: what it
+can no longer do.  The daemon's own net-child is read from /proc in
+test_genealogy.py; here the same sandbox.enter() is probed from inside."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+
+from privsep import sandbox
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+HOST_KEY = "/etc/privsep-sshd/ssh_host_ed25519_key"
+
+
+def _in_sandbox(probe) -> tuple[int, bytes]:
+    """Run ``probe()`` in a sandboxed child; (wait status, what it wrote)."""
+    os.makedirs("/run/privsep-sshd", mode=0o755, exist_ok=True)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(reader)
+            sandbox.enter("privsep-sshd", "/run/privsep-sshd", keep_fds={writer})
+            result = probe()
+            os.write(writer, result.encode())
+            os._exit(0)
+        except BaseException as exc:  # report, never return into pytest
+            try:
+                os.write(writer, f"raised {type(exc).__name__}: {exc}".encode())
+            finally:
+                os._exit(3)
+    os.close(writer)
+    chunks = []
+    while chunk := os.read(reader, 4096):
+        chunks.append(chunk)
+    os.close(reader)
+    _, status = os.waitpid(pid, 0)
+    return status, b"".join(chunks)
+
+
+def _try(call) -> str:
+    try:
+        call()
+    except OSError as exc:
+        return f"denied {exc.errno}"
+    return "allowed"
+
+
+def test_cannot_open_a_host_key() -> None:
+    assert os.path.exists(HOST_KEY) or pytest.skip("no host key generated yet")
+    status, out = _in_sandbox(lambda: ",".join([
+        _try(lambda: open(HOST_KEY, "rb")),
+        _try(lambda: open("/" + os.path.basename(HOST_KEY), "rb")),
+        _try(lambda: open("/etc/passwd", "rb")),
+    ]))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, out
+    assert out.decode().split(",") == ["denied 13"] * 3
+
+
+def test_cannot_write_files() -> None:
+    status, out = _in_sandbox(lambda: _try(lambda: open("/x", "wb")))
+    assert out.startswith(b"denied"), out
+
+
+@pytest.mark.parametrize("name,action", [
+    ("fork", lambda: os.fork()),
+    ("exec", lambda: os.execv("/bin/sh", ["sh", "-c", "true"])),
+    ("socket", lambda: socket.socket()),
+    ("setuid", lambda: os.setuid(0)),
+    ("kill", lambda: os.kill(1, 0)),
+])
+def test_forbidden_calls_kill_the_child(name: str, action) -> None:
+    """System calls outside the allow-list end the process (SIGSYS)."""
+    status, out = _in_sandbox(lambda: (action(), "survived")[1])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS, (name, status, out)
+
+
+def test_identity_and_limits() -> None:
+    def probe() -> str:
+        import resource
+        return " ".join(str(v) for v in (
+            os.getuid(), os.geteuid(), os.getgid(),
+            resource.getrlimit(resource.RLIMIT_NPROC)[0],
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        ))
+    status, out = _in_sandbox(probe)
+    import pwd
+    pw = pwd.getpwnam("privsep-sshd")
+    assert out.decode().split() == [str(pw.pw_uid), str(pw.pw_uid), str(pw.pw_gid), "0", "1"]
