@@ -1,0 +1,28 @@
+# privsep-sshd: every target installs through install.sh, the one way the
+# project is installed (run as root, on Debian 12).
+#
+#   make install     install or update from this checkout
+#   make run         install, then run the server in the foreground on its
+#                    defaults (port 2222), logging to stderr
+#   make test        install with the test dependencies, then run the tests
+#   make uninstall   remove everything install.sh added
+
+HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+
+.PHONY: install run test uninstall
+
+install:
+	$(HERE)/install.sh
+
+run:
+	$(HERE)/install.sh
+	exec /usr/local/sbin/privsep-sshd -D -e
+
+# pytest's exit status is make's verdict: any failure, or no tests collected
+# (status 5), fails the target.
+test:
+	$(HERE)/install.sh --test
+	cd $(HERE) && /opt/privsep-sshd/bin/python -m pytest -v tests
+
+uninstall:
+	$(HERE)/install.sh --uninstall
