@@ -20,7 +20,12 @@ _MAX_FDS = 4
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
     """(monitor end, child end), both close-on-exec."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for sock in pair:
+        # A datagram must fit the send buffer whole, and the default one
+        # (net.core.wmem_default, 208 KiB) is smaller than the largest record.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _RECV_SIZE + 4096)
+    return pair
 
 
 class MonitorChannel:

@@ -1,0 +1,622 @@
+"""A compromised net-child against the real monitor (issue 2, "Must show").
+
+Each test forks a real root ``Monitor`` (real PAM service, a real ed25519
+host key, a real throwaway user with a real key in authorized_keys) serving
+one end of a monitor socketpair, and plays the net-child on the other end:
+with MonitorChannel where the records are well formed, with raw sendmsg
+where they are not.  The monitor runs in a forked process so that PAM and
+os._exit stay out of pytest's process; its log goes to a file, and its exit
+code says how serve() ended:
+
+    HANDED_OFF  serve() returned a Handoff: a login would proceed
+    REFUSED     serve() raised PolicyViolation (logged as monitor.run does)
+
+Every hostile case ends REFUSED, with the "fatal: monitor: <reason>;
+dropping <peer>" line naming the reason, no "Accepted" line and no hand-off.
+The positive controls run the same harness through a legitimate login and
+end HANDED_OFF with "Accepted publickey/password for <user>", so the
+refusals are the monitor's doing and not the harness's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import struct
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+import pytest
+
+from privsep import auth_pubkey, hostkeys
+from privsep import monitor_wire as wire
+from privsep.monitor import ChildGone, Monitor, Peer
+from privsep.monitor_channel import MonitorChannel, make_pair
+from privsep.monitor_policy import PolicyViolation
+from privsep.servconf import ServerOptions
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+PEER = Peer("127.0.0.1", 5555, "127.0.0.1", 22)
+DROPPING = f"; dropping {PEER}"
+ALG = "ssh-ed25519"
+TIMEOUT = 30.0
+
+# Exit codes of the forked monitor.
+HANDED_OFF, REFUSED, CLOSED, GONE, CRASHED = 0, 3, 4, 5, 6
+CODE_NAMES = {HANDED_OFF: "HANDED_OFF", REFUSED: "REFUSED", CLOSED: "CLOSED",
+              GONE: "GONE", CRASHED: "CRASHED"}
+
+U32 = struct.Struct(">I")
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def host_key_path(tmp_path_factory) -> Path:
+    return _keygen(tmp_path_factory.mktemp("hostkey") / "ssh_host_ed25519_key")
+
+
+@pytest.fixture(scope="module")
+def stranger_key(tmp_path_factory) -> paramiko.Ed25519Key:
+    """A key in nobody's authorized_keys."""
+    path = _keygen(tmp_path_factory.mktemp("stranger") / "id_ed25519")
+    return paramiko.Ed25519Key.from_private_key_file(str(path))
+
+
+# --- the monitor, forked -------------------------------------------------------------
+
+
+def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
+                     pam_service: str) -> int:
+    """In the forked child: a real Monitor serving ``sock`` until it ends."""
+    signal.alarm(int(TIMEOUT * 2))  # default action: never outlive a hung test
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    handler = logging.FileHandler(logfile)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    log = logging.getLogger("privsep.monitor")
+
+    options = ServerOptions().finish()
+    options.use_pam = True
+    options.pam_service = pam_service
+    keys = [hostkeys.load_private(str(host_key_path))]
+    _, startup_fd = os.pipe()
+    monitor = Monitor(options, keys, PEER, startup_fd)
+    channel = MonitorChannel(sock)
+    # The exception handling of monitor.run, minus the fork of a net-child
+    # (the test is the net-child) and the post-auth session.
+    try:
+        handoff = monitor.serve(channel, "preauth")
+        if handoff is None:
+            log.info("harness: channel closed without hand-off")
+            return CLOSED
+        log.info("harness: Handoff accepted for %s (session id %s)",
+                 monitor.state.user, handoff.state.session_id.hex())
+        return HANDED_OFF
+    except ChildGone:
+        return GONE
+    except PolicyViolation as exc:
+        log.error("fatal: monitor: %s; dropping %s", exc, monitor.peer)
+        return REFUSED
+    except Exception:
+        log.exception("fatal: monitor error for %s", monitor.peer)
+        return CRASHED
+    finally:
+        channel.close()
+        for tty in list(monitor.state.ptys):  # none, unless a pty slipped through
+            monitor.release_pty(tty)
+        if monitor.pam is not None:
+            monitor.pam.end()
+
+
+@dataclass
+class Outcome:
+    code: int
+    log: str
+
+    def __str__(self) -> str:
+        return f"monitor exit {CODE_NAMES.get(self.code, self.code)}; log:\n{self.log}"
+
+
+def _wait(pid: int) -> int:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("monitor did not exit")
+
+
+def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
+                drive: Callable[[MonitorChannel], None]) -> Outcome:
+    """Fork a monitor, let ``drive`` play the net-child, return how it ended."""
+    logfile = tmp_path / "monitor.log"
+    logfile.write_text("")
+    monitor_end, child_end = make_pair()
+    pid = os.fork()
+    if pid == 0:  # the monitor: never return into pytest
+        code = CRASHED
+        try:
+            child_end.close()
+            code = _monitor_process(monitor_end, logfile, host_key_path, pam_service)
+        except BaseException:
+            try:
+                with open(logfile, "a") as f:
+                    traceback.print_exc(file=f)
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+    monitor_end.close()
+    child_end.settimeout(TIMEOUT)
+    channel = MonitorChannel(child_end)
+    failure: BaseException | None = None
+    try:
+        drive(channel)
+    except BaseException as exc:
+        failure = exc
+    finally:
+        channel.close()  # a monitor still serving sees EOF and ends
+        code = _wait(pid)
+    outcome = Outcome(code, logfile.read_text())
+    if failure is not None:
+        raise AssertionError(f"net-child side failed: {failure!r}\n{outcome}") from failure
+    return outcome
+
+
+def assert_refused(outcome: Outcome, reason: str) -> None:
+    """Refused for ``reason``, with a log line, no login, no hand-off."""
+    assert outcome.code == REFUSED, str(outcome)
+    pattern = re.compile(r"^ERROR privsep\.monitor: fatal: monitor: .*" + re.escape(reason)
+                         + r".*" + re.escape(DROPPING) + "$", re.M)
+    assert pattern.search(outcome.log), f"no refusal line naming {reason!r}\n{outcome}"
+    assert "Accepted" not in outcome.log, str(outcome)
+    assert "Handoff accepted" not in outcome.log, str(outcome)
+
+
+def assert_dropped(channel: MonitorChannel) -> None:
+    """The monitor answered nothing and closed the channel."""
+    try:
+        msg, fds = channel.recv()
+    except (EOFError, ConnectionResetError):
+        return
+    for fd in fds:
+        os.close(fd)
+    pytest.fail(f"monitor answered {msg!r} instead of dropping the child")
+
+
+# --- the net-child's side ---------------------------------------------------------------
+
+
+def userauth_blob(session_id: bytes, user: str, keyblob: bytes, *, service="ssh-connection",
+                  method="publickey", has_signature=True, algorithm=ALG,
+                  msg_type=50) -> bytes:
+    """The data a client signs for publickey auth (RFC 4252 section 7)."""
+    m = paramiko.Message()
+    m.add_string(session_id)
+    m.add_byte(bytes([msg_type]))
+    m.add_string(user)
+    m.add_string(service)
+    m.add_string(method)
+    m.add_boolean(has_signature)
+    m.add_string(algorithm)
+    m.add_string(keyblob)
+    return m.asbytes()
+
+
+def signed_verify(key: paramiko.PKey, blob: bytes) -> wire.KeyVerifyRequest:
+    """A KeyVerifyRequest with a real signature by ``key`` over ``blob``."""
+    signature = key.sign_ssh_data(blob, ALG).asbytes()
+    return wire.KeyVerifyRequest(ALG, key.asbytes(), blob, signature)
+
+
+def fake_handoff(session_id: bytes) -> wire.Handoff:
+    direction = wire.DirectionState("aes256-ctr", bytes(32), bytes(16), 0, b"",
+                                    "hmac-sha2-256", bytes(32), 3, 3, 100)
+    return wire.Handoff(wire.TransportState(
+        session_id=session_id, local_version="SSH-2.0-privsep_sshd",
+        remote_version="SSH-2.0-OpenSSH_9.2p1", strict_kex=True, client_ext_info=False,
+        inbound=direction, outbound=direction, pending=b""))
+
+
+class NetChild:
+    """Steps a (compromised) net-child takes; legitimate ones assert their answer."""
+
+    def __init__(self, channel: MonitorChannel, host_key_path: Path) -> None:
+        self.ch = channel
+        self.host_public = hostkeys.public_half(hostkeys.load_private(str(host_key_path)))
+
+    def sign(self, data: bytes) -> bytes:
+        answer, _ = self.ch.call(wire.SignRequest(ALG, data), wire.SignAnswer)
+        # A real host-key signature over exactly that data.
+        assert self.host_public.verify_ssh_sig(data, paramiko.Message(answer.signature))
+        return answer.signature
+
+    def kex(self) -> bytes:
+        """A key exchange: the host key signs an exchange hash, the session id."""
+        session_id = secrets.token_bytes(32)
+        self.sign(session_id)
+        return session_id
+
+    def pwnam(self, name: str) -> bool:
+        answer, _ = self.ch.call(wire.PwnamRequest(name), wire.PwnamAnswer)
+        return answer.valid
+
+    def key_allowed(self, key: paramiko.PKey) -> bool:
+        answer, _ = self.ch.call(wire.KeyAllowedRequest(ALG, key.asbytes()),
+                                 wire.KeyAllowedAnswer)
+        return answer.allowed
+
+    def verify(self, req: wire.KeyVerifyRequest) -> bool:
+        answer, _ = self.ch.call(req, wire.KeyVerifyAnswer)
+        return answer.verified
+
+    def password(self, password: str) -> bool:
+        answer, _ = self.ch.call(wire.PasswordRequest(password.encode()), wire.PasswordAnswer)
+        return answer.accepted
+
+    def up_to_key_allowed(self, user, key: paramiko.PKey) -> bytes:
+        """kex, user named, key allowed: the legitimate start of a key login."""
+        session_id = self.kex()
+        assert self.pwnam(user.name) is True
+        assert self.key_allowed(key) is True
+        return session_id
+
+    def attack(self, msg: wire.Message, fds: tuple[int, ...] = ()) -> None:
+        self.ch.send(msg, fds)
+        assert_dropped(self.ch)
+
+    def attack_raw(self, data: bytes, fds: tuple[int, ...] = ()) -> None:
+        ancillary = []
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+        self.ch.sock.sendmsg([data], ancillary)
+        assert_dropped(self.ch)
+
+
+@pytest.fixture
+def hostile(tmp_path, host_key_path, pam_service):
+    """hostile(steps) runs ``steps(NetChild)`` against a fresh forked monitor."""
+    def run(steps: Callable[[NetChild], None]) -> Outcome:
+        return run_monitor(tmp_path, host_key_path, pam_service,
+                           lambda ch: steps(NetChild(ch, host_key_path)))
+    return run
+
+
+@pytest.fixture
+def user_key(user) -> paramiko.Ed25519Key:
+    return paramiko.Ed25519Key.from_private_key_file(str(user.key_path))
+
+
+# --- positive controls: the same harness lets a legitimate login through -------------------
+
+
+def test_control_publickey_login_is_handed_off(hostile, user, user_key):
+    verdicts = []
+
+    def steps(child: NetChild) -> None:
+        session_id = child.up_to_key_allowed(user, user_key)
+        child.sign(secrets.token_bytes(32))  # a rekey before auth is legal
+        blob = userauth_blob(session_id, user.name, user_key.asbytes())
+        verdicts.append(child.verify(signed_verify(user_key, blob)))
+        child.ch.send(fake_handoff(session_id))
+
+    outcome = hostile(steps)
+    assert verdicts == [True]
+    assert outcome.code == HANDED_OFF, str(outcome)
+    fp = auth_pubkey.fingerprint(user_key.asbytes())
+    assert (f"Accepted publickey for {user.name} from {PEER} ssh2: ED25519 {fp}"
+            in outcome.log), str(outcome)
+    assert f"harness: Handoff accepted for {user.name}" in outcome.log
+    assert "fatal" not in outcome.log
+
+
+def test_control_password_login_is_handed_off(hostile, user):
+    verdicts = []
+
+    def steps(child: NetChild) -> None:
+        session_id = child.kex()
+        assert child.pwnam(user.name) is True
+        verdicts.append(child.password(user.password))
+        child.ch.send(fake_handoff(session_id))
+
+    outcome = hostile(steps)
+    assert verdicts == [True]
+    assert outcome.code == HANDED_OFF, str(outcome)
+    assert f"Accepted password for {user.name} from {PEER} ssh2" in outcome.log
+    assert "fatal" not in outcome.log
+
+
+# --- host-key signatures ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 19, 33, 100, 1000])
+@pytest.mark.parametrize("after_kex", [False, True], ids=["first", "after-kex"])
+def test_sign_data_of_arbitrary_length(hostile, size, after_kex):
+    def steps(child: NetChild) -> None:
+        if after_kex:
+            child.kex()
+        child.attack(wire.SignRequest(ALG, os.urandom(size)))
+
+    assert_refused(hostile(steps), f"SignRequest data of {size} bytes is not an exchange hash")
+
+
+def test_sign_of_a_userauth_blob_refused(hostile, user, user_key):
+    """The host key is no oracle: a userauth blob is not an exchange hash."""
+    def steps(child: NetChild) -> None:
+        session_id = child.kex()
+        child.attack(wire.SignRequest(ALG, userauth_blob(session_id, user.name,
+                                                         user_key.asbytes())))
+
+    assert_refused(hostile(steps), "is not an exchange hash")
+
+
+def test_second_sign_does_not_move_the_session_id(hostile, user, user_key):
+    """A second hash-sized sign request is answered (rekey), but the session
+    id stays the first: a userauth blob signed over the second is refused."""
+    def steps(child: NetChild) -> None:
+        child.up_to_key_allowed(user, user_key)
+        second = secrets.token_bytes(32)
+        child.sign(second)
+        blob = userauth_blob(second, user.name, user_key.asbytes())
+        child.attack(signed_verify(user_key, blob))
+
+    assert_refused(hostile(steps), "signature over another session id")
+
+
+# --- the signed userauth blob must belong to this connection ------------------------------
+
+
+@pytest.mark.parametrize("tamper,reason", [
+    (lambda sid, user: dict(session_id=secrets.token_bytes(32), user=user),
+     "signature over another session id"),
+    (lambda sid, user: dict(session_id=sid, user="root"),
+     "signed request names user 'root'"),
+    (lambda sid, user: dict(session_id=sid, user=user, service="ssh-userauth"),
+     "signed request names service 'ssh-userauth'"),
+    (lambda sid, user: dict(session_id=sid, user=user, service="sftp"),
+     "signed request names service 'sftp'"),
+    (lambda sid, user: dict(session_id=sid, user=user, msg_type=60),
+     "signed message type 60"),
+    (lambda sid, user: dict(session_id=sid, user=user, has_signature=False),
+     "not a publickey request with signature"),
+], ids=["other-session-id", "other-user", "service-ssh-userauth", "service-sftp",
+        "msg-type-60", "no-signature-flag"])
+def test_userauth_blob_not_bound_to_this_login(hostile, user, user_key, tamper, reason):
+    """After a legitimate KeyAllowed, a blob with a real signature by the
+    user's own key, but over the wrong fields, is refused."""
+    def steps(child: NetChild) -> None:
+        session_id = child.up_to_key_allowed(user, user_key)
+        fields = tamper(session_id, user.name)
+        blob = userauth_blob(fields.pop("session_id"), fields.pop("user"),
+                             user_key.asbytes(), **fields)
+        child.attack(signed_verify(user_key, blob))
+
+    assert_refused(hostile(steps), reason)
+
+
+def test_userauth_blob_naming_another_real_user(hostile, make_user, user_key, user):
+    """The user's key signs a blob naming another existing user."""
+    other = make_user()
+
+    def steps(child: NetChild) -> None:
+        session_id = child.up_to_key_allowed(user, user_key)
+        blob = userauth_blob(session_id, other.name, user_key.asbytes())
+        child.attack(signed_verify(user_key, blob))
+
+    outcome = hostile(steps)
+    assert_refused(outcome, f"signed request names user '{other.name}'")
+
+
+# --- keys the monitor never allowed ---------------------------------------------------------
+
+
+def test_key_not_in_authorized_keys(hostile, user, stranger_key):
+    answers = []
+
+    def steps(child: NetChild) -> None:
+        session_id = child.kex()
+        assert child.pwnam(user.name) is True
+        answers.append(child.key_allowed(stranger_key))
+        # The compromised child goes on as if it had been allowed, with a
+        # blob and signature that are otherwise perfect.
+        blob = userauth_blob(session_id, user.name, stranger_key.asbytes())
+        child.attack(signed_verify(stranger_key, blob))
+
+    outcome = hostile(steps)
+    assert answers == [False]
+    fp = auth_pubkey.fingerprint(stranger_key.asbytes())
+    assert f"Public key {ALG} {fp} not allowed for {user.name}" in outcome.log, str(outcome)
+    assert_refused(outcome, "KeyVerifyRequest key was never allowed")
+
+
+def test_key_verify_with_no_key_allowed_request(hostile, user, user_key):
+    """Even the user's real key must be asked about first."""
+    def steps(child: NetChild) -> None:
+        session_id = child.kex()
+        assert child.pwnam(user.name) is True
+        blob = userauth_blob(session_id, user.name, user_key.asbytes())
+        child.attack(signed_verify(user_key, blob))
+
+    assert_refused(hostile(steps), "KeyVerifyRequest key was never allowed")
+
+
+# --- claims of success -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["first", "after-kex", "after-pwnam", "after-key-allowed"])
+def test_handoff_without_verification(hostile, user, user_key, stage):
+    def steps(child: NetChild) -> None:
+        session_id = b"\x00" * 32
+        if stage != "first":
+            session_id = child.kex()
+        if stage in ("after-pwnam", "after-key-allowed"):
+            assert child.pwnam(user.name) is True
+        if stage == "after-key-allowed":
+            assert child.key_allowed(user_key) is True
+        child.attack(fake_handoff(session_id))
+
+    assert_refused(hostile(steps), "Handoff before authentication")
+
+
+def test_handoff_after_wrong_password(hostile, user):
+    answers = []
+
+    def steps(child: NetChild) -> None:
+        session_id = child.kex()
+        assert child.pwnam(user.name) is True
+        answers.append(child.password(user.password + "x"))
+        child.attack(fake_handoff(session_id))
+
+    outcome = hostile(steps)
+    assert answers == [False]
+    assert f"Failed password for {user.name} from {PEER} ssh2" in outcome.log, str(outcome)
+    assert_refused(outcome, "Handoff before authentication")
+
+
+def test_handoff_after_failed_signature(hostile, user, user_key):
+    """A correct blob with a signature over something else: KeyVerify says
+    no, and the hand-off that follows is refused."""
+    answers = []
+
+    def steps(child: NetChild) -> None:
+        session_id = child.up_to_key_allowed(user, user_key)
+        blob = userauth_blob(session_id, user.name, user_key.asbytes())
+        forged = signed_verify(user_key, blob + b"x")
+        answers.append(child.verify(wire.KeyVerifyRequest(ALG, user_key.asbytes(), blob,
+                                                          forged.signature)))
+        child.attack(fake_handoff(session_id))
+
+    outcome = hostile(steps)
+    assert answers == [False]
+    assert f"Failed publickey for {user.name} from {PEER} ssh2" in outcome.log, str(outcome)
+    assert_refused(outcome, "Handoff before authentication")
+
+
+# --- post-auth requests before auth ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["first", "after-pwnam"])
+def test_pty_request_before_auth(hostile, user, stage):
+    def steps(child: NetChild) -> None:
+        if stage == "after-pwnam":
+            child.kex()
+            assert child.pwnam(user.name) is True
+        child.attack(wire.PtyRequest("xterm", 80, 24, 0, 0))
+
+    outcome = hostile(steps)
+    assert_refused(outcome, "PtyRequest not permitted in preauth")
+    assert "Allocated pty" not in outcome.log
+
+
+def test_pty_cleanup_before_auth(hostile):
+    def steps(child: NetChild) -> None:
+        child.attack(wire.PtyCleanupRequest("/dev/pts/0"))
+
+    assert_refused(hostile(steps), "PtyCleanupRequest not permitted in preauth")
+
+
+# --- malformed records --------------------------------------------------------------------------
+
+
+def _record(msg_type: int, body: bytes) -> bytes:
+    return U32.pack(len(body) + 1) + bytes([msg_type]) + body
+
+
+PWNAM = wire.encode(wire.PwnamRequest("someone"))
+
+MALFORMED = {
+    # name: (raw datagram, reason in the log)
+    "truncated-as-sent": (PWNAM[:-3], f"record length {len(PWNAM) - 4} but {len(PWNAM) - 7} bytes"),
+    "truncated-reframed": (U32.pack(len(PWNAM) - 7) + PWNAM[4:-3], "truncated record"),
+    "truncated-header": (PWNAM[:3], "truncated record"),
+    "unknown-type": (_record(99, b"\x00" * 8), "unknown message type 99"),
+    "oversized-claim": (U32.pack(wire.MAX_RECORD + 1) + bytes([wire.MsgType.PWNAM_REQUEST]),
+                        f"record of {wire.MAX_RECORD + 1} bytes is oversized"),
+    "oversized-datagram": (_record(wire.MsgType.PASSWORD_REQUEST,
+                                   U32.pack(wire.MAX_RECORD) + b"p" * wire.MAX_RECORD),
+                           "oversized record"),
+    "trailing-bytes": (U32.pack(len(PWNAM) - 4 + 2) + PWNAM[4:] + b"\x00\x00",
+                       "trailing bytes after PwnamRequest"),
+    "bad-utf8": (_record(wire.MsgType.PWNAM_REQUEST, U32.pack(2) + b"\xff\xfe"),
+                 "user: not UTF-8"),
+    "bool-2": (_record(wire.MsgType.PWNAM_ANSWER, b"\x02"), "valid: bool must be 0 or 1"),
+}
+
+
+@pytest.mark.parametrize("stage", ["first", "mid-login"])
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_record(hostile, user, user_key, name, stage):
+    data, reason = MALFORMED[name]
+
+    def steps(child: NetChild) -> None:
+        if stage == "mid-login":
+            child.up_to_key_allowed(user, user_key)
+        child.attack_raw(data)
+
+    assert_refused(hostile(steps), f"bad message from preauth: {reason}")
+
+
+@pytest.mark.parametrize("stage", ["first", "mid-login"])
+def test_record_with_unexpected_descriptor(hostile, user, user_key, stage):
+    """A well-formed request carrying a descriptor it should not."""
+    def steps(child: NetChild) -> None:
+        if stage == "mid-login":
+            child.up_to_key_allowed(user, user_key)
+        r, w = os.pipe()
+        try:
+            child.attack(wire.PwnamRequest(user.name), fds=(r,))
+        finally:
+            os.close(r)
+            os.close(w)
+
+    assert_refused(hostile(steps), "bad message from preauth: PwnamRequest came with 1 descriptors")
+
+
+def test_answer_sent_as_request(hostile, user):
+    """A child claiming a verdict by sending the monitor's own answer."""
+    def steps(child: NetChild) -> None:
+        child.kex()
+        assert child.pwnam(user.name) is True
+        child.attack(wire.KeyVerifyAnswer(True))
+
+    assert_refused(hostile(steps), "KeyVerifyAnswer not permitted in preauth")
+
+
+def test_largest_legal_record_crosses_the_channel():
+    """The boundary of the oversized cases: a record of exactly MAX_RECORD
+    bytes is carried whole and decoded (the socket buffer must hold it)."""
+    a, b = make_pair()
+    sender, receiver = MonitorChannel(a), MonitorChannel(b)
+    try:
+        msg = wire.PasswordRequest(b"p" * (wire.MAX_RECORD - 1 - 4))
+        sender.send(msg)
+        got, fds = receiver.recv()
+        assert got == msg and fds == []
+    finally:
+        sender.close()
+        receiver.close()

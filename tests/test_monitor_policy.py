@@ -1,0 +1,316 @@
+"""The monitor's request table (privsep/monitor_policy.py): pure tests.
+
+Each rule of DESIGN.md's "The monitor protocol" as the table states it:
+what is permitted in which phase, once-only requests, requests that need an
+earlier step, and the session binding of a signed userauth request.  The
+state is built by hand, as the monitor would have set it from its own
+decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from privsep import monitor_wire as wire
+from privsep.auth_pubkey import SignedUserauth
+from privsep.monitor_policy import (
+    MAX_USER_LEN, MonitorState, Phase, PolicyViolation, admit, bind_session_id,
+    userauth_binding_error,
+)
+
+SID = bytes(range(32))
+ALG = "ssh-ed25519"
+BLOB = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32))
+OTHER_BLOB = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(1, 33))
+
+HANDOFF = wire.Handoff(wire.TransportState(
+    session_id=SID, local_version="SSH-2.0-a", remote_version="SSH-2.0-b",
+    strict_kex=True, client_ext_info=False,
+    inbound=wire.DirectionState("aes256-ctr", b"k", b"i", 0, b"", "hmac-sha2-256", b"m", 3, 3, 3),
+    outbound=wire.DirectionState("aes256-ctr", b"k", b"i", 0, b"", "hmac-sha2-256", b"m", 4, 4, 4),
+    pending=b"",
+))
+
+
+def after_kex() -> MonitorState:
+    state = MonitorState()
+    bind_session_id(state, SID)
+    return state
+
+
+def user_named(name: str = "alice") -> MonitorState:
+    state = after_kex()
+    admit(state, wire.PwnamRequest(name))
+    state.user, state.user_valid = name, True
+    return state
+
+
+def authenticated() -> MonitorState:
+    state = user_named()
+    state.allowed_keys.add((ALG, BLOB))
+    state.authenticated, state.auth_method = True, "publickey"
+    return state
+
+
+def postauth() -> MonitorState:
+    state = authenticated()
+    admit(state, HANDOFF)
+    state.handed_off = True
+    state.phase = Phase.POSTAUTH
+    return state
+
+
+def refused(state: MonitorState, msg: object, match: str) -> None:
+    with pytest.raises(PolicyViolation, match=match):
+        admit(state, msg)
+
+
+# --- signing: only exchange hashes, first one is the session id -----------------
+
+
+@pytest.mark.parametrize("size", sorted(wire.HASH_SIZES))
+@pytest.mark.parametrize("make_state", [MonitorState, user_named, authenticated, postauth])
+def test_sign_hash_sized_data(size, make_state):
+    assert size in (20, 32, 48, 64)
+    admit(make_state(), wire.SignRequest(ALG, bytes(size)))
+
+
+@pytest.mark.parametrize("size", [0, 1, 19, 21, 31, 33, 47, 49, 63, 65, 100, 1000])
+@pytest.mark.parametrize("make_state", [MonitorState, user_named, postauth])
+def test_sign_other_sizes_refused(size, make_state):
+    refused(make_state(), wire.SignRequest(ALG, bytes(size)),
+            f"SignRequest data of {size} bytes is not an exchange hash")
+
+
+def test_hash_sizes_are_exactly_the_sha_sizes():
+    assert wire.HASH_SIZES == {20, 32, 48, 64}
+
+
+def test_first_sign_fixes_session_id():
+    state = MonitorState()
+    assert state.session_id is None
+    first, second, third = b"\x01" * 32, b"\x02" * 32, b"\x03" * 64
+    bind_session_id(state, first)
+    assert state.session_id == first
+    # Rekeys sign new exchange hashes; the session id stays the first.
+    bind_session_id(state, second)
+    bind_session_id(state, third)
+    assert state.session_id == first
+
+
+def test_repeated_sign_is_permitted_for_rekey():
+    state = after_kex()
+    for _ in range(3):
+        admit(state, wire.SignRequest(ALG, bytes(32)))
+    assert state.session_id == SID
+
+
+# --- user lookup ---------------------------------------------------------------
+
+
+def test_pwnam_before_key_exchange_refused():
+    refused(MonitorState(), wire.PwnamRequest("alice"), "PwnamRequest before key exchange")
+
+
+def test_pwnam_twice_refused():
+    state = after_kex()
+    admit(state, wire.PwnamRequest("alice"))
+    refused(state, wire.PwnamRequest("alice"), "PwnamRequest repeated")
+    refused(state, wire.PwnamRequest("root"), "PwnamRequest repeated")
+
+
+def test_refused_pwnam_does_not_use_up_the_once():
+    state = MonitorState()
+    refused(state, wire.PwnamRequest("alice"), "before key exchange")
+    bind_session_id(state, SID)
+    admit(state, wire.PwnamRequest("alice"))
+
+
+@pytest.mark.parametrize("name", ["", "x" * (MAX_USER_LEN + 1), "x" * 5000,
+                                  "root\0", "\0", "al\0ice"])
+def test_pwnam_malformed_name_refused(name):
+    refused(after_kex(), wire.PwnamRequest(name), "PwnamRequest user name malformed")
+
+
+def test_pwnam_longest_name_permitted():
+    assert MAX_USER_LEN == 256
+    admit(after_kex(), wire.PwnamRequest("x" * MAX_USER_LEN))
+
+
+# --- password and key checks need a named user and no success yet -----------------
+
+
+@pytest.mark.parametrize("msg", [wire.PasswordRequest(b"secret"),
+                                 wire.KeyAllowedRequest(ALG, BLOB)], ids=lambda m: type(m).__name__)
+def test_auth_requests_before_user_named_refused(msg):
+    refused(MonitorState(), msg, "before the user was named")
+    refused(after_kex(), msg, "before the user was named")
+
+
+@pytest.mark.parametrize("msg", [wire.PasswordRequest(b"secret"),
+                                 wire.KeyAllowedRequest(ALG, BLOB)], ids=lambda m: type(m).__name__)
+def test_auth_requests_after_user_named_permitted_repeatedly(msg):
+    state = user_named()
+    for _ in range(3):  # several attempts are the monitor's MaxAuthTries business
+        admit(state, msg)
+
+
+@pytest.mark.parametrize("msg", [wire.PasswordRequest(b"secret"),
+                                 wire.KeyAllowedRequest(ALG, BLOB),
+                                 wire.KeyVerifyRequest(ALG, BLOB, b"data", b"sig")],
+                         ids=lambda m: type(m).__name__)
+def test_auth_requests_after_authenticated_refused(msg):
+    refused(authenticated(), msg, "after authentication succeeded")
+
+
+def test_oversized_password_refused():
+    refused(user_named(), wire.PasswordRequest(b"p" * 1025), "password oversized")
+    admit(user_named(), wire.PasswordRequest(b"p" * 1024))
+
+
+def test_key_verify_for_key_never_allowed_refused():
+    state = user_named()
+    refused(state, wire.KeyVerifyRequest(ALG, BLOB, b"data", b"sig"), "key was never allowed")
+    state.allowed_keys.add((ALG, BLOB))
+    # Same key under another algorithm name, or another key: still never allowed.
+    refused(state, wire.KeyVerifyRequest("ssh-rsa", BLOB, b"d", b"s"), "key was never allowed")
+    refused(state, wire.KeyVerifyRequest(ALG, OTHER_BLOB, b"d", b"s"), "key was never allowed")
+    admit(state, wire.KeyVerifyRequest(ALG, BLOB, b"data", b"sig"))
+
+
+# --- hand-off -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_state", [MonitorState, after_kex, user_named])
+def test_handoff_before_authenticated_refused(make_state):
+    refused(make_state(), HANDOFF, "Handoff before authentication")
+
+
+def test_handoff_with_allowed_key_but_no_verify_refused():
+    state = user_named()
+    state.allowed_keys.add((ALG, BLOB))
+    refused(state, HANDOFF, "Handoff before authentication")
+
+
+def test_handoff_once():
+    state = authenticated()
+    admit(state, HANDOFF)
+    refused(state, HANDOFF, "Handoff repeated")
+
+
+# --- phases ---------------------------------------------------------------------
+
+
+PTY_REQUEST = wire.PtyRequest("xterm", 80, 24, 0, 0)
+
+
+@pytest.mark.parametrize("make_state", [MonitorState, user_named, authenticated])
+def test_postauth_requests_refused_in_preauth(make_state):
+    refused(make_state(), PTY_REQUEST, "PtyRequest not permitted in preauth")
+    refused(make_state(), wire.PtyCleanupRequest("/dev/pts/0"),
+            "PtyCleanupRequest not permitted in preauth")
+
+
+@pytest.mark.parametrize("msg", [
+    wire.PasswordRequest(b"secret"), wire.PwnamRequest("alice"), HANDOFF,
+    wire.KeyAllowedRequest(ALG, BLOB), wire.KeyVerifyRequest(ALG, BLOB, b"d", b"s"),
+], ids=lambda m: type(m).__name__)
+def test_preauth_requests_refused_in_postauth(msg):
+    refused(postauth(), msg, f"{type(msg).__name__} not permitted in postauth")
+
+
+@pytest.mark.parametrize("msg", [
+    wire.SignAnswer(b""), wire.PwnamAnswer(True), wire.PasswordAnswer(True),
+    wire.KeyAllowedAnswer(True), wire.KeyVerifyAnswer(True), wire.PtyAnswer("/dev/pts/0"),
+    wire.PtyCleanupAnswer(True),
+], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("make_state", [MonitorState, user_named, postauth])
+def test_answers_are_never_requests(msg, make_state):
+    with pytest.raises(PolicyViolation, match="not permitted"):
+        admit(make_state(), msg)
+
+
+def test_postauth_pty_and_log_permitted():
+    state = postauth()
+    admit(state, PTY_REQUEST)
+    admit(state, PTY_REQUEST)  # several sessions may each want a pty
+    admit(state, wire.Log(20, "hello"))
+    admit(state, wire.SignRequest(ALG, bytes(64)))
+
+
+def test_pty_cleanup_only_of_allocated_tty():
+    state = postauth()
+    refused(state, wire.PtyCleanupRequest("/dev/pts/3"), "/dev/pts/3 is not this session's pty")
+    state.ptys.add("/dev/pts/3")
+    refused(state, wire.PtyCleanupRequest("/dev/pts/4"), "/dev/pts/4 is not this session's pty")
+    refused(state, wire.PtyCleanupRequest("/dev/tty1"), "not this session's pty")
+    admit(state, wire.PtyCleanupRequest("/dev/pts/3"))
+
+
+# --- the signed userauth request must belong to this connection -------------------
+
+
+def bound_state() -> MonitorState:
+    state = user_named("alice")
+    state.allowed_keys.add((ALG, BLOB))
+    return state
+
+
+REQ = wire.KeyVerifyRequest(ALG, BLOB, b"(signed data)", b"(signature)")
+GOOD = SignedUserauth(session_id=SID, msg_type=50, user="alice", service="ssh-connection",
+                      method="publickey", has_signature=True, algorithm=ALG, keyblob=BLOB)
+
+
+def test_binding_correct_blob_is_none():
+    assert userauth_binding_error(bound_state(), REQ, GOOD) is None
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(session_id=b"\x02" * 32), "signature over another session id"),
+    (dict(session_id=SID[:20]), "signature over another session id"),
+    (dict(session_id=b""), "signature over another session id"),
+    (dict(msg_type=51), "signed message type 51, not USERAUTH_REQUEST"),
+    (dict(msg_type=0), "signed message type 0"),
+    (dict(user="root"), "signed request names user 'root'"),
+    (dict(user="Alice"), "signed request names user 'Alice'"),
+    (dict(user=""), "signed request names user ''"),
+    (dict(service="ssh-userauth"), "signed request names service 'ssh-userauth'"),
+    (dict(service=""), "signed request names service ''"),
+    (dict(method="password"), "not a publickey request with signature"),
+    (dict(method="hostbased"), "not a publickey request with signature"),
+    (dict(has_signature=False), "not a publickey request with signature"),
+    (dict(algorithm="rsa-sha2-256"), "another key or algorithm"),
+    (dict(algorithm="ssh-rsa"), "another key or algorithm"),
+    (dict(keyblob=OTHER_BLOB), "another key or algorithm"),
+    (dict(keyblob=b""), "another key or algorithm"),
+], ids=lambda v: repr(v) if isinstance(v, dict) else "")
+def test_binding_each_field(change, reason):
+    signed = dataclasses.replace(GOOD, **change)
+    error = userauth_binding_error(bound_state(), REQ, signed)
+    assert error is not None
+    assert reason in error
+
+
+def test_binding_blob_must_match_the_request_not_just_an_allowed_key():
+    """The blob names key A, the request key B: refused even if both allowed."""
+    state = bound_state()
+    state.allowed_keys.add((ALG, OTHER_BLOB))
+    req = wire.KeyVerifyRequest(ALG, OTHER_BLOB, b"", b"")
+    assert "another key or algorithm" in userauth_binding_error(state, req, GOOD)
+
+
+def test_binding_without_session_id_refuses_everything():
+    """Before any signature the monitor has no session id: nothing binds."""
+    state = bound_state()
+    state.session_id = None
+    assert userauth_binding_error(state, REQ, GOOD) == "signature over another session id"
+
+
+def test_binding_uses_first_session_id_after_rekey():
+    state = bound_state()
+    bind_session_id(state, b"\x09" * 32)  # a rekey's exchange hash
+    assert userauth_binding_error(state, REQ, GOOD) is None
+    rekeyed = dataclasses.replace(GOOD, session_id=b"\x09" * 32)
+    assert userauth_binding_error(state, REQ, rekeyed) == "signature over another session id"
