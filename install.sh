@@ -244,8 +244,21 @@ for line in wanted:
 EOF
 }
 
+# pip trusts only the CA bundle it carries. Like Debian's own pip, use the
+# machine's store instead when there is one (it holds any local CA the admin
+# added, e.g. for a TLS-inspecting proxy), unless pip is told otherwise.
+use_system_cas() {
+    [[ -z ${PIP_CERT:-} && -s /etc/ssl/certs/ca-certificates.crt ]] || return 0
+    local config
+    config=$("$VENV_PY" -m pip config list 2>/dev/null || true)
+    if [[ $config != *.cert=* ]]; then
+        export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+    fi
+}
+
 install_python_deps() {
     local missing
+    use_system_cas
     mapfile -t missing < <(requirements missing)
     if [[ ${#missing[@]} -eq 0 ]]; then
         # All pins present; is anything underneath them missing or broken?
