@@ -94,8 +94,12 @@ def _verify_ok(state: MonitorState, msg: wire.KeyVerifyRequest) -> str | None:
     return _user_named(state, msg)
 
 
-def _handoff_ok(state: MonitorState, msg: object) -> str | None:
-    return None if state.authenticated else "before authentication"
+def _handoff_ok(state: MonitorState, msg: wire.Handoff) -> str | None:
+    if not state.authenticated:
+        return "before authentication"
+    if msg.state.session_id != state.session_id:
+        return "for another session id"
+    return None
 
 
 def _pty_cleanup_ok(state: MonitorState, msg: wire.PtyCleanupRequest) -> str | None:

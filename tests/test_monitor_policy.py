@@ -314,3 +314,18 @@ def test_binding_uses_first_session_id_after_rekey():
     assert userauth_binding_error(state, REQ, GOOD) is None
     rekeyed = dataclasses.replace(GOOD, session_id=b"\x09" * 32)
     assert userauth_binding_error(state, REQ, rekeyed) == "signature over another session id"
+
+
+def test_handoff_for_another_session_id_refused() -> None:
+    from privsep.monitor_policy import MonitorState, PolicyViolation, admit
+    from privsep import monitor_wire as wire
+    state = MonitorState(session_id=b"s" * 32, user="alice", user_valid=True, authenticated=True)
+    direction = wire.DirectionState("aes128-ctr", b"k" * 16, b"i" * 16, 0, b"", "hmac-sha2-256",
+                                    b"m" * 32, 3, 3, 300)
+    forged = wire.TransportState(b"x" * 32, "SSH-2.0-a", "SSH-2.0-b", True, True,
+                                 direction, direction, b"")
+    import pytest
+    with pytest.raises(PolicyViolation, match="another session id"):
+        admit(state, wire.Handoff(forged))
+    admit(state, wire.Handoff(wire.TransportState(b"s" * 32, "SSH-2.0-a", "SSH-2.0-b", True, True,
+                                                  direction, direction, b"")))
