@@ -12,6 +12,8 @@ import subprocess
 from typing import Callable
 
 import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from paramiko.message import Message
 
 #: ssh-keygen -A's set, under this daemon's directory.
@@ -53,7 +55,16 @@ def generate_missing(paths: list[str]) -> list[str]:
 
 def load_private(path: str) -> paramiko.PKey:
     """A host private key in OpenSSH or PEM format."""
-    return paramiko.PKey.from_path(path)
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.SSHException:
+        # paramiko 5.1.0 misreads ECDSA keys in OpenSSH's own format
+        # ("Invalid key curve identifier"); cryptography reads them.
+        with open(path, "rb") as handle:
+            key = serialization.load_ssh_private_key(handle.read(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise
+        return paramiko.ECDSAKey(vals=(key, key.public_key()))
 
 
 def algorithms_for(key: paramiko.PKey) -> tuple[str, ...]:

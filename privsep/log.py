@@ -36,7 +36,7 @@ def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str
         code = logging.handlers.SysLogHandler.facility_names.get(facility.lower(), 4 << 3)
         # PAM modules log through glibc's syslog(): give them our tag too.
         syslog.openlog(TAG, syslog.LOG_PID, code << 3)
-        handler = logging.handlers.SysLogHandler("/dev/log", facility=code)
+        handler = _QuietSysLogHandler("/dev/log", facility=code)
         handler.setFormatter(logging.Formatter(f"{TAG}[%(process)d]: %(message)s"))
     root.addHandler(handler)
     # paramiko's own chatter is for -d only.
@@ -46,3 +46,11 @@ def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str
 
 def verbose(logger: logging.Logger, msg: str, *args) -> None:
     logger.log(VERBOSE, msg, *args)
+
+
+class _QuietSysLogHandler(logging.handlers.SysLogHandler):
+    """No syslog daemon (no /dev/log) means no log, as with sshd: never a
+    traceback on stderr for it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass

@@ -110,3 +110,21 @@ def test_environment(privsep_server: Server, user) -> None:
     assert env["SSH_CONNECTION"].split()[3] == str(privsep_server.port)
     assert env["SSH_CLIENT"].split()[2] == str(privsep_server.port)
     assert "SSH_TTY" not in env and "TERM" not in env
+
+
+@pytest.mark.parametrize("kind,algorithm", [
+    ("ed25519", "ssh-ed25519"), ("ecdsa", "ecdsa-sha2-nistp256"),
+    ("rsa", "rsa-sha2-512"), ("rsa", "rsa-sha2-256"),
+])
+def test_every_host_key_serves(privsep_server: Server, user, kind: str, algorithm: str) -> None:
+    """Each of the three host keys made on first start signs the key exchange,
+    and it is the key in /etc/privsep-sshd (as ssh-keyscan sees it)."""
+    import subprocess
+    result = ssh(privsep_server, user, "true", options=[f"HostKeyAlgorithms={algorithm}"])
+    assert result.returncode == 0, result.stderr
+    scan = subprocess.run(["ssh-keyscan", "-p", str(privsep_server.port), "-t", kind, "127.0.0.1"],
+                          capture_output=True, text=True, timeout=30).stdout.split()
+    with open(f"/etc/privsep-sshd/ssh_host_{kind}_key.pub") as handle:
+        published = handle.read().split()
+    assert scan[1:3] == published[0:2]
+    assert "Unable to load host key" not in privsep_server.log_text()
