@@ -72,6 +72,9 @@ class Monitor:
     pw: pwd.struct_passwd | None = None
     pam: auth_pam.PamLogin | None = None
     pam_session_open: bool = False
+    #: What PAM said while opening the session (the message of the day...),
+    #: shown on the user's terminal as sshd does.
+    login_messages: tuple[str, ...] = ()
     child_pid: int = 0
     failures: int = 0
 
@@ -383,6 +386,7 @@ def _open_pam_session(monitor: Monitor) -> bool:
         log.error("PAM: pam_open_session(): %s", result.message)
         return False
     monitor.pam_session_open = True
+    monitor.login_messages = result.info
     return True
 
 
@@ -409,7 +413,7 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
         try:
             ours.close()
             session.run(conn, theirs, state, monitor.pw, env, monitor.options, publics,
-                        monitor.peer)
+                        monitor.peer, monitor.login_messages)
         except BaseException:
             logging.getLogger("privsep.session").exception("session process failed")
             os._exit(1)

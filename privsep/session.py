@@ -105,7 +105,9 @@ class SessionServer(paramiko.ServerInterface):
 
 class SessionProcess:
     def __init__(self, transport: paramiko.Transport, monitor: MonitorClient,
-                 pw: pwd.struct_passwd, pam_env: dict[str, str], peer) -> None:
+                 pw: pwd.struct_passwd, pam_env: dict[str, str], peer,
+                 login_messages: tuple[str, ...] = ()) -> None:
+        self.login_messages = login_messages
         self.transport = transport
         self.monitor = monitor
         self.pw = pw
@@ -282,12 +284,15 @@ class _PtyRunner:
         pty = session.pty
         assert pty is not None
         self.exited_r, self.exited_w = os.pipe()
+        banner = "".join(f"{line}\n" for line in process.login_messages) if argv[0][0] == "-" else ""
         pid = os.fork()
         if pid == 0:
             os.close(pty.master)
             sshpty.make_controlling(pty.slave)
             for fd in (0, 1, 2):
                 os.dup2(pty.slave, fd)
+            if banner:  # a login shell first shows what PAM said (motd)
+                os.write(1, banner.encode("utf-8", "replace"))
             _exec_child(shell, argv, env, process.pw.pw_dir)
         session.pid = pid
         os.close(pty.slave)
@@ -360,7 +365,8 @@ def _finish(chan: paramiko.Channel, status: int) -> None:
 
 def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
         pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
-        host_publics: list[paramiko.PKey], peer) -> NoReturn:
+        host_publics: list[paramiko.PKey], peer,
+        login_messages: tuple[str, ...] = ()) -> NoReturn:
     """The session process's whole life, right after the monitor forked it."""
     drop_privileges(pw)
     proctitle.set(f"{pw.pw_name}@notty")
@@ -370,7 +376,7 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     transport = ResumedTransport(conn, state, pw.pw_name)
     transport_setup.configure(transport, options)
     hostkeys.install_on(transport, host_publics, monitor.sign)
-    process = SessionProcess(transport, monitor, pw, pam_env, peer)
+    process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages)
     transport.resume(SessionServer(process))
     transport.join()
     # The connection is gone: hang up the programs still running on ptys.

@@ -117,3 +117,15 @@ def test_exec_with_forced_tty(any_server: Server, user) -> None:
     assert result.returncode == 0
     lines = result.stdout.decode().split()
     assert lines[0].startswith("/dev/pts/") and "stdin-is-tty" in lines
+
+
+def test_login_shell_shows_the_motd(terminal) -> None:
+    """pam_motd's message reaches a login shell's terminal, as with sshd."""
+    with open("/etc/motd", "rb") as handle:
+        motd_line = next((line.strip() for line in handle if line.strip()), None)
+    if motd_line is None:
+        pytest.skip("/etc/motd is empty here")
+    term = terminal()
+    term.expect(motd_line)
+    term.send(b"exit\n")
+    assert term.close() == 0
