@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 import paramiko
+import prctl
 from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, cMSG_CHANNEL_REQUEST
 
 from privsep import hostkeys, proctitle, sshpty, transport_setup
@@ -369,6 +370,11 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
         login_messages: tuple[str, ...] = ()) -> NoReturn:
     """The session process's whole life, right after the monitor forked it."""
     drop_privileges(pw)
+    # Without its monitor the session cannot clean up or get a pty: end with
+    # it.  (Set after the uid change, which clears it.)
+    prctl.set_pdeathsig(signal.SIGTERM)
+    if os.getppid() == 1:
+        os._exit(1)
     proctitle.set(f"{pw.pw_name}@notty")
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     monitor = MonitorClient(MonitorChannel(channel_sock))

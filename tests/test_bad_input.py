@@ -128,3 +128,30 @@ def test_unknown_user_gets_the_same_methods(privsep_server: Server, user, make_u
     assert known.returncode == unknown.returncode == 255
     methods = lambda r: r.stderr.decode().rsplit("Permission denied", 1)[1].strip()  # noqa: E731
     assert methods(known) == methods(unknown)
+
+
+@pytest.mark.parametrize("victim", ["session", "monitor"])
+def test_listener_survives_the_death_of_any_child(privsep_server: Server, user, bystander,
+                                                  victim: str) -> None:
+    import os
+    import signal
+    from tests.daemon import descendants
+    client = ssh_background(privsep_server, user, tty=True)
+    try:
+        shell = wait_until(lambda: [p for p in descendants(privsep_server.pid)
+                                    if p.args == "-bash" and p.uid == user.uid])[0]
+        session_pid = shell.ppid
+        monitor_pid = [p for p in descendants(privsep_server.pid) if p.pid == session_pid][0].ppid
+        os.kill(session_pid if victim == "session" else monitor_pid, signal.SIGKILL)
+        assert client.wait(20) == 255  # the client sees its connection end
+        if victim == "session":
+            # the monitor saw it go and cleaned up: logout record, PAM closed
+            privsep_server.wait_for_log(f"Disconnected from user {user.name} 127.0.0.1")
+            import subprocess
+            who = subprocess.run(["who"], capture_output=True, text=True).stdout
+            assert user.name not in who
+        _still_alive(privsep_server, bystander)
+        assert ssh(privsep_server, user, "echo new").stdout == b"new\n"
+    finally:
+        client.kill()
+        client.wait()
