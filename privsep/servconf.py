@@ -78,6 +78,8 @@ class ServerOptions:
     ciphers: list[str] = field(default_factory=list)
     #: Keywords already set, lower-case: the first value wins.
     seen: set[str] = field(default_factory=set, repr=False)
+    #: Keywords given with -o/-p/-h, which the file cannot add to.
+    from_cmdline: set[str] = field(default_factory=set, repr=False)
 
     def auth_methods(self) -> list[str]:
         methods = []
@@ -172,7 +174,11 @@ def apply_line(options: ServerOptions, line: str, where: str) -> None:
     except ValueError as exc:
         raise ConfigError(f"{where}: {words[0]}: {exc}") from None
     if repeatable:
-        if keyword in options.seen and attribute == "authorized_keys_file":
+        # Command-line values replace the file's rather than add to them
+        # (sshd -p ignores the file's Port lines); AuthorizedKeysFile's first
+        # line is the whole list.
+        if keyword in options.from_cmdline or (
+                keyword in options.seen and attribute == "authorized_keys_file"):
             return
         getattr(options, attribute).extend(parsed)
     elif keyword not in options.seen:
@@ -186,6 +192,7 @@ def load(path: str | None, overrides: list[str]) -> ServerOptions:
     for n, line in enumerate(overrides, 1):
         apply_line(options, line.replace("=", " ", 1) if "=" in line.split()[0] else line,
                    f"command-line line {n}")
+    options.from_cmdline = set(options.seen)
     file = path or DEFAULT_CONFIG
     try:
         with open(file, encoding="utf-8") as handle:
