@@ -111,7 +111,8 @@ class Monitor:
         proctitle.set(f"{req.user if self.state.user_valid else 'unknown'} [priv]")
         if self.options.use_pam:
             # Started for unknown users too, so that they cost what known ones do.
-            self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.peer.addr)
+            self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.peer.addr,
+                                         ruser=req.user)
         return wire.PwnamAnswer(self.state.user_valid)
 
     def _accept(self, method: str, detail: str = "") -> bool:

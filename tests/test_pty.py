@@ -129,3 +129,12 @@ def test_login_shell_shows_the_motd(terminal) -> None:
     term.expect(motd_line)
     term.send(b"exit\n")
     assert term.close() == 0
+
+
+def test_password_login_to_a_pty_shell(any_server: Server, user) -> None:
+    from tests.daemon import ssh_argv
+    argv, env = ssh_argv(any_server, user, password=user.password, tty=True)
+    result = subprocess.run(argv, env=env, input=b"echo who-$(id -un)-$(tty)\nexit 4\n",
+                            capture_output=True, timeout=60)
+    assert result.returncode == 4
+    assert f"who-{user.name}-/dev/pts/".encode() in result.stdout
