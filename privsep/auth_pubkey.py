@@ -931,3 +931,26 @@ __all__ = [
     "user_rights",
     "verify_userauth_signature",
 ]
+
+
+def key_usable_from(key: AuthorizedKey, addr: str, now: datetime.datetime | None = None) -> bool:
+    """The key's from= and expiry-time= options, checked for a login from ``addr``."""
+    from privsep.servconf import match_address  # servconf is the one pattern matcher
+
+    origin = key.option("from")
+    if origin is not None and origin.value is not None and not match_address(addr, origin.value):
+        return False
+    expiry = key.option("expiry-time")
+    if expiry is not None and expiry.value:
+        text = expiry.value
+        layout = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}.get(len(text.rstrip("Z")))
+        if layout is None:
+            return False
+        when = datetime.datetime.strptime(text.rstrip("Z"), layout)
+        if text.endswith("Z"):
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        else:
+            when = when.astimezone()
+        if (now or datetime.datetime.now(datetime.timezone.utc)) >= when:
+            return False
+    return True

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import paramiko
 
 from privsep import monitor, proctitle
-from privsep.servconf import ServerOptions
+from privsep.servconf import ServerConfig, ServerOptions
 
 log = logging.getLogger("privsep.listener")
 
@@ -57,6 +57,7 @@ class Listener:
     host_keys: list[paramiko.PKey]
     sockets: list[socket.socket]
     argv_text: str
+    config: ServerConfig | None = None
     #: read end of each unauthenticated monitor's startup pipe -> monitor pid
     startups: dict[int, int] = field(default_factory=dict)
     one_shot: bool = False
@@ -98,7 +99,7 @@ class Listener:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            monitor.run(conn, self.options, self.host_keys, startup_w)
+            monitor.run(conn, self.options, self.host_keys, startup_w, self.config)
         os.close(startup_w)
         conn.close()
         self.startups[startup_r] = pid
@@ -150,7 +151,7 @@ class Listener:
 
 
 def run(options: ServerOptions, host_keys: list[paramiko.PKey], argv_text: str,
-        one_shot: bool = False) -> None:
+        one_shot: bool = False, config: ServerConfig | None = None) -> None:
     sockets = bind_all(options)
-    Listener(options, host_keys, sockets, argv_text, one_shot=one_shot).serve()
+    Listener(options, host_keys, sockets, argv_text, config=config, one_shot=one_shot).serve()
     sys.stdout.flush()

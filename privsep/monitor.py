@@ -28,7 +28,9 @@ from privsep.monitor_channel import MonitorChannel, make_pair
 from privsep.monitor_policy import (
     MonitorState, Phase, PolicyViolation, admit, bind_session_id, userauth_binding_error,
 )
-from privsep.servconf import ServerOptions
+from privsep import servconf
+from privsep.auth_kbdint import KbdintConversation
+from privsep.servconf import ServerConfig, ServerOptions
 
 log = logging.getLogger("privsep.monitor")
 
@@ -44,6 +46,8 @@ class Peer:
 
     @classmethod
     def of(cls, sock: socket.socket) -> "Peer":
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return cls("UNKNOWN", 65535, "UNKNOWN", 65535)  # inetd mode over pipes
         remote, local = sock.getpeername(), sock.getsockname()
         return cls(_plain(remote[0]), remote[1], _plain(local[0]), local[1])
 
@@ -77,6 +81,12 @@ class Monitor:
     login_messages: tuple[str, ...] = ()
     child_pid: int = 0
     failures: int = 0
+    #: The parsed configuration, for Match blocks once the user is known.
+    config: ServerConfig | None = None
+    #: The PAM conversation of a keyboard-interactive login in progress.
+    kbdint: KbdintConversation | None = None
+    #: Key options of the authorized_keys line that let the user in.
+    key_options: tuple = ()
 
     # --- identity -----------------------------------------------------------
 
@@ -85,13 +95,30 @@ class Monitor:
         return self.state.user if self.state.user_valid else f"invalid user {self.state.user}"
 
     def _lookup(self, name: str) -> pwd.struct_passwd | None:
+        """The account, if it exists and the Allow/Deny rules let it in."""
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
+            log.info("Invalid user %s from %s", name, self.peer)
             return None
-        if pw.pw_uid == 0 and self.options.permit_root_login == "no":
+        refusal = servconf.access_refusal(self.options, name, self.peer.addr)
+        if refusal:
+            log.info("%s", refusal)
             return None
         return pw
+
+    def _root_refused(self, method: str) -> bool:
+        """PermitRootLogin, checked when a method has otherwise succeeded."""
+        if self.pw is None or self.pw.pw_uid != 0:
+            return False
+        policy = self.options.permit_root_login
+        allowed = policy == "yes" or (
+            method == "publickey" and (policy == "prohibit-password" or (
+                policy == "forced-commands-only"
+                and any(o.name == "command" for o in self.key_options))))
+        if not allowed:
+            log.info("ROOT LOGIN REFUSED FROM %s port %d", self.peer.addr, self.peer.port)
+        return not allowed
 
     # --- pre-auth answers -----------------------------------------------------
 
@@ -104,19 +131,23 @@ class Monitor:
 
     def answer_pwnam(self, req: wire.PwnamRequest) -> wire.PwnamAnswer:
         self.state.user = req.user
+        if self.config is not None:
+            self.options = self.config.options_for(servconf.ConnectionInfo(
+                user=req.user, host=self.peer.addr, address=self.peer.addr,
+                local_address=self.peer.local_addr, local_port=self.peer.local_port))
         self.pw = self._lookup(req.user)
         self.state.user_valid = self.pw is not None
-        if not self.state.user_valid:
-            log.info("Invalid user %s from %s", req.user, self.peer)
         proctitle.set(f"{req.user if self.state.user_valid else 'unknown'} [priv]")
         if self.options.use_pam:
             # Started for unknown users too, so that they cost what known ones do.
             self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.peer.addr,
                                          ruser=req.user)
-        return wire.PwnamAnswer(self.state.user_valid)
+        return wire.PwnamAnswer(self.state.user_valid, ",".join(self.options.auth_methods()))
 
     def _accept(self, method: str, detail: str = "") -> bool:
         """Final checks once a method succeeded; logs the verdict."""
+        if self._root_refused(method.split("/")[0]):
+            return False
         if self.pam is not None:
             result = self.pam.acct_mgmt()
             if not result.ok:
@@ -145,7 +176,6 @@ class Monitor:
             self.options.password_authentication and self.pw is not None
             and "\0" not in password
             and (password or self.options.permit_empty_passwords)
-            and not (self.pw.pw_uid == 0 and self.options.permit_root_login != "yes")
         )
         verdict = False
         if self.pam is not None:
@@ -168,12 +198,18 @@ class Monitor:
         return keys
 
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
-        allowed = (
-            self.options.pubkey_authentication and self.pw is not None
-            and not (self.pw.pw_uid == 0 and self.options.permit_root_login == "no")
-            and auth_pubkey.find_key(self._authorized_keys(), req.algorithm, req.keyblob) is not None
-        )
-        if allowed:
+        found = None
+        if (self.options.pubkey_authentication and self.pw is not None
+                and req.algorithm in self.options.pubkey_accepted_algorithms):
+            found = auth_pubkey.find_key(self._authorized_keys(), req.algorithm, req.keyblob)
+            if found is not None and not auth_pubkey.key_usable_from(found, self.peer.addr):
+                log.info("Authentication tried for %s with correct key but not from a "
+                         "permitted host (host=%s, ip=%s).", self.state.user, self.peer.addr,
+                         self.peer.addr)
+                found = None
+        allowed = found is not None
+        if found is not None:
+            self.key_options = found.options
             self.state.allowed_keys.add((req.algorithm, req.keyblob))
         else:
             self.failures += 1
@@ -202,7 +238,30 @@ class Monitor:
         self._fail("publickey", detail)
         return wire.KeyVerifyAnswer(False)
 
+    def answer_kbdint(self, req: wire.KbdintRequest) -> wire.KbdintAnswer:
+        """Relay one step of a PAM conversation to the client and back."""
+        if req.start:
+            if self.kbdint is not None:
+                self.kbdint.abort()
+            if self.pam is None or not self.options.kbd_interactive_authentication:
+                self._fail("keyboard-interactive/pam")
+                return wire.KbdintAnswer(True, False, "", [], b"")
+            self.kbdint = KbdintConversation(self.pam)
+            step = self.kbdint.begin()
+        elif self.kbdint is None:
+            raise PolicyViolation("keyboard-interactive response without a conversation")
+        else:
+            step = self.kbdint.respond(req.responses)
+        if not step.done:
+            return wire.KbdintAnswer(False, False, step.instruction, step.prompts, step.echo)
+        self.kbdint = None
+        if step.success and self.state.user_valid and self._accept("keyboard-interactive/pam"):
+            return wire.KbdintAnswer(True, True, step.instruction, [], b"")
+        self._fail("keyboard-interactive/pam")
+        return wire.KbdintAnswer(True, False, step.instruction, [], b"")
+
     PREAUTH_ANSWERS = {
+        wire.KbdintRequest: answer_kbdint,
         wire.SignRequest: answer_sign,
         wire.PwnamRequest: answer_pwnam,
         wire.PasswordRequest: answer_password,
@@ -252,6 +311,9 @@ class Monitor:
             except (wire.ProtocolError, OSError) as exc:
                 raise PolicyViolation(f"bad message from {child_role}: {exc}") from None
             admit(self.state, msg)
+            if self.kbdint is not None and not isinstance(msg, (wire.KbdintRequest, wire.Log)):
+                self.kbdint.abort()  # the client moved on to another method
+                self.kbdint = None
             if isinstance(msg, wire.Log):
                 log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
                         "%s [%s]", msg.text, child_role)
@@ -299,13 +361,15 @@ def _on_grace_timeout(peer: Peer):
 
 
 def run(conn: socket.socket, options: ServerOptions, host_keys: list[paramiko.PKey],
-        startup_fd: int) -> NoReturn:
+        startup_fd: int, config: ServerConfig | None = None) -> NoReturn:
     """The monitor's whole life, right after the listener forked it."""
     peer = Peer.of(conn)
     proctitle.set("[accepted]")
     verbose(log, "Connection from %s port %d on %s port %d", peer.addr, peer.port,
             peer.local_addr, peer.local_port)
-    monitor = Monitor(options, host_keys, peer, startup_fd)
+    monitor = Monitor(options, host_keys, peer, startup_fd, config=config)
+    if options.tcp_keep_alive:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     code = 0
     try:
         code = _preauth_then_session(monitor, conn)
@@ -331,13 +395,14 @@ def _fork_net_child(monitor: Monitor, conn: socket.socket) -> MonitorChannel:
 
     ours, theirs = make_pair()
     publics = [hostkeys.public_half(k) for k in monitor.host_keys]
+    banner = _read_banner(monitor.options.banner)
     pid = os.fork()
     if pid == 0:
         try:
             ours.close()
             os.close(monitor.startup_fd)
             proctitle.set("[net]")
-            netchild.run(conn, theirs, monitor.options, publics)
+            netchild.run(conn, theirs, monitor.options, publics, banner)
         except BaseException:
             os._exit(1)
     theirs.close()
@@ -345,6 +410,18 @@ def _fork_net_child(monitor: Monitor, conn: socket.socket) -> MonitorChannel:
     verbose(log, "Forked net-child %d (uid %s, root %s)", pid,
             monitor.options.privsep_user, monitor.options.privsep_dir)
     return MonitorChannel(ours)
+
+
+def _read_banner(path: str) -> str:
+    """The Banner file, read here because the net-child cannot open files."""
+    if path.lower() == "none":
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(64 * 1024)
+    except OSError as exc:
+        log.error("Banner %s: %s", path, exc.strerror)
+        return ""
 
 
 def _preauth_then_session(monitor: Monitor, conn: socket.socket) -> int:

@@ -112,6 +112,7 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
         wire.SignRequest: Rule(when=_sign_ok),
         wire.PwnamRequest: Rule(once=True, when=_pwnam_ok),
         wire.PasswordRequest: Rule(when=_password_ok),
+        wire.KbdintRequest: Rule(when=_user_named),
         wire.KeyAllowedRequest: Rule(when=_user_named),
         wire.KeyVerifyRequest: Rule(when=_verify_ok),
         wire.Handoff: Rule(once=True, when=_handoff_ok),

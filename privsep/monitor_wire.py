@@ -26,6 +26,9 @@ from typing import ClassVar
 #: is the biggest message; 256 KiB is far above any legitimate one.
 MAX_RECORD = 256 * 1024
 
+#: Most items in a list field (prompts of one keyboard-interactive query).
+MAX_LIST = 64
+
 #: The data sizes a host key may be asked to sign: SHA-1/256/384/512 hashes.
 HASH_SIZES = frozenset({20, 32, 48, 64})
 
@@ -51,6 +54,8 @@ class MsgType(IntEnum):
     PTY_ANSWER = 41
     PTY_CLEANUP_REQUEST = 42
     PTY_CLEANUP_ANSWER = 43
+    KBDINT_REQUEST = 20
+    KBDINT_ANSWER = 21
 
 
 # --- messages -----------------------------------------------------------------
@@ -95,9 +100,13 @@ class PwnamRequest:
 
 @dataclass(frozen=True)
 class PwnamAnswer:
+    """Whether the user exists and may log in, and the methods to offer
+    (after any Match block for the user)."""
+
     TYPE: ClassVar[MsgType] = MsgType.PWNAM_ANSWER
     FDS: ClassVar[int] = 0
     valid: bool
+    methods: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,31 @@ class PasswordAnswer:
     TYPE: ClassVar[MsgType] = MsgType.PASSWORD_ANSWER
     FDS: ClassVar[int] = 0
     accepted: bool
+
+
+@dataclass(frozen=True)
+class KbdintRequest:
+    """Keyboard-interactive: ``start`` a PAM conversation, or answer its last
+    query with ``responses``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.KBDINT_REQUEST
+    FDS: ClassVar[int] = 0
+    start: bool
+    responses: list[str]
+
+
+@dataclass(frozen=True)
+class KbdintAnswer:
+    """Either the conversation's next query (``prompts`` with one echo byte
+    each, PAM's messages in ``instruction``) or, when ``done``, the verdict."""
+
+    TYPE: ClassVar[MsgType] = MsgType.KBDINT_ANSWER
+    FDS: ClassVar[int] = 0
+    done: bool
+    success: bool
+    instruction: str
+    prompts: list[str]
+    echo: bytes
 
 
 @dataclass(frozen=True)
@@ -228,7 +262,7 @@ Message = (
     Log | SignRequest | SignAnswer | PwnamRequest | PwnamAnswer | PasswordRequest
     | PasswordAnswer | KeyAllowedRequest | KeyAllowedAnswer | KeyVerifyRequest
     | KeyVerifyAnswer | Handoff | PtyRequest | PtyAnswer | PtyCleanupRequest
-    | PtyCleanupAnswer
+    | PtyCleanupAnswer | KbdintRequest | KbdintAnswer
 )
 
 MESSAGE_CLASSES: dict[MsgType, type] = {
@@ -256,6 +290,11 @@ def _encode_fields(obj: object, out: list[bytes]) -> None:
             out.append(_U32.pack(len(data)) + data)
         elif kind is bytes:
             out.append(_U32.pack(len(value)) + value)
+        elif kind == list[str]:
+            out.append(_U32.pack(len(value)))
+            for item in value:
+                data = item.encode("utf-8")
+                out.append(_U32.pack(len(data)) + data)
         elif dataclasses.is_dataclass(kind):
             _encode_fields(value, out)
         else:  # a programming error, not input
@@ -288,6 +327,14 @@ class _Reader:
         return self._pos == len(self._data)
 
 
+def _take_text(reader: _Reader, name: str) -> str:
+    (length,) = _U32.unpack(reader.take(4))
+    try:
+        return reader.take(length).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{name}: not UTF-8") from None
+
+
 def _decode_fields(cls: type, reader: _Reader) -> object:
     hints = typing.get_type_hints(cls)
     values = {}
@@ -300,16 +347,16 @@ def _decode_fields(cls: type, reader: _Reader) -> object:
             values[field.name] = bool(byte)
         elif kind is int:
             values[field.name] = _U64.unpack(reader.take(8))[0]
-        elif kind in (str, bytes):
+        elif kind is str:
+            values[field.name] = _take_text(reader, field.name)
+        elif kind is bytes:
             (length,) = _U32.unpack(reader.take(4))
-            raw = reader.take(length)
-            if kind is str:
-                try:
-                    values[field.name] = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ProtocolError(f"{field.name}: not UTF-8") from None
-            else:
-                values[field.name] = raw
+            values[field.name] = reader.take(length)
+        elif kind == list[str]:
+            (count,) = _U32.unpack(reader.take(4))
+            if count > MAX_LIST:
+                raise ProtocolError(f"{field.name}: {count} items is too many")
+            values[field.name] = [_take_text(reader, field.name) for _ in range(count)]
         else:
             values[field.name] = _decode_fields(kind, reader)
     return cls(**values)

@@ -26,9 +26,13 @@ class MonitorClient:
         reply, _ = self._call(wire.SignRequest(algorithm, data), wire.SignAnswer)
         return reply.signature
 
-    def pwnam(self, user: str) -> bool:
+    def pwnam(self, user: str) -> wire.PwnamAnswer:
         reply, _ = self._call(wire.PwnamRequest(user), wire.PwnamAnswer)
-        return reply.valid
+        return reply
+
+    def kbdint(self, start: bool, responses: list[str]) -> wire.KbdintAnswer:
+        reply, _ = self._call(wire.KbdintRequest(start, responses), wire.KbdintAnswer)
+        return reply
 
     def auth_password(self, password: bytes) -> bool:
         reply, _ = self._call(wire.PasswordRequest(password), wire.PasswordAnswer)

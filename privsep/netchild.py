@@ -17,6 +17,7 @@ from typing import NoReturn
 import paramiko
 from paramiko.auth_handler import AuthHandler
 from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
+from paramiko.server import InteractiveQuery
 from paramiko.packet import Packetizer
 
 from privsep import hostkeys, proctitle, sandbox
@@ -87,19 +88,44 @@ class NetTransport(CapturingTransport):
 class NetServer(paramiko.ServerInterface):
     """Every answer here comes from the monitor."""
 
-    def __init__(self, monitor: MonitorClient, options: ServerOptions) -> None:
+    def __init__(self, monitor: MonitorClient, options: ServerOptions, banner: str) -> None:
         self._monitor = monitor
         self._options = options
+        self._banner = banner
         self._user: str | None = None
+        self._methods = ",".join(options.auth_methods())
 
     def _name_user(self, username: str) -> None:
         if self._user is None:
             self._user = username
-            valid = self._monitor.pwnam(username)
-            proctitle.set(f"{username if valid else 'unknown'} [net]")
+            answer = self._monitor.pwnam(username)
+            self._methods = answer.methods  # the user's Match blocks may change them
+            proctitle.set(f"{username if answer.valid else 'unknown'} [net]")
 
     def get_allowed_auths(self, username: str) -> str:
-        return ",".join(self._options.auth_methods())
+        return self._methods
+
+    def get_banner(self):
+        return (self._banner, "") if self._banner else (None, None)
+
+    def check_auth_interactive(self, username: str, submethods):
+        self._name_user(username)
+        if "keyboard-interactive" not in self._methods.split(","):
+            return AUTH_FAILED
+        return self._kbdint_step(self._monitor.kbdint(True, []))
+
+    def check_auth_interactive_response(self, responses):
+        answers = [r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r)
+                   for r in responses]
+        return self._kbdint_step(self._monitor.kbdint(False, answers))
+
+    def _kbdint_step(self, answer):
+        if answer.done:
+            return AUTH_SUCCESSFUL if answer.success else AUTH_FAILED
+        query = InteractiveQuery("", answer.instruction)
+        for text, echo in zip(answer.prompts, answer.echo):
+            query.add_prompt(text, bool(echo))
+        return query
 
     def check_auth_none(self, username: str) -> int:
         self._name_user(username)
@@ -107,34 +133,36 @@ class NetServer(paramiko.ServerInterface):
 
     def check_auth_password(self, username: str, password) -> int:
         self._name_user(username)
-        if not self._options.password_authentication:
+        if "password" not in self._methods.split(","):
             return AUTH_FAILED
         raw = password if isinstance(password, bytes) else password.encode("utf-8")
         return AUTH_SUCCESSFUL if self._monitor.auth_password(raw) else AUTH_FAILED
 
     def check_auth_publickey(self, username: str, key) -> int:
         self._name_user(username)
-        if not self._options.pubkey_authentication or not isinstance(key, MonitorVerifiedKey):
+        if "publickey" not in self._methods.split(",") or not isinstance(key, MonitorVerifiedKey):
             return AUTH_FAILED
         allowed = self._monitor.key_allowed(key.algorithm, key.keyblob)
         return AUTH_SUCCESSFUL if allowed else AUTH_FAILED
 
 
 def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions,
-        host_publics: list[paramiko.PKey]) -> NoReturn:
+        host_publics: list[paramiko.PKey], banner: str = "") -> NoReturn:
     """The net-child's whole life, called right after fork as root."""
     sandbox.enter(options.privsep_user, options.privsep_dir,
                   keep_fds={sock.fileno(), channel_sock.fileno()})
     monitor = MonitorClient(MonitorChannel(channel_sock))
-    addr, port = sock.getpeername()[:2]
-    where = f"Connection from {addr.removeprefix('::ffff:')} port {port}"
+    where = "Connection from UNKNOWN port 65535"  # inetd mode over a socketpair
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        addr, port = sock.getpeername()[:2]
+        where = f"Connection from {addr.removeprefix('::ffff:')} port {port}"
     logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     transport = NetTransport(sock, monitor)
     transport_setup.configure(transport, options)
     hostkeys.install_on(transport, host_publics, monitor.sign)
     transport.server_mode = True
-    transport.server_object = NetServer(monitor, options)
+    transport.server_object = NetServer(monitor, options, banner)
     transport.active = True
     transport.run()  # in this thread: no thread may be created here
     log.info("%s", describe_failure(transport.saved_exception, where))

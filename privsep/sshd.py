@@ -13,7 +13,7 @@ import os
 import pwd
 import sys
 
-from privsep import hostkeys, listener, log as logsetup, loginrec, servconf
+from privsep import hostkeys, inetd, listener, log as logsetup, loginrec, servconf
 # Imported for their side effect of being loaded before any fork.
 from privsep import monitor, netchild, session  # noqa: F401
 
@@ -33,11 +33,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-h", dest="host_keys", action="append", default=[], help="host key file")
     parser.add_argument("-o", dest="options", action="append", default=[], help="Keyword=value")
     parser.add_argument("-t", dest="test", action="store_true", help="test the configuration")
+    parser.add_argument("-T", dest="dump", action="store_true",
+                        help="print the effective configuration and exit")
+    parser.add_argument("-C", dest="conn_spec", action="append", default=[],
+                        help="connection spec for -T: user=,host=,addr=,laddr=,lport=")
+    parser.add_argument("-i", dest="inetd", action="store_true",
+                        help="inetd mode: one connection on stdin and stdout")
     parser.add_argument("-q", dest="quiet", action="store_true", help="quiet")
     return parser.parse_args(argv)
 
 
-def load_options(args: argparse.Namespace) -> servconf.ServerOptions:
+def load_config(args: argparse.Namespace) -> servconf.ServerConfig:
     overrides = list(args.options)
     overrides += [f"Port {p}" for p in args.ports]
     overrides += [f"HostKey {h}" for h in args.host_keys]
@@ -45,7 +51,20 @@ def load_options(args: argparse.Namespace) -> servconf.ServerOptions:
         overrides.insert(0, "LogLevel DEBUG")
     if args.quiet:
         overrides.insert(0, "LogLevel QUIET")
-    return servconf.load(args.config, overrides)
+    return servconf.parse_config(args.config, overrides)
+
+
+def _check_host_keys(options: servconf.ServerOptions) -> list[str]:
+    """-t's host key check: every configured key that exists must load."""
+    problems = []
+    for path in options.host_key:
+        if not os.path.exists(path):
+            continue  # made on first start
+        try:
+            hostkeys.load_private(path)
+        except Exception as exc:
+            problems.append(f"Unable to load host key \"{path}\": {exc}")
+    return problems
 
 
 def prepare(options: servconf.ServerOptions) -> list:
@@ -90,14 +109,27 @@ def daemonize() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
     try:
-        options = load_options(args)
-    except servconf.ConfigError as exc:
+        args = parse_args(argv)
+    except SystemExit:
+        return 255
+    logging.basicConfig(format="%(message)s", level=logging.INFO)  # until log.setup
+    try:
+        config = load_config(args)
+        options = config.global_options()
+        if args.conn_spec:
+            spec = servconf.ConnectionInfo.from_spec(",".join(args.conn_spec))
+            options = config.options_for(spec)
+    except (servconf.ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 255
-    if args.test:
-        return 0
+    if args.test or args.dump:
+        problems = _check_host_keys(options) if os.geteuid() == 0 else []
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if args.dump:
+            sys.stdout.write(servconf.dump(options))
+        return 255 if problems else 0
     if os.geteuid() != 0:
         print("privsep-sshd: must be run as root (unprivileged mode is not built yet)",
               file=sys.stderr)
@@ -109,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         log.error("%s", exc.code)
         return 255
+    if args.inetd:
+        return inetd.serve(options, keys, config)
     if not (args.foreground or args.debug):
         daemonize()
     try:
@@ -118,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Couldn't create pid file \"%s\": %s", options.pid_file, exc)
     argv_text = " ".join([sys.argv[0] if argv is sys.argv[1:] else "privsep-sshd", *argv])
     try:
-        listener.run(options, keys, argv_text, one_shot=bool(args.debug))
+        listener.run(options, keys, argv_text, one_shot=bool(args.debug), config=config)
     except OSError as exc:
         log.error("fatal: %s", exc)
         return 255

@@ -65,6 +65,11 @@ SAMPLES: list[object] = [
     wire.PwnamRequest(""),
     wire.PwnamAnswer(True),
     wire.PwnamAnswer(False),
+    wire.PwnamAnswer(True, "publickey,password,keyboard-interactive"),
+    wire.KbdintRequest(True, []),
+    wire.KbdintRequest(False, ["secret", "", "ünïcode"]),
+    wire.KbdintAnswer(False, False, "Welcome", ["Password: ", "Token: "], b"\x00\x01"),
+    wire.KbdintAnswer(True, True, "", [], b""),
     wire.PasswordRequest(b"hunter2"),
     wire.PasswordRequest(b"\x00\xff\xfe not utf-8 \x80"),
     wire.PasswordRequest(b""),
@@ -158,7 +163,7 @@ def test_encode_refuses_oversized_message():
         wire.encode(wire.PasswordRequest(b"p" * (MAX_RECORD - 1 - 4 + 1)))
 
 
-@pytest.mark.parametrize("msg_type", [0, 2, 9, 20, 29, 31, 39, 44, 99, 255])
+@pytest.mark.parametrize("msg_type", [0, 2, 9, 22, 29, 31, 39, 44, 99, 255])
 def test_unknown_type(msg_type):
     assert msg_type not in {int(t) for t in wire.MsgType}
     for body in (b"", b"\x00" * 8, wire.encode(wire.PwnamRequest("alice"))[5:]):
@@ -314,4 +319,4 @@ def test_every_field_kind_is_one_the_codec_knows():
 
     for cls in wire.MESSAGE_CLASSES.values():
         walk(cls)
-    assert kinds <= {bool, int, str, bytes}
+    assert kinds <= {bool, int, str, bytes, list[str]}
