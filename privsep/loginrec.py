@@ -398,3 +398,35 @@ def _addr_text(raw: bytes) -> str:
     if raw[4:] == bytes(12):
         return str(ipaddress.IPv4Address(raw[:4]))
     return str(ipaddress.IPv6Address(raw))
+
+
+@dataclass(frozen=True)
+class LastLogin:
+    time: int
+    line: str
+    host: str
+
+
+def read_lastlog(uid: int, path: str = LASTLOG_PATH) -> LastLogin | None:
+    """The user's previous login from lastlog, or None if there is none."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(uid * LASTLOG_RECORD_SIZE)
+            raw = handle.read(LASTLOG_RECORD_SIZE)
+    except OSError:
+        return None
+    if len(raw) != LASTLOG_RECORD_SIZE:
+        return None
+    sec, line, host = _LASTLOG.unpack(raw)
+    if sec == 0:
+        return None
+    text = lambda b: b.split(b"\0", 1)[0].decode("utf-8", "replace")  # noqa: E731
+    return LastLogin(sec, text(line), text(host))
+
+
+def last_login_message(last: LastLogin | None) -> str:
+    """sshd's "Last login: Sat Nov 21 05:45:01 2026 from 127.0.0.1"."""
+    if last is None:
+        return ""
+    when = _time.strftime("%a %b %e %H:%M:%S %Y", _time.localtime(last.time))
+    return f"Last login: {when} from {last.host}" if last.host else f"Last login: {when} on {last.line}"

@@ -276,6 +276,9 @@ class Monitor:
         master, slave, tty = sshpty.allocate(self.pw.pw_uid, req.cols, req.rows,
                                              req.width_px, req.height_px)
         self.state.ptys.add(tty)
+        last = ""
+        if self.options.print_last_log:
+            last = loginrec.last_login_message(loginrec.read_lastlog(self.pw.pw_uid))
         verbose(log, "Allocated pty %s for %s, owner %d:tty mode %o",
                 tty, self.state.user, self.pw.pw_uid, sshpty.TTY_MODE)
         try:
@@ -285,7 +288,7 @@ class Monitor:
                 uid=self.pw.pw_uid)
         except OSError as exc:
             log.error("Could not write login record for %s: %s", tty, exc)
-        return wire.PtyAnswer(tty), (master, slave)
+        return wire.PtyAnswer(tty, last), (master, slave)
 
     def release_pty(self, tty: str) -> None:
         try:
@@ -491,7 +494,7 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
         try:
             ours.close()
             session.run(conn, theirs, state, monitor.pw, env, monitor.options, publics,
-                        monitor.peer, monitor.login_messages)
+                        monitor.peer, monitor.login_messages, monitor.key_options)
         except BaseException:
             logging.getLogger("privsep.session").exception("session process failed")
             os._exit(1)

@@ -242,6 +242,8 @@ class PtyAnswer:
     TYPE: ClassVar[MsgType] = MsgType.PTY_ANSWER
     FDS: ClassVar[int] = 2
     tty: str
+    #: sshd's "Last login: ..." line (PrintLastLog), read before this login.
+    last_login: str = ""
 
 
 @dataclass(frozen=True)

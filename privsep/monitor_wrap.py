@@ -51,10 +51,12 @@ class MonitorClient:
         with self._lock:
             self._channel.send(wire.Handoff(state))
 
-    def pty(self, term: str, cols: int, rows: int, width_px: int, height_px: int) -> tuple[str, int, int]:
-        """(tty path, master fd, slave fd) of a pty the monitor allocated."""
+    def pty(self, term: str, cols: int, rows: int, width_px: int,
+            height_px: int) -> tuple[wire.PtyAnswer, int, int]:
+        """The answer (tty path, last login), master fd, slave fd of a pty the
+        monitor allocated."""
         reply, fds = self._call(wire.PtyRequest(term, cols, rows, width_px, height_px), wire.PtyAnswer)
-        return reply.tty, fds[0], fds[1]
+        return reply, fds[0], fds[1]
 
     def pty_cleanup(self, tty: str) -> None:
         self._call(wire.PtyCleanupRequest(tty), wire.PtyCleanupAnswer)

@@ -28,6 +28,7 @@ from privsep.handoff import ResumedTransport
 from privsep.monitor_channel import MonitorChannel
 from privsep.monitor_wrap import MonitorClient, MonitorLogHandler
 from privsep.servconf import ServerOptions
+from privsep.session_policy import SessionPolicy
 
 log = logging.getLogger("privsep.session")
 
@@ -56,6 +57,7 @@ class Pty:
     slave: int
     term: str
     modes: bytes
+    last_login: str = ""
 
 
 @dataclass
@@ -107,8 +109,10 @@ class SessionServer(paramiko.ServerInterface):
 class SessionProcess:
     def __init__(self, transport: paramiko.Transport, monitor: MonitorClient,
                  pw: pwd.struct_passwd, pam_env: dict[str, str], peer,
-                 login_messages: tuple[str, ...] = ()) -> None:
+                 login_messages: tuple[str, ...] = (),
+                 policy: SessionPolicy | None = None) -> None:
         self.login_messages = login_messages
+        self.policy = policy or SessionPolicy(ServerOptions().finish(), ())
         self.transport = transport
         self.monitor = monitor
         self.pw = pw
@@ -125,10 +129,14 @@ class SessionProcess:
         session = self._session(channel)
         if session.pty is not None or session.started:
             return False
+        if not self.policy.pty_allowed():
+            log.info("PTY allocation disabled for %s", self.pw.pw_name)
+            return False
         if isinstance(term, bytes):
             term = term.decode("utf-8", "replace")
         try:
-            tty, master, slave = self.monitor.pty(term, cols, rows, width_px, height_px)
+            answer, master, slave = self.monitor.pty(term, cols, rows, width_px, height_px)
+            tty = answer.tty
         except (wire.ProtocolError, OSError, EOFError) as exc:
             log.error("pty allocation failed: %s", exc)
             return False
@@ -136,7 +144,7 @@ class SessionProcess:
             sshpty.apply_modes(slave, modes if isinstance(modes, bytes) else b"")
         except Exception as exc:  # bad modes are the client's problem, not fatal
             log.debug("terminal modes not applied: %s", exc)
-        session.pty = Pty(tty, master, slave, term, modes)
+        session.pty = Pty(tty, master, slave, term, modes, answer.last_login)
         proctitle.set(f"{self.pw.pw_name}@{tty.removeprefix('/dev/')}")
         return True
 
@@ -158,6 +166,7 @@ class SessionProcess:
             env["TERM"] = session.pty.term or "dumb"
             env["SSH_TTY"] = session.pty.tty
         env.update(session.env)
+        env.update(self.policy.extra_environment(pw))
         env.update(self.pam_env)
         return env
 
@@ -169,8 +178,13 @@ class SessionProcess:
         session.started = True
         shell = self.pw.pw_shell or "/bin/sh"
         name = os.path.basename(shell)
-        argv = [f"-{name}"] if command is None else [name, "-c", command]
         env = self.environment(session)
+        forced = self.policy.forced_command()
+        if forced is not None:
+            if command is not None:
+                env["SSH_ORIGINAL_COMMAND"] = command
+            command = forced
+        argv = [f"-{name}"] if command is None else [name, "-c", command]
         try:
             if session.pty is not None:
                 runner = _PtyRunner(self, session, shell, argv, env)
@@ -285,7 +299,8 @@ class _PtyRunner:
         pty = session.pty
         assert pty is not None
         self.exited_r, self.exited_w = os.pipe()
-        banner = "".join(f"{line}\n" for line in process.login_messages) if argv[0][0] == "-" else ""
+        banner = process.policy.login_banner(process.login_messages, pty.last_login) \
+            if argv[0][0] == "-" else ""
         pid = os.fork()
         if pid == 0:
             os.close(pty.master)
@@ -367,7 +382,7 @@ def _finish(chan: paramiko.Channel, status: int) -> None:
 def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
         pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
         host_publics: list[paramiko.PKey], peer,
-        login_messages: tuple[str, ...] = ()) -> NoReturn:
+        login_messages: tuple[str, ...] = (), key_options: tuple = ()) -> NoReturn:
     """The session process's whole life, right after the monitor forked it."""
     drop_privileges(pw)
     # Without its monitor the session cannot clean up or get a pty: end with
@@ -382,7 +397,8 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     transport = ResumedTransport(conn, state, pw.pw_name)
     transport_setup.configure(transport, options)
     hostkeys.install_on(transport, host_publics, monitor.sign)
-    process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages)
+    process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages,
+                             SessionPolicy(options, key_options))
     transport.resume(SessionServer(process))
     transport.join()
     # The connection is gone: hang up the programs still running on ptys.

@@ -66,11 +66,12 @@ class Server:
             "UsePAM yes",
             "PasswordAuthentication yes",
             "PubkeyAuthentication yes",
+            "KbdInteractiveAuthentication no",
+            "PrintMotd no",
         ]
         if self.kind == "openssh":
             for kind in ("ed25519", "ecdsa", "rsa"):
                 lines.append(f"HostKey {self.workdir / f'host_{kind}_key'}")
-            lines += ["KbdInteractiveAuthentication no", "PrintMotd no"]
         return self.extra_config + lines
 
     def start(self) -> "Server":
