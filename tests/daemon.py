@@ -49,6 +49,8 @@ class Server:
     workdir: Path
     process: subprocess.Popen | None = None
     extra_config: list[str] = field(default_factory=list)
+    #: lines after the defaults: Match blocks go here
+    tail_config: list[str] = field(default_factory=list)
 
     @property
     def log_path(self) -> Path:
@@ -72,7 +74,7 @@ class Server:
         if self.kind == "openssh":
             for kind in ("ed25519", "ecdsa", "rsa"):
                 lines.append(f"HostKey {self.workdir / f'host_{kind}_key'}")
-        return self.extra_config + lines
+        return self.extra_config + lines + self.tail_config
 
     def start(self) -> "Server":
         config = self.workdir / "sshd_config"
@@ -132,10 +134,12 @@ class Server:
         raise AssertionError(f"{text!r} not in {self.kind} log:\n{self.log_text()}")
 
 
-def start_server(kind: str, extra_config: list[str] | None = None) -> Server:
+def start_server(kind: str, extra_config: list[str] | None = None,
+                 tail_config: list[str] | None = None) -> Server:
     workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-srv-"))
     os.chmod(workdir, 0o755)
-    return Server(kind, free_port(), workdir, extra_config=list(extra_config or [])).start()
+    return Server(kind, free_port(), workdir, extra_config=list(extra_config or []),
+                  tail_config=list(tail_config or [])).start()
 
 
 def remove_server(server: Server) -> None:
@@ -148,8 +152,12 @@ def ssh_argv(server: Server, user: TestUser, *command: str, key: bool = True,
              options: list[str] | None = None,
              flags: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """argv and environment for the real ssh client logging in to ``server``."""
-    argv = [
-        "ssh", "-p", str(server.port),
+    # The caller's options come first: for ssh the first value obtained wins.
+    argv = ["ssh"]
+    for option in options or []:
+        argv += ["-o", option]
+    argv += [
+        "-p", str(server.port),
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
         "-o", "ConnectTimeout=20",
         "-o", "IdentitiesOnly=yes", "-F", "/dev/null",
@@ -171,8 +179,6 @@ def ssh_argv(server: Server, user: TestUser, *command: str, key: bool = True,
         argv.append("-tt")
     elif tty is False:
         argv.append("-T")
-    for option in options or []:
-        argv += ["-o", option]
     argv += list(flags or [])
     argv += [f"{user.name}@127.0.0.1", *command]
     return argv, env

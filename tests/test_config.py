@@ -1,0 +1,450 @@
+"""sshd_config keywords, sshd(8) flags and policies, through the real client.
+
+Each test starts its own privsep-sshd with the configuration under test
+(tests/daemon.py) and logs in with the stock OpenSSH client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import (
+    Server, privsep_command, remove_server, ssh, ssh_argv, ssh_background, start_server,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture
+def server_with(pam_service):
+    """Factory: a privsep-sshd with extra config lines (and Match blocks at the end)."""
+    made: list[Server] = []
+
+    def start(*lines: str, tail: tuple[str, ...] = ()) -> Server:
+        server = start_server("privsep", extra_config=list(lines), tail_config=list(tail))
+        made.append(server)
+        return server
+
+    yield start
+    for server in made:
+        remove_server(server)
+
+
+def _sshd(*args: str, config_text: str | None = None, tmp_path: Path | None = None):
+    argv = [*privsep_command(), *args]
+    if config_text is not None:
+        assert tmp_path is not None
+        path = tmp_path / "sshd_config"
+        path.write_text(config_text)
+        argv += ["-f", str(path)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+# --- -t: configuration errors name file and line ------------------------------
+
+@pytest.mark.parametrize("text,message", [
+    ("PasswordAuthentication maybe\n", "line 1: PasswordAuthentication"),
+    ("Port 22\nNoSuchKeyword yes\n", "line 2: Bad configuration option: NoSuchKeyword"),
+    ("Include /nonexistent/privsep-test.conf\n", "line 1: Include /nonexistent"),
+    ("Match Planet mars\n", "line 1: Unsupported Match attribute Planet"),
+    ("Match User x\nPort 22\n", "line 2: Directive 'Port' is not allowed within a Match block"),
+    ("MaxStartups 10:30\n", "line 1: MaxStartups"),
+    ("Ciphers rot13\n", "line 1: Ciphers"),
+])
+def test_t_reports_file_and_line(tmp_path, text: str, message: str) -> None:
+    result = _sshd("-t", config_text=text, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert str(tmp_path / "sshd_config") in result.stderr
+    assert message in result.stderr
+
+
+def test_t_unreadable_host_key(tmp_path) -> None:
+    key = tmp_path / "ssh_host_ed25519_key"
+    key.write_text("not a key\n")
+    key.chmod(0o600)
+    result = _sshd("-t", config_text=f"HostKey {key}\n", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert f"Unable to load host key \"{key}\"" in result.stderr
+
+
+def test_t_good_config_and_unsupported_option(tmp_path) -> None:
+    result = _sshd("-t", config_text="Port 2299\nGSSAPIAuthentication no\n", tmp_path=tmp_path)
+    assert result.returncode == 0
+    assert "line 2: Unsupported option GSSAPIAuthentication" in result.stderr
+
+
+def test_include_with_glob_and_first_value_wins(tmp_path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "10-a.conf").write_text("MaxAuthTries 3\n")
+    (tmp_path / "conf.d" / "20-b.conf").write_text("MaxAuthTries 4\nLoginGraceTime 1m\n")
+    result = _sshd("-T", config_text=f"Include {tmp_path}/conf.d/*.conf\nMaxAuthTries 5\n",
+                   tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "maxauthtries 3\n" in result.stdout
+    assert "logingracetime 60\n" in result.stdout
+
+
+# --- -T against Debian's sshd -T --------------------------------------------------
+
+SHARED_CONFIG = """\
+Port 2299
+ListenAddress 127.0.0.1
+AddressFamily inet
+PidFile /run/privsep-test.pid
+LogLevel VERBOSE
+SyslogFacility LOCAL3
+PermitRootLogin no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitEmptyPasswords no
+UsePAM yes
+AuthorizedKeysFile .ssh/authorized_keys .ssh/other_keys
+StrictModes yes
+MaxAuthTries 4
+MaxSessions 7
+MaxStartups 5:50:20
+LoginGraceTime 45
+AcceptEnv LANG LC_*
+PermitUserEnvironment no
+PrintMotd no
+PrintLastLog yes
+Banner none
+ClientAliveInterval 30
+ClientAliveCountMax 2
+TCPKeepAlive no
+AllowTcpForwarding local
+AllowAgentForwarding no
+AllowStreamLocalForwarding no
+PermitTTY yes
+GatewayPorts clientspecified
+X11Forwarding no
+Ciphers aes128-ctr,aes256-gcm@openssh.com
+MACs hmac-sha2-256-etm@openssh.com,hmac-sha2-512
+UseDNS no
+VersionAddendum none
+Subsystem sftp /usr/lib/openssh/sftp-server
+Match User alice
+    PasswordAuthentication yes
+    MaxAuthTries 2
+"""
+
+COMPARED = (
+    "port", "listenaddress", "addressfamily", "pidfile", "loglevel", "syslogfacility",
+    "permitrootlogin", "pubkeyauthentication", "passwordauthentication",
+    "kbdinteractiveauthentication", "permitemptypasswords", "usepam", "authorizedkeysfile",
+    "strictmodes", "maxauthtries", "maxsessions", "maxstartups", "logingracetime", "acceptenv",
+    "permituserenvironment", "printmotd", "printlastlog", "banner", "clientaliveinterval",
+    "clientalivecountmax", "tcpkeepalive", "allowtcpforwarding", "allowagentforwarding",
+    "allowstreamlocalforwarding", "permittty", "gatewayports", "x11forwarding", "ciphers", "macs",
+    "usedns", "versionaddendum", "subsystem", "hostkey",
+)
+
+
+def _dump(text: str) -> dict[str, list[str]]:
+    table: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        table.setdefault(key, []).append(value)
+    return table
+
+
+@pytest.mark.parametrize("context", [None, "user=alice,host=h,addr=127.0.0.1,laddr=127.0.0.1,lport=2299",
+                                     "user=bob,host=h,addr=127.0.0.1,laddr=127.0.0.1,lport=2299"])
+def test_T_matches_openssh_key_by_key(tmp_path, context: str | None) -> None:
+    os.makedirs("/run/sshd", exist_ok=True)
+    key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "sshd_config"
+    config.write_text(f"HostKey {key}\n" + SHARED_CONFIG)
+    extra = ["-C", context] if context else []
+    ours = subprocess.run([*privsep_command(), "-T", "-f", str(config), *extra],
+                          capture_output=True, text=True, timeout=60)
+    theirs = subprocess.run(["/usr/sbin/sshd", "-T", "-f", str(config), *extra],
+                            capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 0, ours.stderr
+    assert theirs.returncode == 0, theirs.stderr
+    mine, reference = _dump(ours.stdout), _dump(theirs.stdout)
+    for keyword in COMPARED:
+        assert mine.get(keyword) == reference.get(keyword), keyword
+    if context and "user=alice" in context:
+        assert mine["passwordauthentication"] == ["yes"] and mine["maxauthtries"] == ["2"]
+
+
+# --- Match blocks, Allow/Deny, PermitRootLogin at login time ---------------------
+
+def test_match_user_changes_methods(server_with, make_user) -> None:
+    alice, bob = make_user(prefix="pma"), make_user(prefix="pmb")
+    server = server_with("PasswordAuthentication no",
+                         tail=(f"Match User {alice.name}", "    PasswordAuthentication yes"))
+    assert ssh(server, alice, "id -un", password=alice.password).stdout.strip() == alice.name.encode()
+    refused = ssh(server, bob, "true", password=bob.password)
+    assert refused.returncode == 255
+    assert b"Permission denied (publickey)" in refused.stderr
+
+
+def test_match_address_and_localport(server_with, user) -> None:
+    server = server_with("PasswordAuthentication no",
+                         tail=("Match Address 10.0.0.0/8", "    PasswordAuthentication yes",
+                               "Match LocalPort 1", "    PasswordAuthentication yes"))
+    assert ssh(server, user, "true", password=user.password).returncode == 255
+    server2 = server_with("PasswordAuthentication no",
+                          tail=("Match Address 127.0.0.0/8,!10.0.0.1", "    PasswordAuthentication yes"))
+    assert ssh(server2, user, "true", password=user.password).returncode == 0
+
+
+def test_match_group(server_with, make_user) -> None:
+    member, other = make_user(prefix="pgm"), make_user(prefix="pgo")
+    subprocess.run(["groupadd", "-f", "pstmatchgrp"], check=True)
+    try:
+        subprocess.run(["usermod", "-aG", "pstmatchgrp", member.name], check=True)
+        server = server_with("PubkeyAuthentication yes",
+                             tail=("Match Group pstmatchgrp", "    PubkeyAuthentication no"))
+        assert ssh(server, member, "true").returncode == 255
+        assert ssh(server, other, "true").returncode == 0
+    finally:
+        subprocess.run(["groupdel", "pstmatchgrp"], check=False)
+
+
+@pytest.mark.parametrize("rule,allowed", [
+    ("AllowUsers {a}", {"a"}), ("AllowUsers {a}@127.0.0.1", {"a"}),
+    ("AllowUsers {a}@10.0.0.0/8", set()), ("DenyUsers {b}", {"a"}),
+    ("DenyUsers *", set()), ("AllowGroups {ga}", {"a"}), ("DenyGroups {ga}", {"b"}),
+])
+def test_allow_and_deny(server_with, make_user, rule: str, allowed: set[str]) -> None:
+    a, b = make_user(prefix="paa"), make_user(prefix="pab")
+    server = server_with(rule.format(a=a.name, b=b.name, ga=a.name))
+    for tag, user in (("a", a), ("b", b)):
+        result = ssh(server, user, "true")
+        assert (result.returncode == 0) == (tag in allowed), (rule, tag, result.stderr)
+        if tag not in allowed:
+            server.wait_for_log(f"User {user.name} from 127.0.0.1 not allowed because")
+
+
+@pytest.fixture
+def root_key(tmp_path):
+    """A key temporarily in root's authorized_keys (removed afterwards)."""
+    key = tmp_path / "root_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh_dir = Path("/root/.ssh")
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    auth = ssh_dir / "authorized_keys"
+    before = auth.read_bytes() if auth.exists() else None
+    line = key.with_suffix(".pub").read_text().strip()
+    with open(auth, "a") as handle:
+        handle.write(f"\n{line}\n")
+    os.chmod(auth, 0o600)
+    try:
+        yield key
+    finally:
+        if before is None:
+            auth.unlink()
+        else:
+            auth.write_bytes(before)
+
+
+@pytest.mark.parametrize("policy,ok", [("no", False), ("prohibit-password", True),
+                                       ("yes", True), ("forced-commands-only", False)])
+def test_permit_root_login_with_key(server_with, root_key, policy: str, ok: bool) -> None:
+    import pwd
+    from tests.userutil import TestUser
+    server = server_with(f"PermitRootLogin {policy}")
+    root = TestUser("root", 0, 0, Path("/root"), None, root_key, None)
+    result = ssh(server, root, "id -u")
+    assert (result.returncode == 0) == ok, result.stderr
+    if not ok:
+        server.wait_for_log("ROOT LOGIN REFUSED FROM 127.0.0.1")
+
+
+# --- limits and timing -----------------------------------------------------------
+
+def test_max_auth_tries(server_with, user) -> None:
+    server = server_with("MaxAuthTries 2")
+    argv, env = ssh_argv(server, user, "true", password="wrong",
+                         options=["NumberOfPasswordPrompts=5"])
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=60)
+    assert result.returncode == 255
+    server.wait_for_log(f"maximum authentication attempts exceeded for {user.name} from 127.0.0.1")
+    server.wait_for_log("Too many authentication failures")
+
+
+def test_max_startups_drops_beyond_full(server_with) -> None:
+    server = server_with("MaxStartups 2:100:2")
+    title = lambda: subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(server.pid)],  # noqa: E731
+                                   capture_output=True, text=True).stdout
+    wait_until(lambda: "[listener] 0 of 2-2 startups" in title())  # the start-up probe is gone
+    held = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            assert sock.recv(64).startswith(b"SSH-2.0-")
+            held.append(sock)
+        wait_until(lambda: "[listener] 2 of 2-2 startups" in title())
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        extra.settimeout(10)
+        assert extra.recv(64) == b""  # dropped before any banner
+        port = extra.getsockname()[1]
+        extra.close()
+        server.wait_for_log(f"drop connection #2 from [127.0.0.1]:{port} on [127.0.0.1]:{server.port} "
+                            "past MaxStartups")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+# --- what a session gets ----------------------------------------------------------
+
+def test_banner(server_with, user, tmp_path) -> None:
+    banner = tmp_path / "banner"
+    banner.write_text("Authorized use only: privsep test\n")
+    banner.chmod(0o644)
+    server = server_with(f"Banner {banner}")
+    result = ssh(server, user, "true", options=["LogLevel=INFO"])
+    assert result.returncode == 0
+    assert b"Authorized use only: privsep test" in result.stderr
+
+
+def test_force_command(server_with, user) -> None:
+    server = server_with("ForceCommand echo forced:$SSH_ORIGINAL_COMMAND")
+    assert ssh(server, user, "echo mine").stdout == b"forced:echo mine\n"
+
+
+def test_key_command_option(privsep_server: Server, user) -> None:
+    auth = user.home / ".ssh" / "authorized_keys"
+    auth.write_text(f'command="echo from-key",no-pty {user.pubkey}\n')
+    assert ssh(privsep_server, user, "echo mine").stdout == b"from-key\n"
+    result = ssh(privsep_server, user, tty=True)
+    assert b"PTY allocation request failed" in result.stderr
+
+
+def test_key_from_option(privsep_server: Server, user) -> None:
+    auth = user.home / ".ssh" / "authorized_keys"
+    auth.write_text(f'from="10.9.9.9" {user.pubkey}\n')
+    assert ssh(privsep_server, user, "true").returncode == 255
+    auth.write_text(f'from="127.0.0.1,10.9.9.9" {user.pubkey}\n')
+    assert ssh(privsep_server, user, "true").returncode == 0
+
+
+def test_permit_tty_no(server_with, user) -> None:
+    server = server_with("PermitTTY no")
+    # A forced pty that fails is fatal for the client, as against sshd.
+    result = ssh(server, user, "tty", tty=True)
+    assert result.returncode == 255
+    assert b"PTY allocation request failed" in result.stderr
+    server.wait_for_log(f"PTY allocation disabled for {user.name}")
+    assert ssh(server, user, "tty").stdout.strip() == b"not a tty"
+
+
+def test_set_env_and_user_environment(server_with, user) -> None:
+    server = server_with("SetEnv PST_ONE=1 PST_TWO=two", "PermitUserEnvironment PST_*")
+    env_file = user.home / ".ssh" / "environment"
+    env_file.write_text("PST_THREE=3\nOTHER=no\n")
+    out = ssh(server, user, "echo $PST_ONE-$PST_TWO-$PST_THREE-${OTHER:-unset}").stdout
+    assert out == b"1-two-3-unset\n"
+
+
+def test_print_last_log(server_with, user) -> None:
+    server = server_with("PrintLastLog yes")
+    ssh(server, user, tty=True, input=b"exit\n")
+    second = ssh(server, user, tty=True, input=b"exit\n")
+    assert re.search(rb"Last login: \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} from 127\.0\.0\.1",
+                     second.stdout), second.stdout
+
+
+def test_ciphers_restrict_what_the_client_may_use(server_with, user) -> None:
+    server = server_with("Ciphers aes256-gcm@openssh.com")
+    assert ssh(server, user, "true", options=["Ciphers=aes256-gcm@openssh.com"]).returncode == 0
+    refused = ssh(server, user, "true", options=["Ciphers=aes128-ctr", "LogLevel=INFO"])
+    assert refused.returncode == 255
+    assert b"no matching cipher" in refused.stderr
+
+
+def test_version_addendum(server_with) -> None:
+    server = server_with("VersionAddendum hello-ops")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        assert sock.recv(256).startswith(b"SSH-2.0-privsep_sshd_0.1.0 hello-ops\r\n")
+
+
+def test_keyboard_interactive_through_pam(server_with, user) -> None:
+    server = server_with("KbdInteractiveAuthentication yes", "PasswordAuthentication no")
+    argv, env = ssh_argv(server, user, "id -un", password=user.password)
+    argv = [a.replace("PreferredAuthentications=password",
+                      "PreferredAuthentications=keyboard-interactive") for a in argv]
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == user.name.encode()
+    server.wait_for_log(f"Accepted keyboard-interactive/pam for {user.name} from 127.0.0.1 port")
+    bad = subprocess.run(argv, env={**env, "SSH_ASKPASS": "/bin/false"}, capture_output=True,
+                         timeout=60)
+    assert bad.returncode == 255
+    server.wait_for_log(f"Failed keyboard-interactive/pam for {user.name} from 127.0.0.1")
+
+
+# --- flags -------------------------------------------------------------------------
+
+def test_inetd_mode_as_proxy_command(user, pam_service, tmp_path) -> None:
+    config = tmp_path / "sshd_config"
+    config.write_text("LogLevel VERBOSE\nPasswordAuthentication no\n")
+    log = tmp_path / "inetd.log"
+    proxy = " ".join([*privsep_command(), "-i", "-f", str(config), "-E", str(log)])
+    argv = ["ssh", "-F", "/dev/null", "-o", f"ProxyCommand={proxy}", "-o",
+            "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+            "LogLevel=ERROR", "-o", "BatchMode=yes", "-i", str(user.key_path),
+            f"{user.name}@inetd-host", "echo via-inetd; exit 9"]
+    result = subprocess.run(argv, capture_output=True, timeout=60)
+    assert result.returncode == 9, result.stderr
+    assert result.stdout == b"via-inetd\n"
+    text = log.read_text()
+    assert f"Accepted publickey for {user.name} from UNKNOWN port 65535 ssh2" in text
+
+
+def test_E_logfile_and_h_hostkey(user, pam_service, tmp_path) -> None:
+    from tests.daemon import free_port
+    key = tmp_path / "only_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    port = free_port()
+    log = tmp_path / "daemon.log"
+    (tmp_path / "cfg").write_text(f"ListenAddress 127.0.0.1\nPidFile {tmp_path}/pid\n")
+    daemon = subprocess.Popen([*privsep_command(), "-D", "-f", str(tmp_path / "cfg"), "-p",
+                               str(port), "-h", str(key), "-E", str(log)],
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: log.exists() and "Server listening" in log.read_text())
+        scan = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True,
+                              text=True, timeout=30).stdout
+        assert key.with_suffix(".pub").read_text().split()[1] in scan
+        assert len([l for l in scan.splitlines() if l and not l.startswith("#")]) == 1
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_q_is_quiet(tmp_path, pam_service) -> None:
+    from tests.daemon import free_port
+    port = free_port()
+    (tmp_path / "cfg").write_text(f"ListenAddress 127.0.0.1\nPidFile {tmp_path}/pid\n")
+    daemon = subprocess.Popen([*privsep_command(), "-D", "-e", "-q", "-f", str(tmp_path / "cfg"),
+                               "-p", str(port)], stdin=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_until(lambda: _listening(port))
+    finally:
+        daemon.terminate()
+        _, err = daemon.communicate(timeout=10)
+    assert b"Server listening" not in err
