@@ -40,6 +40,7 @@ CONFIG=$ETC/sshd_config
 # from an older default, which may then be replaced by the new one.
 CONFIG_DIST=$PREFIX/share/privsep-sshd/sshd_config.dist
 PAM_FILE=/etc/pam.d/privsep-sshd
+JAIL_FILE=/etc/fail2ban/jail.d/privsep-sshd.conf
 PRIVSEP_USER=privsep-sshd
 PRIVSEP_GROUP=nogroup
 CHROOT=/run/privsep-sshd
@@ -116,6 +117,10 @@ uninstall() {
         rm -rf "$ETC"
         say "removed $ETC (configuration and host keys)"
     fi
+    if [[ -e $JAIL_FILE ]]; then
+        rm -f "$JAIL_FILE"
+        say "removed $JAIL_FILE"
+    fi
     if [[ -e $PAM_FILE ]]; then
         rm -f "$PAM_FILE"
         say "removed $PAM_FILE"
@@ -162,6 +167,11 @@ if [[ $MODE == uninstall ]]; then
 fi
 
 # ------------------------------------------------------------------- install
+
+# The tests also read the daemon's log with fail2ban's own fail2ban-regex.
+if [[ $WITH_TEST -eq 1 ]]; then
+    PACKAGES+=(fail2ban)
+fi
 
 # 1. Debian packages. The package lists are refreshed only when something
 # has to be installed and they are missing or more than a day old; if the
@@ -366,6 +376,10 @@ install_config() {
 # 6. PAM service.
 install_pam() {
     install_if_changed 0644 "$SRC/pam.d/privsep-sshd" "$PAM_FILE" || true
+    # The fail2ban jail (disabled until the admin enables it), if fail2ban is here.
+    if [[ -d /etc/fail2ban/jail.d ]]; then
+        install_if_changed 0644 "$SRC/privsep/fail2ban-jail.conf" "$JAIL_FILE" || true
+    fi
 }
 
 # 7. Login record files (systemd-tmpfiles and Debian's packages normally
