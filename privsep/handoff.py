@@ -15,6 +15,7 @@ flag; bytes read but not processed.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import paramiko
@@ -179,6 +180,14 @@ class ResumedTransport(paramiko.Transport):
             self._skip_initial_kex = False
             return
         super()._expect_packet(*ptypes)
+
+    #: "ADDR port N", for the log line when the client says goodbye.
+    peer_text = "UNKNOWN port 65535"
+
+    def _parse_disconnect(self, m) -> None:
+        code, description = m.get_int(), m.get_text()
+        logging.getLogger("privsep.session").info(
+            "Received disconnect from %s:%d: %s", self.peer_text, code, description)
 
     def resume(self, server: paramiko.ServerInterface) -> None:
         """Start the transport thread serving ``server``; returns at once."""

@@ -281,18 +281,20 @@ class Monitor:
             last = loginrec.last_login_message(loginrec.read_lastlog(self.pw.pw_uid))
         verbose(log, "Allocated pty %s for %s, owner %d:tty mode %o",
                 tty, self.state.user, self.pw.pw_uid, sshpty.TTY_MODE)
-        try:
-            loginrec.record_login(
-                loginrec.LoginRecord(user=self.pw.pw_name, line=tty, pid=os.getpid(),
-                                     host=self.peer.addr, addr=self.peer.addr),
-                uid=self.pw.pw_uid)
-        except OSError as exc:
-            log.error("Could not write login record for %s: %s", tty, exc)
+        if os.geteuid() == 0:  # an unprivileged daemon writes no login records
+            try:
+                loginrec.record_login(
+                    loginrec.LoginRecord(user=self.pw.pw_name, line=tty, pid=os.getpid(),
+                                         host=self.peer.addr, addr=self.peer.addr),
+                    uid=self.pw.pw_uid)
+            except OSError as exc:
+                log.error("Could not write login record for %s: %s", tty, exc)
         return wire.PtyAnswer(tty, last), (master, slave)
 
     def release_pty(self, tty: str) -> None:
         try:
-            loginrec.record_logout(tty, os.getpid())
+            if os.geteuid() == 0:
+                loginrec.record_logout(tty, os.getpid())
         except OSError as exc:
             log.error("Could not write logout record for %s: %s", tty, exc)
         sshpty.release(tty)

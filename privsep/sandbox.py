@@ -75,20 +75,26 @@ def _install_seccomp() -> None:
 
 
 def enter(user: str, chroot_dir: str, keep_fds: set[int]) -> None:
-    """Become the sandboxed net-child.  Raises if any step fails: never run half-sandboxed."""
-    pw = pwd.getpwnam(user)
+    """Become the sandboxed net-child.  Raises if any step fails: never run half-sandboxed.
+
+    Without root (the daemon started by an ordinary user, ``user`` empty)
+    there is no chroot or uid change to make; the rest still applies."""
     parent = os.getppid()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         if fd not in keep_fds:
             os.dup2(devnull, fd)
     _close_except(keep_fds | {0, 1, 2})
-    os.chroot(chroot_dir)
-    os.chdir("/")
-    _drop_bounding_set()
-    os.setgroups([])
-    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
-    os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    if user:
+        pw = pwd.getpwnam(user)
+        os.chroot(chroot_dir)
+        os.chdir("/")
+        _drop_bounding_set()
+        os.setgroups([])
+        os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+        os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    else:
+        os.chdir("/")
     # setuid cleared any parent-death signal: set it now, then make sure the
     # monitor did not die before it took effect.
     prctl.set_pdeathsig(signal.SIGKILL)

@@ -39,6 +39,8 @@ _READ_SIZE = 32768  # one full SSH data packet per read
 
 def drop_privileges(pw: pwd.struct_passwd) -> None:
     """Become the user for good, and prove root cannot be regained."""
+    if os.geteuid() == pw.pw_uid != 0:
+        return  # an unprivileged daemon already runs as its one user
     os.initgroups(pw.pw_name, pw.pw_gid)
     os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
     os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
@@ -395,6 +397,7 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     monitor = MonitorClient(MonitorChannel(channel_sock))
     logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
     transport = ResumedTransport(conn, state, pw.pw_name)
+    transport.peer_text = str(peer)
     transport_setup.configure(transport, options)
     hostkeys.install_on(transport, host_publics, monitor.sign)
     process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages,

@@ -68,7 +68,9 @@ def _check_host_keys(options: servconf.ServerOptions) -> list[str]:
 
 
 def prepare(options: servconf.ServerOptions) -> list:
-    """Start-up checks and set-up that need root; returns the host keys."""
+    """Start-up checks and set-up; returns the host keys."""
+    if os.geteuid() != 0:
+        return _load_host_keys(options)
     try:
         pwd.getpwnam(options.privsep_user)
     except KeyError:
@@ -80,6 +82,15 @@ def prepare(options: servconf.ServerOptions) -> list:
                          "world-writable, and empty")
     for path in hostkeys.generate_missing(options.host_key):
         log.info("Generated host key %s", path)
+    keys = _load_host_keys(options)
+    try:
+        loginrec.ensure_utmp()
+    except OSError as exc:
+        log.error("Cannot create utmp: %s", exc)
+    return keys
+
+
+def _load_host_keys(options: servconf.ServerOptions) -> list:
     keys = []
     for path in options.host_key:
         try:
@@ -88,12 +99,18 @@ def prepare(options: servconf.ServerOptions) -> list:
             log.error("Unable to load host key %s: %s", path, exc)
     if not keys:
         raise SystemExit("sshd: no hostkeys available -- exiting.")
-    try:
-        loginrec.ensure_utmp()
-    except OSError as exc:
-        log.error("Cannot create utmp: %s", exc)
     return keys
 
+
+def unprivileged(options: servconf.ServerOptions) -> servconf.ServerOptions:
+    """Started by an ordinary user: serve that user alone, with keys only, as
+    sshd does when it is not root (no PAM, no setuid, no chroot)."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    log.info("Not running as root: serving only user %s, public keys only, without PAM, "
+             "login records or a privilege-separation user.", me)
+    return servconf.replace(options, use_pam=False, password_authentication=False,
+                            kbd_interactive_authentication=False, allow_users=[me],
+                            privsep_user="", privsep_dir="")
 
 def daemonize() -> None:
     if os.fork():
@@ -130,12 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.dump:
             sys.stdout.write(servconf.dump(options))
         return 255 if problems else 0
-    if os.geteuid() != 0:
-        print("privsep-sshd: must be run as root (unprivileged mode is not built yet)",
-              file=sys.stderr)
-        return 255
     logsetup.setup(options.log_level, options.syslog_facility,
                    stderr=args.stderr or bool(args.debug), logfile=args.logfile)
+    if os.geteuid() != 0:
+        options = unprivileged(options)
+        config = None  # Match blocks could undo the one-user rule
     try:
         keys = prepare(options)
     except SystemExit as exc:

@@ -6,6 +6,8 @@ Debian's sshd (``any_server``) and the two results are compared.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.daemon import Server, ssh
@@ -128,3 +130,10 @@ def test_every_host_key_serves(privsep_server: Server, user, kind: str, algorith
         published = handle.read().split()
     assert scan[1:3] == published[0:2]
     assert "Unable to load host key" not in privsep_server.log_text()
+
+
+def test_logout_log_lines(privsep_server: Server, user) -> None:
+    """sshd's words for a normal logout."""
+    assert ssh(privsep_server, user, "true").returncode == 0
+    log = privsep_server.wait_for_log(f"Disconnected from user {user.name} 127.0.0.1 port")
+    assert re.search(r"Received disconnect from 127\.0\.0\.1 port \d+:11: disconnected by user", log)
