@@ -112,7 +112,8 @@ def test_preauth_net_child_is_sandboxed(privsep_server: Server, user, tmp_path) 
     askpass = privsep_server.workdir / f"askpass-{user.name}"
     try:
         askpass.write_text(f"#!/bin/sh\ncat {fifo}\n")
-        net = wait_until(lambda: [p for p in descendants(privsep_server.pid) if p.args.endswith("[net]")])[0]
+        net = wait_until(lambda: [p for p in descendants(privsep_server.pid)
+                                  if p.args.endswith(f"{user.name} [net]")])[0]
         priv = processes()[net.ppid]
         # the listener counts the unauthenticated connection
         assert re.search(r"\[listener\] [1-9]\d* of 10-100 startups$",
