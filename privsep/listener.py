@@ -28,9 +28,13 @@ log = logging.getLogger("privsep.listener")
 
 def bind_all(options: ServerOptions) -> list[socket.socket]:
     sockets = []
+    wanted = {"inet": (socket.AF_INET,), "inet6": (socket.AF_INET6,)}.get(
+        options.address_family, (socket.AF_INET, socket.AF_INET6))
     for addr in options.listen_address:
         for port in options.port:
             family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+            if family not in wanted:
+                continue  # AddressFamily leaves it out, as sshd does
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:

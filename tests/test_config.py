@@ -448,3 +448,122 @@ def test_q_is_quiet(tmp_path, pam_service) -> None:
         daemon.terminate()
         _, err = daemon.communicate(timeout=10)
     assert b"Server listening" not in err
+
+
+# --- more keywords, one login each ----------------------------------------------
+
+def test_authentication_method_switches(server_with, user) -> None:
+    no_keys = server_with("PubkeyAuthentication no")
+    assert ssh(no_keys, user, "true").returncode == 255
+    assert ssh(no_keys, user, "true", password=user.password).returncode == 0
+    no_passwords = server_with("PasswordAuthentication no")
+    assert ssh(no_passwords, user, "true", password=user.password).returncode == 255
+    assert ssh(no_passwords, user, "true").returncode == 0
+
+
+def test_use_pam_no_means_no_pam_session(server_with, user) -> None:
+    server = server_with("UsePAM no")
+    result = ssh(server, user, "cat /proc/self/loginuid; echo; echo ${MOTD_SHOWN:-none}")
+    assert result.returncode == 0
+    loginuid, motd = result.stdout.decode().split()
+    assert motd == "none"  # pam_motd never ran
+    assert loginuid != str(user.uid)  # pam_loginuid never ran
+
+
+def test_permit_empty_passwords(server_with, make_user) -> None:
+    user = make_user(prefix="pep")
+    subprocess.run(["passwd", "-d", user.name], check=True, capture_output=True)
+    server = server_with("PermitEmptyPasswords no")
+    assert ssh(server, user, "true", password="").returncode == 255
+
+
+def test_authorized_keys_file_tokens(server_with, user) -> None:
+    alt = user.home / "keys-for-me"
+    alt.write_text(user.pubkey + "\n")
+    os.chown(alt, user.uid, user.gid)
+    alt.chmod(0o600)
+    (user.home / ".ssh" / "authorized_keys").write_text("")
+    server = server_with("AuthorizedKeysFile %h/keys-for-%u .ssh/none")
+    assert ssh(server, user, "true").returncode == 255  # %u expands to the name, not "me"
+    alt.rename(user.home / f"keys-for-{user.name}")
+    assert ssh(server, user, "true").returncode == 0
+
+
+def test_strict_modes(server_with, user) -> None:
+    (user.home / ".ssh" / "authorized_keys").chmod(0o666)
+    strict = server_with("StrictModes yes")
+    assert ssh(strict, user, "true").returncode == 255
+    strict.wait_for_log("Authentication refused: bad ownership or modes for file")
+    lax = server_with("StrictModes no")
+    assert ssh(lax, user, "true").returncode == 0
+
+
+@pytest.mark.parametrize("keyword,server_value,client_option", [
+    ("MACs", "hmac-sha2-512", "MACs=hmac-sha2-256"),
+    ("KexAlgorithms", "ecdh-sha2-nistp384", "KexAlgorithms=curve25519-sha256@libssh.org"),
+    ("HostKeyAlgorithms", "ssh-ed25519", "HostKeyAlgorithms=rsa-sha2-512"),
+])
+def test_algorithm_keywords(server_with, user, keyword, server_value, client_option) -> None:
+    server = server_with(f"{keyword} {server_value}")
+    assert ssh(server, user, "true").returncode == 0
+    refused = ssh(server, user, "true", options=[client_option, "LogLevel=INFO"])
+    assert refused.returncode == 255
+    assert b"no matching" in refused.stderr
+
+
+def test_pubkey_accepted_algorithms(server_with, make_user, tmp_path) -> None:
+    user = make_user(prefix="ppa")
+    server = server_with("PubkeyAcceptedAlgorithms -ssh-ed25519")
+    assert ssh(server, user, "true").returncode == 255  # the user's key is ed25519
+    server2 = server_with("PubkeyAcceptedAlgorithms +ssh-ed25519")
+    assert ssh(server2, user, "true").returncode == 0
+
+
+def test_listen_address_family_and_pid_file(tmp_path, pam_service) -> None:
+    from tests.daemon import free_port
+    port = free_port()
+    pid_file = tmp_path / "listener.pid"
+    (tmp_path / "cfg").write_text(f"ListenAddress 127.0.0.1\nListenAddress ::1\nAddressFamily inet\n"
+                                  f"PidFile {pid_file}\nPort {port}\n")
+    daemon = subprocess.Popen([*privsep_command(), "-D", "-e", "-f", str(tmp_path / "cfg")],
+                              stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip())
+        assert int(pid_file.read_text()) == daemon.pid
+        wait_until(lambda: _listening(port))
+        with pytest.raises(OSError):
+            socket.create_connection(("::1", port), timeout=2).close()
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_log_level_and_syslog_facility_in_T(tmp_path) -> None:
+    result = _sshd("-T", config_text="LogLevel DEBUG2\nSyslogFacility LOCAL5\n", tmp_path=tmp_path)
+    assert "loglevel DEBUG2\n" in result.stdout and "syslogfacility LOCAL5\n" in result.stdout
+
+
+def test_x11_forwarding_only_no(tmp_path) -> None:
+    assert _sshd("-t", config_text="X11Forwarding no\n", tmp_path=tmp_path).returncode == 0
+    bad = _sshd("-t", config_text="X11Forwarding yes\n", tmp_path=tmp_path)
+    assert bad.returncode != 0 and "line 1: X11Forwarding" in bad.stderr
+
+
+def test_tcp_keep_alive(server_with, user) -> None:
+    for value, expected in (("yes", b"keepalive"), ("no", b"")):
+        server = server_with(f"TCPKeepAlive {value}")
+        client = subprocess.Popen(ssh_argv(server, user, "sleep 5")[0], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            server.wait_for_log(f"Accepted publickey for {user.name}")
+
+            def timers():
+                out = subprocess.run(["ss", "-tnoH", "state", "established", "sport",
+                                      f"= :{server.port}"], capture_output=True).stdout
+                return out or None
+            out = wait_until(timers)
+            assert (b"keepalive" in out) == bool(expected), out
+        finally:
+            client.kill()
+            client.wait()
