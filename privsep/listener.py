@@ -22,6 +22,7 @@ import paramiko
 
 from privsep import monitor, proctitle
 from privsep.servconf import ServerOptions
+from privsep.trace import trace
 
 log = logging.getLogger("privsep.listener")
 
@@ -99,6 +100,7 @@ class Listener:
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             monitor.run(conn, self.options, self.host_keys, startup_w)
+        trace(log, "listener", "accepted %s port %d, forked monitor %d", addr[0], addr[1], pid)
         os.close(startup_w)
         conn.close()
         self.startups[startup_r] = pid

@@ -425,7 +425,7 @@ class Tree:
 
 def build(root: int) -> Tree:
     """Read ``root`` and its descendants.  Raises LookupError if root does not exist."""
-    if not os.path.exists(f"/proc/{root}"):
+    if root <= 0 or not os.path.exists(f"/proc/{root}"):
         raise LookupError(f"no process with pid {root}")
     last_cap = _last_cap()
     notes: list[str] = []
@@ -834,17 +834,20 @@ def _listener_pid(args: argparse.Namespace) -> int:
         raise LookupError(f"{args.pidfile} does not hold a pid: {text[:40]!r}") from None
 
 
-def snapshot(args: argparse.Namespace) -> tuple[str, bool]:
-    """One drawing (text or JSON) and whether it is complete."""
+def snapshot(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """One drawing (text or JSON), and what is wrong with the input (for stderr):
+    a pid that is not an sshd listener."""
     tree = build(_listener_pid(args))
     other = build(args.compare) if args.compare is not None else None
+    problems = [t.notes[0] for t in (tree, other)
+                if t is not None and t.procs[0].role != "listener"]
     if args.json:
         data = tree.to_json()
         if other is not None:
             data = {"left": data, "right": other.to_json(), "comparison": compare(tree, other)}
-        return json.dumps(data, indent=2), True
+        return json.dumps(data, indent=2), problems
     lines = render_compare(tree, other) if other is not None else render(tree)
-    return "\n".join(lines), True
+    return "\n".join(lines), problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -854,8 +857,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             try:
-                text, _ = snapshot(args)
-                status = 0
+                text, problems = snapshot(args)
+                status = 1 if problems else 0
+                for problem in problems:
+                    print(f"privsep-tree: {problem}", file=sys.stderr)
             except LookupError as exc:
                 text, status = f"privsep-tree: {exc}", 1
                 if args.watch is None:
