@@ -62,6 +62,8 @@ class Listener:
     startups: dict[int, int] = field(default_factory=dict)
     one_shot: bool = False
     stopping: bool = False
+    #: the signal wake-up pipe: the listener's alone, never a monitor's
+    wake_fds: tuple[int, ...] = ()
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -92,7 +94,8 @@ class Listener:
         pid = os.fork()
         if pid == 0:
             os.close(startup_r)
-            for fd in list(self.startups):
+            signal.set_wakeup_fd(-1)
+            for fd in [*self.startups, *self.wake_fds]:
                 os.close(fd)
             for listening in self.sockets:
                 listening.close()
@@ -117,6 +120,7 @@ class Listener:
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()
+        self.wake_fds = (wake_r, wake_w)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
