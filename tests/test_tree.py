@@ -163,6 +163,13 @@ def test_tree_matches_proc(live_login) -> None:
     assert ss_tcp(session) == [(conn["local"], conn["remote"], conn["fd"])]
     assert fd_entries(procs[monitor], "tcp") == []
 
+    # nothing the root listener holds reaches a monitor or the user's processes
+    # (its signal wake-up pipe once did)
+    listener_inodes = {e.get("inode") for e in procs[server.pid]["fds"]} - {None}
+    for pid in (monitor, session, shell):
+        shared = [e for e in procs[pid]["fds"] if e.get("inode") in listener_inodes]
+        assert shared == [], (pid, shared)
+
     # the pty: master in the session process, /dev/pts/N on the shell's stdio
     pts = procs[shell]["tty"]
     assert re.fullmatch(r"pts/\d+", pts)
