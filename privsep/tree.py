@@ -487,8 +487,9 @@ def _link_fds(tree: Tree) -> None:
         for entry in p.fds or []:
             inode = entry.get("inode")
             if entry["kind"] == "pipe":
-                entry["peers"] = [who(q, fd) for q, fd in holders.get(inode, [])
-                                  if q.pid != p.pid]
+                held = holders.get(inode, [])
+                entry["peers"] = [who(q, fd) for q, fd in held if q.pid != p.pid]
+                entry["both_ends_here"] = sum(q.pid == p.pid for q, _ in held) > 1
             elif entry["kind"] == "socket":
                 if inode in tcp:
                     entry.update(kind="tcp", **tcp[inode])
@@ -582,7 +583,7 @@ def fd_text(entry: dict) -> str:
         peers = entry.get("peers") or []
         if peers:
             return "pipe <-> " + ", ".join(f"pid {q['pid']} {q['role']} fd {q['fd']}" for q in peers)
-        return f"pipe:[{entry['inode']}]"
+        return f"pipe:[{entry['inode']}]" + (" (both ends here)" if entry.get("both_ends_here") else "")
     if kind == "socket":
         return f"socket:[{entry['inode']}] (not tcp or unix)"
     if kind == "ptmx":
