@@ -29,7 +29,7 @@ def _pty_session(server: Server, user):
 
 
 def _records_for(path: str, line: str, pid: int) -> list[list[str]]:
-    return [r for r in _utmpdump(path) if r[1] == str(pid) and r[4] == line]
+    return [r for r in _utmpdump(path) if r[1].isdigit() and int(r[1]) == pid and r[4] == line]
 
 
 @pytest.mark.parametrize("ending", ["logout", "client-killed"])
@@ -62,7 +62,7 @@ def test_login_and_logout_records(privsep_server: Server, user, ending: str) -> 
     who = subprocess.run(["who"], capture_output=True, text=True).stdout
     assert not re.search(rf"^{user.name}\s", who, re.M)
     wtmp = _utmpdump(loginrec.WTMP_PATH)[wtmp_before:]
-    ours = [r for r in wtmp if r[1] == str(monitor_pid) and r[4] == line]
+    ours = [r for r in wtmp if r[1].isdigit() and int(r[1]) == monitor_pid and r[4] == line]
     assert [r[0] for r in ours] == ["7", "8"]
     assert ours[0][3] == user.name and ours[1][3] == ""
     # The pty went back to root.
