@@ -58,7 +58,8 @@ def test_pty_session_genealogy(live_pty_session) -> None:
     assert shell.uid == user.uid and shell.args == "-bash"
     # the shell leads its own session on the pts, in the foreground
     assert shell.sid == shell.pid
-    assert shell.stat.startswith("Ss")
+    # (once bash has read its start-up files and waits at the prompt: S, not R)
+    assert wait_until(lambda: processes()[shell.pid].stat.startswith("Ss"))
     assert monitor.tty == "?" and session.tty == "?"
     # the net-child is gone after authentication
     assert not [p for p in descendants(server.pid) if "[net]" in p.args]
@@ -112,7 +113,7 @@ def test_preauth_net_child_is_sandboxed(privsep_server: Server, user, tmp_path) 
     askpass = privsep_server.workdir / f"askpass-{user.name}"
     try:
         askpass.write_text(f"#!/bin/sh\ncat {fifo}\n")
-        net = wait_until(lambda: [p for p in descendants(privsep_server.pid) if p.args.endswith("[net]")])[0]
+        net = wait_until(lambda: [p for p in descendants(privsep_server.pid) if p.args.endswith(f"{user.name} [net]")])[0]
         priv = processes()[net.ppid]
         # the listener counts the unauthenticated connection
         assert processes()[privsep_server.pid].args.endswith("[listener] 1 of 10-100 startups")

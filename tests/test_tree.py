@@ -50,7 +50,10 @@ def login_chain(server: Server, user) -> list[int]:
         while table[path[-1]].ppid != server.pid:
             path.append(table[path[-1]].ppid)
         return list(reversed(path))
-    return wait_until(chain)
+    pids = wait_until(chain)
+    # bash at its prompt, start-up files read and closed: its fds hold still
+    wait_until(lambda: processes()[pids[-1]].stat.startswith("S"))
+    return pids
 
 
 @pytest.fixture
