@@ -20,6 +20,7 @@ here prints. A handle is not thread-safe: one login, one monitor process.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from collections.abc import Callable
 from ctypes import (
@@ -35,6 +36,10 @@ from ctypes import (
     sizeof,
 )
 from dataclasses import dataclass, field
+
+from privsep.trace import trace
+
+log = logging.getLogger("privsep.pam")
 
 __all__ = [
     "PAM_SUCCESS", "PAM_SYSTEM_ERR", "PAM_BUF_ERR", "PAM_PERM_DENIED",
@@ -271,6 +276,7 @@ class PamLogin:
         code = _pam.pam_start(_cstr(service, "service"), _cstr(user, "user"),
                               byref(self._conv), byref(handle))
         self._last_code = code
+        trace(log, "monitor", "PAM pam_start(%s, %s): %s", service, user, _strerror(None, code))
         if code != PAM_SUCCESS:
             if handle.value:
                 _pam.pam_end(handle.value, code)
@@ -380,6 +386,8 @@ class PamLogin:
                 # KeyboardInterrupt/SystemExit were held back while C was on
                 # the stack; deliver them now that it is not.
                 raise pending
+        trace(log, "monitor", "PAM %s (flags %#x): %s", getattr(func, "__name__", "call"), flags,
+              _strerror(self._handle, code))
         return self._result(code)
 
     # --- public API ---------------------------------------------------------
@@ -512,6 +520,7 @@ class PamLogin:
         handle, self._handle = self._handle, None
         if handle is not None and os.getpid() == self._owner_pid:
             _pam.pam_end(handle, self._last_code)
+            trace(log, "monitor", "PAM pam_end")
 
     def __enter__(self) -> PamLogin:
         return self

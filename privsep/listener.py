@@ -22,6 +22,7 @@ import paramiko
 
 from privsep import monitor, proctitle
 from privsep.servconf import ServerConfig, ServerOptions
+from privsep.trace import trace
 
 log = logging.getLogger("privsep.listener")
 
@@ -66,6 +67,8 @@ class Listener:
     startups: dict[int, int] = field(default_factory=dict)
     one_shot: bool = False
     stopping: bool = False
+    #: the signal wake-up pipe: the listener's alone, never a monitor's
+    wake_fds: tuple[int, ...] = ()
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -96,7 +99,8 @@ class Listener:
         pid = os.fork()
         if pid == 0:
             os.close(startup_r)
-            for fd in list(self.startups):
+            signal.set_wakeup_fd(-1)
+            for fd in [*self.startups, *self.wake_fds]:
                 os.close(fd)
             for listening in self.sockets:
                 listening.close()
@@ -104,6 +108,7 @@ class Listener:
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             monitor.run(conn, self.options, self.host_keys, startup_w, self.config)
+        trace(log, "listener", "accepted %s port %d, forked monitor %d", addr[0], addr[1], pid)
         os.close(startup_w)
         conn.close()
         self.startups[startup_r] = pid
@@ -120,6 +125,7 @@ class Listener:
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()
+        self.wake_fds = (wake_r, wake_w)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)

@@ -24,6 +24,7 @@ import paramiko
 from privsep import auth_pam, auth_pubkey, hostkeys, loginrec, proctitle, sshpty
 from privsep import monitor_wire as wire
 from privsep.log import verbose
+from privsep.trace import trace
 from privsep.monitor_channel import MonitorChannel, make_pair
 from privsep.monitor_policy import (
     MonitorState, Phase, PolicyViolation, admit, bind_session_id, userauth_binding_error,
@@ -127,6 +128,7 @@ class Monitor:
         signature = hostkeys.sign(self.host_keys, req.algorithm, req.data)
         if signature is None:
             raise PolicyViolation(f"no host key for algorithm {req.algorithm!r}")
+        trace(log, "monitor", "signed %d bytes with the %s host key", len(req.data), req.algorithm)
         return wire.SignAnswer(signature)
 
     def answer_pwnam(self, req: wire.PwnamRequest) -> wire.PwnamAnswer:
@@ -138,6 +140,7 @@ class Monitor:
         self.pw = self._lookup(req.user)
         self.state.user_valid = self.pw is not None
         proctitle.set(f"{req.user if self.state.user_valid else 'unknown'} [priv]")
+        trace(log, "monitor", "user %s: %s", req.user, "valid" if self.state.user_valid else "invalid")
         if self.options.use_pam:
             # Started for unknown users too, so that they cost what known ones do.
             self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.peer.addr,
@@ -185,7 +188,9 @@ class Monitor:
             attempt = password if allowed else "\b\n\r\x7fINCORRECT"[: max(1, len(password))]
             verdict = self.pam.authenticate_password(attempt).ok and allowed
         if verdict and self._accept("password"):
+            trace(log, "monitor", "password for %s: accepted", self.state.user)
             return wire.PasswordAnswer(True)
+        trace(log, "monitor", "password for %s: refused", self._user_text())
         self._fail("password")
         return wire.PasswordAnswer(False)
 
@@ -216,6 +221,8 @@ class Monitor:
         verbose(log, "Public key %s %s %s for %s",
                 req.algorithm, auth_pubkey.fingerprint(req.keyblob),
                 "allowed" if allowed else "not allowed", self._user_text())
+        trace(log, "monitor", "key %s for %s: %s", req.algorithm, self._user_text(),
+              "allowed" if allowed else "not allowed")
         return wire.KeyAllowedAnswer(bool(allowed))
 
     def answer_key_verify(self, req: wire.KeyVerifyRequest) -> wire.KeyVerifyAnswer:
@@ -234,7 +241,10 @@ class Monitor:
         if auth_pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
                                                  req.signature):
             if self._accept("publickey", detail):
+                trace(log, "monitor", "signature by %s key for %s: verified, accepted", keytype,
+                      self.state.user)
                 return wire.KeyVerifyAnswer(True)
+        trace(log, "monitor", "signature by %s key for %s: refused", keytype, self._user_text())
         self._fail("publickey", detail)
         return wire.KeyVerifyAnswer(False)
 
@@ -279,14 +289,16 @@ class Monitor:
         last = ""
         if self.options.print_last_log:
             last = loginrec.last_login_message(loginrec.read_lastlog(self.pw.pw_uid))
-        verbose(log, "Allocated pty %s for %s, owner %d:tty mode %o",
-                tty, self.state.user, self.pw.pw_uid, sshpty.TTY_MODE)
+        trace(log, "monitor", "Allocated pty %s for %s, owner %d:tty mode %o", tty, self.state.user,
+              self.pw.pw_uid, sshpty.TTY_MODE)
         if os.geteuid() == 0:  # an unprivileged daemon writes no login records
             try:
                 loginrec.record_login(
                     loginrec.LoginRecord(user=self.pw.pw_name, line=tty, pid=os.getpid(),
                                          host=self.peer.addr, addr=self.peer.addr),
                     uid=self.pw.pw_uid)
+                trace(log, "monitor", "wrote USER_PROCESS %s pid %d to utmp, wtmp, lastlog", tty,
+                      os.getpid())
             except OSError as exc:
                 log.error("Could not write login record for %s: %s", tty, exc)
         return wire.PtyAnswer(tty, last), (master, slave)
@@ -295,9 +307,11 @@ class Monitor:
         try:
             if os.geteuid() == 0:
                 loginrec.record_logout(tty, os.getpid())
+                trace(log, "monitor", "wrote DEAD_PROCESS %s pid %d to utmp, wtmp", tty, os.getpid())
         except OSError as exc:
             log.error("Could not write logout record for %s: %s", tty, exc)
         sshpty.release(tty)
+        trace(log, "monitor", "released pty %s (owner root, mode 666)", tty)
         self.state.ptys.discard(tty)
 
     def answer_pty_cleanup(self, req: wire.PtyCleanupRequest) -> wire.PtyCleanupAnswer:
@@ -412,8 +426,8 @@ def _fork_net_child(monitor: Monitor, conn: socket.socket) -> MonitorChannel:
             os._exit(1)
     theirs.close()
     monitor.child_pid = pid
-    verbose(log, "Forked net-child %d (uid %s, root %s)", pid,
-            monitor.options.privsep_user, monitor.options.privsep_dir)
+    trace(log, "monitor", "forked net-child %d (uid %s, root %s, caps none)", pid,
+          monitor.options.privsep_user, monitor.options.privsep_dir)
     return MonitorChannel(ours)
 
 
@@ -439,7 +453,8 @@ def _preauth_then_session(monitor: Monitor, conn: socket.socket) -> int:
         channel.close()
     signal.alarm(0)
     if handoff is None:
-        status = monitor.wait_child()
+        net_pid, status = monitor.child_pid, monitor.wait_child()
+        trace(log, "monitor", "net-child %d exited (wait status %d) before authentication", net_pid, status)
         if monitor.state.user is None:
             log.info("Connection closed by %s [preauth]", monitor.peer)
         else:
@@ -447,9 +462,11 @@ def _preauth_then_session(monitor: Monitor, conn: socket.socket) -> int:
                    else "invalid user " + monitor.state.user)
             log.info("Connection closed by %s %s [preauth]", who, monitor.peer)
         return 0 if os.WIFEXITED(status) else 1
-    monitor.wait_child()
-    verbose(log, "Net-child handed off at seq in %d out %d",
-            handoff.state.inbound.seqno, handoff.state.outbound.seqno)
+    trace(log, "monitor", "hand-off received: seq in %d out %d, cipher in %s out %s",
+          handoff.state.inbound.seqno, handoff.state.outbound.seqno,
+          handoff.state.inbound.cipher, handoff.state.outbound.cipher)
+    net_pid, status = monitor.child_pid, monitor.wait_child()
+    trace(log, "monitor", "net-child %d exited (wait status %d)", net_pid, status)
     os.close(monitor.startup_fd)
     monitor.state.phase = Phase.POSTAUTH
     if not _open_pam_session(monitor):
@@ -503,12 +520,13 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     theirs.close()
     conn.close()
     monitor.child_pid = pid
-    verbose(log, "Forked session process %d as uid %d", pid, monitor.pw.pw_uid)
+    trace(log, "monitor", "forked session process %d (uid %d)", pid, monitor.pw.pw_uid)
     channel = MonitorChannel(ours)
     try:
         monitor.serve(channel, "session")
     finally:
         channel.close()
-    monitor.wait_child()
+    session_pid, status = monitor.child_pid, monitor.wait_child()
+    trace(log, "monitor", "session process %d exited (wait status %d): logout", session_pid, status)
     log.info("Disconnected from user %s %s", monitor.state.user, monitor.peer)
     return 0

@@ -21,11 +21,12 @@ from paramiko.server import InteractiveQuery
 from paramiko.packet import Packetizer
 
 from privsep import hostkeys, proctitle, sandbox
-from privsep.handoff import CapturingTransport
+from privsep.handoff import CapturingTransport, _pkt_get
 from privsep.monitor_channel import MonitorChannel
 from privsep.monitor_wrap import MonitorClient, MonitorLogHandler
 from privsep.servconf import ServerOptions
 from privsep import transport_setup
+from privsep.trace import trace
 
 log = logging.getLogger("privsep.net")
 
@@ -40,6 +41,7 @@ class MonitorVerifiedKey:
         self._monitor = monitor
 
     def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
+        trace(log, "net-child", "asks the monitor to verify a %s signature", self.algorithm)
         return self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
 
     def __getattr__(self, name: str):
@@ -77,10 +79,17 @@ class NetTransport(CapturingTransport):
     def _parse_newkeys(self, m):
         if self.auth_handler is None:
             self.auth_handler = NetAuthHandler(self)
+        kex = next((n for n, c in self._kex_info.items() if type(self.kex_engine) is c), "?")
         super()._parse_newkeys(m)
+        trace(log, "net-child", "key exchange done: kex %s, host key %s, ciphers %s/%s, MACs %s/%s",
+              kex, self.host_key_type, self.remote_cipher, self.local_cipher,
+              self.remote_mac or "(implicit)", self.local_mac or "(implicit)")
 
     def hand_off(self) -> NoReturn:
         """Give the connection to the monitor and leave without reading another byte."""
+        trace(log, "net-child", "handing off the transport at seq in %d out %d, then exiting",
+              _pkt_get(self.packetizer, "sequence_number_in"),
+              _pkt_get(self.packetizer, "sequence_number_out"))
         self.monitor.handoff(self.capture_state())
         os._exit(0)
 
@@ -98,6 +107,7 @@ class NetServer(paramiko.ServerInterface):
     def _name_user(self, username: str) -> None:
         if self._user is None:
             self._user = username
+            trace(log, "net-child", "asks the monitor about user %s", username)
             answer = self._monitor.pwnam(username)
             self._methods = answer.methods  # the user's Match blocks may change them
             proctitle.set(f"{username if answer.valid else 'unknown'} [net]")
@@ -136,12 +146,15 @@ class NetServer(paramiko.ServerInterface):
         if "password" not in self._methods.split(","):
             return AUTH_FAILED
         raw = password if isinstance(password, bytes) else password.encode("utf-8")
+        trace(log, "net-child", "asks the monitor to check a password for %s", username)
         return AUTH_SUCCESSFUL if self._monitor.auth_password(raw) else AUTH_FAILED
 
     def check_auth_publickey(self, username: str, key) -> int:
         self._name_user(username)
         if "publickey" not in self._methods.split(",") or not isinstance(key, MonitorVerifiedKey):
             return AUTH_FAILED
+        trace(log, "net-child", "asks the monitor whether a %s key is allowed for %s", key.algorithm,
+              username)
         allowed = self._monitor.key_allowed(key.algorithm, key.keyblob)
         return AUTH_SUCCESSFUL if allowed else AUTH_FAILED
 
@@ -158,6 +171,8 @@ def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions
         where = f"Connection from {addr.removeprefix('::ffff:')} port {port}"
     logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    trace(log, "net-child", "sandboxed: uid %d gid %d, no groups, root %s, caps none, no_new_privs, "
+          "seccomp filter", os.getuid(), os.getgid(), options.privsep_dir)
     transport = NetTransport(sock, monitor)
     transport_setup.configure(transport, options)
     hostkeys.install_on(transport, host_publics, monitor.sign)

@@ -29,6 +29,7 @@ from privsep.monitor_channel import MonitorChannel
 from privsep.monitor_wrap import MonitorClient, MonitorLogHandler
 from privsep.servconf import ServerOptions
 from privsep.session_policy import SessionPolicy
+from privsep.trace import trace
 
 log = logging.getLogger("privsep.session")
 
@@ -313,6 +314,8 @@ class _PtyRunner:
                 os.write(1, banner.encode("utf-8", "replace"))
             _exec_child(shell, argv, env, process.pw.pw_dir)
         session.pid = pid
+        trace(log, "session", "started %s (pid %d): session leader (sid %d), controlling tty %s",
+              argv[0], pid, pid, pty.tty)
         os.close(pty.slave)
 
     def start(self) -> None:
@@ -326,6 +329,7 @@ class _PtyRunner:
                                   daemon=True)
         reader.start()
         _, status = os.waitpid(self.session.pid, 0)
+        trace(log, "session", "%d on %s exited (wait status %d)", self.session.pid, pty.tty, status)
         os.write(self.exited_w, b"x")
         reader.join()
         self.process.release_pty(self.session)
@@ -350,6 +354,8 @@ class _PipeRunner:
             os.dup2(err_w, 2)
             _exec_child(shell, argv, env, process.pw.pw_dir)
         session.pid = pid
+        trace(log, "session", "started %s (pid %d): session leader (sid %d), no tty, pipes",
+              argv[0], pid, pid)
         for fd in (in_r, out_w, err_w):
             os.close(fd)
 
@@ -396,6 +402,9 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     monitor = MonitorClient(MonitorChannel(channel_sock))
     logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
+    trace(log, "session", "dropped to uid %d gid %d groups %s; resuming the transport at seq in %d out %d",
+          os.getuid(), os.getgid(), ",".join(map(str, os.getgroups())) or "none",
+          state.inbound.seqno, state.outbound.seqno)
     transport = ResumedTransport(conn, state, pw.pw_name)
     transport.peer_text = str(peer)
     transport_setup.configure(transport, options)

@@ -58,7 +58,8 @@ def test_pty_session_genealogy(live_pty_session) -> None:
     assert shell.uid == user.uid and shell.args == "-bash"
     # the shell leads its own session on the pts, in the foreground
     assert shell.sid == shell.pid
-    assert shell.stat.startswith("Ss")
+    # (once bash has read its start-up files and waits at the prompt: S, not R)
+    assert wait_until(lambda: processes()[shell.pid].stat.startswith("Ss"))
     assert monitor.tty == "?" and session.tty == "?"
     # the net-child is gone after authentication
     assert not [p for p in descendants(server.pid) if "[net]" in p.args]
