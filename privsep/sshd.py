@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit:
         return 255
+    # Nothing whoever started us had open may reach a monitor, a net-child or
+    # a user's session (sshd closes everything above stderr too).
+    os.closerange(3, 65536)
     logging.basicConfig(format="%(message)s", level=logging.INFO)  # until log.setup
     try:
         config = load_config(args)
