@@ -163,8 +163,12 @@ class Monitor:
         return True
 
     def _fail(self, method: str, detail: str = "") -> None:
-        self.failures += 1
         log.info("Failed %s for %s from %s ssh2%s", method, self._user_text(), self.peer, detail)
+        self._count_failure()
+
+    def _count_failure(self) -> None:
+        """One more failed attempt; past MaxAuthTries the connection ends."""
+        self.failures += 1
         if self.failures >= self.options.max_auth_tries:
             log.error("maximum authentication attempts exceeded for %s from %s ssh2",
                       self._user_text(), self.peer)
@@ -216,13 +220,13 @@ class Monitor:
         if found is not None:
             self.key_options = found.options
             self.state.allowed_keys.add((req.algorithm, req.keyblob))
-        else:
-            self.failures += 1
         verbose(log, "Public key %s %s %s for %s",
                 req.algorithm, auth_pubkey.fingerprint(req.keyblob),
                 "allowed" if allowed else "not allowed", self._user_text())
         trace(log, "monitor", "key %s for %s: %s", req.algorithm, self._user_text(),
               "allowed" if allowed else "not allowed")
+        if not allowed:
+            self._count_failure()
         return wire.KeyAllowedAnswer(bool(allowed))
 
     def answer_key_verify(self, req: wire.KeyVerifyRequest) -> wire.KeyVerifyAnswer:

@@ -567,3 +567,18 @@ def test_tcp_keep_alive(server_with, user) -> None:
         finally:
             client.kill()
             client.wait()
+
+
+def test_max_auth_tries_counts_refused_keys(server_with, make_user, tmp_path) -> None:
+    """Offering more keys than MaxAuthTries allows ends the connection, as sshd does."""
+    user = make_user(prefix="pmk")
+    server = server_with("MaxAuthTries 3")
+    keys = []
+    for n in range(4):
+        key = tmp_path / f"stranger{n}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        keys += ["-i", str(key)]
+    argv, env = ssh_argv(server, user, "true", key=False, flags=keys)
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=60)
+    assert result.returncode == 255
+    server.wait_for_log(f"maximum authentication attempts exceeded for {user.name}")
