@@ -90,6 +90,7 @@ def daemonize() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    reexec = os.environ.pop(listener.REEXEC_ENV, None) is not None
     args = parse_args(argv)
     try:
         options = load_options(args)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         log.error("%s", exc.code)
         return 255
-    if not (args.foreground or args.debug):
+    if not (args.foreground or args.debug or reexec):
         daemonize()
     try:
         with open(options.pid_file, "w") as handle:
