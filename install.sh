@@ -4,6 +4,8 @@
 #   ./install.sh              install (or bring up to date) from this checkout
 #   ./install.sh --test       the same, plus the test dependencies (pytest)
 #   ./install.sh --enable     the same, and enable and start the systemd unit
+#   ./install.sh --wheels=DIR the same, with Python packages from the wheels
+#                             in DIR only (no index: an offline machine, the VM)
 #   ./install.sh --uninstall  remove everything install.sh added (but not the
 #                             Debian packages, and not utmp/wtmp/lastlog)
 #
@@ -58,11 +60,20 @@ PACKAGES=(
     psmisc procps util-linux  # pstree; ps; utmpdump and last
 )
 
+# With --test, also what tests/test_vm.py needs on the host to build and boot
+# a Debian 12 VM (tests/vm.py), and vagrant for tests/test_vagrantfile.py.
+TEST_PACKAGES=(
+    debootstrap e2fsprogs        # the guest's tree; mkfs.ext4 -d
+    qemu-system-x86 qemu-utils   # qemu-system-x86_64 -accel tcg; qemu-img
+    seabios                      # the firmware qemu loads (a Recommends)
+    vagrant vagrant-libvirt      # `vagrant validate` of the Vagrantfile
+)
+
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 MODE=install
@@ -72,6 +83,9 @@ for arg in "$@"; do
     case $arg in
         --test) WITH_TEST=1 ;;
         --enable) ENABLE=1 ;;
+        --wheels=?*)
+            WHEELS=$(realpath -e "${arg#--wheels=}") || die "no such directory: ${arg#--wheels=}"
+            export PIP_NO_INDEX=1 PIP_FIND_LINKS=$WHEELS ;;
         --uninstall) MODE=uninstall ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $arg" ;;
@@ -167,8 +181,9 @@ fi
 # has to be installed and they are missing or more than a day old; if the
 # install still fails (lists out of date), refresh once and retry.
 install_packages() {
-    local missing=() pkg
-    for pkg in "${PACKAGES[@]}"; do
+    local missing=() pkg wanted=("${PACKAGES[@]}")
+    [[ $WITH_TEST -eq 0 ]] || wanted+=("${TEST_PACKAGES[@]}")
+    for pkg in "${wanted[@]}"; do
         if [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) != installed ]]; then
             missing+=("$pkg")
         fi
