@@ -244,14 +244,15 @@ class VM:
     def ssh_argv(self, user: str = "root", key: Path | None = None, port: int | None = None,
                  tty: bool = False, connect_timeout: int = 30,
                  options: list[str] | None = None) -> list[str]:
-        argv = ["ssh", "-F", "/dev/null", "-p", str(port or self.ssh_port),
-                "-i", str(key or self.image.key), "-o", "IdentitiesOnly=yes",
+        """The real ssh client's argv; ``options`` come first, so they win."""
+        argv = ["ssh", "-F", "/dev/null", "-p", str(port or self.ssh_port)]
+        for option in options or []:
+            argv += ["-o", option]
+        argv += ["-i", str(key or self.image.key), "-o", "IdentitiesOnly=yes",
                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                 "-o", f"ConnectTimeout={connect_timeout}",
                 "-o", "ServerAliveInterval=30"]
-        for option in options or []:
-            argv += ["-o", option]
         argv.append("-tt" if tty else "-T")
         argv.append(f"{user}@127.0.0.1")
         return argv
@@ -344,6 +345,8 @@ def build_wheelhouse(dest: Path) -> None:
     env = dict(os.environ)
     if not env.get("PIP_CERT") and os.path.exists("/etc/ssl/certs/ca-certificates.crt"):
         env["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
-          "--use-pep517", "-w", str(dest), *pinned_requirements()], env=env,
-         stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q",
+                           "--disable-pip-version-check", "--use-pep517", "-w", str(dest),
+                           *pinned_requirements()], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip wheel failed:\n{done.stdout}{done.stderr}")
