@@ -13,6 +13,7 @@ PRIVSEP_SKIP_VM=1 skips this module for quick local runs; CI never sets it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -31,7 +32,19 @@ if os.environ.get("PRIVSEP_SKIP_VM") == "1":
 
 UNIT = "privsep-sshd"
 INSTALL = "cd /root/privsep-sshd && ./install.sh --enable --wheels=/root/wheels"
-USER, PASSWORD = "alice", "Wonder-land-42"
+# The Vagrantfile's demo user, made by the same script with the same password.
+USER = "demo"
+PASSWORD = re.search(r'^DEMO_PASSWORD = "(.*)"$', (vmlib.REPO / "Vagrantfile").read_text(),
+                     re.M).group(1)
+
+
+def readme_walkthrough() -> list[str]:
+    """The README's in-VM commands (the sh block after the vm-walkthrough mark)."""
+    text = (vmlib.REPO / "README.md").read_text()
+    block = re.search(r"<!-- vm-walkthrough.*?-->\s*```sh\n(.*?)```", text, re.S)
+    assert block, "README.md lost its vm-walkthrough block"
+    return [line.strip() for line in block.group(1).splitlines()
+            if line.strip() and not line.strip().startswith("#")]
 
 
 def _say(request, text: str) -> None:
@@ -77,7 +90,7 @@ def vm(request):
 def alice(vm) -> Path:
     """USER in the guest, with a password and an authorized key, made by the
     Vagrantfile's own provisioning script; returns the private key's path."""
-    key = vm.workdir / "alice_ed25519"
+    key = vm.workdir / "user_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     pub = key.with_suffix(".pub").read_text().strip()
     vm.root(f"/root/privsep-sshd/vagrant/demo-user.sh {USER} '{PASSWORD}' '{pub}'")
@@ -151,8 +164,23 @@ def cursor(vm) -> str:
     return out.strip().rsplit("cursor: ", 1)[-1]
 
 
-def journal_since(vm, since: str, *args: str) -> str:
-    return vm.root(f"journalctl --no-pager -o cat --after-cursor='{since}' " + " ".join(args))
+def journal_since(vm, since: str, ident: str | None = None, unit: str | None = None) -> str:
+    """Messages after the cursor ``since``, of one syslog tag or one unit
+    (its processes' and systemd's about it). Filtered here: journalctl 252
+    with a match and --after-cursor skips the first matching entry."""
+    out = vm.root(f"journalctl --no-pager -o json --after-cursor='{since}'")
+    lines = []
+    for line in out.splitlines():
+        entry = json.loads(line)
+        message = entry.get("MESSAGE")
+        if not isinstance(message, str):
+            continue  # binary messages come as arrays of bytes
+        if ident is not None and entry.get("SYSLOG_IDENTIFIER") != ident:
+            continue
+        if unit is not None and unit not in (entry.get("_SYSTEMD_UNIT"), entry.get("UNIT")):
+            continue
+        lines.append(message)
+    return "\n".join(lines) + "\n"
 
 
 def wait_for(predicate, timeout: float = 300, interval: float = 2):
@@ -169,7 +197,7 @@ def wait_for(predicate, timeout: float = 300, interval: float = 2):
 def wait_listening(vm, since: str) -> None:
     """Until the (re)started daemon logged that it listens on 2222."""
     wait_for(lambda: "Server listening on 0.0.0.0 port 2222." in
-             journal_since(vm, since, "-t", "privsep-sshd"))
+             journal_since(vm, since, ident="privsep-sshd"))
 
 
 def ps_table(vm) -> dict[int, dict]:
@@ -274,7 +302,7 @@ def test_login_genealogy_logind_journal_last(vm, alice) -> None:
         user_procs = [p["args"] for p in table.values() if p["uid"] == uid]
         assert "/lib/systemd/systemd --user" in user_procs and "(sd-pam)" in user_procs, user_procs
         # journald has OpenSSH's Accepted line, tagged privsep-sshd.
-        log = journal_since(vm, since, "-t", "privsep-sshd")
+        log = journal_since(vm, since, ident="privsep-sshd")
         assert re.search(rf"Accepted publickey for {USER} from 10\.0\.2\.2 port \d+ ssh2: "
                          r"ED25519 SHA256:", log), log
         # last: logged in now ...
@@ -304,6 +332,32 @@ def test_openssh_same_shape(vm, alice) -> None:
         live.logout()
 
 
+def test_readme_walkthrough(vm, alice) -> None:
+    """README's "Try it in a VM" step 4, word for word, while USER is logged
+    in to both daemons (steps 2 and 3)."""
+    ours = Live(vm, alice, vm.privsep_port)
+    theirs = Live(vm, alice, vm.ssh_port)
+    try:
+        since = cursor(vm)
+        outputs = {}
+        for line in readme_walkthrough():
+            done = vm.ssh(line)
+            assert done.returncode == 0, (line, done)
+            outputs[line] = done.stdout
+        text = "\n".join(outputs.values())
+        assert text.count("Active: active (running)") >= 2, text
+        assert f"Accepted publickey for {USER} from 10.0.2.2" in text, text
+        assert text.count(f"{ours.tty} ") + text.count(f"{theirs.tty} ") >= 2, text
+        assert len(re.findall(rf"^{USER}\s+pts/\d+.*still logged in", text, re.M)) >= 2, text
+        assert len(re.findall(rf",{USER}\n", text)) >= 2, text  # pstree: user@pts/N
+        wait_listening(vm, since)  # its last line was a reload
+        ours.alive()
+        theirs.alive()
+    finally:
+        ours.logout()
+        theirs.logout()
+
+
 def test_password_login(vm, alice) -> None:
     askpass = vm.workdir / "askpass"
     askpass.write_text(f"#!/bin/sh\necho '{PASSWORD}'\n")
@@ -324,7 +378,7 @@ def test_reload_and_restart_keep_a_live_session(vm, alice) -> None:
         vm.root(f"systemctl reload {UNIT}")
         wait_listening(vm, since)
         wait_for(lambda: show(vm, "SubState")["SubState"] == "running")
-        log = journal_since(vm, since, "-t", "privsep-sshd")
+        log = journal_since(vm, since, ident="privsep-sshd")
         assert "Received SIGHUP; restarting." in log, log
         assert int(show(vm, "MainPID")["MainPID"]) == before  # re-exec in place
         assert vm.root(f"cat /run/{UNIT}.pid").strip() == str(before)
@@ -374,7 +428,7 @@ def test_broken_config(vm, alice) -> None:
         since = cursor(vm)
         vm.root(f"kill -HUP {before}")
         log = wait_for(lambda: (lambda text: "Not restarting" in text and text)(
-            journal_since(vm, since, "-t", "privsep-sshd")), timeout=120)
+            journal_since(vm, since, ident="privsep-sshd")), timeout=120)
         assert "NoSuchKeyword" in log, log
         wait_for(lambda: show(vm, "SubState")["SubState"] == "running")
         assert int(show(vm, "MainPID")["MainPID"]) == before
@@ -387,7 +441,7 @@ def test_broken_config(vm, alice) -> None:
         assert vm.ssh(f"systemctl is-active {UNIT}").stdout.strip() == "failed"
         status = vm.ssh(f"systemctl status --no-pager -l -n 20 {UNIT}").stdout
         assert "NoSuchKeyword" in status, status
-        assert "NoSuchKeyword" in journal_since(vm, since, "-u", UNIT)
+        assert "NoSuchKeyword" in journal_since(vm, since, unit=f"{UNIT}.service")
         # Exit status 255 (a config error) is not retried by Restart=on-failure.
         time.sleep(2)
         assert show(vm, "NRestarts")["NRestarts"] == "0"

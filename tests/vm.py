@@ -48,7 +48,7 @@ GUEST_PACKAGES = [
     "systemd-sysv", "udev", "dbus", "libpam-systemd",  # systemd as PID 1, logind
     "linux-image-amd64", "initramfs-tools",             # its own kernel and initrd
     "openssh-server", "openssh-client",                  # the reference sshd, root's way in
-    "iproute2", "less",
+    "iproute2", "less", "sudo",                         # the README's commands
 ]
 
 #: Files written into the tree after debootstrap (path -> content).
