@@ -28,6 +28,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -174,6 +175,12 @@ def _build(work: Path, log) -> None:
     shutil.rmtree(tree)
 
 
+def _die_with_parent() -> None:
+    """In qemu's child before exec: no VM outlives a killed test run."""
+    import prctl  # python-prctl, one of the daemon's own dependencies
+    prctl.set_pdeathsig(signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -221,9 +228,10 @@ class VM:
             "-display", "none", "-serial", f"file:{self.console_log}",
             "-monitor", "none", "-no-reboot",
         ]
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                        stdout=open(self.workdir / "qemu.log", "wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.workdir / "qemu.log", "wb") as qemu_log:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log,
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
