@@ -284,10 +284,29 @@ install_python_deps() {
     say "installed Python packages into $PREFIX: ${missing[*]}"
 }
 
+# A digest of the installed package's files (empty when not installed):
+# tells whether a reinstall brought new code, which a running service then
+# loads by a reload (a re-exec in place that leaves sessions alone).
+installed_code() {
+    "$VENV_PY" -I - <<'EOF' 2>/dev/null || true
+import hashlib, importlib.util, pathlib
+spec = importlib.util.find_spec("privsep")
+root = pathlib.Path(spec.origin).parent
+digest = hashlib.sha256()
+for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+print(digest.hexdigest())
+EOF
+}
+
+RELOAD=0        # new code or configuration: a running service reloads
+UNIT_CHANGED=0  # new unit file: a running service restarts
+
 # 3. The package itself, from a copy of the checkout, so that the build's
 # build/ and *.egg-info directories never land in the working tree.
 install_package() {
-    local tmp
+    local tmp before
+    before=$(installed_code)
     tmp=$(mktemp -d /tmp/privsep-sshd-build.XXXXXX)
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
@@ -298,6 +317,7 @@ install_package() {
     rm -rf "$tmp"
     trap - EXIT
     [[ -x $PREFIX/bin/privsep-sshd ]] || die "the privsep-sshd package did not install"
+    [[ $(installed_code) == "$before" ]] || RELOAD=1
     say "reinstalled privsep-sshd $("$VENV_PY" -c 'from importlib.metadata import version; print(version("privsep-sshd"))') from $SRC"
 }
 
@@ -370,6 +390,7 @@ install_config() {
         if [[ -f $CONFIG_DIST ]] && cmp -s "$CONFIG_DIST" "$CONFIG"; then
             install -o root -g root -m 0644 "$shipped" "$CONFIG"
             say "updated $CONFIG to the new default"
+            RELOAD=1
         else
             say "kept $CONFIG: it differs from $shipped (a local edit?); not overwritten"
         fi
@@ -401,6 +422,7 @@ install_unit() {
     systemd_running || return 0
     if install_if_changed 0644 "$UNIT_SRC" "$UNIT_DST"; then
         systemctl daemon-reload
+        UNIT_CHANGED=1
     fi
     if [[ $ENABLE -eq 1 ]]; then
         if ! systemctl is-enabled -q "$UNIT" 2>/dev/null; then
@@ -410,7 +432,18 @@ install_unit() {
         if ! systemctl is-active -q "$UNIT"; then
             systemctl start "$UNIT"
             say "started $UNIT"
+            return 0
         fi
+    fi
+    # A running service picks up what changed; its sessions live on either
+    # way (KillMode=process, and a reload re-executes only the listener).
+    systemctl is-active -q "$UNIT" || return 0
+    if [[ $UNIT_CHANGED -eq 1 ]]; then
+        systemctl restart "$UNIT"
+        say "restarted $UNIT (new unit file)"
+    elif [[ $RELOAD -eq 1 ]]; then
+        systemctl reload "$UNIT"
+        say "reloaded $UNIT (new code or configuration)"
     fi
 }
 

@@ -465,6 +465,26 @@ def test_install_twice_changes_nothing(vm) -> None:
     assert show(vm, "MainPID", "ActiveEnterTimestamp") == before
 
 
+def test_install_after_an_edit_reloads(vm, alice) -> None:
+    """README step 5 (vagrant rsync && vagrant provision): new code is
+    installed and the running service reloads into it; sessions stay."""
+    live = Live(vm, alice, vm.privsep_port)
+    try:
+        before = show(vm, "MainPID")["MainPID"]
+        since = cursor(vm)
+        vm.root("echo '# edited' >> /root/privsep-sshd/privsep/listener.py")
+        out = vm.root(INSTALL, timeout=1800)
+        assert "install.sh: reloaded privsep-sshd.service" in out, out
+        wait_listening(vm, since)
+        assert show(vm, "MainPID")["MainPID"] == before
+        assert vm.root("tail -n1 /opt/privsep-sshd/lib/python3*/site-packages/privsep/listener.py"
+                       ).strip() == "# edited"
+        live.alive()
+        assert login(vm, alice).check().stdout == "hello\n"
+    finally:
+        live.logout()
+
+
 def test_uninstall_leaves_nothing(vm, alice) -> None:
     out = vm.root("cd /root/privsep-sshd && ./install.sh --uninstall", timeout=600)
     assert "stopped and disabled privsep-sshd.service" in out, out
