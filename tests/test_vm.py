@@ -48,8 +48,15 @@ def readme_walkthrough() -> list[str]:
 
 
 def _say(request, text: str) -> None:
+    """A line on the terminal now, past pytest's capture (timings in CI logs)."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(text)
+    else:
         reporter.write_line(text)
 
 
