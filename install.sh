@@ -4,6 +4,8 @@
 #   ./install.sh              install (or bring up to date) from this checkout
 #   ./install.sh --test       the same, plus the test dependencies (pytest)
 #   ./install.sh --enable     the same, and enable and start the systemd unit
+#   ./install.sh --wheels=DIR the same, with Python packages from the wheels
+#                             in DIR only (no index: an offline machine, the VM)
 #   ./install.sh --uninstall  remove everything install.sh added (but not the
 #                             Debian packages, and not utmp/wtmp/lastlog)
 #
@@ -59,11 +61,20 @@ PACKAGES=(
     psmisc procps util-linux  # pstree; ps; utmpdump and last
 )
 
+# With --test, also what tests/test_vm.py needs on the host to build and boot
+# a Debian 12 VM (tests/vm.py), and vagrant for tests/test_vagrantfile.py.
+TEST_PACKAGES=(
+    debootstrap e2fsprogs        # the guest's tree; mkfs.ext4 -d
+    qemu-system-x86 qemu-utils   # qemu-system-x86_64 -accel tcg; qemu-img
+    seabios                      # the firmware qemu loads (a Recommends)
+    vagrant vagrant-libvirt      # `vagrant validate` of the Vagrantfile
+)
+
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 MODE=install
@@ -73,6 +84,9 @@ for arg in "$@"; do
     case $arg in
         --test) WITH_TEST=1 ;;
         --enable) ENABLE=1 ;;
+        --wheels=?*)
+            WHEELS=$(realpath -e "${arg#--wheels=}") || die "no such directory: ${arg#--wheels=}"
+            export PIP_NO_INDEX=1 PIP_FIND_LINKS=$WHEELS ;;
         --uninstall) MODE=uninstall ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $arg" ;;
@@ -177,8 +191,9 @@ fi
 # has to be installed and they are missing or more than a day old; if the
 # install still fails (lists out of date), refresh once and retry.
 install_packages() {
-    local missing=() pkg
-    for pkg in "${PACKAGES[@]}"; do
+    local missing=() pkg wanted=("${PACKAGES[@]}")
+    [[ $WITH_TEST -eq 0 ]] || wanted+=("${TEST_PACKAGES[@]}")
+    for pkg in "${wanted[@]}"; do
         if [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) != installed ]]; then
             missing+=("$pkg")
         fi
@@ -279,10 +294,29 @@ install_python_deps() {
     say "installed Python packages into $PREFIX: ${missing[*]}"
 }
 
+# A digest of the installed package's files (empty when not installed):
+# tells whether a reinstall brought new code, which a running service then
+# loads by a reload (a re-exec in place that leaves sessions alone).
+installed_code() {
+    "$VENV_PY" -I - <<'EOF' 2>/dev/null || true
+import hashlib, importlib.util, pathlib
+spec = importlib.util.find_spec("privsep")
+root = pathlib.Path(spec.origin).parent
+digest = hashlib.sha256()
+for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+print(digest.hexdigest())
+EOF
+}
+
+RELOAD=0        # new code or configuration: a running service reloads
+UNIT_CHANGED=0  # new unit file: a running service restarts
+
 # 3. The package itself, from a copy of the checkout, so that the build's
 # build/ and *.egg-info directories never land in the working tree.
 install_package() {
-    local tmp
+    local tmp before
+    before=$(installed_code)
     tmp=$(mktemp -d /tmp/privsep-sshd-build.XXXXXX)
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
@@ -293,6 +327,7 @@ install_package() {
     rm -rf "$tmp"
     trap - EXIT
     [[ -x $PREFIX/bin/privsep-sshd ]] || die "the privsep-sshd package did not install"
+    [[ $(installed_code) == "$before" ]] || RELOAD=1
     say "reinstalled privsep-sshd $("$VENV_PY" -c 'from importlib.metadata import version; print(version("privsep-sshd"))') from $SRC"
 }
 
@@ -365,6 +400,7 @@ install_config() {
         if [[ -f $CONFIG_DIST ]] && cmp -s "$CONFIG_DIST" "$CONFIG"; then
             install -o root -g root -m 0644 "$shipped" "$CONFIG"
             say "updated $CONFIG to the new default"
+            RELOAD=1
         else
             say "kept $CONFIG: it differs from $shipped (a local edit?); not overwritten"
         fi
@@ -400,6 +436,7 @@ install_unit() {
     systemd_running || return 0
     if install_if_changed 0644 "$UNIT_SRC" "$UNIT_DST"; then
         systemctl daemon-reload
+        UNIT_CHANGED=1
     fi
     if [[ $ENABLE -eq 1 ]]; then
         if ! systemctl is-enabled -q "$UNIT" 2>/dev/null; then
@@ -409,7 +446,18 @@ install_unit() {
         if ! systemctl is-active -q "$UNIT"; then
             systemctl start "$UNIT"
             say "started $UNIT"
+            return 0
         fi
+    fi
+    # A running service picks up what changed; its sessions live on either
+    # way (KillMode=process, and a reload re-executes only the listener).
+    systemctl is-active -q "$UNIT" || return 0
+    if [[ $UNIT_CHANGED -eq 1 ]]; then
+        systemctl restart "$UNIT"
+        say "restarted $UNIT (new unit file)"
+    elif [[ $RELOAD -eq 1 ]]; then
+        systemctl reload "$UNIT"
+        say "reloaded $UNIT (new code or configuration)"
     fi
 }
 

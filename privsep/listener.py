@@ -4,6 +4,13 @@ It never parses a byte of SSH.  It counts connections that have not yet
 authenticated (each monitor holds the write end of a pipe and closes it once
 the user is in) for MaxStartups' random early drop, reaps its children, and
 keeps its title showing the count.
+
+Under systemd it tells the service manager how it is doing (privsep/sdnotify):
+READY=1 once it listens, RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1
+on SIGTERM.  SIGHUP re-executes the daemon with the same command line, as
+sshd does, once a ``-t`` run of that command line has accepted the
+configuration; with a bad configuration it logs why and keeps serving.
+Sessions are separate processes and are untouched by either signal.
 """
 
 from __future__ import annotations
@@ -15,16 +22,22 @@ import random
 import select
 import signal
 import socket
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 import paramiko
 
-from privsep import monitor, proctitle
+from privsep import monitor, proctitle, sdnotify
 from privsep.servconf import ServerConfig, ServerOptions
 from privsep.trace import trace
 
 log = logging.getLogger("privsep.listener")
+
+#: set in the environment of a SIGHUP re-exec: the new image must not detach
+#: again (it keeps the pid the pid file and systemd know).
+REEXEC_ENV = "PRIVSEP_SSHD_REEXEC"
 
 
 def bind_all(options: ServerOptions) -> list[socket.socket]:
@@ -69,6 +82,7 @@ class Listener:
     stopping: bool = False
     #: the signal wake-up pipe: the listener's alone, never a monitor's
     wake_fds: tuple[int, ...] = ()
+    hup: bool = False
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -130,7 +144,9 @@ class Listener:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
         self.title()
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
         handled = 0
         while not self.stopping:
             watched = [s.fileno() for s in self.sockets] + list(self.startups) + [wake_r]
@@ -152,12 +168,45 @@ class Listener:
                     handled += 1
             if self.one_shot and handled and not self.startups:
                 break
+            if self.hup and not self.stopping:
+                self.hup = False
+                self.restart()
+        if self.stopping:
+            sdnotify.notify("STOPPING=1")
         for sock in self.sockets:
             sock.close()
+
+    def restart(self) -> None:
+        """SIGHUP: check the configuration with the same command line, then
+        re-execute it in this process (same pid; monitors stay its children)."""
+        log.info("Received SIGHUP; restarting.")
+        sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        # sys.executable, not orig_argv[0]: a venv's python must find itself.
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        check = subprocess.run([*argv, "-t"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            error = (check.stderr or check.stdout).strip() or f"exit status {check.returncode}"
+            log.error("Not restarting: the configuration check failed: %s", error)
+            sdnotify.notify("READY=1\nSTATUS=reload failed: bad configuration; still serving")
+            return
+        for sock in self.sockets:
+            sock.close()
+        os.environ[REEXEC_ENV] = "1"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execv(argv[0], argv)
+        except OSError as exc:
+            log.error("fatal: re-exec of %s failed: %s", argv[0], exc)
+            os._exit(255)
 
     def _stop(self, signum, frame) -> None:
         log.info("Received signal %d; terminating.", signum)
         self.stopping = True
+
+    def _hup(self, signum, frame) -> None:
+        self.hup = True
 
 
 def run(options: ServerOptions, host_keys: list[paramiko.PKey], argv_text: str,

@@ -125,7 +125,11 @@ def daemonize() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The listener's title shows the command line as sshd's does
+    # ("sshd: /usr/sbin/sshd -D [listener] ..."): the program as invoked.
+    program = sys.argv[0] if argv is None and not sys.argv[0].endswith(".py") else "privsep-sshd"
     argv = sys.argv[1:] if argv is None else argv
+    reexec = os.environ.pop(listener.REEXEC_ENV, None) is not None
     try:
         args = parse_args(argv)
     except SystemExit:
@@ -162,14 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         return 255
     if args.inetd:
         return inetd.serve(options, keys, config)
-    if not (args.foreground or args.debug):
+    if not (args.foreground or args.debug or reexec):
         daemonize()
     try:
         with open(options.pid_file, "w") as handle:
             handle.write(f"{os.getpid()}\n")
     except OSError as exc:
         log.error("Couldn't create pid file \"%s\": %s", options.pid_file, exc)
-    argv_text = " ".join([sys.argv[0] if argv is sys.argv[1:] else "privsep-sshd", *argv])
+    argv_text = " ".join([program, *argv])
     try:
         listener.run(options, keys, argv_text, one_shot=bool(args.debug), config=config)
     except OSError as exc:

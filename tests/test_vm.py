@@ -1,0 +1,510 @@
+"""privsep-sshd installed as a systemd service in a real Debian 12 VM.
+
+Builds (once per machine, cached) a Debian 12 image, boots it with
+``qemu-system-x86_64 -accel tcg`` and systemd as PID 1 (tests/vm.py), runs
+``install.sh --enable`` inside from a copy of this checkout, then logs in
+from the host with the real OpenSSH client through forwarded loopback ports:
+privsep-sshd on the guest's 2222, Debian's sshd on its 22 as the reference.
+The VM boots once for the module; the tests run in file order and each
+leaves the service running for the next (the last one uninstalls).
+
+PRIVSEP_SKIP_VM=1 skips this module for quick local runs; CI never sets it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import vm as vmlib
+
+if os.environ.get("PRIVSEP_SKIP_VM") == "1":
+    pytest.skip("PRIVSEP_SKIP_VM=1", allow_module_level=True)
+
+UNIT = "privsep-sshd"
+INSTALL = "cd /root/privsep-sshd && ./install.sh --enable --wheels=/root/wheels"
+# The Vagrantfile's demo user, made by the same script with the same password.
+USER = "demo"
+PASSWORD = re.search(r'^DEMO_PASSWORD = "(.*)"$', (vmlib.REPO / "Vagrantfile").read_text(),
+                     re.M).group(1)
+
+
+def readme_walkthrough() -> list[str]:
+    """The README's in-VM commands (the sh block after the vm-walkthrough mark)."""
+    text = (vmlib.REPO / "README.md").read_text()
+    block = re.search(r"<!-- vm-walkthrough.*?-->\s*```sh\n(.*?)```", text, re.S)
+    assert block, "README.md lost its vm-walkthrough block"
+    return [line.strip() for line in block.group(1).splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def _say(request, text: str) -> None:
+    """A line on the terminal now, past pytest's capture (timings in CI logs)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(text)
+    else:
+        reporter.write_line(text)
+
+
+@pytest.fixture(scope="module")
+def vm(request):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (debootstrap, qemu images)")
+    for tool in ("debootstrap", "mkfs.ext4", "qemu-system-x86_64", "qemu-img", "ssh"):
+        assert shutil.which(tool), f"{tool} is missing: install.sh --test installs it"
+    times = {}
+    started = time.monotonic()
+    image = vmlib.image(log=lambda text: _say(request, text))
+    times["image"] = time.monotonic() - started
+    workdir = Path(tempfile.mkdtemp(prefix="privsep-vm-"))
+    machine = vmlib.VM(image, workdir)
+    try:
+        mark = time.monotonic()
+        machine.boot()
+        times["boot"] = time.monotonic() - mark
+        mark = time.monotonic()
+        machine.push_checkout()
+        times["copy"] = time.monotonic() - mark
+        mark = time.monotonic()
+        machine.install_output = machine.root(INSTALL, timeout=1800)
+        times["install.sh"] = time.monotonic() - mark
+        _say(request, "vm: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+        yield machine
+    except BaseException:
+        _say(request, f"vm: console tail:\n{machine.console_tail()}")
+        raise
+    finally:
+        machine.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        _say(request, f"vm: module wall time {time.monotonic() - started:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def alice(vm) -> Path:
+    """USER in the guest, with a password and an authorized key, made by the
+    Vagrantfile's own provisioning script; returns the private key's path."""
+    key = vm.workdir / "user_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    pub = key.with_suffix(".pub").read_text().strip()
+    vm.root(f"/root/privsep-sshd/vagrant/demo-user.sh {USER} '{PASSWORD}' '{pub}'")
+    return key
+
+
+# --- helpers --------------------------------------------------------------
+
+class Live:
+    """A login shell on a pty, held open by the host's ssh client."""
+
+    def __init__(self, vm: vmlib.VM, key: Path, port: int):
+        argv = vm.ssh_argv(USER, key=key, port=port, tty=True, connect_timeout=120)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.buffer = bytearray()
+        self.count = 0
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.tty = self.run("tty").strip().splitlines()[-1].removeprefix("/dev/")
+        assert re.fullmatch(r"pts/\d+", self.tty), self.tty
+
+    def _pump(self) -> None:
+        while chunk := os.read(self.proc.stdout.fileno(), 65536):
+            self.buffer += chunk
+
+    def run(self, command: str, timeout: float = 180) -> str:
+        """Run a command in the shell; its output (with the terminal's echo)."""
+        self.count += 1
+        marker = f"{self.count}:done".encode()
+        start = len(self.buffer)
+        # The echoed command line reads "$((N*1)):done", never "N:done".
+        self.proc.stdin.write(f"{command}; echo $(({self.count}*1)):done\n".encode())
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while marker not in self.buffer[start:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the session did not answer {command!r}: "
+                                     f"{bytes(self.buffer[-2000:])!r}")
+            time.sleep(0.1)
+        text = bytes(self.buffer[start:]).decode(errors="replace")
+        text = text[:text.rindex(marker.decode())]
+        # Drop the echoed command line.
+        return text.split("\n", 1)[1] if "\n" in text else ""
+
+    def alive(self) -> None:
+        assert self.run("echo $((6*7))").split() [-1:] == ["42"]
+
+    def logout(self) -> None:
+        self.proc.stdin.write(b"exit\n")
+        self.proc.stdin.flush()
+        assert self.proc.wait(120) == 0, bytes(self.buffer[-2000:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def login(vm, key: Path, port: int | None = None, command: str = "echo hello") -> vmlib.Result:
+    return vm.ssh(command, user=USER, key=key, port=port or vm.privsep_port,
+                  connect_timeout=120, timeout=300)
+
+
+def show(vm, *props: str) -> dict[str, str]:
+    out = vm.root(f"systemctl show {UNIT} " + " ".join(f"-p {p}" for p in props))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def cursor(vm) -> str:
+    out = vm.root("journalctl --show-cursor -n 0 --no-pager")
+    return out.strip().rsplit("cursor: ", 1)[-1]
+
+
+def journal_since(vm, since: str, ident: str | None = None, unit: str | None = None) -> str:
+    """Messages after the cursor ``since``, of one syslog tag or one unit
+    (its processes' and systemd's about it). Filtered here: journalctl 252
+    with a match and --after-cursor skips the first matching entry."""
+    out = vm.root(f"journalctl --no-pager -o json --after-cursor='{since}'")
+    lines = []
+    for line in out.splitlines():
+        entry = json.loads(line)
+        message = entry.get("MESSAGE")
+        if not isinstance(message, str):
+            continue  # binary messages come as arrays of bytes
+        if ident is not None and entry.get("SYSLOG_IDENTIFIER") != ident:
+            continue
+        if unit is not None and unit not in (entry.get("_SYSTEMD_UNIT"), entry.get("UNIT")):
+            continue
+        lines.append(message)
+    return "\n".join(lines) + "\n"
+
+
+def wait_for(predicate, timeout: float = 300, interval: float = 2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+def wait_listening(vm, since: str) -> None:
+    """Until the (re)started daemon logged that it listens on 2222."""
+    wait_for(lambda: "Server listening on 0.0.0.0 port 2222." in
+             journal_since(vm, since, ident="privsep-sshd"))
+
+
+def ps_table(vm) -> dict[int, dict]:
+    out = vm.root("ps -e -ww -o pid=,ppid=,uid=,sid=,tty=,stat=,args=")
+    table = {}
+    for line in out.splitlines():
+        pid, ppid, uid, sid, tty, stat, *rest = line.split(None, 6)
+        table[int(pid)] = dict(pid=int(pid), ppid=int(ppid), uid=int(uid), sid=int(sid),
+                               tty=tty, stat=stat, args=rest[0] if rest else "")
+    return table
+
+
+def genealogy(vm, prefix: str, tty: str) -> list[dict]:
+    """[pid 1, listener, priv, user@tty, shell] for the login on ``tty``,
+    read from the guest's process table; asserts the shape."""
+    table = ps_table(vm)
+    uid = int(vm.root(f"id -u {USER}"))
+    session = [p for p in table.values() if p["args"] == f"{prefix}: {USER}@{tty}"]
+    assert len(session) == 1, vm.root("ps -e -ww -o pid,ppid,uid,sid,tty,stat,args --forest")
+    session = session[0]
+    priv = table[session["ppid"]]
+    listener = table[priv["ppid"]]
+    init = table[listener["ppid"]]
+    shells = [p for p in table.values() if p["ppid"] == session["pid"]]
+    assert init["pid"] == 1 and vm.root("ps -o comm= -p 1").strip() == "systemd"
+    assert re.fullmatch(rf"{prefix}: .* \[listener\] \d+ of 10-100 startups", listener["args"]), listener
+    assert listener["uid"] == 0
+    assert priv["args"] == f"{prefix}: {USER} [priv]" and priv["uid"] == 0
+    assert session["uid"] == uid
+    assert len(shells) == 1, shells
+    shell = shells[0]
+    assert shell["args"] == "-bash" and shell["uid"] == uid
+    assert shell["sid"] == shell["pid"] and shell["tty"] == tty and shell["stat"].startswith("Ss")
+    return [init, listener, priv, session, shell]
+
+
+def check_pstree(vm, listener, priv, session, shell) -> None:
+    """``pstree -alpu`` (the README's command) draws the same chain: each
+    process one level deeper, the session marked with the user's name."""
+    tree = vm.root(f"pstree -alpu {listener['pid']}").splitlines()
+    depth = {}
+    for line in tree:
+        match = re.search(r"[^\s|`-].*?,(\d+)(,\w+)?", line)
+        if match:
+            depth[int(match.group(1))] = (match.start(), match.group(2))
+    assert [depth[p["pid"]][0] for p in (listener, priv, session, shell)] == \
+        sorted({depth[p["pid"]][0] for p in (listener, priv, session, shell)}), tree
+    assert depth[session["pid"]][1] == f",{USER}", tree
+
+
+# --- the tests, in order --------------------------------------------------
+
+def test_unit_file_verifies(vm) -> None:
+    done = vm.ssh(f"systemd-analyze verify /etc/systemd/system/{UNIT}.service")
+    assert done.returncode == 0 and done.stderr.strip() == "" and done.stdout.strip() == "", done
+
+
+def test_installed_active_under_notify(vm) -> None:
+    assert "started privsep-sshd.service" in vm.install_output
+    assert vm.root(f"systemctl is-enabled {UNIT}").strip() == "enabled"
+    assert vm.root(f"systemctl is-active {UNIT}").strip() == "active"
+    props = show(vm, "Type", "ActiveState", "SubState", "Result", "MainPID", "KillMode",
+                 "NRestarts")
+    assert props["Type"] == "notify" and props["SubState"] == "running", props
+    assert props["Result"] == "success" and props["KillMode"] == "process", props
+    # Type=notify: "Started" is logged only once the daemon sent READY=1,
+    # which it does after binding (its "Server listening" lines come first).
+    log = vm.root(f"journalctl --no-pager -o cat -u {UNIT}")
+    assert log.index("Server listening on 0.0.0.0 port 2222.") < log.index("Started privsep-sshd.service")
+    main = int(props["MainPID"])
+    assert vm.root(f"ps -o args= -p {main}").strip().startswith(
+        "privsep-sshd: /usr/local/sbin/privsep-sshd -D [listener]")
+    assert vm.root(f"cat /run/{UNIT}.pid").strip() == str(main)
+
+
+def test_login_genealogy_logind_journal_last(vm, alice) -> None:
+    since = cursor(vm)
+    live = Live(vm, alice, vm.privsep_port)
+    try:
+        init, listener, priv, session, shell = genealogy(vm, "privsep-sshd", live.tty)
+        assert listener["pid"] == int(show(vm, "MainPID")["MainPID"])
+        check_pstree(vm, listener, priv, session, shell)
+        # pam_systemd: logind's session, and the user's service manager.
+        uid = session["uid"]
+        # One guest command: root's own ssh sessions come and go meanwhile.
+        sessions = vm.root(
+            "for s in $(loginctl list-sessions --no-legend | awk '{print $1}'); do "
+            "loginctl show-session $s -p Id -p Name -p TTY -p RemoteHost -p Service "
+            "-p Leader -p Remote -p State 2>/dev/null; echo; done")
+        found = {}
+        for block in sessions.split("\n\n"):
+            info = dict(l.split("=", 1) for l in block.splitlines() if "=" in l)
+            if info.get("Service") == UNIT:
+                found[info["Id"]] = info
+        assert len(found) == 1, (sessions, found)
+        (info,) = found.values()
+        assert info["Name"] == USER and info["TTY"] == live.tty, info
+        assert info["Remote"] == "yes" and info["RemoteHost"] == "10.0.2.2", info
+        assert int(info["Leader"]) == priv["pid"], info
+        assert vm.root(f"systemctl is-active user@{uid}.service").strip() == "active"
+        table = ps_table(vm)
+        user_procs = [p["args"] for p in table.values() if p["uid"] == uid]
+        assert "/lib/systemd/systemd --user" in user_procs and "(sd-pam)" in user_procs, user_procs
+        # journald has OpenSSH's Accepted line, tagged privsep-sshd.
+        log = journal_since(vm, since, ident="privsep-sshd")
+        assert re.search(rf"Accepted publickey for {USER} from 10\.0\.2\.2 port \d+ ssh2: "
+                         r"ED25519 SHA256:", log), log
+        # last: logged in now ...
+        last = vm.root(f"last -w {USER}")
+        assert re.search(rf"^{USER}\s+{live.tty}\s+10\.0\.2\.2 .*still logged in", last, re.M), last
+        live.alive()
+    except BaseException:
+        live.kill()
+        raise
+    live.logout()
+    # ... and after logout, the logout time.
+    def logged_out():
+        last = vm.root(f"last -w {USER}")
+        first = next(l for l in last.splitlines() if re.match(rf"{USER}\s+{live.tty}\s", l))
+        return re.search(r" - \d\d:\d\d\s+\(\d\d:\d\d\)$", first) and first
+    wait_for(logged_out, timeout=60)
+
+
+def test_openssh_same_shape(vm, alice) -> None:
+    """Debian's sshd in the same VM, for the same user: the same genealogy."""
+    live = Live(vm, alice, vm.ssh_port)
+    try:
+        init, listener, priv, session, shell = genealogy(vm, "sshd", live.tty)
+        assert listener["args"].startswith("sshd: /usr/sbin/sshd -D [listener]")
+        check_pstree(vm, listener, priv, session, shell)
+    finally:
+        live.logout()
+
+
+def test_readme_walkthrough(vm, alice) -> None:
+    """README's "Try it in a VM" step 4, word for word, while USER is logged
+    in to both daemons (steps 2 and 3)."""
+    ours = Live(vm, alice, vm.privsep_port)
+    theirs = Live(vm, alice, vm.ssh_port)
+    try:
+        since = cursor(vm)
+        outputs = {}
+        for line in readme_walkthrough():
+            done = vm.ssh(line)
+            assert done.returncode == 0, (line, done)
+            outputs[line] = done.stdout
+        text = "\n".join(outputs.values())
+        assert text.count("Active: active (running)") >= 2, text
+        assert f"Accepted publickey for {USER} from 10.0.2.2" in text, text
+        assert text.count(f"{ours.tty} ") + text.count(f"{theirs.tty} ") >= 2, text
+        assert len(re.findall(rf"^{USER}\s+pts/\d+.*still logged in", text, re.M)) >= 2, text
+        assert len(re.findall(rf",{USER}\n", text)) >= 2, text  # pstree: user@pts/N
+        wait_listening(vm, since)  # its last line was a reload
+        ours.alive()
+        theirs.alive()
+    finally:
+        ours.logout()
+        theirs.logout()
+
+
+def test_password_login(vm, alice) -> None:
+    askpass = vm.workdir / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho '{PASSWORD}'\n")
+    askpass.chmod(0o700)
+    argv = [*vm.ssh_argv(USER, port=vm.privsep_port, connect_timeout=120,
+                         options=["BatchMode=no", "PreferredAuthentications=password",
+                                  "PubkeyAuthentication=no"]), "id -un"]
+    env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == USER, done
+
+
+def test_reload_and_restart_keep_a_live_session(vm, alice) -> None:
+    live = Live(vm, alice, vm.privsep_port)
+    try:
+        before = int(show(vm, "MainPID")["MainPID"])
+        since = cursor(vm)
+        vm.root(f"systemctl reload {UNIT}")
+        wait_listening(vm, since)
+        wait_for(lambda: show(vm, "SubState")["SubState"] == "running")
+        log = journal_since(vm, since, ident="privsep-sshd")
+        assert "Received SIGHUP; restarting." in log, log
+        assert int(show(vm, "MainPID")["MainPID"]) == before  # re-exec in place
+        assert vm.root(f"cat /run/{UNIT}.pid").strip() == str(before)
+        live.alive()
+        assert login(vm, alice).check().stdout == "hello\n"
+
+        since = cursor(vm)
+        vm.root(f"systemctl restart {UNIT}")
+        after = int(show(vm, "MainPID")["MainPID"])
+        assert after != before
+        assert vm.root(f"systemctl is-active {UNIT}").strip() == "active"
+        assert vm.root(f"cat /run/{UNIT}.pid").strip() == str(after)
+        live.alive()  # KillMode=process: the session outlived its listener
+        assert login(vm, alice).check().stdout == "hello\n"
+    finally:
+        live.logout()
+
+
+def test_stop_then_start(vm, alice) -> None:
+    live = Live(vm, alice, vm.privsep_port)
+    try:
+        vm.root(f"systemctl stop {UNIT}")
+        assert vm.ssh(f"systemctl is-active {UNIT}").stdout.strip() == "inactive"
+        assert login(vm, alice).returncode == 255  # nobody listens on 2222
+        live.alive()
+        vm.root(f"systemctl start {UNIT}")
+        assert vm.root(f"systemctl is-active {UNIT}").strip() == "active"
+        assert login(vm, alice).check().stdout == "hello\n"
+        live.alive()
+    finally:
+        live.logout()
+
+
+def test_broken_config(vm, alice) -> None:
+    config = "/etc/privsep-sshd/sshd_config"
+    vm.root(f"cp {config} /root/sshd_config.good && echo 'NoSuchKeyword yes' >> {config}")
+    try:
+        # reload: refused by ExecReload's -t; the old daemon keeps serving.
+        before = int(show(vm, "MainPID")["MainPID"])
+        reload = vm.ssh(f"systemctl reload {UNIT}")
+        assert reload.returncode != 0, reload
+        assert vm.root(f"systemctl is-active {UNIT}").strip() == "active"
+        assert int(show(vm, "MainPID")["MainPID"]) == before
+        assert login(vm, alice).check().stdout == "hello\n"
+
+        # A SIGHUP straight to the daemon: it checks too, and keeps serving.
+        since = cursor(vm)
+        vm.root(f"kill -HUP {before}")
+        log = wait_for(lambda: (lambda text: "Not restarting" in text and text)(
+            journal_since(vm, since, ident="privsep-sshd")), timeout=120)
+        assert "NoSuchKeyword" in log, log
+        wait_for(lambda: show(vm, "SubState")["SubState"] == "running")
+        assert int(show(vm, "MainPID")["MainPID"]) == before
+        assert login(vm, alice).check().stdout == "hello\n"
+
+        # restart: the start fails, with the error in status and journal.
+        since = cursor(vm)
+        restart = vm.ssh(f"systemctl restart {UNIT}")
+        assert restart.returncode != 0, restart
+        assert vm.ssh(f"systemctl is-active {UNIT}").stdout.strip() == "failed"
+        status = vm.ssh(f"systemctl status --no-pager -l -n 20 {UNIT}").stdout
+        assert "NoSuchKeyword" in status, status
+        assert "NoSuchKeyword" in journal_since(vm, since, unit=f"{UNIT}.service")
+        # Exit status 255 (a config error) is not retried by Restart=on-failure.
+        time.sleep(2)
+        assert show(vm, "NRestarts")["NRestarts"] == "0"
+    finally:
+        vm.root(f"cp /root/sshd_config.good {config}")
+    vm.root(f"systemctl start {UNIT}")
+    assert login(vm, alice).check().stdout == "hello\n"
+
+
+def test_install_twice_changes_nothing(vm) -> None:
+    before = show(vm, "MainPID", "ActiveEnterTimestamp")
+    digest = "find /etc/privsep-sshd /etc/pam.d/privsep-sshd /etc/systemd/system " \
+             "-type f -print0 | sort -z | xargs -0 sha256sum; getent passwd privsep-sshd"
+    files_before = vm.root(digest)
+    out = vm.root(INSTALL, timeout=1800)
+    # Reinstalling the package from the checkout is the one thing done on
+    # every run (install.sh's header); nothing else may change.
+    lines = [l for l in out.splitlines() if not l.startswith("install.sh: reinstalled privsep-sshd ")]
+    assert lines == [], out
+    assert vm.root(digest) == files_before
+    assert show(vm, "MainPID", "ActiveEnterTimestamp") == before
+
+
+def test_install_after_an_edit_reloads(vm, alice) -> None:
+    """README step 5 (vagrant rsync && vagrant provision): new code is
+    installed and the running service reloads into it; sessions stay."""
+    live = Live(vm, alice, vm.privsep_port)
+    try:
+        before = show(vm, "MainPID")["MainPID"]
+        since = cursor(vm)
+        vm.root("echo '# edited' >> /root/privsep-sshd/privsep/listener.py")
+        out = vm.root(INSTALL, timeout=1800)
+        assert "install.sh: reloaded privsep-sshd.service" in out, out
+        wait_listening(vm, since)
+        assert show(vm, "MainPID")["MainPID"] == before
+        assert vm.root("tail -n1 /opt/privsep-sshd/lib/python3*/site-packages/privsep/listener.py"
+                       ).strip() == "# edited"
+        live.alive()
+        assert login(vm, alice).check().stdout == "hello\n"
+    finally:
+        live.logout()
+
+
+def test_uninstall_leaves_nothing(vm, alice) -> None:
+    out = vm.root("cd /root/privsep-sshd && ./install.sh --uninstall", timeout=600)
+    assert "stopped and disabled privsep-sshd.service" in out, out
+    for path in ("/opt/privsep-sshd", "/usr/local/sbin/privsep-sshd", "/etc/privsep-sshd",
+                 "/etc/pam.d/privsep-sshd", "/etc/systemd/system/privsep-sshd.service",
+                 "/etc/systemd/system/multi-user.target.wants/privsep-sshd.service",
+                 "/run/privsep-sshd", "/run/privsep-sshd.pid"):
+        assert vm.ssh(f"test -e {path}").returncode == 1, f"{path} left behind"
+    assert vm.ssh("getent passwd privsep-sshd").returncode == 2
+    assert vm.ssh("getent group privsep-sshd").returncode == 2
+    assert vm.ssh(f"systemctl list-unit-files --no-legend {UNIT}.service").stdout.strip() == ""
+    assert vm.ssh(f"systemctl status {UNIT}").returncode == 4  # no such unit
+    assert vm.root("pgrep -f '^privsep-sshd' || true").strip() == ""
+    assert login(vm, alice).returncode == 255
+    # Debian's sshd is untouched.
+    assert login(vm, alice, port=vm.ssh_port).check().stdout == "hello\n"
