@@ -78,6 +78,9 @@ class Monitor:
     child_pid: int = 0
     failures: int = 0
 
+    def __post_init__(self) -> None:
+        self.state.host_key_blobs = frozenset(k.asbytes() for k in self.host_keys)
+
     # --- identity -----------------------------------------------------------
 
     def _user_text(self) -> str:

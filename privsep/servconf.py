@@ -76,6 +76,26 @@ class ServerOptions:
     privsep_dir: str = "/run/privsep-sshd"
     pam_service: str = "privsep-sshd"
     ciphers: list[str] = field(default_factory=list)
+    # --- the session (issue 4); OpenSSH's defaults unless said otherwise ---
+    #: Debian's sshd_config accepts LANG and LC_* (filled in by finish()).
+    accept_env: list[str] = field(default_factory=list)
+    max_sessions: int = 10
+    allow_tcp_forwarding: str = "yes"
+    allow_stream_local_forwarding: str = "yes"
+    allow_agent_forwarding: bool = True
+    disable_forwarding: bool = False
+    gateway_ports: str = "no"
+    #: PermitOpen / PermitListen: empty means "any".
+    permit_open: list[str] = field(default_factory=list)
+    permit_listen: list[str] = field(default_factory=list)
+    stream_local_bind_mask: int = 0o177
+    stream_local_bind_unlink: bool = False
+    #: "name command args", one per Subsystem line; Debian's sftp when none.
+    subsystem: list[str] = field(default_factory=list)
+    #: RekeyLimit: bytes (0: the cipher's default) and seconds (0: none).
+    rekey_limit: tuple[int, int] = (0, 0)
+    client_alive_interval: int = 0
+    client_alive_count_max: int = 3
     #: Keywords already set, lower-case: the first value wins.
     seen: set[str] = field(default_factory=set, repr=False)
     #: Keywords given with -o/-p/-h, which the file cannot add to.
@@ -99,7 +119,19 @@ class ServerOptions:
             self.host_key = list(hostkeys.DEFAULT_HOST_KEYS)
         if not self.authorized_keys_file:
             self.authorized_keys_file = [".ssh/authorized_keys", ".ssh/authorized_keys2"]
+        if "acceptenv" not in self.seen:
+            self.accept_env = ["LANG", "LC_*"]
+        if "subsystem" not in self.seen:
+            self.subsystem = ["sftp /usr/lib/openssh/sftp-server"]
         return self
+
+    def subsystems(self) -> dict[str, str]:
+        """Subsystem name -> command; the first line for a name wins."""
+        table: dict[str, str] = {}
+        for line in self.subsystem:
+            name, _, command = line.partition(" ")
+            table.setdefault(name, command.strip())
+        return table
 
 
 def _max_startups(value: str) -> tuple[int, int, int]:
@@ -109,6 +141,50 @@ def _max_startups(value: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not parts[0] <= parts[2] or not 0 < parts[1] <= 100:
         raise ValueError(f"invalid MaxStartups {value!r}")
     return (parts[0], parts[1], parts[2])
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        lowered = value.lower()
+        if lowered not in allowed:
+            raise ValueError(f"unsupported value {value!r}")
+        return lowered
+    return parse
+
+
+def _forwarding(value: str) -> str:
+    """AllowTcpForwarding/AllowStreamLocalForwarding: yes (= all), no, local, remote."""
+    lowered = _choice("yes", "all", "no", "local", "remote")(value)
+    return "yes" if lowered == "all" else lowered
+
+
+def _size(value: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    lowered = value.lower()
+    suffix = lowered[-1:] if lowered[-1:] in units else ""
+    number = int(lowered[: len(lowered) - len(suffix)])
+    if number < 0:
+        raise ValueError(f"invalid size {value!r}")
+    return number * units[suffix]
+
+
+def _rekey_limit(value: str) -> tuple[int, int]:
+    """RekeyLimit bytes|default [seconds|none]."""
+    words = value.split()
+    amount = 0 if words[0].lower() == "default" else _size(words[0])
+    if amount and amount < 16:
+        raise ValueError(f"RekeyLimit too small {value!r}")
+    seconds = 0
+    if len(words) > 1 and words[1].lower() != "none":
+        seconds = _time(words[1])
+    return (amount, seconds)
+
+
+def _subsystem(value: str) -> str:
+    name, _, command = value.partition(" ")
+    if not command.strip():
+        raise ValueError("missing subsystem command")
+    return f"{name} {command.strip()}"
 
 
 def _permit_root(value: str) -> str:
@@ -149,7 +225,25 @@ KEYWORDS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "privilegeseparationuser": ("privsep_user", str, False),
     "privilegeseparationdirectory": ("privsep_dir", str, False),
     "ciphers": ("ciphers", lambda v: v.split(","), False),
+    "acceptenv": ("accept_env", str, True),
+    "maxsessions": ("max_sessions", int, False),
+    "allowtcpforwarding": ("allow_tcp_forwarding", _forwarding, False),
+    "allowstreamlocalforwarding": ("allow_stream_local_forwarding", _forwarding, False),
+    "allowagentforwarding": ("allow_agent_forwarding", _yes_no, False),
+    "disableforwarding": ("disable_forwarding", _yes_no, False),
+    "gatewayports": ("gateway_ports", _choice("no", "yes", "clientspecified"), False),
+    "permitopen": ("permit_open", str, True),
+    "permitlisten": ("permit_listen", str, True),
+    "streamlocalbindmask": ("stream_local_bind_mask", lambda v: int(v, 8), False),
+    "streamlocalbindunlink": ("stream_local_bind_unlink", _yes_no, False),
+    "subsystem": ("subsystem", _subsystem, True),
+    "rekeylimit": ("rekey_limit", _rekey_limit, False),
+    "clientaliveinterval": ("client_alive_interval", _time, False),
+    "clientalivecountmax": ("client_alive_count_max", int, False),
 }
+
+#: Repeatable keywords whose whole line is one value ("Subsystem sftp cmd args").
+WHOLE_LINE = {"subsystem"}
 
 
 def apply_line(options: ServerOptions, line: str, where: str) -> None:
@@ -170,7 +264,10 @@ def apply_line(options: ServerOptions, line: str, where: str) -> None:
         raise ConfigError(f"{where}: {words[0]}: missing argument")
     attribute, parse, repeatable = KEYWORDS[keyword]
     try:
-        parsed = [parse(v) for v in values] if repeatable else parse(" ".join(values))
+        if keyword in WHOLE_LINE:
+            parsed = [parse(" ".join(values))]
+        else:
+            parsed = [parse(v) for v in values] if repeatable else parse(" ".join(values))
     except ValueError as exc:
         raise ConfigError(f"{where}: {words[0]}: {exc}") from None
     if repeatable:
@@ -178,7 +275,8 @@ def apply_line(options: ServerOptions, line: str, where: str) -> None:
         # (sshd -p ignores the file's Port lines); AuthorizedKeysFile's first
         # line is the whole list.
         if keyword in options.from_cmdline or (
-                keyword in options.seen and attribute == "authorized_keys_file"):
+                keyword in options.seen and attribute in ("authorized_keys_file", "permit_open",
+                                                          "permit_listen")):
             return
         getattr(options, attribute).extend(parsed)
     elif keyword not in options.seen:

@@ -8,32 +8,48 @@ changes, exit status.  Everything here runs with the user's rights only.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import pwd
 import select
 import signal
 import socket
+import termios
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import NoReturn
 
 import paramiko
 import prctl
-from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, cMSG_CHANNEL_REQUEST
+from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, cMSG_CHANNEL_REQUEST
+from paramiko.message import Message
 
 from privsep import hostkeys, proctitle, sshpty, transport_setup
 from privsep import monitor_wire as wire
-from privsep.handoff import ResumedTransport
+from privsep.log import verbose
 from privsep.monitor_channel import MonitorChannel
 from privsep.monitor_wrap import MonitorClient, MonitorLogHandler
 from privsep.servconf import ServerOptions
+from privsep.session_agent import AgentForwarding
+from privsep.session_forward import Forwarding, ForwardRules
+from privsep.session_transport import SessionTransport
 
 log = logging.getLogger("privsep.session")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_READ_SIZE = 32768  # one full SSH data packet per read
+_READ_SIZE = 65536  # two full SSH data packets per read
+
+#: The signals a client may send (sshd's name2sig).
+SIGNALS = {name: getattr(signal, "SIG" + name)
+           for name in ("HUP", "INT", "KILL", "QUIT", "TERM", "USR1", "USR2")}
+#: Environment variables a client may set on one session.
+MAX_ENV = 128
+#: OpenSSH's built-in sftp is ours too: sftp-server as the user.
+INTERNAL_SFTP = "internal-sftp"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
 def drop_privileges(pw: pwd.struct_passwd) -> None:
@@ -68,6 +84,8 @@ class SessionChannel:
     pid: int = 0
     started: bool = False
     pty_released: bool = False
+    subsystem: bool = False
+    exited: bool = False
 
 
 class SessionServer(paramiko.ServerInterface):
@@ -77,9 +95,28 @@ class SessionServer(paramiko.ServerInterface):
         self.process = process
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind == "session":
-            return OPEN_SUCCEEDED
+        # Sessions and forwards are opened by SessionProcess.channel_open;
+        # anything that reaches paramiko is a kind sshd does not serve.
+        log.info("refused %s channel open", kind)
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_direct_tcpip_request(self, chanid, origin, destination) -> int:
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_global_request(self, kind, msg) -> bool:
+        return False  # what sshd answers to keepalive@openssh.com and the unknown
+
+    def check_port_forward_request(self, address, port) -> bool:
+        return False
+
+    def check_channel_subsystem_request(self, channel, name) -> bool:
+        return self.process.subsystem(channel, name)
+
+    def check_channel_forward_agent_request(self, channel) -> bool:
+        return self.process.forward_agent(channel)
+
+    def check_channel_x11_request(self, channel, single, proto, cookie, screen) -> bool:
+        return False
 
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
                                   pixelheight, modes) -> bool:
@@ -101,27 +138,237 @@ class SessionServer(paramiko.ServerInterface):
         return self.process.start(channel, text)
 
     def check_channel_env_request(self, channel, name, value) -> bool:
-        return False  # AcceptEnv comes with the configuration work
+        return self.process.set_env(channel, name, value)
 
 
 class SessionProcess:
-    def __init__(self, transport: paramiko.Transport, monitor: MonitorClient,
+    """The connection: its session channels, forwards, agent socket and the
+    connection-level requests (the transport's ``connection``)."""
+
+    def __init__(self, transport: SessionTransport, monitor: MonitorClient,
                  pw: pwd.struct_passwd, pam_env: dict[str, str], peer,
-                 login_messages: tuple[str, ...] = ()) -> None:
+                 login_messages: tuple[str, ...] = (),
+                 options: ServerOptions | None = None,
+                 host_publics: list[paramiko.PKey] | None = None) -> None:
         self.login_messages = login_messages
         self.transport = transport
         self.monitor = monitor
         self.pw = pw
         self.pam_env = pam_env
         self.peer = peer
+        self.options = options or ServerOptions().finish()
+        self.host_publics = list(host_publics or [])
         self.sessions: dict[int, SessionChannel] = {}
         self.lock = threading.Lock()
+        self.no_more_sessions = False
+        self.forwarding = Forwarding(transport, ForwardRules.from_options(self.options), pw.pw_name)
+        self.agent = AgentForwarding(transport)
+        #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
+        self.alive_unanswered = 0
 
     def _session(self, channel: paramiko.Channel) -> SessionChannel:
         with self.lock:
             return self.sessions.setdefault(channel.get_id(), SessionChannel(channel))
 
+    def update_title(self) -> None:
+        """user@pts/1,pts/2 or user@notty, as sshd's session_proctitle."""
+        with self.lock:
+            ttys = [s.pty.tty.removeprefix("/dev/") for s in self.sessions.values()
+                    if s.pty is not None and not s.pty_released]
+        proctitle.set(f"{self.pw.pw_name}@{','.join(ttys) or 'notty'}")
+
+    # --- the transport's questions (session_transport.Connection) -----------------
+
+    def channel_open(self, transport: SessionTransport, kind: str, m: Message, peer) -> bool:
+        if kind == "session":
+            if self.no_more_sessions:
+                log.error("Possible attack: attempt to open a session after additional "
+                          "sessions disabled")
+                transport.close()
+                return True
+            with self.lock:
+                count = len(self.sessions)
+            if count >= self.options.max_sessions:
+                log.error("no more sessions")
+                transport.refuse_channel(peer, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, "open failed")
+                return True
+            chan = transport.new_channel(peer)
+            with self.lock:
+                self.sessions[chan.get_id()] = SessionChannel(chan)
+            return True
+        if kind == "direct-tcpip":
+            self.forwarding.direct_tcpip(peer, m)
+            return True
+        if kind == "direct-streamlocal@openssh.com":
+            self.forwarding.direct_streamlocal(peer, m)
+            return True
+        return False
+
+    def global_request(self, kind: str, want_reply: bool, m: Message):
+        if kind == "tcpip-forward":
+            address, port = m.get_text(), m.get_int()
+            bound = self.forwarding.tcpip_forward(address, port, want_reply)
+            if bound is None:
+                return False
+            return bound.to_bytes(4, "big") if port == 0 else True
+        if kind == "cancel-tcpip-forward":
+            return self.forwarding.cancel_tcpip_forward(m.get_text(), m.get_int())
+        if kind == "streamlocal-forward@openssh.com":
+            return self.forwarding.streamlocal_forward(m.get_text())
+        if kind == "cancel-streamlocal-forward@openssh.com":
+            return self.forwarding.cancel_streamlocal_forward(m.get_text())
+        if kind == "no-more-sessions@openssh.com":
+            self.no_more_sessions = True
+            return True
+        if kind == hostkeys.HOSTKEYS_PROVE:
+            return self.prove_hostkeys(m)
+        return False  # keepalive@openssh.com and the unknown: failure, as sshd
+
+    def channel_request(self, chan: paramiko.Channel, kind: str, m: Message) -> bool | None:
+        session = self.sessions.get(chan.get_id())
+        if session is None:
+            verbose(log, "channel %d: %s request refused: not a session channel", chan.get_id(), kind)
+            return False
+        if kind == "signal":
+            return self.signal(session, m.get_text())
+        if kind == "break":
+            m.get_int()
+            if session.pty is None:
+                return False
+            try:
+                termios.tcsendbreak(session.pty.master, 0)
+            except OSError:
+                return False
+            return True
+        if kind in ("exit-status", "exit-signal", "xon-xoff"):
+            return False  # client-to-server, meaningless here
+        return None
+
+    def channel_gone(self, chanid: int) -> None:
+        with self.lock:
+            session = self.sessions.pop(chanid, None)
+        if session is None:
+            return
+        if session.pty is not None and session.started and not session.exited and session.pid:
+            # The client closed the channel first: hang up the program, as
+            # closing sshd's pty master does.
+            try:
+                os.killpg(session.pid, signal.SIGHUP)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if session.pty is not None and not session.started:
+            for fd in (session.pty.master, session.pty.slave):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.release_pty(session)
+        self.update_title()
+
+    def alive_reply(self) -> None:
+        self.alive_unanswered = 0
+
+    # --- session requests ------------------------------------------------------------
+
+    def set_env(self, channel: paramiko.Channel, name, value) -> bool:
+        session = self.sessions.get(channel.get_id())
+        if session is None:
+            return False
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if len(session.env) >= MAX_ENV:
+            log.debug("Ignoring env request %s: too many env vars", name)
+            return False
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            return False
+        for pattern in self.options.accept_env:
+            if fnmatch.fnmatchcase(name, pattern.replace("[", "[[]")):
+                log.debug("Setting env %d: %s=%s", len(session.env), name, value)
+                session.env[name] = value
+                return True
+        log.debug("Ignoring env request %s: disallowed name", name)
+        return False
+
+    def signal(self, session: SessionChannel, name: str) -> bool:
+        sig = SIGNALS.get(name)
+        if sig is None:
+            log.error("session_signal_req: unsupported signal \"%s\"", name)
+            return False
+        if not session.pid or session.exited:
+            log.error("session_signal_req: no pid for session %d", session.chan.get_id())
+            return False
+        if session.subsystem:
+            log.error("session_signal_req: refusing to send signal %s to subsystem session", name)
+            return False
+        try:
+            os.killpg(session.pid, sig)
+        except OSError as exc:
+            log.error("session_signal_req: killpg(%d, %d): %s", session.pid, sig, exc.strerror)
+            return False
+        return True
+
+    def subsystem(self, channel: paramiko.Channel, name: str) -> bool:
+        command = self.options.subsystems().get(name)
+        if command is None:
+            log.info("subsystem request for %s by user %s failed, subsystem not found",
+                     name, self.pw.pw_name)
+            return False
+        program = command.split()[0]
+        if program == INTERNAL_SFTP:
+            command = SFTP_SERVER + command[len(INTERNAL_SFTP):]
+            program = SFTP_SERVER
+        verbose(log, "subsystem request for %s by user %s", name, self.pw.pw_name)
+        if not os.path.exists(program):
+            log.debug("subsystem: cannot stat %s", program)
+        session = self._session(channel)
+        session.subsystem = True
+        return self.start(channel, command)
+
+    def forward_agent(self, channel: paramiko.Channel) -> bool:
+        if channel.get_id() not in self.sessions:
+            return False
+        rules = self.forwarding.rules
+        if not self.options.allow_agent_forwarding or rules.disabled or \
+                not rules.key_permits_forwarding:
+            log.debug("auth-agent-req@openssh.com: agent forwarding disabled")
+            return False
+        return self.agent.start()
+
+    # --- connection requests ---------------------------------------------------------
+
+    def prove_hostkeys(self, m: Message):
+        """hostkeys-prove-00@openssh.com: a signature by each named key of ours,
+        made by the monitor over (request name, session id, key)."""
+        ours = {k.asbytes(): k for k in self.host_publics}
+        signatures = Message()
+        while m.get_remainder():
+            blob = m.get_binary()
+            key = ours.get(blob)
+            if key is None:
+                log.error("hostkeys-prove: unknown host key")
+                return False
+            algorithm = key.get_name()
+            if algorithm == "ssh-rsa":
+                kex_alg = getattr(self.transport, "host_key_type", None)
+                algorithm = kex_alg if kex_alg in hostkeys.RSA_ALGORITHMS else "rsa-sha2-512"
+            data = hostkeys.hostkeys_prove_data(self.transport.session_id, blob)
+            try:
+                signatures.add_string(self.monitor.sign(algorithm, data))
+            except Exception as exc:
+                log.error("hostkeys-prove: signing failed: %s", exc)
+                return False
+        return signatures.asbytes()
+
+    def notify_hostkeys(self) -> None:
+        """hostkeys-00@openssh.com: every host key, so that UpdateHostKeys learns them."""
+        fields = Message()
+        for key in self.host_publics:
+            fields.add_string(key.asbytes())
+        self.transport.send_global_request("hostkeys-00@openssh.com", fields.asbytes())
+
     def open_pty(self, channel, term, cols, rows, width_px, height_px, modes) -> bool:
+        if channel.get_id() not in self.sessions:
+            return False
         session = self._session(channel)
         if session.pty is not None or session.started:
             return False
@@ -137,13 +384,14 @@ class SessionProcess:
         except Exception as exc:  # bad modes are the client's problem, not fatal
             log.debug("terminal modes not applied: %s", exc)
         session.pty = Pty(tty, master, slave, term, modes)
-        proctitle.set(f"{self.pw.pw_name}@{tty.removeprefix('/dev/')}")
+        self.update_title()
         return True
 
     def environment(self, session: SessionChannel) -> dict[str, str]:
         """OpenSSH's environment for the user's program."""
         pw = self.pw
-        env = {
+        env = dict(session.env)  # the client's (AcceptEnv); ours win over them
+        env.update({
             "USER": pw.pw_name,
             "LOGNAME": pw.pw_name,
             "HOME": pw.pw_dir,
@@ -153,16 +401,19 @@ class SessionProcess:
             "SSH_CLIENT": f"{self.peer.addr} {self.peer.port} {self.peer.local_port}",
             "SSH_CONNECTION": f"{self.peer.addr} {self.peer.port} "
                               f"{self.peer.local_addr} {self.peer.local_port}",
-        }
+        })
         if session.pty is not None:
             env["TERM"] = session.pty.term or "dumb"
             env["SSH_TTY"] = session.pty.tty
-        env.update(session.env)
+        if self.agent.path is not None:
+            env["SSH_AUTH_SOCK"] = self.agent.path
         env.update(self.pam_env)
         return env
 
     def start(self, channel: paramiko.Channel, command: str | None) -> bool:
         """Fork the user's shell or command for this channel."""
+        if channel.get_id() not in self.sessions:
+            return False
         session = self._session(channel)
         if session.started:
             return False
@@ -191,6 +442,7 @@ class SessionProcess:
             self.monitor.pty_cleanup(session.pty.tty)
         except Exception as exc:
             log.error("pty cleanup for %s failed: %s", session.pty.tty, exc)
+        self.update_title()
 
 
 def _exec_child(shell: str, argv: list[str], env: dict[str, str], home: str) -> NoReturn:
@@ -309,6 +561,7 @@ class _PtyRunner:
                                   daemon=True)
         reader.start()
         _, status = os.waitpid(self.session.pid, 0)
+        self.session.exited = True
         os.write(self.exited_w, b"x")
         reader.join()
         self.process.release_pty(self.session)
@@ -347,6 +600,7 @@ class _PipeRunner:
         out.start()
         err.start()
         _, status = os.waitpid(self.session.pid, 0)
+        self.session.exited = True
         out.join()
         err.join()
         os.close(self.stdout)
@@ -364,6 +618,47 @@ def _finish(chan: paramiko.Channel, status: int) -> None:
         pass
 
 
+def _client_alive(process: SessionProcess, interval: int, count_max: int) -> None:
+    """ClientAliveInterval: a keepalive@openssh.com that wants a reply every
+    ``interval`` seconds; ClientAliveCountMax unanswered ones end the connection."""
+    transport = process.transport
+    while transport.is_active():
+        time.sleep(interval)
+        if process.alive_unanswered >= count_max:
+            log.info("Timeout, client not responding from user %s %s", process.pw.pw_name,
+                     process.peer)
+            transport.close()
+            return
+        process.alive_unanswered += 1
+        try:
+            transport.send_global_request("keepalive@openssh.com", want_reply=True)
+        except Exception:
+            return
+
+
+def _rekey_timer(transport: SessionTransport, seconds: int) -> None:
+    """The time half of RekeyLimit: a key exchange every ``seconds``."""
+    while transport.is_active():
+        time.sleep(seconds)
+        try:
+            if transport.is_active() and not transport.in_kex:
+                transport.renegotiate_keys()
+        except Exception:
+            return
+
+
+def configure_rekey(transport: SessionTransport, options: ServerOptions) -> None:
+    """RekeyLimit's byte half on our side of the packetizer (paramiko counts
+    both directions against it and starts the key exchange itself)."""
+    amount, seconds = options.rekey_limit
+    if amount:
+        transport.packetizer.REKEY_BYTES = amount
+        transport.packetizer.REKEY_PACKETS = max(amount // 16, 1)
+    if seconds:
+        threading.Thread(target=_rekey_timer, args=(transport, seconds), daemon=True,
+                         name="rekey-timer").start()
+
+
 def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
         pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
         host_publics: list[paramiko.PKey], peer,
@@ -379,14 +674,27 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     monitor = MonitorClient(MonitorChannel(channel_sock))
     logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
-    transport = ResumedTransport(conn, state, pw.pw_name)
+    transport = SessionTransport(conn, state, pw.pw_name)
     transport_setup.configure(transport, options)
     hostkeys.install_on(transport, host_publics, monitor.sign)
-    process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages)
+    configure_rekey(transport, options)
+    process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages,
+                             options, host_publics)
+    transport.connection = process
     transport.resume(SessionServer(process))
+    try:
+        process.notify_hostkeys()
+    except Exception as exc:
+        log.debug("hostkeys-00@openssh.com not sent: %s", exc)
+    if options.client_alive_interval > 0:
+        threading.Thread(target=_client_alive, daemon=True, name="client-alive",
+                         args=(process, options.client_alive_interval,
+                               options.client_alive_count_max)).start()
     transport.join()
+    process.forwarding.close_all()
+    process.agent.stop()
     # The connection is gone: hang up the programs still running on ptys.
-    for session in process.sessions.values():
+    for session in list(process.sessions.values()):
         if session.pid:
             try:
                 os.killpg(session.pid, signal.SIGHUP)
