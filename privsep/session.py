@@ -268,6 +268,9 @@ class SessionProcess:
     def alive_reply(self) -> None:
         self.alive_unanswered = 0
 
+    def protocol_error(self, text: str) -> None:
+        log.info("Disconnecting user %s %s: %s", self.pw.pw_name, self.peer, text)
+
     # --- session requests ------------------------------------------------------------
 
     def set_env(self, channel: paramiko.Channel, name, value) -> bool:
@@ -578,12 +581,16 @@ class _PipeRunner:
         in_r, self.stdin = os.pipe()
         self.stdout, out_w = os.pipe()
         self.stderr, err_w = os.pipe()
+        # A login shell without a pty (ssh -T) shows what PAM said too, as sshd.
+        banner = "".join(f"{line}\n" for line in process.login_messages) if argv[0][0] == "-" else ""
         pid = os.fork()
         if pid == 0:
             os.setsid()
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            if banner:
+                os.write(1, banner.encode("utf-8", "replace"))
             _exec_child(shell, argv, env, process.pw.pw_dir)
         session.pid = pid
         for fd in (in_r, out_w, err_w):

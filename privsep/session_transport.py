@@ -26,7 +26,7 @@ from paramiko.common import (
 )
 from paramiko.message import Message
 
-from privsep.handoff import ResumedTransport
+from privsep.handoff import ResumedPacketizer, ResumedTransport
 
 log = logging.getLogger("privsep.session")
 
@@ -52,6 +52,9 @@ class Connection(Protocol):
     def channel_gone(self, chanid: int) -> None:
         """A channel was closed on both sides and forgotten."""
 
+    def protocol_error(self, text: str) -> None:
+        """The client broke the protocol; the connection ends after this."""
+
 
 # OpenSSH's reason codes (RFC 4254 5.1)
 OPEN_ADMINISTRATIVELY_PROHIBITED = 1
@@ -60,12 +63,38 @@ OPEN_UNKNOWN_CHANNEL_TYPE = 3
 OPEN_RESOURCE_SHORTAGE = 4
 
 
+#: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
+_CHANNEL_MESSAGES = range(93, 101)
+
+
+class SessionPacketizer(ResumedPacketizer):
+    """Ends the connection on a message for a channel that is gone, as sshd
+    does ("unknown channel"), where paramiko would ignore it."""
+
+    transport: "SessionTransport | None" = None
+
+    def read_message(self):
+        ptype, m = super().read_message()
+        transport = self.transport
+        if transport is not None and ptype in _CHANNEL_MESSAGES:
+            chanid = m.get_int()
+            m.rewind()
+            if transport._channels.get(chanid) is None:
+                name = paramiko.common.MSG_NAMES.get(ptype, str(ptype))
+                if transport.connection is not None:
+                    transport.connection.protocol_error(f"{name} for unknown channel {chanid}")
+                raise paramiko.SSHException(f"{name} for unknown channel {chanid}")
+        return ptype, m
+
+
 class SessionTransport(ResumedTransport):
     """A resumed server transport whose connection-level decisions are ours."""
 
     def __init__(self, sock, state, username: str, **kwargs) -> None:
         super().__init__(sock, state, username, **kwargs)
         self.connection: Connection | None = None
+        self.packetizer.__class__ = SessionPacketizer
+        self.packetizer.transport = self
 
     # --- channel opens ------------------------------------------------------------
 
