@@ -231,11 +231,7 @@ class _Listener:
             except OSError:
                 pass
             sock.close()
-        if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        # Like sshd, a Unix socket's file stays behind (StreamLocalBindUnlink).
 
 
 class Forwarding:

@@ -93,6 +93,10 @@ class SessionTransport(ResumedTransport):
     def __init__(self, sock, state, username: str, **kwargs) -> None:
         super().__init__(sock, state, username, **kwargs)
         self.connection: Connection | None = None
+        #: paramiko's channel map holds channels weakly; a forward's channel
+        #: whose threads are done must still be known until the client's
+        #: CLOSE, or that CLOSE would name an unknown channel.
+        self._live: dict[int, Channel] = {}
         self.packetizer.__class__ = SessionPacketizer
         self.packetizer.transport = self
 
@@ -117,6 +121,7 @@ class SessionTransport(ResumedTransport):
             chan._set_transport(self)
             chan._set_window(self.default_window_size, self.default_max_packet_size)
             chan._set_remote_channel(remote_id, window, max_packet)
+            self._live[chanid] = chan
         m = Message()
         m.add_byte(cMSG_CHANNEL_OPEN_SUCCESS)
         m.add_int(remote_id)
@@ -157,6 +162,7 @@ class SessionTransport(ResumedTransport):
             self.channels_seen[chanid] = True
             chan._set_transport(self)
             chan._set_window(self.default_window_size, self.default_max_packet_size)
+            self._live[chanid] = chan
         m = Message()
         m.add_byte(paramiko.common.cMSG_CHANNEL_OPEN)
         m.add_string(kind)
@@ -169,6 +175,7 @@ class SessionTransport(ResumedTransport):
             raise paramiko.SSHException("Unable to open channel.")
         opened = self._channels.get(chanid)
         if opened is None:
+            self._live.pop(chanid, None)
             raise paramiko.SSHException("channel refused by the client")
         return opened
 
@@ -178,6 +185,7 @@ class SessionTransport(ResumedTransport):
 
     def _unlink_channel(self, chanid: int) -> None:
         super()._unlink_channel(chanid)
+        self._live.pop(chanid, None)
         if self.connection is not None:
             self.connection.channel_gone(chanid)
 
