@@ -86,6 +86,8 @@ class SessionChannel:
     pty_released: bool = False
     subsystem: bool = False
     exited: bool = False
+    #: eow@openssh.com: the client can take no more output (its stdout broke)
+    eow: threading.Event = field(default_factory=threading.Event)
 
 
 class SessionServer(paramiko.ServerInterface):
@@ -239,6 +241,11 @@ class SessionProcess:
                 termios.tcsendbreak(session.pty.master, 0)
             except OSError:
                 return False
+            return True
+        if kind == "eow@openssh.com":
+            # The client's stdout is gone: stop reading the program's output
+            # so that it gets EPIPE (sshd's chan_rcvd_eow).
+            session.eow.set()
             return True
         if kind in ("exit-status", "exit-signal", "xon-xoff"):
             return False  # client-to-server, meaningless here
@@ -489,28 +496,35 @@ def _send_exit(chan: paramiko.Channel, status: int) -> None:
         chan.send_exit_status(os.WEXITSTATUS(status))
 
 
-def _pump_out(fd: int, send, stop_fd: int | None = None) -> None:
+def _pump_out(fd: int, send, stop_fd: int | None = None, owned: bool = False,
+              eow: threading.Event | None = None) -> None:
     """Copy ``fd`` to the channel until EOF.  If ``stop_fd`` becomes readable
-    (the program exited), drain what is already buffered and stop."""
+    (the program exited), drain what is already buffered and stop.  An
+    ``owned`` fd is closed at the end, so that a program still writing after
+    the channel went away gets EPIPE/SIGPIPE, as with sshd (``yes | head``)."""
     draining = False
-    while True:
-        if stop_fd is not None and not draining:
-            ready, _, _ = select.select([fd, stop_fd], [], [])
-            if stop_fd in ready and fd not in ready:
-                draining = True
-                os.set_blocking(fd, False)
-        try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: the pty's last slave fd closed
-            return
-        if not data:
-            return
-        try:
-            send(data)
-        except (OSError, EOFError, paramiko.SSHException):
-            return
+    try:
+        while True:
+            if stop_fd is not None and not draining:
+                ready, _, _ = select.select([fd, stop_fd], [], [])
+                if stop_fd in ready and fd not in ready:
+                    draining = True
+                    os.set_blocking(fd, False)
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:  # EIO: the pty's last slave fd closed
+                return
+            if not data or (eow is not None and eow.is_set()):
+                return
+            try:
+                send(data)
+            except (OSError, EOFError, paramiko.SSHException):
+                return
+    finally:
+        if owned:
+            os.close(fd)
 
 
 def _pump_in(chan: paramiko.Channel, fd: int, close_on_eof: bool) -> None:
@@ -602,16 +616,17 @@ class _PipeRunner:
     def _run(self) -> None:
         chan = self.session.chan
         threading.Thread(target=_pump_in, args=(chan, self.stdin, True), daemon=True).start()
-        out = threading.Thread(target=_pump_out, args=(self.stdout, chan.sendall), daemon=True)
-        err = threading.Thread(target=_pump_out, args=(self.stderr, chan.sendall_stderr), daemon=True)
+        out = threading.Thread(target=_pump_out, args=(self.stdout, chan.sendall, None, True, self.session.eow),
+                               daemon=True)
+        err = threading.Thread(target=_pump_out, args=(self.stderr, chan.sendall_stderr, None, True,
+                                                        self.session.eow),
+                               daemon=True)
         out.start()
         err.start()
         _, status = os.waitpid(self.session.pid, 0)
         self.session.exited = True
         out.join()
         err.join()
-        os.close(self.stdout)
-        os.close(self.stderr)
         _finish(chan, status)
 
 
