@@ -89,6 +89,9 @@ class Monitor:
     #: Key options of the authorized_keys line that let the user in.
     key_options: tuple = ()
 
+    def __post_init__(self) -> None:
+        self.state.host_key_blobs = frozenset(k.asbytes() for k in self.host_keys)
+
     # --- identity -----------------------------------------------------------
 
     def _user_text(self) -> str:

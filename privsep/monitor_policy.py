@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
+from privsep import hostkeys
 from privsep import monitor_wire as wire
 from privsep.auth_pubkey import SignedUserauth
 
@@ -48,6 +49,9 @@ class MonitorState:
     handed_off: bool = False
     #: Ptys allocated for the session process and not yet given back.
     ptys: set[str] = field(default_factory=set)
+    #: Public blobs of this server's host keys (set by the monitor at start):
+    #: the only keys a hostkeys-prove signature may name.
+    host_key_blobs: frozenset[bytes] = frozenset()
     #: Request types answered once already, for once-only rules.
     answered: set[wire.MsgType] = field(default_factory=set)
 
@@ -71,6 +75,36 @@ def _user_named(state: MonitorState, msg: object) -> str | None:
 def _sign_ok(state: MonitorState, msg: wire.SignRequest) -> str | None:
     if len(msg.data) not in wire.HASH_SIZES:
         return f"data of {len(msg.data)} bytes is not an exchange hash"
+    return None
+
+
+def hostkeys_prove_error(state: MonitorState, msg: wire.SignRequest) -> str | None:
+    """Why ``msg`` is not a hostkeys-prove-00@openssh.com proof for this
+    connection, or None: the blob must name the recorded session id and one
+    of our own host keys, and the algorithm must be that key's."""
+    try:
+        session_id, keyblob = hostkeys.parse_hostkeys_prove(msg.data)
+    except ValueError as exc:
+        return str(exc)
+    if state.session_id is None or session_id != state.session_id:
+        return "hostkeys-prove blob for another session id"
+    if keyblob not in state.host_key_blobs:
+        return "hostkeys-prove blob names a key that is not ours"
+    keytype = hostkeys.blob_key_type(keyblob)
+    wanted = hostkeys.RSA_ALGORITHMS if keytype == "ssh-rsa" else (keytype,)
+    if msg.algorithm not in wanted:
+        return f"algorithm {msg.algorithm!r} is not the named key's"
+    return None
+
+
+def _postauth_sign_ok(state: MonitorState, msg: wire.SignRequest) -> str | None:
+    """Post-auth: a rekey's exchange hash, or a proof of one of our host keys."""
+    if len(msg.data) in wire.HASH_SIZES:
+        return None
+    reason = hostkeys_prove_error(state, msg)
+    if reason:
+        return f"data of {len(msg.data)} bytes is not an exchange hash, nor a " \
+               f"hostkeys-prove blob ({reason})"
     return None
 
 
@@ -119,7 +153,7 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
     },
     Phase.POSTAUTH: {
         wire.Log: Rule(),
-        wire.SignRequest: Rule(when=_sign_ok),
+        wire.SignRequest: Rule(when=_postauth_sign_ok),
         wire.PtyRequest: Rule(),
         wire.PtyCleanupRequest: Rule(when=_pty_cleanup_ok),
     },

@@ -298,6 +298,11 @@ KEYWORD_LIST = [
     Keyword("AllowAgentForwarding", "allow_agent_forwarding", _flag, in_match=True),
     Keyword("PermitTTY", "permit_tty", _flag, in_match=True),
     Keyword("PermitOpen", "permit_open", _words, in_match=True),
+    Keyword("PermitListen", "permit_listen", _words, in_match=True),
+    Keyword("DisableForwarding", "disable_forwarding", _flag, in_match=True),
+    Keyword("StreamLocalBindMask", "stream_local_bind_mask", lambda w: int(_one(w), 8),
+            in_match=True),
+    Keyword("StreamLocalBindUnlink", "stream_local_bind_unlink", _flag, in_match=True),
     Keyword("GatewayPorts", "gateway_ports", _choice("no", "yes", "clientspecified"),
             in_match=True),
     Keyword("X11Forwarding", "x11_forwarding", _x11, in_match=True),
@@ -325,16 +330,14 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "AuthenticationMethods", "AuthorizedKeysCommand", "AuthorizedKeysCommandUser",
     "AuthorizedPrincipalsCommand", "AuthorizedPrincipalsCommandUser",
     "AuthorizedPrincipalsFile", "CASignatureAlgorithms", "ChrootDirectory",
-    "DisableForwarding", "ExposeAuthInfo", "FingerprintHash", "GSSAPIAuthentication",
+    "ExposeAuthInfo", "FingerprintHash", "GSSAPIAuthentication",
     "GSSAPICleanupCredentials", "GSSAPIKexAlgorithms", "GSSAPIKeyExchange",
     "GSSAPIStoreCredentialsOnRekey", "GSSAPIStrictAcceptorCheck", "HostbasedAcceptedAlgorithms",
     "HostbasedAuthentication", "HostbasedUsesNameFromPacketOnly", "HostCertificate",
     "HostKeyAgent", "IgnoreRhosts", "IgnoreUserKnownHosts", "IPQoS", "KerberosAuthentication",
     "KerberosGetAFSToken", "KerberosOrLocalPasswd", "KerberosTicketCleanup", "LogVerbose",
-    "ModuliFile", "PerSourceMaxStartups", "PerSourceNetBlockSize", "PermitListen",
-    "PermitTunnel", "PermitUserRC", "PubkeyAuthOptions", "RDomain", "RequiredRSASize",
-    "RevokedKeys", "SecurityKeyProvider", "StreamLocalBindMask", "StreamLocalBindUnlink",
-    "TrustedUserCAKeys", "X11DisplayOffset", "X11MaxDisplays", "X11UseLocalhost",
+    "ModuliFile", "PerSourceMaxStartups", "PerSourceNetBlockSize", "PermitTunnel", "PermitUserRC", "PubkeyAuthOptions", "RDomain", "RequiredRSASize",
+    "RevokedKeys", "SecurityKeyProvider", "TrustedUserCAKeys", "X11DisplayOffset", "X11MaxDisplays", "X11UseLocalhost",
     "XAuthLocation", "DebianBanner",
 ))
 
@@ -366,14 +369,18 @@ class ServerOptions:
     deny_users: list[str] = field(default_factory=list)
     allow_groups: list[str] = field(default_factory=list)
     deny_groups: list[str] = field(default_factory=list)
-    accept_env: list[str] = field(default_factory=list)
+    #: OpenSSH accepts nothing by default; Debian's sshd_config (and so this
+    #: daemon, until an AcceptEnv line says otherwise) accepts LANG and LC_*.
+    accept_env: list[str] = field(default_factory=lambda: ["LANG", "LC_*"])
     set_env: list[str] = field(default_factory=list)
     permit_user_environment: str = "no"
     print_motd: bool = True
     print_last_log: bool = True
     banner: str = "none"
     force_command: str = "none"
-    subsystem: dict[str, str] = field(default_factory=dict)
+    #: name -> command; Debian's sftp-server until a Subsystem line says otherwise.
+    subsystem: dict[str, str] = field(
+        default_factory=lambda: {"sftp": "/usr/lib/openssh/sftp-server"})
     client_alive_interval: int = 0
     client_alive_count_max: int = 3
     tcp_keep_alive: bool = True
@@ -382,6 +389,10 @@ class ServerOptions:
     allow_agent_forwarding: bool = True
     permit_tty: bool = True
     permit_open: list[str] = field(default_factory=lambda: ["any"])
+    permit_listen: list[str] = field(default_factory=lambda: ["any"])
+    disable_forwarding: bool = False
+    stream_local_bind_mask: int = 0o177
+    stream_local_bind_unlink: bool = False
     gateway_ports: str = "no"
     x11_forwarding: bool = False
     ciphers: list[str] = field(default_factory=lambda: list(SUPPORTED_ALGORITHMS["ciphers"]))
@@ -401,6 +412,10 @@ class ServerOptions:
     def finish(self) -> "ServerOptions":
         """Fill in the defaults that depend on what was set (ports, keys...)."""
         return _finish(self)
+
+    def subsystems(self) -> dict[str, str]:
+        """Subsystem name -> command."""
+        return dict(self.subsystem)
 
     def auth_methods(self) -> list[str]:
         """The methods offered, in OpenSSH's order."""

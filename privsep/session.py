@@ -8,34 +8,50 @@ changes, exit status.  Everything here runs with the user's rights only.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import pwd
 import select
 import signal
 import socket
+import termios
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import NoReturn
 
 import paramiko
 import prctl
-from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, cMSG_CHANNEL_REQUEST
+from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, cMSG_CHANNEL_REQUEST
+from paramiko.message import Message
 
 from privsep import hostkeys, proctitle, sshpty, transport_setup
 from privsep import monitor_wire as wire
-from privsep.handoff import ResumedTransport
+from privsep.log import verbose
 from privsep.monitor_channel import MonitorChannel
 from privsep.monitor_wrap import MonitorClient, MonitorLogHandler
 from privsep.servconf import ServerOptions
+from privsep.session_agent import AgentForwarding
+from privsep.session_forward import Forwarding, ForwardRules
 from privsep.session_policy import SessionPolicy
+from privsep.session_transport import SessionTransport
 from privsep.trace import trace
 
 log = logging.getLogger("privsep.session")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_READ_SIZE = 32768  # one full SSH data packet per read
+_READ_SIZE = 65536  # two full SSH data packets per read
+
+#: The signals a client may send (sshd's name2sig).
+SIGNALS = {name: getattr(signal, "SIG" + name)
+           for name in ("HUP", "INT", "KILL", "QUIT", "TERM", "USR1", "USR2")}
+#: Environment variables a client may set on one session.
+MAX_ENV = 128
+#: OpenSSH's built-in sftp is ours too: sftp-server as the user.
+INTERNAL_SFTP = "internal-sftp"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
 def drop_privileges(pw: pwd.struct_passwd) -> None:
@@ -73,6 +89,10 @@ class SessionChannel:
     pid: int = 0
     started: bool = False
     pty_released: bool = False
+    subsystem: bool = False
+    exited: bool = False
+    #: eow@openssh.com: the client can take no more output (its stdout broke)
+    eow: threading.Event = field(default_factory=threading.Event)
 
 
 class SessionServer(paramiko.ServerInterface):
@@ -82,9 +102,28 @@ class SessionServer(paramiko.ServerInterface):
         self.process = process
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind == "session":
-            return OPEN_SUCCEEDED
+        # Sessions and forwards are opened by SessionProcess.channel_open;
+        # anything that reaches paramiko is a kind sshd does not serve.
+        log.info("refused %s channel open", kind)
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_direct_tcpip_request(self, chanid, origin, destination) -> int:
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_global_request(self, kind, msg) -> bool:
+        return False  # what sshd answers to keepalive@openssh.com and the unknown
+
+    def check_port_forward_request(self, address, port) -> bool:
+        return False
+
+    def check_channel_subsystem_request(self, channel, name) -> bool:
+        return self.process.subsystem(channel, name)
+
+    def check_channel_forward_agent_request(self, channel) -> bool:
+        return self.process.forward_agent(channel)
+
+    def check_channel_x11_request(self, channel, single, proto, cookie, screen) -> bool:
+        return False
 
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
                                   pixelheight, modes) -> bool:
@@ -106,14 +145,18 @@ class SessionServer(paramiko.ServerInterface):
         return self.process.start(channel, text)
 
     def check_channel_env_request(self, channel, name, value) -> bool:
-        return False  # AcceptEnv comes with the configuration work
+        return self.process.set_env(channel, name, value)
 
 
 class SessionProcess:
-    def __init__(self, transport: paramiko.Transport, monitor: MonitorClient,
+    """The connection: its session channels, forwards, agent socket and the
+    connection-level requests (the transport's ``connection``)."""
+
+    def __init__(self, transport: SessionTransport, monitor: MonitorClient,
                  pw: pwd.struct_passwd, pam_env: dict[str, str], peer,
                  login_messages: tuple[str, ...] = (),
-                 policy: SessionPolicy | None = None) -> None:
+                 policy: SessionPolicy | None = None,
+                 host_publics: list[paramiko.PKey] | None = None) -> None:
         self.login_messages = login_messages
         self.policy = policy or SessionPolicy(ServerOptions().finish(), ())
         self.transport = transport
@@ -121,14 +164,226 @@ class SessionProcess:
         self.pw = pw
         self.pam_env = pam_env
         self.peer = peer
+        self.options = self.policy.options
+        self.host_publics = list(host_publics or [])
         self.sessions: dict[int, SessionChannel] = {}
         self.lock = threading.Lock()
+        self.no_more_sessions = False
+        self.forwarding = Forwarding(transport, self.policy.forward_rules(), pw.pw_name)
+        self.agent = AgentForwarding(transport)
+        #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
+        self.alive_unanswered = 0
 
     def _session(self, channel: paramiko.Channel) -> SessionChannel:
         with self.lock:
             return self.sessions.setdefault(channel.get_id(), SessionChannel(channel))
 
+    def update_title(self) -> None:
+        """user@pts/1,pts/2 or user@notty, as sshd's session_proctitle."""
+        with self.lock:
+            ttys = [s.pty.tty.removeprefix("/dev/") for s in self.sessions.values()
+                    if s.pty is not None and not s.pty_released]
+        proctitle.set(f"{self.pw.pw_name}@{','.join(ttys) or 'notty'}")
+
+    # --- the transport's questions (session_transport.Connection) -----------------
+
+    def channel_open(self, transport: SessionTransport, kind: str, m: Message, peer) -> bool:
+        if kind == "session":
+            if self.no_more_sessions:
+                log.error("Possible attack: attempt to open a session after additional "
+                          "sessions disabled")
+                transport.close()
+                return True
+            with self.lock:
+                count = len(self.sessions)
+            if count >= self.options.max_sessions:
+                log.error("no more sessions")
+                transport.refuse_channel(peer, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, "open failed")
+                return True
+            chan = transport.new_channel(peer)
+            with self.lock:
+                self.sessions[chan.get_id()] = SessionChannel(chan)
+            return True
+        if kind == "direct-tcpip":
+            self.forwarding.direct_tcpip(peer, m)
+            return True
+        if kind == "direct-streamlocal@openssh.com":
+            self.forwarding.direct_streamlocal(peer, m)
+            return True
+        return False
+
+    def global_request(self, kind: str, want_reply: bool, m: Message):
+        if kind == "tcpip-forward":
+            address, port = m.get_text(), m.get_int()
+            bound = self.forwarding.tcpip_forward(address, port, want_reply)
+            if bound is None:
+                return False
+            return bound.to_bytes(4, "big") if port == 0 else True
+        if kind == "cancel-tcpip-forward":
+            return self.forwarding.cancel_tcpip_forward(m.get_text(), m.get_int())
+        if kind == "streamlocal-forward@openssh.com":
+            return self.forwarding.streamlocal_forward(m.get_text())
+        if kind == "cancel-streamlocal-forward@openssh.com":
+            return self.forwarding.cancel_streamlocal_forward(m.get_text())
+        if kind == "no-more-sessions@openssh.com":
+            self.no_more_sessions = True
+            return True
+        if kind == hostkeys.HOSTKEYS_PROVE:
+            return self.prove_hostkeys(m)
+        return False  # keepalive@openssh.com and the unknown: failure, as sshd
+
+    def channel_request(self, chan: paramiko.Channel, kind: str, m: Message) -> bool | None:
+        session = self.sessions.get(chan.get_id())
+        if session is None:
+            verbose(log, "channel %d: %s request refused: not a session channel", chan.get_id(), kind)
+            return False
+        if kind == "signal":
+            return self.signal(session, m.get_text())
+        if kind == "break":
+            m.get_int()
+            if session.pty is None:
+                return False
+            try:
+                termios.tcsendbreak(session.pty.master, 0)
+            except OSError:
+                return False
+            return True
+        if kind == "eow@openssh.com":
+            # The client's stdout is gone: stop reading the program's output
+            # so that it gets EPIPE (sshd's chan_rcvd_eow).
+            session.eow.set()
+            return True
+        if kind in ("exit-status", "exit-signal", "xon-xoff"):
+            return False  # client-to-server, meaningless here
+        return None
+
+    def channel_gone(self, chanid: int) -> None:
+        with self.lock:
+            session = self.sessions.pop(chanid, None)
+        if session is None:
+            return
+        if session.pty is not None and session.started and not session.exited and session.pid:
+            # The client closed the channel first: hang up the program, as
+            # closing sshd's pty master does.
+            try:
+                os.killpg(session.pid, signal.SIGHUP)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if session.pty is not None and not session.started:
+            for fd in (session.pty.master, session.pty.slave):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.release_pty(session)
+        self.update_title()
+
+    def alive_reply(self) -> None:
+        self.alive_unanswered = 0
+
+    def protocol_error(self, text: str) -> None:
+        log.info("Disconnecting user %s %s: %s", self.pw.pw_name, self.peer, text)
+
+    # --- session requests ------------------------------------------------------------
+
+    def set_env(self, channel: paramiko.Channel, name, value) -> bool:
+        session = self.sessions.get(channel.get_id())
+        if session is None:
+            return False
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if len(session.env) >= MAX_ENV:
+            log.debug("Ignoring env request %s: too many env vars", name)
+            return False
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            return False
+        for pattern in self.options.accept_env:
+            if fnmatch.fnmatchcase(name, pattern.replace("[", "[[]")):
+                log.debug("Setting env %d: %s=%s", len(session.env), name, value)
+                session.env[name] = value
+                return True
+        log.debug("Ignoring env request %s: disallowed name", name)
+        return False
+
+    def signal(self, session: SessionChannel, name: str) -> bool:
+        sig = SIGNALS.get(name)
+        if sig is None:
+            log.error("session_signal_req: unsupported signal \"%s\"", name)
+            return False
+        if not session.pid or session.exited:
+            log.error("session_signal_req: no pid for session %d", session.chan.get_id())
+            return False
+        if session.subsystem:
+            log.error("session_signal_req: refusing to send signal %s to subsystem session", name)
+            return False
+        try:
+            os.killpg(session.pid, sig)
+        except OSError as exc:
+            log.error("session_signal_req: killpg(%d, %d): %s", session.pid, sig, exc.strerror)
+            return False
+        return True
+
+    def subsystem(self, channel: paramiko.Channel, name: str) -> bool:
+        command = self.options.subsystems().get(name)
+        if command is None:
+            log.info("subsystem request for %s by user %s failed, subsystem not found",
+                     name, self.pw.pw_name)
+            return False
+        program = command.split()[0]
+        if program == INTERNAL_SFTP:
+            command = SFTP_SERVER + command[len(INTERNAL_SFTP):]
+            program = SFTP_SERVER
+        verbose(log, "subsystem request for %s by user %s", name, self.pw.pw_name)
+        if not os.path.exists(program):
+            log.debug("subsystem: cannot stat %s", program)
+        session = self._session(channel)
+        session.subsystem = True
+        return self.start(channel, command)
+
+    def forward_agent(self, channel: paramiko.Channel) -> bool:
+        if channel.get_id() not in self.sessions:
+            return False
+        rules = self.forwarding.rules
+        if not self.policy.agent_allowed() or rules.disabled:
+            log.debug("auth-agent-req@openssh.com: agent forwarding disabled")
+            return False
+        return self.agent.start()
+
+    # --- connection requests ---------------------------------------------------------
+
+    def prove_hostkeys(self, m: Message):
+        """hostkeys-prove-00@openssh.com: a signature by each named key of ours,
+        made by the monitor over (request name, session id, key)."""
+        ours = {k.asbytes(): k for k in self.host_publics}
+        signatures = Message()
+        while m.get_remainder():
+            blob = m.get_binary()
+            key = ours.get(blob)
+            if key is None:
+                log.error("hostkeys-prove: unknown host key")
+                return False
+            algorithm = key.get_name()
+            if algorithm == "ssh-rsa":
+                kex_alg = getattr(self.transport, "host_key_type", None)
+                algorithm = kex_alg if kex_alg in hostkeys.RSA_ALGORITHMS else "rsa-sha2-512"
+            data = hostkeys.hostkeys_prove_data(self.transport.session_id, blob)
+            try:
+                signatures.add_string(self.monitor.sign(algorithm, data))
+            except Exception as exc:
+                log.error("hostkeys-prove: signing failed: %s", exc)
+                return False
+        return signatures.asbytes()
+
+    def notify_hostkeys(self) -> None:
+        """hostkeys-00@openssh.com: every host key, so that UpdateHostKeys learns them."""
+        fields = Message()
+        for key in self.host_publics:
+            fields.add_string(key.asbytes())
+        self.transport.send_global_request("hostkeys-00@openssh.com", fields.asbytes())
+
     def open_pty(self, channel, term, cols, rows, width_px, height_px, modes) -> bool:
+        if channel.get_id() not in self.sessions:
+            return False
         session = self._session(channel)
         if session.pty is not None or session.started:
             return False
@@ -148,13 +403,14 @@ class SessionProcess:
         except Exception as exc:  # bad modes are the client's problem, not fatal
             log.debug("terminal modes not applied: %s", exc)
         session.pty = Pty(tty, master, slave, term, modes, answer.last_login)
-        proctitle.set(f"{self.pw.pw_name}@{tty.removeprefix('/dev/')}")
+        self.update_title()
         return True
 
     def environment(self, session: SessionChannel) -> dict[str, str]:
         """OpenSSH's environment for the user's program."""
         pw = self.pw
-        env = {
+        env = dict(session.env)  # the client's (AcceptEnv); ours win over them
+        env.update({
             "USER": pw.pw_name,
             "LOGNAME": pw.pw_name,
             "HOME": pw.pw_dir,
@@ -164,17 +420,21 @@ class SessionProcess:
             "SSH_CLIENT": f"{self.peer.addr} {self.peer.port} {self.peer.local_port}",
             "SSH_CONNECTION": f"{self.peer.addr} {self.peer.port} "
                               f"{self.peer.local_addr} {self.peer.local_port}",
-        }
+        })
         if session.pty is not None:
             env["TERM"] = session.pty.term or "dumb"
             env["SSH_TTY"] = session.pty.tty
         env.update(session.env)
         env.update(self.policy.extra_environment(pw))
+        if self.agent.path is not None:
+            env["SSH_AUTH_SOCK"] = self.agent.path
         env.update(self.pam_env)
         return env
 
     def start(self, channel: paramiko.Channel, command: str | None) -> bool:
         """Fork the user's shell or command for this channel."""
+        if channel.get_id() not in self.sessions:
+            return False
         session = self._session(channel)
         if session.started:
             return False
@@ -208,6 +468,7 @@ class SessionProcess:
             self.monitor.pty_cleanup(session.pty.tty)
         except Exception as exc:
             log.error("pty cleanup for %s failed: %s", session.pty.tty, exc)
+        self.update_title()
 
 
 def _exec_child(shell: str, argv: list[str], env: dict[str, str], home: str) -> NoReturn:
@@ -251,28 +512,35 @@ def _send_exit(chan: paramiko.Channel, status: int) -> None:
         chan.send_exit_status(os.WEXITSTATUS(status))
 
 
-def _pump_out(fd: int, send, stop_fd: int | None = None) -> None:
+def _pump_out(fd: int, send, stop_fd: int | None = None, owned: bool = False,
+              eow: threading.Event | None = None) -> None:
     """Copy ``fd`` to the channel until EOF.  If ``stop_fd`` becomes readable
-    (the program exited), drain what is already buffered and stop."""
+    (the program exited), drain what is already buffered and stop.  An
+    ``owned`` fd is closed at the end, so that a program still writing after
+    the channel went away gets EPIPE/SIGPIPE, as with sshd (``yes | head``)."""
     draining = False
-    while True:
-        if stop_fd is not None and not draining:
-            ready, _, _ = select.select([fd, stop_fd], [], [])
-            if stop_fd in ready and fd not in ready:
-                draining = True
-                os.set_blocking(fd, False)
-        try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: the pty's last slave fd closed
-            return
-        if not data:
-            return
-        try:
-            send(data)
-        except (OSError, EOFError, paramiko.SSHException):
-            return
+    try:
+        while True:
+            if stop_fd is not None and not draining:
+                ready, _, _ = select.select([fd, stop_fd], [], [])
+                if stop_fd in ready and fd not in ready:
+                    draining = True
+                    os.set_blocking(fd, False)
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:  # EIO: the pty's last slave fd closed
+                return
+            if not data or (eow is not None and eow.is_set()):
+                return
+            try:
+                send(data)
+            except (OSError, EOFError, paramiko.SSHException):
+                return
+    finally:
+        if owned:
+            os.close(fd)
 
 
 def _pump_in(chan: paramiko.Channel, fd: int, close_on_eof: bool) -> None:
@@ -330,6 +598,7 @@ class _PtyRunner:
         reader.start()
         _, status = os.waitpid(self.session.pid, 0)
         trace(log, "session", "%d on %s exited (wait status %d)", self.session.pid, pty.tty, status)
+        self.session.exited = True
         os.write(self.exited_w, b"x")
         reader.join()
         self.process.release_pty(self.session)
@@ -346,12 +615,16 @@ class _PipeRunner:
         in_r, self.stdin = os.pipe()
         self.stdout, out_w = os.pipe()
         self.stderr, err_w = os.pipe()
+        # A login shell without a pty (ssh -T) shows what PAM said too, as sshd.
+        banner = "".join(f"{line}\n" for line in process.login_messages) if argv[0][0] == "-" else ""
         pid = os.fork()
         if pid == 0:
             os.setsid()
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            if banner:
+                os.write(1, banner.encode("utf-8", "replace"))
             _exec_child(shell, argv, env, process.pw.pw_dir)
         session.pid = pid
         trace(log, "session", "started %s (pid %d): session leader (sid %d), no tty, pipes",
@@ -365,15 +638,17 @@ class _PipeRunner:
     def _run(self) -> None:
         chan = self.session.chan
         threading.Thread(target=_pump_in, args=(chan, self.stdin, True), daemon=True).start()
-        out = threading.Thread(target=_pump_out, args=(self.stdout, chan.sendall), daemon=True)
-        err = threading.Thread(target=_pump_out, args=(self.stderr, chan.sendall_stderr), daemon=True)
+        out = threading.Thread(target=_pump_out, args=(self.stdout, chan.sendall, None, True, self.session.eow),
+                               daemon=True)
+        err = threading.Thread(target=_pump_out, args=(self.stderr, chan.sendall_stderr, None, True,
+                                                        self.session.eow),
+                               daemon=True)
         out.start()
         err.start()
         _, status = os.waitpid(self.session.pid, 0)
+        self.session.exited = True
         out.join()
         err.join()
-        os.close(self.stdout)
-        os.close(self.stderr)
         _finish(chan, status)
 
 
@@ -385,6 +660,47 @@ def _finish(chan: paramiko.Channel, status: int) -> None:
         chan.close()
     except (OSError, EOFError, paramiko.SSHException):
         pass
+
+
+def _client_alive(process: SessionProcess, interval: int, count_max: int) -> None:
+    """ClientAliveInterval: a keepalive@openssh.com that wants a reply every
+    ``interval`` seconds; ClientAliveCountMax unanswered ones end the connection."""
+    transport = process.transport
+    while transport.is_active():
+        time.sleep(interval)
+        if process.alive_unanswered >= count_max:
+            log.info("Timeout, client not responding from user %s %s", process.pw.pw_name,
+                     process.peer)
+            transport.close()
+            return
+        process.alive_unanswered += 1
+        try:
+            transport.send_global_request("keepalive@openssh.com", want_reply=True)
+        except Exception:
+            return
+
+
+def _rekey_timer(transport: SessionTransport, seconds: int) -> None:
+    """The time half of RekeyLimit: a key exchange every ``seconds``."""
+    while transport.is_active():
+        time.sleep(seconds)
+        try:
+            if transport.is_active() and not transport.in_kex:
+                transport.renegotiate_keys()
+        except Exception:
+            return
+
+
+def configure_rekey(transport: SessionTransport, options: ServerOptions) -> None:
+    """RekeyLimit's byte half on our side of the packetizer (paramiko counts
+    both directions against it and starts the key exchange itself)."""
+    amount, seconds = options.rekey_limit
+    if amount:
+        transport.packetizer.REKEY_BYTES = amount
+        transport.packetizer.REKEY_PACKETS = max(amount // 16, 1)
+    if seconds:
+        threading.Thread(target=_rekey_timer, args=(transport, seconds), daemon=True,
+                         name="rekey-timer").start()
 
 
 def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
@@ -405,16 +721,28 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     trace(log, "session", "dropped to uid %d gid %d groups %s; resuming the transport at seq in %d out %d",
           os.getuid(), os.getgid(), ",".join(map(str, os.getgroups())) or "none",
           state.inbound.seqno, state.outbound.seqno)
-    transport = ResumedTransport(conn, state, pw.pw_name)
+    transport = SessionTransport(conn, state, pw.pw_name)
     transport.peer_text = str(peer)
     transport_setup.configure(transport, options)
     hostkeys.install_on(transport, host_publics, monitor.sign)
+    configure_rekey(transport, options)
     process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages,
-                             SessionPolicy(options, key_options))
+                             SessionPolicy(options, key_options), host_publics)
+    transport.connection = process
     transport.resume(SessionServer(process))
+    try:
+        process.notify_hostkeys()
+    except Exception as exc:
+        log.debug("hostkeys-00@openssh.com not sent: %s", exc)
+    if options.client_alive_interval > 0:
+        threading.Thread(target=_client_alive, daemon=True, name="client-alive",
+                         args=(process, options.client_alive_interval,
+                               options.client_alive_count_max)).start()
     transport.join()
+    process.forwarding.close_all()
+    process.agent.stop()
     # The connection is gone: hang up the programs still running on ptys.
-    for session in process.sessions.values():
+    for session in list(process.sessions.values()):
         if session.pid:
             try:
                 os.killpg(session.pid, signal.SIGHUP)

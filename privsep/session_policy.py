@@ -14,6 +14,7 @@ import pwd
 from dataclasses import dataclass
 
 from privsep.servconf import ServerOptions
+from privsep.session_forward import ForwardRules
 
 #: Key options that "restrict" turns off and their yes-forms turn back on.
 _RESTRICTABLE = ("pty", "port-forwarding", "agent-forwarding", "x11-forwarding", "user-rc")
@@ -36,6 +37,20 @@ class SessionPolicy:
         if self._key_option("restrict") is not None:
             return self._key_option(what) is not None
         return True
+
+    def forward_rules(self) -> ForwardRules:
+        """sshd_config's forwarding rules narrowed by the key's options
+        (no-port-forwarding, restrict, permitopen=, permitlisten=)."""
+        rules = ForwardRules.from_options(self.options)
+        rules.key_permits_forwarding = self.key_permits("port-forwarding")
+        for name, attr in (("permitopen", "key_permit_open"), ("permitlisten", "key_permit_listen")):
+            values = [o.value for o in self.key_options if o.name == name and o.value]
+            if values:
+                setattr(rules, attr, values)
+        return rules
+
+    def agent_allowed(self) -> bool:
+        return self.options.allow_agent_forwarding and self.key_permits("agent-forwarding")
 
     def pty_allowed(self) -> bool:
         return self.options.permit_tty and self.key_permits("pty")

@@ -97,3 +97,32 @@ def openssh_server() -> Iterator[Server]:
 def any_server(request) -> Server:
     """Each test runs against both daemons."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+# --- servers with the session settings of issue 4 (tests/session_util.py) -------
+
+@pytest.fixture(scope="module")
+def privsep_session_server(pam_service: str) -> Iterator[Server]:
+    """privsep-sshd with Subsystem sftp and AcceptEnv set as for Debian's sshd."""
+    from tests.session_util import SESSION_CONFIG
+    _require_root()
+    server = start_server("privsep", SESSION_CONFIG)
+    yield server
+    remove_server(server)
+
+
+@pytest.fixture(scope="module")
+def openssh_session_server() -> Iterator[Server]:
+    from tests.session_util import SESSION_CONFIG
+    _require_root()
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed (install.sh --test installs it)")
+    server = start_server("openssh", SESSION_CONFIG)
+    yield server
+    remove_server(server)
+
+
+@pytest.fixture(params=["privsep", "openssh"])
+def session_server(request) -> Server:
+    """Each test runs against both daemons, with the same session settings."""
+    return request.getfixturevalue(f"{request.param}_session_server")

@@ -329,3 +329,78 @@ def test_handoff_for_another_session_id_refused() -> None:
         admit(state, wire.Handoff(forged))
     admit(state, wire.Handoff(wire.TransportState(b"s" * 32, "SSH-2.0-a", "SSH-2.0-b", True, True,
                                                   direction, direction, b"")))
+
+
+# --- hostkeys-prove-00@openssh.com: post-auth proofs of our own host keys ---------
+
+from privsep import hostkeys  # noqa: E402
+
+RSA_BLOB = b"\x00\x00\x00\x07ssh-rsa" + b"\x00\x00\x00\x03\x01\x00\x01" + b"\x00\x00\x00\x05\x00\xc0\xff\xee\x01"
+
+
+def with_host_keys(state: MonitorState) -> MonitorState:
+    state.host_key_blobs = frozenset({BLOB, RSA_BLOB})
+    return state
+
+
+def test_hostkeys_prove_blob_round_trip():
+    data = hostkeys.hostkeys_prove_data(SID, BLOB)
+    assert hostkeys.parse_hostkeys_prove(data) == (SID, BLOB)
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"\x00\x00\x00\x1dhostkeys-prove-00@openssh.com",
+    hostkeys.hostkeys_prove_data(SID, BLOB) + b"x",
+    hostkeys.hostkeys_prove_data(SID, BLOB)[:-1],
+    hostkeys.hostkeys_prove_data(SID, b""),
+    hostkeys.hostkeys_prove_data(b"", BLOB),
+    b"\x00\x00\x00\x1dhostkeys-prove-01@openssh.com" + hostkeys.hostkeys_prove_data(SID, BLOB)[33:],
+    b"\xff\xff\xff\xff" + bytes(40),
+])
+def test_hostkeys_prove_parser_refuses_malformed(data):
+    with pytest.raises(ValueError):
+        hostkeys.parse_hostkeys_prove(data)
+
+
+def test_postauth_signs_prove_of_our_key():
+    state = with_host_keys(postauth())
+    admit(state, wire.SignRequest(ALG, hostkeys.hostkeys_prove_data(SID, BLOB)))
+    admit(state, wire.SignRequest("rsa-sha2-512", hostkeys.hostkeys_prove_data(SID, RSA_BLOB)))
+    admit(state, wire.SignRequest("rsa-sha2-256", hostkeys.hostkeys_prove_data(SID, RSA_BLOB)))
+
+
+@pytest.mark.parametrize("make_state", [MonitorState, user_named, authenticated])
+def test_preauth_never_signs_prove(make_state):
+    state = with_host_keys(make_state())
+    bind_session_id(state, SID)
+    refused(state, wire.SignRequest(ALG, hostkeys.hostkeys_prove_data(SID, BLOB)),
+            "not an exchange hash")
+
+
+def test_prove_for_another_session_refused():
+    state = with_host_keys(postauth())
+    refused(state, wire.SignRequest(ALG, hostkeys.hostkeys_prove_data(bytes(32), BLOB)),
+            "another session id")
+
+
+def test_prove_of_a_foreign_key_refused():
+    state = with_host_keys(postauth())
+    refused(state, wire.SignRequest(ALG, hostkeys.hostkeys_prove_data(SID, OTHER_BLOB)),
+            "not ours")
+
+
+@pytest.mark.parametrize("algorithm,blob", [
+    ("ssh-ed25519", RSA_BLOB), ("rsa-sha2-512", BLOB), ("ssh-rsa", RSA_BLOB),
+    ("ecdsa-sha2-nistp256", BLOB),
+])
+def test_prove_with_the_wrong_algorithm_refused(algorithm, blob):
+    state = with_host_keys(postauth())
+    refused(state, wire.SignRequest(algorithm, hostkeys.hostkeys_prove_data(SID, blob)),
+            "is not the named key's")
+
+
+def test_other_postauth_data_still_refused():
+    state = with_host_keys(postauth())
+    refused(state, wire.SignRequest(ALG, b"\x00\x00\x00\x05hello" + bytes(40)),
+            "not an exchange hash")

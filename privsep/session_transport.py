@@ -1,0 +1,258 @@
+"""The session process's transport: paramiko's, with the hooks a session needs.
+
+Runs in the post-auth session process, as the user.  paramiko's server side
+queues every opened channel for ``accept()``, answers ``tcpip-forward``
+itself, opens ``direct-tcpip`` channels before anything is connected and does
+not know ``signal``, ``break``, the streamlocal forwards or the OpenSSH
+connection requests.  This subclass overrides the single-underscore hooks
+(``_parse_channel_open``, ``_parse_global_request``, ``_queue_incoming_channel``,
+``_unlink_channel`` and the channel-request entry of ``_channel_handler_table``)
+and hands those messages to the connection object (session.SessionProcess),
+which decides.  Every other message goes to paramiko as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+import paramiko
+from paramiko.channel import Channel
+from paramiko.common import (
+    MSG_CHANNEL_REQUEST, OPEN_SUCCEEDED, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
+    cMSG_CHANNEL_OPEN_SUCCESS, cMSG_CHANNEL_SUCCESS, cMSG_GLOBAL_REQUEST, cMSG_REQUEST_FAILURE,
+    cMSG_REQUEST_SUCCESS,
+)
+from paramiko.message import Message
+
+from privsep.handoff import ResumedPacketizer, ResumedTransport
+
+log = logging.getLogger("privsep.session")
+
+
+class Connection(Protocol):
+    """What the transport asks of the session process (session.SessionProcess)."""
+
+    def channel_open(self, transport: "SessionTransport", kind: str, m: Message,
+                     peer: tuple[int, int, int]) -> bool:
+        """Handle a CHANNEL_OPEN of ``kind`` (``m`` positioned after the common
+        fields; ``peer`` = (client channel id, window, max packet)); False lets
+        paramiko handle it."""
+
+    def global_request(self, kind: str, want_reply: bool, m: Message) -> bool | bytes | None:
+        """True/False (or the reply's fields as bytes) to answer; None for paramiko."""
+
+    def alive_reply(self) -> None:
+        """The client answered one of our global requests (ClientAlive*)."""
+
+    def channel_request(self, chan: Channel, kind: str, m: Message) -> bool | None:
+        """An answer to a channel request; None to let paramiko handle it."""
+
+    def channel_gone(self, chanid: int) -> None:
+        """A channel was closed on both sides and forgotten."""
+
+    def protocol_error(self, text: str) -> None:
+        """The client broke the protocol; the connection ends after this."""
+
+
+# OpenSSH's reason codes (RFC 4254 5.1)
+OPEN_ADMINISTRATIVELY_PROHIBITED = 1
+OPEN_CONNECT_FAILED = 2
+OPEN_UNKNOWN_CHANNEL_TYPE = 3
+OPEN_RESOURCE_SHORTAGE = 4
+
+
+#: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
+_CHANNEL_MESSAGES = range(93, 101)
+
+
+class SessionPacketizer(ResumedPacketizer):
+    """Ends the connection on a message for a channel that is gone, as sshd
+    does ("unknown channel"), where paramiko would ignore it."""
+
+    transport: "SessionTransport | None" = None
+
+    def read_message(self):
+        ptype, m = super().read_message()
+        transport = self.transport
+        if transport is not None and ptype in _CHANNEL_MESSAGES:
+            chanid = m.get_int()
+            m.rewind()
+            if transport._channels.get(chanid) is None:
+                name = paramiko.common.MSG_NAMES.get(ptype, str(ptype))
+                if transport.connection is not None:
+                    transport.connection.protocol_error(f"{name} for unknown channel {chanid}")
+                raise paramiko.SSHException(f"{name} for unknown channel {chanid}")
+        return ptype, m
+
+
+class SessionTransport(ResumedTransport):
+    """A resumed server transport whose connection-level decisions are ours."""
+
+    def __init__(self, sock, state, username: str, **kwargs) -> None:
+        super().__init__(sock, state, username, **kwargs)
+        self.connection: Connection | None = None
+        #: paramiko's channel map holds channels weakly; a forward's channel
+        #: whose threads are done must still be known until the client's
+        #: CLOSE, or that CLOSE would name an unknown channel.
+        self._live: dict[int, Channel] = {}
+        self.packetizer.__class__ = SessionPacketizer
+        self.packetizer.transport = self
+
+    # --- channel opens ------------------------------------------------------------
+
+    def _parse_channel_open(self, m: Message) -> None:
+        kind = m.get_text()
+        peer = (m.get_int(), m.get_int(), m.get_int())
+        if self.connection is not None and self.connection.channel_open(self, kind, m, peer):
+            return
+        m.rewind()
+        super()._parse_channel_open(m)
+
+    def new_channel(self, peer: tuple[int, int, int]) -> Channel:
+        """Confirm a client's CHANNEL_OPEN; the channel, ready for data."""
+        remote_id, window, max_packet = peer
+        with self.lock:
+            chanid = self._next_channel()
+            chan = Channel(chanid)
+            self._channels.put(chanid, chan)
+            self.channels_seen[chanid] = True
+            chan._set_transport(self)
+            chan._set_window(self.default_window_size, self.default_max_packet_size)
+            chan._set_remote_channel(remote_id, window, max_packet)
+            self._live[chanid] = chan
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_OPEN_SUCCESS)
+        m.add_int(remote_id)
+        m.add_int(chanid)
+        m.add_int(self.default_window_size)
+        m.add_int(self.default_max_packet_size)
+        self.send_reply(m)
+        return chan
+
+    def refuse_channel(self, peer: tuple[int, int, int], reason: int, text: str) -> None:
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_OPEN_FAILURE)
+        m.add_int(peer[0])
+        m.add_int(reason)
+        m.add_string(text)
+        m.add_string("")
+        self.send_reply(m)
+
+    def send_reply(self, m: Message) -> None:
+        """Send from any thread: the transport thread itself must not wait for
+        a key exchange that only it can finish (paramiko's own handlers use
+        _send_message there too)."""
+        if threading.current_thread() is self:
+            self._send_message(m)
+        else:
+            self._send_user_message(m)
+
+    def open_channel_to_client(self, kind: str, fields: bytes, timeout: float = 60) -> Channel:
+        """Open a channel of ``kind`` towards the client, ``fields`` following
+        the common ones (forwarded-tcpip, forwarded-streamlocal, agent)."""
+        if not self.active:
+            raise paramiko.SSHException("SSH session not active")
+        with self.lock:
+            chanid = self._next_channel()
+            chan = Channel(chanid)
+            self._channels.put(chanid, chan)
+            self.channel_events[chanid] = event = threading.Event()
+            self.channels_seen[chanid] = True
+            chan._set_transport(self)
+            chan._set_window(self.default_window_size, self.default_max_packet_size)
+            self._live[chanid] = chan
+        m = Message()
+        m.add_byte(paramiko.common.cMSG_CHANNEL_OPEN)
+        m.add_string(kind)
+        m.add_int(chanid)
+        m.add_int(self.default_window_size)
+        m.add_int(self.default_max_packet_size)
+        m.add_bytes(fields)
+        self._send_user_message(m)
+        if not event.wait(timeout) or not self.active:
+            raise paramiko.SSHException("Unable to open channel.")
+        opened = self._channels.get(chanid)
+        if opened is None:
+            self._live.pop(chanid, None)
+            raise paramiko.SSHException("channel refused by the client")
+        return opened
+
+    def _queue_incoming_channel(self, channel: Channel) -> None:
+        """Session channels are served through their requests; nobody calls
+        accept(), so nothing is queued for it."""
+
+    def _unlink_channel(self, chanid: int) -> None:
+        super()._unlink_channel(chanid)
+        self._live.pop(chanid, None)
+        if self.connection is not None:
+            self.connection.channel_gone(chanid)
+
+    # --- global requests ------------------------------------------------------------
+
+    def _parse_global_request(self, m: Message) -> None:
+        kind = m.get_text()
+        want_reply = m.get_boolean()
+        answer = (None if self.connection is None
+                  else self.connection.global_request(kind, want_reply, m))
+        if answer is None:
+            m.rewind()
+            super()._parse_global_request(m)
+            return
+        if want_reply:
+            reply = Message()
+            if answer:
+                reply.add_byte(cMSG_REQUEST_SUCCESS)
+                if isinstance(answer, bytes):
+                    reply.add_bytes(answer)
+            else:
+                reply.add_byte(cMSG_REQUEST_FAILURE)
+            self._send_message(reply)
+
+    def _parse_request_success(self, m: Message) -> None:
+        super()._parse_request_success(m)
+        if self.connection is not None:
+            self.connection.alive_reply()
+
+    def _parse_request_failure(self, m: Message) -> None:
+        super()._parse_request_failure(m)
+        if self.connection is not None:
+            self.connection.alive_reply()
+
+    def send_global_request(self, kind: str, fields: bytes = b"", want_reply: bool = False) -> None:
+        """A global request whose answer nobody waits for (hostkeys-00, keepalive)."""
+        m = Message()
+        m.add_byte(cMSG_GLOBAL_REQUEST)
+        m.add_string(kind)
+        m.add_boolean(want_reply)
+        m.add_bytes(fields)
+        self.send_reply(m)
+
+    # --- channel requests -----------------------------------------------------------
+
+    def _channel_request(self, chan: Channel, m: Message) -> None:
+        kind = m.get_text()
+        want_reply = m.get_boolean()
+        answer = None
+        if self.connection is not None:
+            answer = self.connection.channel_request(chan, kind, m)
+        if answer is None:
+            m.rewind()
+            m.get_int()  # the channel id, read already by the run loop
+            Channel._handle_request(chan, m)
+            return
+        if want_reply and not chan.closed:
+            reply = Message()
+            reply.add_byte(cMSG_CHANNEL_SUCCESS if answer else cMSG_CHANNEL_FAILURE)
+            reply.add_int(chan.remote_chanid)
+            self.send_reply(reply)
+
+    _channel_handler_table = {
+        **ResumedTransport._channel_handler_table,
+        MSG_CHANNEL_REQUEST: lambda chan, m: chan.transport._channel_request(chan, m),
+    }
+
+
+__all__ = ["SessionTransport", "OPEN_SUCCEEDED", "OPEN_ADMINISTRATIVELY_PROHIBITED",
+           "OPEN_CONNECT_FAILED", "OPEN_UNKNOWN_CHANNEL_TYPE", "OPEN_RESOURCE_SHORTAGE"]

@@ -1,0 +1,228 @@
+"""Port and Unix-socket forwarding with the real client, both daemons:
+-L, -D (through a SOCKS5 client written here), -R fixed and port 0, Unix
+sockets both ways, and refusals (closed port, PermitOpen, AllowTcpForwarding)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+from tests.daemon import Server, free_port, remove_server, ssh, ssh_argv, start_server, wait_until
+from tests.session_util import EchoServer, recv_all, socks5_connect, wait_port
+
+DATA = os.urandom(1024 * 1024 + 13)
+
+
+@pytest.fixture
+def echo():
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory every user can reach, for Unix sockets."""
+    directory = tempfile.mkdtemp(prefix="fwd-")
+    os.chmod(directory, 0o1777)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _forwarder(server: Server, user, flags: list[str]) -> subprocess.Popen:
+    argv, env = ssh_argv(server, user, flags=["-N", "-o", "ExitOnForwardFailure=yes", *flags])
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> bytes:
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[1]
+
+
+def _roundtrip(sock: socket.socket, data: bytes = DATA) -> bytes:
+    """Send ``data`` (in a thread), half-close, read the echo to EOF."""
+    def send():
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    sender = threading.Thread(target=send)
+    sender.start()
+    got = recv_all(sock)
+    sender.join()
+    sock.close()
+    return got
+
+
+def test_local_forward(session_server: Server, user, echo) -> None:
+    port = free_port()
+    proc = _forwarder(session_server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
+    try:
+        wait_port(port)
+        for _ in range(3):  # several connections through one forward
+            assert _roundtrip(socket.create_connection(("127.0.0.1", port))) == DATA
+    finally:
+        _stop(proc)
+
+
+def test_dynamic_forward_socks5(session_server: Server, user, echo) -> None:
+    port = free_port()
+    proc = _forwarder(session_server, user, ["-D", f"127.0.0.1:{port}"])
+    try:
+        wait_port(port)
+        sock = socks5_connect(port, "127.0.0.1", echo.port)
+        assert _roundtrip(sock) == DATA
+        sock = socks5_connect(port, "localhost", echo.port)
+        assert _roundtrip(sock, b"by name") == b"by name"
+    finally:
+        _stop(proc)
+
+
+def test_remote_forward_fixed_port(session_server: Server, user, echo) -> None:
+    port = free_port()
+    proc = _forwarder(session_server, user, ["-R", f"{port}:127.0.0.1:{echo.port}"])
+    try:
+        wait_port(port)
+        assert _roundtrip(socket.create_connection(("127.0.0.1", port))) == DATA
+    finally:
+        _stop(proc)
+
+
+def test_remote_forward_port_zero(session_server: Server, user, echo) -> None:
+    proc = _forwarder(session_server, user, ["-v", "-R", f"0:127.0.0.1:{echo.port}"])
+    try:
+        line = b""
+        while b"Allocated port" not in line:
+            line = proc.stderr.readline()
+            assert line, "the client printed no allocated port"
+        port = int(re.search(rb"Allocated port (\d+)", line).group(1))
+        wait_port(port)
+        assert _roundtrip(socket.create_connection(("127.0.0.1", port))) == DATA
+    finally:
+        _stop(proc)
+
+
+def test_remote_forward_used_from_the_session(session_server: Server, user, echo) -> None:
+    """-R with a command that connects to the forward from the server side."""
+    port = free_port()
+    result = ssh(session_server, user,
+                 f"sleep 0.5; printf hello | nc -q 1 127.0.0.1 {port} || "
+                 f"python3 -c 'import socket;s=socket.create_connection((\"127.0.0.1\",{port}));"
+                 f"s.sendall(b\"hello\");s.shutdown(1);print(s.recv(99).decode(),end=\"\")'",
+                 flags=["-R", f"{port}:127.0.0.1:{echo.port}"])
+    assert result.stdout == b"hello", result.stderr
+
+
+def test_unix_socket_forwards(session_server: Server, user, shared_dir) -> None:
+    echo_path = os.path.join(shared_dir, "echo.sock")
+    echo = EchoServer(echo_path)
+    local = os.path.join(shared_dir, "local.sock")
+    remote = os.path.join(shared_dir, f"remote-{session_server.kind}.sock")
+    proc = _forwarder(session_server, user, ["-L", f"{local}:{echo_path}",
+                                             "-R", f"{remote}:{echo_path}"])
+    try:
+        wait_until(lambda: os.path.exists(local) and os.path.exists(remote) or proc.poll())
+        for path in (local, remote):  # direct-streamlocal, then streamlocal-forward
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(path)
+            assert _roundtrip(sock) == DATA
+        st = os.stat(remote)
+        assert st.st_uid == user.uid  # made by the session process, as the user
+        assert st.st_mode & 0o777 == 0o600  # StreamLocalBindMask 0177
+    finally:
+        _stop(proc)
+        echo.close()
+    # sshd leaves the socket file behind when the forward ends (hence
+    # StreamLocalBindUnlink); so do we
+    assert os.path.exists(remote)
+
+
+def test_forward_to_closed_port(session_server: Server, user, echo) -> None:
+    """The channel fails with "Connection refused", a log line, nothing else disturbed."""
+    dead = free_port()
+    port = free_port()
+    proc = _forwarder(session_server, user, ["-v", "-L", f"{port}:127.0.0.1:{dead}",
+                                             "-L", f"{port + 1}:127.0.0.1:{echo.port}"])
+    try:
+        wait_port(port)
+        sock = socket.create_connection(("127.0.0.1", port))
+        assert recv_all(sock) == b""  # the client closes it when the open fails
+        wait_port(port + 1)
+        assert _roundtrip(socket.create_connection(("127.0.0.1", port + 1))) == DATA
+        session_server.wait_for_log(f"connect_to 127.0.0.1 port {dead}: failed.")
+    finally:
+        err = _stop(proc)
+    assert b"open failed: connect failed: Connection refused" in err
+
+
+def test_forward_to_unknown_host(session_server: Server, user) -> None:
+    port = free_port()
+    proc = _forwarder(session_server, user, ["-v", "-L", f"{port}:no-such-host.invalid:80"])
+    try:
+        wait_port(port)
+        assert recv_all(socket.create_connection(("127.0.0.1", port))) == b""
+        session_server.wait_for_log("connect_to no-such-host.invalid: unknown host")
+    finally:
+        err = _stop(proc)
+    assert b"open failed: connect failed" in err
+
+
+# --- refused by configuration: a server of each kind with the limits -------------
+
+@pytest.fixture(scope="module", params=["privsep", "openssh"])
+def strict_server(request, pam_service):
+    if request.param == "openssh" and not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("no openssh-server")
+    server = start_server(request.param, ["PermitOpen 127.0.0.1:1",
+                                          "AllowStreamLocalForwarding no"])
+    yield server
+    remove_server(server)
+
+
+def test_permit_open_refuses(strict_server: Server, user, echo) -> None:
+    port = free_port()
+    proc = _forwarder(strict_server, user, ["-v", "-L", f"{port}:127.0.0.1:{echo.port}"])
+    try:
+        wait_port(port)
+        assert recv_all(socket.create_connection(("127.0.0.1", port))) == b""
+        strict_server.wait_for_log(f"to connect to host 127.0.0.1 port {echo.port}, "
+                                   "but the request was denied.")
+    finally:
+        err = _stop(proc)
+    assert b"administratively prohibited" in err
+
+
+def test_streamlocal_refused(strict_server: Server, user, shared_dir) -> None:
+    remote = os.path.join(shared_dir, "refused.sock")
+    argv, env = ssh_argv(strict_server, user, "true",
+                         flags=["-o", "ExitOnForwardFailure=yes", "-R", f"{remote}:/nonexistent"])
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+    assert result.returncode == 255
+    assert b"remote port forwarding failed" in result.stderr
+    assert not os.path.exists(remote)
+
+
+def test_no_tcp_forwarding(pam_service, user, echo) -> None:
+    server = start_server("privsep", ["AllowTcpForwarding no"])
+    try:
+        port = free_port()
+        proc = _forwarder(server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
+        wait_port(port)
+        assert recv_all(socket.create_connection(("127.0.0.1", port))) == b""
+        server.wait_for_log("refused local port forward: originator 127.0.0.1 port")
+        _stop(proc)
+        result = ssh(server, user, "true", flags=["-o", "ExitOnForwardFailure=yes",
+                                                  "-R", f"{free_port()}:127.0.0.1:1"])
+        assert result.returncode == 255
+    finally:
+        remove_server(server)

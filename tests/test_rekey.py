@@ -1,0 +1,101 @@
+"""Bulk data across many key exchanges, started by the client and by the
+server (RekeyLimit on either side), data flowing both ways; hashes compared.
+
+PRIVSEP_REKEY_MB sets the size (default 1024: 1 GB each way).  Rekeys come
+every 1 MB, so a GB means about a thousand key exchanges per direction, each
+signed by the monitor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.daemon import Server, remove_server, ssh_argv, start_server
+
+MB = 1024 * 1024
+SIZE_MB = int(os.environ.get("PRIVSEP_REKEY_MB", "1024"))
+BLOCK = os.urandom(4 * MB + 17)  # odd-sized, so that blocks never align with packets
+
+
+@pytest.fixture(scope="module")
+def rekeying_server(pam_service):
+    """privsep-sshd that starts a key exchange itself every MiB."""
+    server = start_server("privsep", ["RekeyLimit 1M"])
+    yield server
+    remove_server(server)
+
+
+def _upload(server: Server, user, options: list[str], target: str) -> tuple[str, str, bytes, float]:
+    argv, env = ssh_argv(server, user, f"cat > {target} && sha256sum {target}",
+                         options=options, flags=["-v"])
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    digest = hashlib.sha256()
+    err = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()))
+    reader.start()
+    left = SIZE_MB * MB
+    while left:
+        chunk = BLOCK[:left]
+        digest.update(chunk)
+        proc.stdin.write(chunk)
+        left -= len(chunk)
+    proc.stdin.close()
+    out = proc.stdout.read()
+    proc.wait(600)
+    reader.join()
+    assert proc.returncode == 0, err[0][-2000:]
+    return digest.hexdigest(), out.split()[0].decode(), err[0], time.monotonic() - started
+
+
+def _download(server: Server, user, options: list[str], target: str) -> tuple[str, bytes, float, int]:
+    argv, env = ssh_argv(server, user, f"cat {target}", options=options, flags=["-v"])
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    err = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()))
+    reader.start()
+    digest, total = hashlib.sha256(), 0
+    while True:
+        chunk = proc.stdout.read(MB)
+        if not chunk:
+            break
+        digest.update(chunk)
+        total += len(chunk)
+    proc.wait(600)
+    reader.join()
+    assert proc.returncode == 0, err[0][-2000:]
+    return digest.hexdigest(), err[0], time.monotonic() - started, total
+
+
+def _kexes(stderr: bytes) -> int:
+    return stderr.count(b"SSH2_MSG_KEXINIT received")
+
+
+@pytest.mark.parametrize("who", ["client", "server"])
+def test_bulk_both_ways_across_rekeys(privsep_server: Server, rekeying_server: Server, user,
+                                      who: str, capsys) -> None:
+    server = privsep_server if who == "client" else rekeying_server
+    options = ["RekeyLimit=1M"] if who == "client" else []
+    target = f"{user.home}/bulk.bin"
+    sent, remote, err, up_time = _upload(server, user, options, target)
+    assert remote == sent
+    up_kex = _kexes(err)
+    got, err, down_time, total = _download(server, user, options, target)
+    down_kex = _kexes(err)
+    os.unlink(target)
+    assert total == SIZE_MB * MB
+    assert got == sent
+    # about one key exchange per MiB (the first one is the initial exchange)
+    assert up_kex > SIZE_MB // 2 and down_kex > SIZE_MB // 2, (up_kex, down_kex)
+    with capsys.disabled():
+        print(f"\n  {SIZE_MB} MB rekeys by {who}: up {up_time:.1f}s ({up_kex} kex), "
+              f"down {down_time:.1f}s ({down_kex} kex)")
