@@ -582,3 +582,40 @@ def test_max_auth_tries_counts_refused_keys(server_with, make_user, tmp_path) ->
     result = subprocess.run(argv, env=env, capture_output=True, timeout=60)
     assert result.returncode == 255
     server.wait_for_log(f"maximum authentication attempts exceeded for {user.name}")
+
+
+def test_d_debug_serves_one_connection_in_the_foreground(user, pam_service, tmp_path) -> None:
+    from tests.daemon import free_port
+    port = free_port()
+    (tmp_path / "cfg").write_text(f"ListenAddress 127.0.0.1\nPidFile {tmp_path}/pid\n")
+    log = tmp_path / "debug.log"
+    daemon = subprocess.Popen([*privsep_command(), "-d", "-E", str(log), "-f",
+                               str(tmp_path / "cfg"), "-p", str(port)],
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # not a probe connection: -d serves exactly one
+        wait_until(lambda: log.exists() and "Server listening" in log.read_text())
+        server = Server("privsep", port, tmp_path, daemon)
+        assert ssh(server, user, "echo debug-ok").stdout == b"debug-ok\n"
+        # one connection, then the listener is done
+        assert daemon.wait(30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    text = log.read_text()
+    assert f"Accepted publickey for {user.name}" in text
+    assert "DEBUG" in text or "debug" in text.lower() or len(text.splitlines()) > 5
+    assert not _listening(port)
+
+
+def test_key_no_port_forwarding_option(privsep_server: Server, user) -> None:
+    from tests.daemon import free_port
+    auth = user.home / ".ssh" / "authorized_keys"
+    auth.write_text(f"no-port-forwarding {user.pubkey}\n")
+    port = free_port()
+    result = ssh(privsep_server, user, "true",
+                 options=["ExitOnForwardFailure=yes", "LogLevel=INFO"],
+                 flags=["-R", f"127.0.0.1:{port}:127.0.0.1:9"])
+    assert result.returncode == 255
+    assert b"remote port forwarding failed" in result.stderr
