@@ -561,7 +561,9 @@ def test_tcp_keep_alive(server_with, user) -> None:
             def timers():
                 out = subprocess.run(["ss", "-tnoH", "state", "established", "sport",
                                       f"= :{server.port}"], capture_output=True).stdout
-                return out or None
+                # While data is in flight ss shows the retransmit timer
+                # ("timer:(on,...)") instead; wait for the idle connection.
+                return out if out and b"timer:(on" not in out else None
             out = wait_until(timers)
             assert (b"keepalive" in out) == bool(expected), out
         finally:
