@@ -56,6 +56,21 @@ class Peer:
         return f"{self.addr} port {self.port}"
 
 
+def verified_name(addr: str) -> str:
+    """UseDNS: the reverse name of ``addr`` if it resolves back to ``addr``,
+    else the address itself (sshd logs a warning in that case)."""
+    try:
+        name = socket.gethostbyaddr(addr)[0]
+        forward = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        return addr
+    if addr not in forward:
+        log.info("Address %s maps to %s, but this does not map back to the address.",
+                 addr, name)
+        return addr
+    return name.lower()
+
+
 def _plain(addr: str) -> str:
     """IPv4-mapped IPv6 addresses as plain IPv4, as sshd prints them."""
     return addr[7:] if addr.startswith("::ffff:") else addr
@@ -88,11 +103,21 @@ class Monitor:
     kbdint: KbdintConversation | None = None
     #: Key options of the authorized_keys line that let the user in.
     key_options: tuple = ()
+    _remote_host: str | None = None
 
     def __post_init__(self) -> None:
         self.state.host_key_blobs = frozenset(k.asbytes() for k in self.host_keys)
 
     # --- identity -----------------------------------------------------------
+
+    @property
+    def remote_host(self) -> str:
+        """The client's name with UseDNS (checked forward and back), else its address."""
+        if self._remote_host is None:
+            self._remote_host = self.peer.addr
+            if self.options.use_dns:
+                self._remote_host = verified_name(self.peer.addr)
+        return self._remote_host
 
     def _user_text(self) -> str:
         """'alice' or 'invalid user bob', as sshd's log lines put it."""
@@ -105,7 +130,7 @@ class Monitor:
         except KeyError:
             log.info("Invalid user %s from %s", name, self.peer)
             return None
-        refusal = servconf.access_refusal(self.options, name, self.peer.addr)
+        refusal = servconf.access_refusal(self.options, name, self.peer.addr, self.remote_host)
         if refusal:
             log.info("%s", refusal)
             return None
@@ -138,7 +163,7 @@ class Monitor:
         self.state.user = req.user
         if self.config is not None:
             self.options = self.config.options_for(servconf.ConnectionInfo(
-                user=req.user, host=self.peer.addr, address=self.peer.addr,
+                user=req.user, host=self.remote_host, address=self.peer.addr,
                 local_address=self.peer.local_addr, local_port=self.peer.local_port))
         self.pw = self._lookup(req.user)
         self.state.user_valid = self.pw is not None
@@ -146,7 +171,7 @@ class Monitor:
         trace(log, "monitor", "user %s: %s", req.user, "valid" if self.state.user_valid else "invalid")
         if self.options.use_pam:
             # Started for unknown users too, so that they cost what known ones do.
-            self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.peer.addr,
+            self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.remote_host,
                                          ruser=req.user)
         return wire.PwnamAnswer(self.state.user_valid, ",".join(self.options.auth_methods()))
 
@@ -302,7 +327,7 @@ class Monitor:
             try:
                 loginrec.record_login(
                     loginrec.LoginRecord(user=self.pw.pw_name, line=tty, pid=os.getpid(),
-                                         host=self.peer.addr, addr=self.peer.addr),
+                                         host=self.remote_host, addr=self.peer.addr),
                     uid=self.pw.pw_uid)
                 trace(log, "monitor", "wrote USER_PROCESS %s pid %d to utmp, wtmp, lastlog", tty,
                       os.getpid())

@@ -621,3 +621,15 @@ def test_key_no_port_forwarding_option(privsep_server: Server, user) -> None:
                  flags=["-R", f"127.0.0.1:{port}:127.0.0.1:9"])
     assert result.returncode == 255
     assert b"remote port forwarding failed" in result.stderr
+
+
+def test_use_dns_names_the_client_for_match_host(server_with, user) -> None:
+    """With UseDNS yes, 127.0.0.1 is 'localhost' (from /etc/hosts) for Match Host."""
+    import socket as _socket
+    if _socket.gethostbyaddr("127.0.0.1")[0] != "localhost":
+        pytest.skip("127.0.0.1 does not resolve to localhost here")
+    match = ("Match Host localhost", "    PubkeyAuthentication no")
+    with_dns = server_with("UseDNS yes", tail=match)
+    assert ssh(with_dns, user, "true").returncode == 255
+    without = server_with("UseDNS no", tail=match)
+    assert ssh(without, user, "true").returncode == 0
