@@ -155,3 +155,16 @@ def test_listener_survives_the_death_of_any_child(privsep_server: Server, user, 
     finally:
         client.kill()
         client.wait()
+
+
+def test_client_vanishes_mid_transfer(privsep_server: Server, user, bystander) -> None:
+    """The user's command goes, the session ends and is logged; nothing else moves."""
+    from tests.daemon import descendants
+    client = ssh_background(privsep_server, user, "cat /dev/zero", tty=False)
+    assert len(client.stdout.read(1 << 20)) == 1 << 20
+    client.kill()
+    client.wait()
+    privsep_server.wait_for_log(f"Disconnected from user {user.name} 127.0.0.1")
+    wait_until(lambda: not [p for p in descendants(privsep_server.pid)
+                            if p.uid == user.uid and "cat /dev/zero" in p.args])
+    _still_alive(privsep_server, bystander)
