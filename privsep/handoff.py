@@ -98,13 +98,18 @@ class CapturingTransport(paramiko.Transport):
 
 
 class ResumedPacketizer(Packetizer):
-    """Drops the version banner paramiko writes at start: the client has it already."""
+    """Drops the version banner paramiko writes at start: the client has it already.
 
-    banner_sent = False
+    Matched exactly, not as "the first write": another thread (the session's
+    hostkeys-00 announcement) may send a packet before the transport thread
+    gets to its banner."""
+
+    #: The banner bytes to swallow once (set by ResumedTransport).
+    banner: bytes | None = None
 
     def write_all(self, out) -> None:
-        if not self.banner_sent:
-            self.banner_sent = True
+        if self.banner is not None and bytes(out) == self.banner:
+            self.banner = None
             return
         super().write_all(out)
 
@@ -118,6 +123,7 @@ class ResumedTransport(paramiko.Transport):
         self.server_mode = True
         self.session_id = state.session_id
         self.local_version = state.local_version
+        self.packetizer.banner = (state.local_version + "\r\n").encode()
         self.remote_version = state.remote_version
         self.agreed_on_strict_kex = state.strict_kex
         self._remote_ext_info = "ext-info-c" if state.client_ext_info else None
