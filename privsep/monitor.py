@@ -35,6 +35,9 @@ from privsep.servconf import ServerConfig, ServerOptions
 
 log = logging.getLogger("privsep.monitor")
 
+#: A child's log line is cut here: a compromised child may not flood the log.
+MAX_CHILD_LOG = 1000
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -367,7 +370,7 @@ class Monitor:
                 self.kbdint = None
             if isinstance(msg, wire.Log):
                 log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
-                        "%s [%s]", msg.text, child_role)
+                        "%s [%s]", msg.text[:MAX_CHILD_LOG], child_role)
             elif isinstance(msg, wire.Handoff):
                 return msg
             elif isinstance(msg, wire.PtyRequest):
