@@ -787,10 +787,7 @@ def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list
         return [" ".join(value)]  # type: ignore[arg-type]
     if keyword.attr == "subsystem":
         return [f"{name} {command}" for name, command in value.items()]  # type: ignore[union-attr]
-    if isinstance(value, list):
-        if keyword.attr in ("accept_env", "set_env", "allow_users", "deny_users",
-                            "allow_groups", "deny_groups"):
-            return [str(v) for v in value]
+    if isinstance(value, list):  # one line per value, as sshd -T prints them
         return [str(v) for v in value]
     return [str(value)]
 
@@ -800,8 +797,7 @@ def dump(options: ServerOptions) -> str:
     lines = []
     for keyword in KEYWORD_LIST:
         value = getattr(options, keyword.attr)
-        if isinstance(value, (list, dict)) and not value and keyword.attr not in (
-                "permit_open",):
+        if isinstance(value, (list, dict)) and not value:
             continue
         for text in _dump_value(keyword, value, options):
             lines.append(f"{keyword.name.lower()} {text}")

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests import vm as vmlib
+from tests.daemon import wait_until
 
 if os.environ.get("PRIVSEP_SKIP_VM") == "1":
     pytest.skip("PRIVSEP_SKIP_VM=1", allow_module_level=True)
@@ -191,14 +192,8 @@ def journal_since(vm, since: str, ident: str | None = None, unit: str | None = N
 
 
 def wait_for(predicate, timeout: float = 300, interval: float = 2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
+    """wait_until with the VM's pace: minutes, not seconds."""
+    return wait_until(predicate, timeout=timeout, interval=interval)
 
 
 def wait_listening(vm, since: str) -> None:
