@@ -544,18 +544,21 @@ def _pump_out(fd: int, send, stop_fd: int | None = None, owned: bool = False,
 
 
 def _pump_in(chan: paramiko.Channel, fd: int, close_on_eof: bool) -> None:
-    """Copy the channel's data to ``fd`` until the client's EOF."""
+    """Copy the channel's data to ``fd`` until the client's EOF.  Once the
+    program has closed its end, the rest is read and dropped, as sshd does,
+    so that the window keeps opening and the client is never stalled."""
     try:
         while True:
             data = chan.recv(_READ_SIZE)
             if not data:
-                break
+                return
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
     except OSError:
-        pass
+        while chan.recv(_READ_SIZE):
+            pass
     finally:
         if close_on_eof:
             os.close(fd)

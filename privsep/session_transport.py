@@ -13,14 +13,17 @@ which decides.  Every other message goes to paramiko as before.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Protocol
 
 import paramiko
 from paramiko.channel import Channel
 from paramiko.common import (
-    MSG_CHANNEL_REQUEST, OPEN_SUCCEEDED, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
+    MSG_CHANNEL_DATA, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_REQUEST, OPEN_SUCCEEDED,
+    cMSG_DISCONNECT, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
     cMSG_CHANNEL_OPEN_SUCCESS, cMSG_CHANNEL_SUCCESS, cMSG_GLOBAL_REQUEST, cMSG_REQUEST_FAILURE,
     cMSG_REQUEST_SUCCESS,
 )
@@ -67,6 +70,87 @@ OPEN_RESOURCE_SHORTAGE = 4
 _CHANNEL_MESSAGES = range(93, 101)
 
 
+#: SSH_DISCONNECT_PROTOCOL_ERROR (RFC 4253 11.1)
+DISCONNECT_PROTOCOL_ERROR = 2
+
+
+class WindowVerdict(enum.Enum):
+    """What becomes of one CHANNEL_DATA packet."""
+
+    ACCEPT = "accept"
+    #: larger than the maximum packet size we announced: dropped
+    BIG_PACKET = "big packet"
+    #: larger than what is left of the window: dropped
+    TOO_MUCH = "too much data"
+
+
+@dataclass
+class ReceiveWindow:
+    """How much data the client may still send on one of our channels.
+
+    The window we announced, minus what arrived, plus what we granted again
+    in WINDOW_ADJUST.  sshd 9.2 logs and drops a packet larger than the
+    maximum packet size or than the window left, and the connection goes on;
+    paramiko alone would buffer whatever comes.  Pure bookkeeping: the
+    channel holds the lock."""
+
+    left: int
+    max_packet: int
+
+    def receive(self, size: int) -> WindowVerdict:
+        """Count ``size`` bytes of data against the window, or refuse them."""
+        if size > self.max_packet:
+            return WindowVerdict.BIG_PACKET
+        if size > self.left:
+            return WindowVerdict.TOO_MUCH
+        self.left -= size
+        return WindowVerdict.ACCEPT
+
+    def grant(self, size: int) -> None:
+        """We sent WINDOW_ADJUST for ``size`` more bytes."""
+        self.left += size
+
+
+class WindowedChannel(Channel):
+    """A paramiko channel that holds the client to the window it was given."""
+
+    window: ReceiveWindow
+
+    def _set_window(self, window_size: int, max_packet_size: int) -> None:
+        super()._set_window(window_size, max_packet_size)
+        self.window = ReceiveWindow(window_size, max_packet_size)
+
+    def _check_add_window(self, n: int) -> int:
+        granted = super()._check_add_window(n)
+        if granted:
+            with self.lock:
+                self.window.grant(granted)
+        return granted
+
+    def feed_data(self, m: Message) -> None:
+        """CHANNEL_DATA from the client: buffered only within the window."""
+        data = m.get_binary()
+        with self.lock:
+            verdict = self.window.receive(len(data))
+            left = self.window.left
+        if verdict is WindowVerdict.ACCEPT:
+            self._feed(data)
+        elif verdict is WindowVerdict.BIG_PACKET:
+            log.info("channel %d: rcvd big packet %d, maxpack %d",
+                     self.chanid, len(data), self.window.max_packet)
+        else:
+            log.info("channel %d: rcvd too much data %d, win %d", self.chanid, len(data), left)
+
+    def feed_extended_data(self, m: Message) -> None:
+        """CHANNEL_EXTENDED_DATA from the client: no channel of a server
+        reads a client's stderr, so sshd drops it (paramiko would buffer it
+        unread for ever); after the client's EOF it is a protocol error."""
+        if self.eof_received:
+            raise self.transport.disconnect(
+                f"Received extended_data after EOF on channel {self.chanid}.")
+        log.info("channel %d: bad ext data", self.chanid)
+
+
 class SessionPacketizer(ResumedPacketizer):
     """Ends the connection on a message for a channel that is gone, as sshd
     does ("unknown channel"), where paramiko would ignore it."""
@@ -81,9 +165,7 @@ class SessionPacketizer(ResumedPacketizer):
             m.rewind()
             if transport._channels.get(chanid) is None:
                 name = paramiko.common.MSG_NAMES.get(ptype, str(ptype))
-                if transport.connection is not None:
-                    transport.connection.protocol_error(f"{name} for unknown channel {chanid}")
-                raise paramiko.SSHException(f"{name} for unknown channel {chanid}")
+                raise transport.disconnect(f"{name} for unknown channel {chanid}")
         return ptype, m
 
 
@@ -100,6 +182,23 @@ class SessionTransport(ResumedTransport):
         self.packetizer.__class__ = SessionPacketizer
         self.packetizer.transport = self
 
+    def disconnect(self, text: str) -> paramiko.SSHException:
+        """Log ``text`` and tell the client why the connection ends, as
+        sshd's packet_disconnect does; the caller raises what this returns,
+        which ends the transport's run loop."""
+        if self.connection is not None:
+            self.connection.protocol_error(text)
+        m = Message()
+        m.add_byte(cMSG_DISCONNECT)
+        m.add_int(DISCONNECT_PROTOCOL_ERROR)
+        m.add_string(text)
+        m.add_string("")
+        try:
+            self._send_message(m)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the client is gone already
+        return paramiko.SSHException(text)
+
     # --- channel opens ------------------------------------------------------------
 
     def _parse_channel_open(self, m: Message) -> None:
@@ -115,7 +214,7 @@ class SessionTransport(ResumedTransport):
         remote_id, window, max_packet = peer
         with self.lock:
             chanid = self._next_channel()
-            chan = Channel(chanid)
+            chan = WindowedChannel(chanid)
             self._channels.put(chanid, chan)
             self.channels_seen[chanid] = True
             chan._set_transport(self)
@@ -156,7 +255,7 @@ class SessionTransport(ResumedTransport):
             raise paramiko.SSHException("SSH session not active")
         with self.lock:
             chanid = self._next_channel()
-            chan = Channel(chanid)
+            chan = WindowedChannel(chanid)
             self._channels.put(chanid, chan)
             self.channel_events[chanid] = event = threading.Event()
             self.channels_seen[chanid] = True
@@ -251,8 +350,10 @@ class SessionTransport(ResumedTransport):
     _channel_handler_table = {
         **ResumedTransport._channel_handler_table,
         MSG_CHANNEL_REQUEST: lambda chan, m: chan.transport._channel_request(chan, m),
+        MSG_CHANNEL_DATA: WindowedChannel.feed_data,
+        MSG_CHANNEL_EXTENDED_DATA: WindowedChannel.feed_extended_data,
     }
 
 
-__all__ = ["SessionTransport", "OPEN_SUCCEEDED", "OPEN_ADMINISTRATIVELY_PROHIBITED",
+__all__ = ["SessionTransport", "WindowedChannel", "ReceiveWindow", "WindowVerdict", "OPEN_SUCCEEDED", "OPEN_ADMINISTRATIVELY_PROHIBITED",
            "OPEN_CONNECT_FAILED", "OPEN_UNKNOWN_CHANNEL_TYPE", "OPEN_RESOURCE_SHORTAGE"]

@@ -195,6 +195,57 @@ def test_request_on_closed_channel_ends_connection(session_server: Server, user,
     assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
 
 
+#: the window and largest packet both daemons announce for a session channel
+SESSION_WINDOW = 64 * 32768
+SESSION_MAX_PACKET = 32768
+
+
+def _send_ignoring_window(chan: paramiko.Channel, payload: bytes, extended: bool = False) -> None:
+    """CHANNEL_DATA (or stderr EXTENDED_DATA) as a client sends it that
+    ignores the window and packet size it was given."""
+    m = paramiko.Message()
+    if extended:
+        m.add_byte(paramiko.common.cMSG_CHANNEL_EXTENDED_DATA)
+        m.add_int(chan.remote_chanid)
+        m.add_int(1)
+    else:
+        m.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
+        m.add_int(chan.remote_chanid)
+    m.add_string(payload)
+    chan.transport._send_user_message(m)
+
+
+def test_window_overrun_is_dropped(session_server: Server, user, bystander) -> None:
+    """A client that ignores the window: what does not fit, a packet over the
+    maximum size and stderr data sent to the server are logged and dropped,
+    as sshd 9.2 does, and the connection carries on."""
+    client, chan = _run_with_paramiko(
+        session_server, user,
+        "sleep 3; cat > overrun.bin; wc -c < overrun.bin; tr -d a < overrun.bin | wc -c;"
+        " rm overrun.bin")
+    try:
+        _send_ignoring_window(chan, b"b" * (SESSION_MAX_PACKET + 7232))
+        _send_ignoring_window(chan, b"e" * 1000, extended=True)
+        for _ in range(2 * SESSION_WINDOW // SESSION_MAX_PACKET):
+            _send_ignoring_window(chan, b"a" * SESSION_MAX_PACKET)
+        chan.shutdown_write()
+        arrived, foreign = (int(n) for n in chan.makefile().read().split())
+        assert chan.recv_exit_status() == 0
+        # the whole window arrived; grants while `sleep` does not read are at
+        # most a pipe's worth; the second window's worth was dropped
+        assert SESSION_WINDOW <= arrived <= SESSION_WINDOW + 256 * 1024
+        assert foreign == 0  # neither the big packet nor the stderr data
+        again = client.get_transport().open_session()
+        again.exec_command("echo carries on")
+        assert again.makefile().read() == b"carries on\n"
+    finally:
+        client.close()
+    session_server.wait_for_log("rcvd big packet")
+    session_server.wait_for_log("bad ext data")
+    session_server.wait_for_log("rcvd too much data")
+    assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
+
+
 @pytest.fixture
 def bystander(make_user):
     return make_user(prefix="pby")
