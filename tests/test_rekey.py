@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 
+import paramiko
 import pytest
 
 from tests.daemon import Server, remove_server, ssh_argv, start_server
@@ -99,3 +100,40 @@ def test_bulk_both_ways_across_rekeys(privsep_server: Server, rekeying_server: S
     with capsys.disabled():
         print(f"\n  {SIZE_MB} MB rekeys by {who}: up {up_time:.1f}s ({up_kex} kex), "
               f"down {down_time:.1f}s ({down_kex} kex)")
+
+
+def test_rekey_started_as_authentication_ends(session_server: Server, user) -> None:
+    """The OpenSSH client rekeys only once authenticated: with a tiny
+    RekeyLimit its KEXINIT follows USERAUTH_SUCCESS at once, and reaches
+    privsep-sshd around the hand-off from net-child to session process."""
+    argv, env = ssh_argv(session_server, user, "echo in", options=["RekeyLimit=16"],
+                         flags=["-v"])
+    result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == b"in\n"
+    assert result.stderr.count(b"SSH2_MSG_KEXINIT received") >= 2
+
+
+def test_rekey_before_authentication(privsep_session_server: Server, user) -> None:
+    """A client that rekeys before it authenticates (the OpenSSH client never
+    does; paramiko's can): the net-child runs the key exchange, its host key
+    signature comes from the monitor, and the login goes on.  privsep-sshd
+    only: Debian's sshd 9.2 answers a KEXINIT before authentication with
+    UNIMPLEMENTED (its pre-auth dispatch table has no KEXINIT), and the
+    client waits for ever."""
+    transport = paramiko.Transport(("127.0.0.1", privsep_session_server.port))
+    try:
+        transport.start_client(timeout=20)
+        first_session_id = transport.session_id
+        transport.renegotiate_keys()
+        transport.renegotiate_keys()
+        assert transport.session_id == first_session_id  # the id of the first exchange stays
+        transport.auth_publickey(user.name, paramiko.Ed25519Key.from_private_key_file(
+            str(user.key_path)))
+        chan = transport.open_session()
+        chan.exec_command("echo in")
+        assert chan.makefile().read() == b"in\n"
+        assert chan.recv_exit_status() == 0
+    finally:
+        transport.close()
