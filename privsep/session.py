@@ -732,11 +732,14 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages,
                              SessionPolicy(options, key_options), host_publics)
     transport.connection = process
-    transport.resume(SessionServer(process))
+    # hostkeys-00 before anything the client sent is read, as sshd sends it
+    # before serving channels: the client's prove request then comes ahead
+    # of its exec, and is answered before a quick command's exit-status.
     try:
         process.notify_hostkeys()
     except Exception as exc:
         log.debug("hostkeys-00@openssh.com not sent: %s", exc)
+    transport.resume(SessionServer(process))
     if options.client_alive_interval > 0:
         threading.Thread(target=_client_alive, daemon=True, name="client-alive",
                          args=(process, options.client_alive_interval,

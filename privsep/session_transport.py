@@ -242,8 +242,9 @@ class SessionTransport(ResumedTransport):
     def send_reply(self, m: Message) -> None:
         """Send from any thread: the transport thread itself must not wait for
         a key exchange that only it can finish (paramiko's own handlers use
-        _send_message there too)."""
-        if threading.current_thread() is self:
+        _send_message there too); before that thread starts, nobody else
+        writes and no key exchange can be under way."""
+        if threading.current_thread() is self or self.ident is None:
             self._send_message(m)
         else:
             self._send_user_message(m)
