@@ -42,7 +42,10 @@ log = logging.getLogger("privsep.session")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_READ_SIZE = 65536  # two full SSH data packets per read
+#: What one read from the channel's buffer asks for (stdin to the program).
+_READ_SIZE = 65536
+#: paramiko keeps 64 bytes of the client's maximum packet for headers.
+_PACKET_HEADROOM = 64
 
 #: The signals a client may send (sshd's name2sig).
 SIGNALS = {name: getattr(signal, "SIG" + name)
@@ -512,7 +515,14 @@ def _send_exit(chan: paramiko.Channel, status: int) -> None:
         chan.send_exit_status(os.WEXITSTATUS(status))
 
 
-def _pump_out(fd: int, send, stop_fd: int | None = None, owned: bool = False,
+def _output_read_size(chan: paramiko.Channel) -> int:
+    """Two of the largest data packets paramiko sends on ``chan``: a full
+    64 KiB pipe then leaves in two full packets, where a read of 65536
+    bytes would add a third packet of 128 bytes and its whole cost."""
+    return 2 * max(chan.out_max_packet_size - _PACKET_HEADROOM, 1024)
+
+
+def _pump_out(fd: int, send, read_size: int, stop_fd: int | None = None, owned: bool = False,
               eow: threading.Event | None = None) -> None:
     """Copy ``fd`` to the channel until EOF.  If ``stop_fd`` becomes readable
     (the program exited), drain what is already buffered and stop.  An
@@ -527,7 +537,7 @@ def _pump_out(fd: int, send, stop_fd: int | None = None, owned: bool = False,
                     draining = True
                     os.set_blocking(fd, False)
             try:
-                data = os.read(fd, _READ_SIZE)
+                data = os.read(fd, read_size)
             except BlockingIOError:
                 return
             except OSError:  # EIO: the pty's last slave fd closed
@@ -596,8 +606,8 @@ class _PtyRunner:
         pty, chan = self.session.pty, self.session.chan
         writer = threading.Thread(target=_pump_in, args=(chan, pty.master, False), daemon=True)
         writer.start()
-        reader = threading.Thread(target=_pump_out, args=(pty.master, chan.sendall, self.exited_r),
-                                  daemon=True)
+        reader = threading.Thread(target=_pump_out, daemon=True, args=(
+            pty.master, chan.sendall, _output_read_size(chan), self.exited_r))
         reader.start()
         _, status = os.waitpid(self.session.pid, 0)
         trace(log, "session", "%d on %s exited (wait status %d)", self.session.pid, pty.tty, status)
@@ -641,11 +651,11 @@ class _PipeRunner:
     def _run(self) -> None:
         chan = self.session.chan
         threading.Thread(target=_pump_in, args=(chan, self.stdin, True), daemon=True).start()
-        out = threading.Thread(target=_pump_out, args=(self.stdout, chan.sendall, None, True, self.session.eow),
-                               daemon=True)
-        err = threading.Thread(target=_pump_out, args=(self.stderr, chan.sendall_stderr, None, True,
-                                                        self.session.eow),
-                               daemon=True)
+        read_size = _output_read_size(chan)
+        out = threading.Thread(target=_pump_out, daemon=True, args=(
+            self.stdout, chan.sendall, read_size, None, True, self.session.eow))
+        err = threading.Thread(target=_pump_out, daemon=True, args=(
+            self.stderr, chan.sendall_stderr, read_size, None, True, self.session.eow))
         out.start()
         err.start()
         _, status = os.waitpid(self.session.pid, 0)

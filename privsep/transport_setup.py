@@ -8,8 +8,13 @@ import paramiko
 from privsep import __version__
 from privsep.servconf import SUPPORTED_ALGORITHMS, ServerOptions
 
-#: Our identification string; RFC 4253 forbids '-' in the software version.
-VERSION = f"SSH-2.0-privsep_sshd_{__version__}"
+#: Our identification string.  The stock client turns on OpenSSH's protocol
+#: extensions (eow@openssh.com, no-more-sessions@openssh.com) only for a
+#: peer whose software version starts with "OpenSSH"; this daemon implements
+#: them, so it says it is compatible, without a version number that tools
+#: would take for a release of OpenSSH.  Our own name and version follow as
+#: the comment.  RFC 4253 forbids '-' and spaces in the software version.
+VERSION = f"SSH-2.0-OpenSSH_compatible privsep_sshd_{__version__}"
 
 #: Ciphers whose state the hand-off can carry: CTR (a keystream position) and
 #: GCM (a nonce).  CBC would need its last block and is not offered.

@@ -370,7 +370,7 @@ def test_ciphers_restrict_what_the_client_may_use(server_with, user) -> None:
 def test_version_addendum(server_with) -> None:
     server = server_with("VersionAddendum hello-ops")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        assert sock.recv(256).startswith(b"SSH-2.0-privsep_sshd_0.1.0 hello-ops\r\n")
+        assert sock.recv(256).startswith(b"SSH-2.0-OpenSSH_compatible privsep_sshd_0.1.0 hello-ops\r\n")
 
 
 def test_keyboard_interactive_through_pam(server_with, user) -> None:

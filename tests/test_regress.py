@@ -70,9 +70,17 @@ def test_yes_head(session_server: Server, user) -> None:
     result = ssh(session_server, user, "sh -c 'while true; do echo yes; done | head -2000'",
                  timeout=60)
     assert result.stdout.count(b"yes\n") == 2000
-    # (`ssh host yes | head` on the client side stops only if the client sends
-    # eow@openssh.com, which OpenSSH's client does for OpenSSH servers only;
-    # the session process honours it when it comes.)
+
+
+def test_yes_head_on_the_client_side(session_server: Server, user) -> None:
+    """`ssh host yes | head`: when head exits, the client sends
+    eow@openssh.com; the server closes the program's output and `yes` dies
+    of SIGPIPE, so the whole pipeline ends."""
+    argv, env = ssh_argv(session_server, user, "yes")
+    pipeline = subprocess.run(["sh", "-c", " ".join(f"'{a}'" for a in argv) + " | head -3"],
+                              env=env, capture_output=True, timeout=30)
+    assert pipeline.stdout == b"y\ny\ny\n"
+    assert ssh(session_server, user, "pgrep -u \"$USER\" -x yes || echo none").stdout == b"none\n"
 
 
 # envpass.sh: SendEnv / SetEnv through AcceptEnv, and what is not accepted
