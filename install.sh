@@ -18,7 +18,8 @@
 # What it installs:
 #   Debian packages      see PACKAGES below
 #   /opt/privsep-sshd    a venv of Debian's /usr/bin/python3 with the pinned
-#                        dependencies from pyproject.toml and this checkout
+#                        dependencies from pyproject.toml, theirs at the
+#                        versions in constraints.txt, and this checkout
 #   /usr/local/sbin/privsep-sshd -> /opt/privsep-sshd/bin/privsep-sshd
 #   user privsep-sshd    system user (group nogroup, no home, no shell) that
 #                        the pre-authentication net-child runs as
@@ -50,6 +51,8 @@ PIDFILE=/run/privsep-sshd.pid
 UNIT=privsep-sshd.service
 UNIT_SRC=$SRC/systemd/$UNIT
 UNIT_DST=/etc/systemd/system/$UNIT
+# Exact versions of everything pip installs that pyproject.toml does not pin.
+CONSTRAINTS=$SRC/constraints.txt
 
 PACKAGES=(
     python3 python3-venv python3-dev gcc libc6-dev  # the venv; C builds
@@ -240,16 +243,17 @@ make_venv() {
 # (and its `test` extra with --test), plus its build requirements and wheel,
 # since the package itself is built without build isolation (offline, fast).
 # `requirements all` prints them all, `requirements missing` those not
-# installed at a matching version.
+# installed at a matching version, and any package of constraints.txt that
+# is installed at another version than its pin (left by an older install).
 requirements() {
     local extras=()
     [[ $WITH_TEST -eq 0 ]] || extras=(test)
-    "$VENV_PY" - "$1" "$SRC/pyproject.toml" "${extras[@]}" <<'EOF'
+    "$VENV_PY" - "$1" "$SRC/pyproject.toml" "$CONSTRAINTS" "${extras[@]}" <<'EOF'
 import sys, tomllib
 from importlib import metadata
 from pip._vendor.packaging.requirements import Requirement
 
-mode, path, extras = sys.argv[1], sys.argv[2], sys.argv[3:]
+mode, path, constraints, extras = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 with open(path, "rb") as handle:
     data = tomllib.load(handle)
 project = data["project"]
@@ -257,16 +261,34 @@ wanted = list(project.get("dependencies", []))
 for extra in extras:
     wanted += project.get("optional-dependencies", {}).get(extra, [])
 wanted += data.get("build-system", {}).get("requires", []) + ["wheel"]
+
+
+def installed_as_wanted(req):
+    """True or False by the installed version; None when not installed."""
+    try:
+        return req.specifier.contains(metadata.version(req.name), prereleases=True)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 for line in wanted:
-    req = Requirement(line)
-    if mode == "missing":
-        try:
-            if req.specifier.contains(metadata.version(req.name), prereleases=True):
-                continue
-        except metadata.PackageNotFoundError:
-            pass
+    if mode == "missing" and installed_as_wanted(Requirement(line)):
+        continue
     print(line)
+if mode == "missing":
+    # Installed ones only: a pin by itself installs nothing (pytest's
+    # dependencies without --test).
+    with open(constraints) as handle:
+        pins = [line.split("#", 1)[0].strip() for line in handle]
+    for line in filter(None, pins):
+        if installed_as_wanted(Requirement(line)) is False:
+            print(line)
 EOF
+}
+
+# pip install, held to the versions of constraints.txt.
+pip_install() {
+    "$VENV_PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" "$@"
 }
 
 # pip trusts only the CA bundle it carries. Like Debian's own pip, use the
@@ -290,7 +312,7 @@ install_python_deps() {
         "$VENV_PY" -m pip check >/dev/null 2>&1 && return 0
         mapfile -t missing < <(requirements all)
     fi
-    "$VENV_PY" -m pip install -q --disable-pip-version-check --use-pep517 "${missing[@]}"
+    pip_install --use-pep517 "${missing[@]}"
     say "installed Python packages into $PREFIX: ${missing[*]}"
 }
 
@@ -322,8 +344,7 @@ install_package() {
     trap "rm -rf '$tmp'" EXIT
     (cd "$SRC" && shopt -s nullglob && tar -cf - --exclude=__pycache__ --exclude='*.pyc' \
         pyproject.toml privsep README* LICENSE*) | tar -xf - -C "$tmp"
-    "$VENV_PY" -m pip install -q --disable-pip-version-check --force-reinstall \
-        --no-deps --no-build-isolation "$tmp"
+    pip_install --force-reinstall --no-deps --no-build-isolation "$tmp"
     rm -rf "$tmp"
     trap - EXIT
     [[ -x $PREFIX/bin/privsep-sshd ]] || die "the privsep-sshd package did not install"

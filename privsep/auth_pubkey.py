@@ -31,12 +31,13 @@ import os
 import pwd
 import re
 import stat
-import struct
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import paramiko
+
+from privsep.sshbuf import Reader
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -200,62 +201,8 @@ class SignedUserauth:
 
 
 # ---------------------------------------------------------------------------
-# SSH wire decoding
+# SSH wire decoding (privsep/sshbuf.py reads the fields)
 # ---------------------------------------------------------------------------
-
-
-class _Reader:
-    """Strict reader of SSH wire types (RFC 4251 section 5) over a bytes object.
-
-    Every read raises ValueError rather than padding or guessing.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data = bytes(data)
-        self._pos = 0
-
-    def _take(self, n: int) -> bytes:
-        if n > len(self._data) - self._pos:
-            raise ValueError("truncated data")
-        chunk = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return chunk
-
-    def byte(self) -> int:
-        return self._take(1)[0]
-
-    def boolean(self) -> bool:
-        return self.byte() != 0
-
-    def uint32(self) -> int:
-        return struct.unpack(">I", self._take(4))[0]
-
-    def string(self) -> bytes:
-        length = self.uint32()
-        if length > len(self._data) - self._pos:
-            raise ValueError(f"string length {length} runs past the end")
-        return self._take(length)
-
-    def name(self) -> str:
-        """A string that must be UTF-8 text without NUL (a C string in OpenSSH)."""
-        raw = self.string()
-        if b"\0" in raw:
-            raise ValueError("NUL byte inside a name")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError("name is not valid UTF-8") from exc
-
-    def mpint(self) -> int:
-        """A non-negative multiple-precision integer."""
-        raw = self.string()
-        if raw and raw[0] & 0x80:
-            raise ValueError("negative mpint")
-        return int.from_bytes(raw, "big")
-
-    def end(self) -> None:
-        if self._pos != len(self._data):
-            raise ValueError(f"{len(self._data) - self._pos} trailing bytes")
 
 
 def parse_signed_userauth(data: bytes) -> SignedUserauth:
@@ -268,15 +215,15 @@ def parse_signed_userauth(data: bytes) -> SignedUserauth:
     ValueError on truncation, a length running past the end, trailing bytes,
     or names that are not UTF-8 (or contain NUL).
     """
-    r = _Reader(data)
+    r = Reader(data)
     signed = SignedUserauth(
         session_id=r.string(),
         msg_type=r.byte(),
-        user=r.name(),
-        service=r.name(),
-        method=r.name(),
+        user=r.name("user"),
+        service=r.name("service"),
+        method=r.name("method"),
         has_signature=r.boolean(),
-        algorithm=r.name(),
+        algorithm=r.name("algorithm"),
         keyblob=r.string(),
     )
     r.end()
@@ -289,8 +236,8 @@ def public_blob_type(blob: bytes) -> str:
     Only the supported plain key types pass: every field must be present
     and well formed, with nothing after the last one.  Raises ValueError.
     """
-    r = _Reader(blob)
-    keytype = r.name()
+    r = Reader(blob)
+    keytype = r.name("key type")
     if keytype == "ssh-ed25519":
         if len(r.string()) != 32:
             raise ValueError("ed25519 public key is not 32 bytes")
@@ -306,7 +253,7 @@ def public_blob_type(blob: bytes) -> str:
             )
     elif keytype in _ECDSA_CURVES:
         curve, size = _ECDSA_CURVES[keytype]
-        if r.name() != curve:
+        if r.name("curve") != curve:
             raise ValueError(f"curve name does not match {keytype}")
         point = r.string()
         if len(point) != 1 + 2 * size or point[0] != 4:
@@ -493,7 +440,7 @@ def _parse_key_part(text: str) -> tuple[str, bytes, str]:
     except (UnicodeEncodeError, binascii.Error) as exc:
         raise ValueError("bad base64 key data") from exc
     try:
-        embedded = _Reader(blob).name()
+        embedded = Reader(blob).name("key type")
     except ValueError as exc:
         raise ValueError("bad key blob") from exc
     if embedded != keytype:
@@ -845,7 +792,7 @@ def _signature_shape_ok(key: paramiko.PKey, keytype: str, sig: bytes) -> bool:
         return len(sig) == 64
     if keytype == "ssh-rsa":
         return 0 < len(sig) <= (key.get_bits() + 7) // 8
-    r = _Reader(sig)  # ECDSA: mpint r, mpint s, nothing else
+    r = Reader(sig)  # ECDSA: mpint r, mpint s, nothing else
     r_value, s_value = r.mpint(), r.mpint()
     r.end()
     return r_value > 0 and s_value > 0
@@ -863,7 +810,7 @@ def verify_userauth_signature(
     the signature.  Anything malformed gives False.
     """
     try:
-        r = _Reader(signature)
+        r = Reader(signature)
         sig_algorithm = r.name()
         raw = r.string()
         r.end()

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
+from privsep.sshbuf import Reader
+
 #: Largest record body accepted.  A transport hand-off with its pending bytes
 #: is the biggest message; 256 KiB is far above any legitimate one.
 MAX_RECORD = 256 * 1024
@@ -313,52 +315,27 @@ def encode(msg: Message) -> bytes:
     return _U32.pack(len(body)) + body
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
-        self._pos = 0
-
-    def take(self, n: int) -> bytes:
-        if n > len(self._data) - self._pos:
-            raise ProtocolError("truncated record")
-        chunk = bytes(self._data[self._pos:self._pos + n])
-        self._pos += n
-        return chunk
-
-    def at_end(self) -> bool:
-        return self._pos == len(self._data)
-
-
-def _take_text(reader: _Reader, name: str) -> str:
-    (length,) = _U32.unpack(reader.take(4))
-    try:
-        return reader.take(length).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError(f"{name}: not UTF-8") from None
-
-
-def _decode_fields(cls: type, reader: _Reader) -> object:
+def _decode_fields(cls: type, reader: Reader) -> object:
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
         kind = hints[field.name]
         if kind is bool:
-            byte = reader.take(1)[0]
+            byte = reader.byte()
             if byte > 1:
                 raise ProtocolError(f"{field.name}: bool must be 0 or 1")
             values[field.name] = bool(byte)
         elif kind is int:
-            values[field.name] = _U64.unpack(reader.take(8))[0]
+            values[field.name] = reader.uint64()
         elif kind is str:
-            values[field.name] = _take_text(reader, field.name)
+            values[field.name] = reader.text(field.name)
         elif kind is bytes:
-            (length,) = _U32.unpack(reader.take(4))
-            values[field.name] = reader.take(length)
+            values[field.name] = reader.string()
         elif kind == list[str]:
-            (count,) = _U32.unpack(reader.take(4))
+            count = reader.uint32()
             if count > MAX_LIST:
                 raise ProtocolError(f"{field.name}: {count} items is too many")
-            values[field.name] = [_take_text(reader, field.name) for _ in range(count)]
+            values[field.name] = [reader.text(field.name) for _ in range(count)]
         else:
             values[field.name] = _decode_fields(kind, reader)
     return cls(**values)
@@ -377,8 +354,8 @@ def decode(record: bytes) -> Message:
         cls = MESSAGE_CLASSES[MsgType(record[4])]
     except ValueError:
         raise ProtocolError(f"unknown message type {record[4]}") from None
-    reader = _Reader(record[5:])
+    reader = Reader(record[5:], error=ProtocolError, what="record")
     msg = _decode_fields(cls, reader)
-    if not reader.at_end():
+    if reader.remaining():
         raise ProtocolError(f"trailing bytes after {cls.__name__}")
     return msg  # type: ignore[return-value]

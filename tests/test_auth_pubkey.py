@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from privsep import auth_pubkey as ap
+from privsep.sshbuf import Reader
 
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root")
@@ -810,7 +811,7 @@ def test_verify_algorithm_mismatch(keys: dict[str, KeyPair]) -> None:
 
 
 def _raw_signature(signature: bytes) -> bytes:
-    r = ap._Reader(signature)
+    r = Reader(signature)
     r.name()
     return r.string()
 
@@ -846,7 +847,7 @@ def test_verify_malformed_inputs_never_raise(keys: dict[str, KeyPair]) -> None:
         assert ap.verify_userauth_signature("ssh-ed25519", bad_blob, data, good) is False
     ec = keys["ecdsa256"]
     ec_sig = sign(ec, data)
-    inner = ap._Reader(_raw_signature(ec_sig))
+    inner = Reader(_raw_signature(ec_sig))
     r_value, s_value = inner.mpint(), inner.mpint()
     for inner_bad in (mpint(r_value) + mpint(s_value) + b"\0", mpint(r_value), b""):
         sig = sshstr("ecdsa-sha2-nistp256") + sshstr(inner_bad)

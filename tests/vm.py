@@ -348,13 +348,15 @@ def pinned_requirements(extras: tuple[str, ...] = ()) -> list[str]:
 
 
 def build_wheelhouse(dest: Path) -> None:
-    """Wheels for every pinned requirement and their dependencies, built on
-    the host with this Python's pip (Debian's Python 3.11, as in the guest)."""
+    """Wheels for every pinned requirement and their dependencies (at the
+    versions of constraints.txt, which install.sh holds the guest to), built
+    on the host with this Python's pip (Debian's Python 3.11, as in the guest)."""
     env = dict(os.environ)
     if not env.get("PIP_CERT") and os.path.exists("/etc/ssl/certs/ca-certificates.crt"):
         env["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q",
                            "--disable-pip-version-check", "--use-pep517", "-w", str(dest),
-                           *pinned_requirements()], env=env, capture_output=True, text=True)
+                           "-c", str(REPO / "constraints.txt"), *pinned_requirements()],
+                          env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"pip wheel failed:\n{done.stdout}{done.stderr}")
