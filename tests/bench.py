@@ -14,7 +14,8 @@ the measurements could be made.
 
 The benchmarks:
 
-login        ``ssh host true``, wall time of the client, ms.
+login        ``ssh host true``, wall time of the client, ms; and the daemon's
+             CPU time per login (its processes', reaped ones included).
 download     ``head -c SIZE /dev/zero`` read by the client, MB/s (10^6 bytes)
              from the first byte received to the last, so that the login
              itself is not counted.
@@ -190,10 +191,19 @@ def login_once(server: Server, user: TestUser) -> float:
 
 def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
     times: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
+    cpu_before = {}
+    for kind in DAEMONS:
+        wait_until(lambda: sessions_gone(servers[kind]), timeout=60)
+        cpu_before[kind] = daemon_cpu_seconds(servers[kind])
     for index in range(settings.login_rounds):
         for kind in round_order(index):
             times[kind].append(login_once(servers[kind], user) * 1000)
-    result = {kind: {**summary(times[kind]), "value": median(times[kind])} for kind in DAEMONS}
+    result = {}
+    for kind in DAEMONS:
+        wait_until(lambda: sessions_gone(servers[kind]), timeout=60)
+        cpu = daemon_cpu_seconds(servers[kind]) - cpu_before[kind]
+        result[kind] = {**summary(times[kind]), "value": median(times[kind]),
+                        "server_cpu_ms_per_login": cpu * 1000 / settings.login_rounds}
     return {"unit": "ms", "measure": "median wall time of `ssh host true`", **result}
 
 
@@ -368,6 +378,16 @@ def daemon_memory(server: Server) -> dict:
     return {"processes": count, "rss_kib": rss, "pss_kib": pss}
 
 
+def daemon_cpu_seconds(server: Server) -> float:
+    """CPU time (user and system) of the listener and of every descendant it
+    has reaped so far, which once the sessions are gone is all the daemon's
+    work, down to the users' programs."""
+    stat = Path(f"/proc/{server.pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    # utime, stime, cutime, cstime: fields 14 to 17 of proc(5), counted from 3 here.
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def sessions_gone(server: Server) -> bool:
     return len(process_tree(server.pid)) == 1
 
@@ -468,6 +488,8 @@ def judge(name: str, result: dict, settings: Settings) -> None:
     result["ratio"] = privsep / openssh
     if name == "login":
         result["target"], result["ok"] = "<=0.5", result["ratio"] <= 0.5
+        result["cpu_ratio"] = (result["privsep"]["server_cpu_ms_per_login"]
+                               / result["openssh"]["server_cpu_ms_per_login"])
     elif name in ("download", "upload"):
         result["target"], result["ok"] = ">=1.0", result["ratio"] >= 1.0
     elif name == "echo":
@@ -607,6 +629,10 @@ def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
     if unit == "ms":
         rows.append(("  p90", fmt(p["p90"], unit), fmt(o["p90"], unit),
                      f"{p['p90'] / o['p90']:.2f}", "", ""))
+    if name == "login":
+        rows.append(("  server CPU", fmt(p["server_cpu_ms_per_login"], "ms"),
+                     fmt(o["server_cpu_ms_per_login"], "ms"),
+                     f"{result['cpu_ratio']:.2f}", "", ""))
     return rows
 
 
