@@ -45,7 +45,6 @@ import resource
 import selectors
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,11 +52,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 import paramiko
 
-from tests.daemon import (REPO, Server, install_pam_service, privsep_command, remove_server,
-                          ssh_argv, start_server, wait_until)
+from tests.daemon import (REPO, Server, descendants, install_pam_service, privsep_command,
+                          remove_server, ssh_argv, start_server, wait_until)
 from tests.session_util import SESSION_CONFIG
 from tests.userutil import TestUser, create_user, remove_user
 
@@ -84,10 +84,6 @@ class Settings:
 
 
 # --- numbers -------------------------------------------------------------------
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
 
 def p90(values: list[float]) -> float:
     """Nearest-rank 90th percentile."""
@@ -326,27 +322,6 @@ def bench_echo(servers: dict[str, Server], user: TestUser, settings: Settings) -
 
 # --- memory of a daemon's process tree -----------------------------------------
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The name field may hold spaces and parentheses: split after the last ')'.
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        found.append(pid)
-        frontier.extend(children.get(pid, []))
-    return found
-
-
 def memory_kib(pid: int) -> tuple[int, int] | None:
     """(RSS, PSS) in KiB, or None when the process is gone."""
     try:
@@ -365,7 +340,7 @@ def daemon_memory(server: Server) -> dict:
     descendant running the same executable (so not the users' programs)."""
     exe = os.readlink(f"/proc/{server.pid}/exe")
     rss = pss = count = 0
-    for pid in process_tree(server.pid):
+    for pid in [server.pid, *(proc.pid for proc in descendants(server.pid))]:
         try:
             if os.readlink(f"/proc/{pid}/exe") != exe:
                 continue
@@ -389,7 +364,7 @@ def daemon_cpu_seconds(server: Server) -> float:
 
 
 def sessions_gone(server: Server) -> bool:
-    return len(process_tree(server.pid)) == 1
+    return not descendants(server.pid)
 
 
 def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
