@@ -14,8 +14,9 @@ the measurements could be made.
 
 The benchmarks:
 
-login        ``ssh host true``, wall time of the client, ms; and the daemon's
-             CPU time per login (its processes', reaped ones included).
+login        ``ssh host true``, wall time of the client, ms; and the CPU time
+             per login of the daemon (its processes, reaped ones included,
+             so the user's ``true`` too) and of the client.
 download     ``head -c SIZE /dev/zero`` read by the client, MB/s (10^6 bytes)
              from the first byte received to the last, so that the login
              itself is not counted.
@@ -173,8 +174,15 @@ def read_until(proc: subprocess.Popen, marker: bytes, timeout: float) -> float:
 
 # --- the benchmarks -----------------------------------------------------------------
 
-def login_once(server: Server, user: TestUser) -> float:
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def login_once(server: Server, user: TestUser) -> tuple[float, float]:
+    """Wall time and the client's CPU time of one ``ssh host true``."""
     argv, env = ssh_argv(server, user, "true")
+    cpu = children_cpu_seconds()
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                           timeout=60)
@@ -182,24 +190,29 @@ def login_once(server: Server, user: TestUser) -> float:
     if done.returncode != 0:
         raise RuntimeError(f"ssh true on {server.kind} failed ({done.returncode}): "
                            f"{done.stderr.decode(errors='replace')}")
-    return elapsed
+    return elapsed, children_cpu_seconds() - cpu
 
 
 def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
     times: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
+    client_cpu: dict[str, float] = {kind: 0.0 for kind in DAEMONS}
     cpu_before = {}
     for kind in DAEMONS:
         wait_until(lambda: sessions_gone(servers[kind]), timeout=60)
         cpu_before[kind] = daemon_cpu_seconds(servers[kind])
     for index in range(settings.login_rounds):
         for kind in round_order(index):
-            times[kind].append(login_once(servers[kind], user) * 1000)
+            elapsed, cpu = login_once(servers[kind], user)
+            times[kind].append(elapsed * 1000)
+            client_cpu[kind] += cpu
     result = {}
     for kind in DAEMONS:
         wait_until(lambda: sessions_gone(servers[kind]), timeout=60)
         cpu = daemon_cpu_seconds(servers[kind]) - cpu_before[kind]
         result[kind] = {**summary(times[kind]), "value": median(times[kind]),
-                        "server_cpu_ms_per_login": cpu * 1000 / settings.login_rounds}
+                        "server_cpu_ms_per_login": cpu * 1000 / settings.login_rounds,
+                        "client_cpu_ms_per_login": client_cpu[kind] * 1000
+                        / settings.login_rounds}
     return {"unit": "ms", "measure": "median wall time of `ssh host true`", **result}
 
 
@@ -463,8 +476,9 @@ def judge(name: str, result: dict, settings: Settings) -> None:
     result["ratio"] = privsep / openssh
     if name == "login":
         result["target"], result["ok"] = "<=0.5", result["ratio"] <= 0.5
-        result["cpu_ratio"] = (result["privsep"]["server_cpu_ms_per_login"]
-                               / result["openssh"]["server_cpu_ms_per_login"])
+        for side in ("server", "client"):
+            key = f"{side}_cpu_ms_per_login"
+            result[f"{side}_cpu_ratio"] = result["privsep"][key] / result["openssh"][key]
     elif name in ("download", "upload"):
         result["target"], result["ok"] = ">=1.0", result["ratio"] >= 1.0
     elif name == "echo":
@@ -605,9 +619,10 @@ def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
         rows.append(("  p90", fmt(p["p90"], unit), fmt(o["p90"], unit),
                      f"{p['p90'] / o['p90']:.2f}", "", ""))
     if name == "login":
-        rows.append(("  server CPU", fmt(p["server_cpu_ms_per_login"], "ms"),
-                     fmt(o["server_cpu_ms_per_login"], "ms"),
-                     f"{result['cpu_ratio']:.2f}", "", ""))
+        for side in ("server", "client"):
+            key = f"{side}_cpu_ms_per_login"
+            rows.append((f"  {side} CPU", fmt(p[key], "ms"), fmt(o[key], "ms"),
+                         f"{p[key] / o[key]:.2f}", "", ""))
     return rows
 
 
@@ -619,7 +634,8 @@ def print_table(results: dict[str, dict]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    print("\nprivsep, openssh: medians (p90 rows: 90th percentiles). ratio: privsep/openssh."
+    print("\nprivsep, openssh: medians (p90 rows: 90th percentiles; CPU rows: means per login)."
+          "\nratio: privsep/openssh."
           "\nok: the ratio meets DESIGN.md's target; reported, never a failure.")
 
 
