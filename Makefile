@@ -5,11 +5,13 @@
 #   make run         install, then run the server in the foreground on its
 #                    defaults (port 2222), logging to stderr
 #   make test        install with the test dependencies, then run the tests
+#   make bench       install with the test dependencies, then compare the
+#                    installed server's speed with OpenSSH's sshd (tests/bench.py)
 #   make uninstall   remove everything install.sh added
 
 HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 
-.PHONY: install run test uninstall
+.PHONY: install run test bench uninstall
 
 install:
 	$(HERE)/install.sh
@@ -23,6 +25,12 @@ run:
 test:
 	$(HERE)/install.sh --test
 	cd $(HERE) && /opt/privsep-sshd/bin/python -m pytest -v tests
+
+# Reports figures and ratios against OpenSSH measured in the same run; speed
+# never fails the target.
+bench:
+	$(HERE)/install.sh --test
+	cd $(HERE) && /opt/privsep-sshd/bin/python -m tests.bench
 
 uninstall:
 	$(HERE)/install.sh --uninstall

@@ -10,8 +10,6 @@ import pytest
 
 from tests.userutil import TestUser, create_user, remove_user
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def _require_root() -> None:
     if os.geteuid() != 0:
@@ -46,26 +44,13 @@ def user(make_user: Callable[..., TestUser]) -> TestUser:
 
 # --- PAM service file (pam.d/privsep-sshd) ---------------------------------
 
-PAM_SERVICE = "privsep-sshd"
-
-
 @pytest.fixture(scope="session")
 def pam_service() -> str:
-    """Make /etc/pam.d/privsep-sshd the repository's file and return the
-    service name. The real install script does this copy; tests do it
-    themselves so they run from a checkout. Left in place afterwards, as
-    an install would, so concurrent test runs never see it vanish."""
+    """/etc/pam.d/privsep-sshd made the repository's file (tests/daemon.py);
+    the service name."""
+    from tests.daemon import install_pam_service
     _require_root()
-    source = REPO / "pam.d" / PAM_SERVICE
-    target = Path("/etc/pam.d") / PAM_SERVICE
-    wanted = source.read_bytes()
-    if not target.exists() or target.read_bytes() != wanted:
-        # Write then rename: a PAM call elsewhere never reads half a file.
-        tmp = target.with_name(f".{PAM_SERVICE}.{os.getpid()}")
-        tmp.write_bytes(wanted)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    return PAM_SERVICE
+    return install_pam_service()
 
 
 # --- servers: privsep-sshd under test, Debian's sshd as reference (tests/daemon.py)

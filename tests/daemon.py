@@ -24,6 +24,25 @@ from tests.userutil import TestUser
 
 INSTALLED = "/usr/local/sbin/privsep-sshd"
 OPENSSH = "/usr/sbin/sshd"
+REPO = Path(__file__).resolve().parent.parent
+PAM_SERVICE = "privsep-sshd"
+
+
+def install_pam_service() -> str:
+    """Make /etc/pam.d/privsep-sshd the repository's file and return the
+    service name. The real install script does this copy; tests and
+    benchmarks do it themselves so they run from a checkout. Left in place
+    afterwards, as an install would, so concurrent runs never see it vanish."""
+    source = REPO / "pam.d" / PAM_SERVICE
+    target = Path("/etc/pam.d") / PAM_SERVICE
+    wanted = source.read_bytes()
+    if not target.exists() or target.read_bytes() != wanted:
+        # Write then rename: a PAM call elsewhere never reads half a file.
+        tmp = target.with_name(f".{PAM_SERVICE}.{os.getpid()}")
+        tmp.write_bytes(wanted)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    return PAM_SERVICE
 
 
 def free_port() -> int:

@@ -1,0 +1,748 @@
+"""Benchmarks: privsep-sshd against Debian's OpenSSH sshd, in the same run.
+
+    python -m tests.bench [--quick] [--json FILE] [--only NAME,...]
+
+Run from the repository root, as root. Both daemons are started with the
+test helpers (tests/daemon.py) on loopback ports with the same extra config,
+one throwaway user (tests/userutil.py) logs in to both with the stock client
+and its defaults, and every benchmark measures the two daemons round by
+round, alternating which goes first, so that whatever else the machine is
+doing hits both alike. What is reported is each daemon's figure and the ratio
+privsep/openssh against the target of DESIGN.md ("Speed it will be held
+to"). Nothing here passes or fails on speed: the exit status is 0 whenever
+the measurements could be made.
+
+The benchmarks:
+
+login        ``ssh host true``, wall time of the client, ms; and the CPU time
+             per login of the daemon (its processes, reaped ones included,
+             so the user's ``true`` too) and of the client.
+download     ``head -c SIZE /dev/zero`` read by the client, MB/s (10^6 bytes)
+             from the first byte received to the last, so that the login
+             itself is not counted.
+upload       SIZE bytes written to ``cat > /dev/null``, MB/s from the first
+             byte written (once the command runs) until the command has read
+             them all.
+echo         one byte written to ``ssh -tt host 'stty raw -echo; cat'`` and
+             read back, ms; the two daemons' sessions are open side by side
+             and take keystrokes in turn.
+concurrency  K clients started at once, each running ``echo ready`` then
+             holding the session open; the time until all have printed
+             ``ready``, the failures, and the memory of the daemon's processes
+             (found by walking /proc from the listener) while all are open:
+             RSS, which counts pages shared after fork in every process, and
+             PSS, which divides them among their sharers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+import paramiko
+
+from tests.daemon import (REPO, Server, descendants, install_pam_service, privsep_command,
+                          remove_server, ssh_argv, start_server, wait_until)
+from tests.session_util import SESSION_CONFIG
+from tests.userutil import TestUser, create_user, remove_user
+
+DAEMONS = ("privsep", "openssh")
+
+#: The same for both daemons: hundreds of unauthenticated connections at once
+#: must not be dropped by MaxStartups' early drop (default 10:30:100).
+BENCH_CONFIG = [*SESSION_CONFIG, "MaxStartups 1000"]
+
+
+@dataclass
+class Settings:
+    login_rounds: int = 30
+    size: int = 256 << 20
+    bulk_rounds: int = 5
+    keystrokes: int = 300
+    keystroke_pause: float = 0.01
+    sessions: int = 200
+    concurrency_rounds: int = 1
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        return cls(login_rounds=5, size=16 << 20, bulk_rounds=2, keystrokes=30, sessions=20)
+
+
+# --- numbers -------------------------------------------------------------------
+
+def p90(values: list[float]) -> float:
+    """Nearest-rank 90th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": median(values), "p90": p90(values), "min": min(values),
+            "max": max(values), "samples": values}
+
+
+def round_order(index: int) -> tuple[str, str]:
+    """privsep first in even rounds, openssh first in odd ones."""
+    return DAEMONS if index % 2 == 0 else DAEMONS[::-1]
+
+
+def progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+# --- clients ---------------------------------------------------------------------
+
+class Watchdog:
+    """Kill a client that takes longer than ``timeout``: a hung daemon must
+    not hang the benchmark."""
+
+    def __init__(self, proc: subprocess.Popen, timeout: float) -> None:
+        self.timer = threading.Timer(timeout, proc.kill)
+        self.timer.daemon = True
+
+    def __enter__(self) -> "Watchdog":
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timer.cancel()
+
+
+def client(server: Server, user: TestUser, command: str, *, stdin=subprocess.DEVNULL,
+           tty: bool | None = None) -> subprocess.Popen:
+    """The stock ssh client with its defaults (ssh_argv adds only host-key,
+    key-file and batch options), unbuffered pipes, stderr kept for errors."""
+    argv, env = ssh_argv(server, user, command, tty=tty)
+    return subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=tempfile.TemporaryFile(), bufsize=0)
+
+
+def stop_client(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def client_error(proc: subprocess.Popen) -> str:
+    stderr = proc.stderr
+    if stderr is None or not hasattr(stderr, "seek"):
+        return ""
+    stderr.seek(0)
+    return stderr.read().decode(errors="replace").strip()[-500:]
+
+
+def read_until(proc: subprocess.Popen, marker: bytes, timeout: float) -> float:
+    """Read the client's stdout until ``marker``; the time it arrived."""
+    buffered = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while marker not in buffered:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise RuntimeError(f"no {marker!r} within {timeout} s: {client_error(proc)}")
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                proc.wait()
+                raise RuntimeError(f"client ended (status {proc.returncode}) before "
+                                   f"{marker!r}: {client_error(proc)}")
+            buffered += chunk
+    return time.perf_counter()
+
+
+# --- the benchmarks -----------------------------------------------------------------
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def login_once(server: Server, user: TestUser) -> tuple[float, float]:
+    """Wall time and the client's CPU time of one ``ssh host true``."""
+    argv, env = ssh_argv(server, user, "true")
+    cpu = children_cpu_seconds()
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=60)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"ssh true on {server.kind} failed ({done.returncode}): "
+                           f"{done.stderr.decode(errors='replace')}")
+    return elapsed, children_cpu_seconds() - cpu
+
+
+def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+    times: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
+    client_cpu: dict[str, float] = {kind: 0.0 for kind in DAEMONS}
+    cpu_before = {}
+    for kind in DAEMONS:
+        wait_until(lambda: sessions_gone(servers[kind]), timeout=60)
+        cpu_before[kind] = daemon_cpu_seconds(servers[kind])
+    for index in range(settings.login_rounds):
+        for kind in round_order(index):
+            elapsed, cpu = login_once(servers[kind], user)
+            times[kind].append(elapsed * 1000)
+            client_cpu[kind] += cpu
+    result = {}
+    for kind in DAEMONS:
+        wait_until(lambda: sessions_gone(servers[kind]), timeout=60)
+        cpu = daemon_cpu_seconds(servers[kind]) - cpu_before[kind]
+        result[kind] = {**summary(times[kind]), "value": median(times[kind]),
+                        "server_cpu_ms_per_login": cpu * 1000 / settings.login_rounds,
+                        "client_cpu_ms_per_login": client_cpu[kind] * 1000
+                        / settings.login_rounds}
+    return {"unit": "ms", "measure": "median wall time of `ssh host true`", **result}
+
+
+def download_once(server: Server, user: TestUser, size: int) -> float:
+    """MB/s from the first byte received to the last."""
+    proc = client(server, user, f"head -c {size} /dev/zero")
+    buffer = memoryview(bytearray(1 << 20))
+    got = 0
+    first_at = first_bytes = None
+    try:
+        with Watchdog(proc, 120 + size / 5e6):
+            while got < size:
+                n = proc.stdout.readinto(buffer)
+                if not n:
+                    break
+                got += n
+                if first_at is None:
+                    first_at, first_bytes = time.perf_counter(), n
+            last_at = time.perf_counter()
+            proc.wait()
+        if got != size or proc.returncode != 0:
+            raise RuntimeError(f"download from {server.kind}: {got} of {size} bytes, status "
+                               f"{proc.returncode}: {client_error(proc)}")
+    finally:
+        stop_client(proc)
+    if last_at <= first_at:
+        raise RuntimeError("download size too small to time; raise --size")
+    return (size - first_bytes) / (last_at - first_at) / 1e6
+
+
+def upload_once(server: Server, user: TestUser, size: int) -> float:
+    """MB/s from the first byte written (once the remote command runs)
+    until the remote command has read them all."""
+    proc = client(server, user, "echo ready; cat > /dev/null; echo done",
+                  stdin=subprocess.PIPE)
+    chunk = memoryview(bytes(1 << 20))
+    try:
+        with Watchdog(proc, 120 + size / 5e6):
+            read_until(proc, b"ready", 60)
+            start = time.perf_counter()
+            left = size
+            while left:
+                left -= proc.stdin.write(chunk[:min(left, len(chunk))])
+            proc.stdin.close()
+            end = read_until(proc, b"done", 120 + size / 5e6)
+            proc.wait()
+        if proc.returncode != 0:
+            raise RuntimeError(f"upload to {server.kind}: status {proc.returncode}: "
+                               f"{client_error(proc)}")
+    finally:
+        stop_client(proc)
+    return size / (end - start) / 1e6
+
+
+def bench_bulk(which: str, servers: dict[str, Server], user: TestUser,
+               settings: Settings) -> dict:
+    once = download_once if which == "download" else upload_once
+    rates: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
+    for index in range(settings.bulk_rounds):
+        for kind in round_order(index):
+            rates[kind].append(once(servers[kind], user, settings.size))
+        progress(f"{which} round {index + 1}/{settings.bulk_rounds}: "
+                 + ", ".join(f"{kind} {rates[kind][-1]:.0f} MB/s" for kind in DAEMONS))
+    result = {kind: {**summary(rates[kind]), "value": median(rates[kind])} for kind in DAEMONS}
+    return {"unit": "MB/s", "bytes": settings.size,
+            "measure": f"median throughput of {settings.size >> 20} MiB, "
+                       f"{'server to client' if which == 'download' else 'client to server'}",
+            **result}
+
+
+def open_echo_session(server: Server, user: TestUser) -> subprocess.Popen:
+    proc = client(server, user, "stty raw -echo; echo ready; exec cat",
+                  stdin=subprocess.PIPE, tty=True)
+    read_until(proc, b"ready", 60)
+    # Whatever followed "ready" (its line end) is read before timing.
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while sel.select(0.2):
+            if not os.read(proc.stdout.fileno(), 65536):
+                raise RuntimeError(f"echo session on {server.kind} ended: {client_error(proc)}")
+    return proc
+
+
+def keystroke(proc: subprocess.Popen, key: bytes, sel: selectors.BaseSelector) -> float:
+    start = time.perf_counter()
+    os.write(proc.stdin.fileno(), key)
+    if not sel.select(10):
+        raise RuntimeError(f"no echo within 10 s: {client_error(proc)}")
+    echoed = os.read(proc.stdout.fileno(), 16)
+    elapsed = time.perf_counter() - start
+    if echoed != key:
+        raise RuntimeError(f"sent {key!r}, got {echoed!r}")
+    return elapsed
+
+
+def bench_echo(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+    sessions: dict[str, subprocess.Popen] = {}
+    selectors_: dict[str, selectors.BaseSelector] = {}
+    times: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
+    try:
+        for kind in DAEMONS:
+            sessions[kind] = open_echo_session(servers[kind], user)
+            selectors_[kind] = selectors.DefaultSelector()
+            selectors_[kind].register(sessions[kind].stdout, selectors.EVENT_READ)
+        keys = b"abcdefghijklmnopqrstuvwxyz"
+        for index in range(settings.keystrokes):
+            key = keys[index % len(keys):][:1]
+            for kind in round_order(index):
+                times[kind].append(keystroke(sessions[kind], key, selectors_[kind]) * 1000)
+                time.sleep(settings.keystroke_pause)
+    finally:
+        for sel in selectors_.values():
+            sel.close()
+        for proc in sessions.values():
+            stop_client(proc)
+    result = {kind: {**summary(times[kind]), "value": median(times[kind])} for kind in DAEMONS}
+    return {"unit": "ms", "measure": "median time for one byte to come back through "
+                                     "`stty raw -echo; cat` on a pty", **result}
+
+
+# --- memory of a daemon's process tree -----------------------------------------
+
+def memory_kib(pid: int) -> tuple[int, int] | None:
+    """(RSS, PSS) in KiB, or None when the process is gone."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    rss = re.search(r"^Rss:\s+(\d+) kB", rollup, re.M)
+    pss = re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)
+    if not rss or not pss:
+        return None
+    return int(rss.group(1)), int(pss.group(1))
+
+
+def daemon_memory(server: Server) -> dict:
+    """The memory of the daemon's own processes: the listener and every
+    descendant running the same executable (so not the users' programs)."""
+    exe = os.readlink(f"/proc/{server.pid}/exe")
+    rss = pss = count = 0
+    for pid in [server.pid, *(proc.pid for proc in descendants(server.pid))]:
+        try:
+            if os.readlink(f"/proc/{pid}/exe") != exe:
+                continue
+        except OSError:
+            continue
+        measured = memory_kib(pid)
+        if measured is None:
+            continue
+        rss, pss, count = rss + measured[0], pss + measured[1], count + 1
+    return {"processes": count, "rss_kib": rss, "pss_kib": pss}
+
+
+def daemon_cpu_seconds(server: Server) -> float:
+    """CPU time (user and system) of the listener and of every descendant it
+    has reaped so far, which once the sessions are gone is all the daemon's
+    work, down to the users' programs."""
+    stat = Path(f"/proc/{server.pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    # utime, stime, cutime, cstime: fields 14 to 17 of proc(5), counted from 3 here.
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def sessions_gone(server: Server) -> bool:
+    return not descendants(server.pid)
+
+
+def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
+    wait_until(lambda: sessions_gone(server), timeout=60)
+    idle = daemon_memory(server)
+    argv, env = ssh_argv(server, user, "echo ready; exec cat > /dev/null")
+    deadline = time.monotonic() + 60 + sessions * 0.5
+    procs: list[subprocess.Popen] = []
+    ready: dict[int, float] = {}
+    failed: dict[int, str] = {}
+    try:
+        with selectors.DefaultSelector() as sel:
+            start = time.perf_counter()
+            for index in range(sessions):
+                proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(),
+                                        bufsize=0)
+                procs.append(proc)
+                sel.register(proc.stdout, selectors.EVENT_READ, index)
+            seen = [b""] * sessions
+            while len(ready) + len(failed) < sessions:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                for key, _ in sel.select(left):
+                    index = key.data
+                    chunk = os.read(key.fd, 4096)
+                    if chunk:
+                        seen[index] += chunk
+                        if b"ready" in seen[index]:
+                            ready[index] = time.perf_counter() - start
+                            sel.unregister(key.fileobj)
+                    else:
+                        sel.unregister(key.fileobj)
+                        procs[index].wait()
+                        failed[index] = client_error(procs[index])
+            wall = time.perf_counter() - start
+            for index in range(sessions):
+                if index not in ready and index not in failed:
+                    failed[index] = "not ready in time"
+            loaded = daemon_memory(server)
+    finally:
+        for proc in procs:
+            try:
+                proc.stdin.close()  # the session ends as cat sees EOF
+            except OSError:
+                pass
+        end_by = time.monotonic() + 30
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, end_by - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            stop_client(proc)
+    ok = len(ready)
+    rss_each = (loaded["rss_kib"] - idle["rss_kib"]) / 1024 / max(ok, 1)
+    pss_each = (loaded["pss_kib"] - idle["pss_kib"]) / 1024 / max(ok, 1)
+    errors = sorted(set(failed.values()))[:3]
+    return {"sessions": sessions, "ready": ok, "failures": len(failed),
+            "errors": errors, "wall_s": wall,
+            "ready_median_s": median(list(ready.values())) if ready else None,
+            "idle": idle, "loaded": loaded,
+            "rss_per_session_mb": rss_each, "pss_per_session_mb": pss_each}
+
+
+def bench_concurrency(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+    runs: dict[str, list[dict]] = {kind: [] for kind in DAEMONS}
+    for index in range(settings.concurrency_rounds):
+        for kind in round_order(index):
+            run = concurrency_once(servers[kind], user, settings.sessions)
+            runs[kind].append(run)
+            progress(f"concurrency {kind}: {run['ready']}/{run['sessions']} ready in "
+                     f"{run['wall_s']:.1f} s, {run['loaded']['processes']} daemon processes")
+    result = {}
+    for kind in DAEMONS:
+        walls = [run["wall_s"] for run in runs[kind]]
+        result[kind] = {
+            "value": median(walls),
+            "wall_s": median(walls),
+            "sessions": settings.sessions,
+            "ready": min(run["ready"] for run in runs[kind]),
+            "failures": sum(run["failures"] for run in runs[kind]),
+            "rss_per_session_mb": median([run["rss_per_session_mb"] for run in runs[kind]]),
+            "pss_per_session_mb": median([run["pss_per_session_mb"] for run in runs[kind]]),
+            "runs": runs[kind],
+        }
+    return {"unit": "s", "measure": f"wall time until {settings.sessions} sessions opened at "
+                                    "once have all printed `ready`", **result}
+
+
+# --- targets (DESIGN.md, "Speed it will be held to") ---------------------------------
+
+def judge(name: str, result: dict, settings: Settings) -> None:
+    """Add the ratio privsep/openssh, the target and whether it is met."""
+    privsep, openssh = result["privsep"]["value"], result["openssh"]["value"]
+    result["ratio"] = privsep / openssh
+    if name == "login":
+        result["target"], result["ok"] = "<=0.5", result["ratio"] <= 0.5
+        for side in ("server", "client"):
+            key = f"{side}_cpu_ms_per_login"
+            result[f"{side}_cpu_ratio"] = result["privsep"][key] / result["openssh"][key]
+    elif name in ("download", "upload"):
+        result["target"], result["ok"] = ">=1.0", result["ratio"] >= 1.0
+    elif name == "echo":
+        result["target"], result["ok"] = "<=1.5", result["ratio"] <= 1.5
+        result["p90_ratio"] = result["privsep"]["p90"] / result["openssh"]["p90"]
+    elif name == "concurrency":
+        result["target"] = f"all {settings.sessions}"
+        result["ok"] = result["privsep"]["failures"] == 0
+        result["rss_ratio"] = (result["privsep"]["rss_per_session_mb"]
+                               / result["openssh"]["rss_per_session_mb"])
+        result["pss_ratio"] = (result["privsep"]["pss_per_session_mb"]
+                               / result["openssh"]["pss_per_session_mb"])
+
+
+BENCHMARKS = {
+    "login": bench_login,
+    "download": lambda servers, user, settings: bench_bulk("download", servers, user, settings),
+    "upload": lambda servers, user, settings: bench_bulk("upload", servers, user, settings),
+    "echo": bench_echo,
+    "concurrency": bench_concurrency,
+}
+
+
+# --- environment ---------------------------------------------------------------------
+
+def daemon_python() -> str:
+    """The interpreter that runs privsep-sshd: the command's first word, or
+    the interpreter its #! line names."""
+    first = shutil.which(privsep_command()[0]) or privsep_command()[0]
+    with open(first, "rb") as f:
+        head = f.readline()
+    if head.startswith(b"#!"):
+        return head[2:].split()[0].decode()
+    return first
+
+
+def negotiated(server: Server, user: TestUser) -> dict:
+    """What ``ssh -v host true`` says the client and the daemon agreed on."""
+    argv, env = ssh_argv(server, user, "true", flags=["-v"])
+    done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"ssh -v true on {server.kind} failed: {done.stderr}")
+    found = {}
+    for key, pattern in (("server_version", r"remote software version (.+)"),
+                         ("kex", r"kex: algorithm: (\S+)"),
+                         ("host_key", r"kex: host key algorithm: (\S+)"),
+                         ("cipher", r"kex: server->client cipher: (\S+)"),
+                         ("mac", r"kex: server->client cipher: \S+ MAC: (\S+)")):
+        match = re.search(pattern, done.stderr)
+        found[key] = match.group(1).strip() if match else "?"
+    return found
+
+
+def environment(servers: dict[str, Server], user: TestUser) -> dict:
+    cpu_model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    python = daemon_python()
+    daemon_versions = subprocess.run(
+        [python, "-c", "import paramiko, privsep; print(paramiko.__version__, privsep.__version__)"],
+        capture_output=True, text=True).stdout.split()
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip()
+    client = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "load_average": os.getloadavg(),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "paramiko": daemon_versions[0] if daemon_versions else paramiko.__version__,
+        "privsep_sshd": daemon_versions[1] if len(daemon_versions) > 1 else "?",
+        "privsep_command": " ".join(privsep_command()),
+        "checkout": commit or "?",
+        "ssh_client": client,
+        "openssh_server": openssh_version(),
+        "negotiated": {kind: negotiated(servers[kind], user) for kind in DAEMONS},
+        "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }
+
+
+def openssh_version() -> str:
+    done = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "openssh-server"],
+                          capture_output=True, text=True)
+    return f"openssh-server {done.stdout.strip()}" if done.returncode == 0 else "?"
+
+
+def print_environment(env: dict) -> None:
+    print(f"date        {env['date']}  (checkout {env['checkout']})")
+    print(f"machine     {env['cpus']} CPUs ({env['cpu_model']}), kernel {env['kernel']}, "
+          f"load {' '.join(f'{x:.2f}' for x in env['load_average'])}")
+    print(f"privsep     {env['privsep_command']}: privsep-sshd {env['privsep_sshd']}, "
+          f"paramiko {env['paramiko']}")
+    print(f"openssh     /usr/sbin/sshd, {env['openssh_server']}; client {env['ssh_client']}")
+    for kind in DAEMONS:
+        n = env["negotiated"][kind]
+        print(f"{kind:<12}{n['server_version']}: kex {n['kex']}, host key {n['host_key']}, "
+              f"cipher {n['cipher']}, MAC {n['mac']}")
+    print()
+
+
+# --- the table ---------------------------------------------------------------------------
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:.2f} ms" if value < 10 else f"{value:.0f} ms"
+    if unit == "s":
+        return f"{value:.1f} s"
+    if unit == "MB/s":
+        return f"{value:.0f} MB/s"
+    if unit == "MB":
+        return f"{value:.1f} MB"
+    return f"{value:g} {unit}"
+
+
+def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
+    p, o, unit = result["privsep"], result["openssh"], result["unit"]
+    ok = "yes" if result["ok"] else "NO"
+    if name == "concurrency":
+        n = result["privsep"]["sessions"]
+        return [
+            ("concurrency", f"{p['ready']}/{n} ok", f"{o['ready']}/{n} ok", "",
+             result["target"], ok),
+            ("  wall time", fmt(p["wall_s"], "s"), fmt(o["wall_s"], "s"),
+             f"{result['ratio']:.2f}", "", ""),
+            ("  RSS/session", fmt(p["rss_per_session_mb"], "MB"),
+             fmt(o["rss_per_session_mb"], "MB"), f"{result['rss_ratio']:.2f}", "", ""),
+            ("  PSS/session", fmt(p["pss_per_session_mb"], "MB"),
+             fmt(o["pss_per_session_mb"], "MB"), f"{result['pss_ratio']:.2f}", "", ""),
+        ]
+    rows = [(name, fmt(p["median"], unit), fmt(o["median"], unit), f"{result['ratio']:.2f}",
+             result["target"], ok)]
+    if unit == "ms":
+        rows.append(("  p90", fmt(p["p90"], unit), fmt(o["p90"], unit),
+                     f"{p['p90'] / o['p90']:.2f}", "", ""))
+    if name == "login":
+        for side in ("server", "client"):
+            key = f"{side}_cpu_ms_per_login"
+            rows.append((f"  {side} CPU", fmt(p[key], "ms"), fmt(o[key], "ms"),
+                         f"{p[key] / o[key]:.2f}", "", ""))
+    return rows
+
+
+def print_table(results: dict[str, dict]) -> None:
+    header = ("benchmark", "privsep", "openssh", "ratio", "target", "ok")
+    rows = [header]
+    for name, result in results.items():
+        rows += table_rows(name, result)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    print("\nprivsep, openssh: medians (p90 rows: 90th percentiles; CPU rows: means per login)."
+          "\nratio: privsep/openssh."
+          "\nok: the ratio meets DESIGN.md's target; reported, never a failure.")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def size_arg(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([KMG]?)i?B?", text.strip(), re.I)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256M)")
+    return int(match.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[match.group(2).upper()]
+
+
+def only_arg(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown benchmark(s) {unknown}; "
+                                         f"choose from {', '.join(BENCHMARKS)}")
+    return names
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="privsep-sshd against OpenSSH's sshd, measured in the same run.")
+    parser.add_argument("--quick", action="store_true",
+                        help="few rounds and small sizes (a smoke run, not a measurement)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--only", metavar="NAME,...", type=only_arg,
+                        help=f"run only these ({', '.join(BENCHMARKS)})")
+    parser.add_argument("--login-rounds", type=int, metavar="N")
+    parser.add_argument("--size", type=size_arg, metavar="BYTES",
+                        help="bytes per download/upload (K, M, G suffixes)")
+    parser.add_argument("--bulk-rounds", type=int, metavar="N")
+    parser.add_argument("--keystrokes", type=int, metavar="N")
+    parser.add_argument("--sessions", type=int, metavar="K", help="concurrent sessions")
+    parser.add_argument("--concurrency-rounds", type=int, metavar="N")
+    args = parser.parse_args(argv)
+    settings = Settings.quick() if args.quick else Settings()
+    for field in ("login_rounds", "size", "bulk_rounds", "keystrokes", "sessions",
+                  "concurrency_rounds"):
+        value = getattr(args, field)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{field.replace('_', '-')} must be at least 1")
+            setattr(settings, field, value)
+    return args, settings
+
+
+def raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, settings = parse_args(argv)
+    if os.geteuid() != 0:
+        print("tests.bench: must run as root (it makes a user and starts sshd)", file=sys.stderr)
+        return 2
+    if not Path("/usr/sbin/sshd").exists():
+        print("tests.bench: needs Debian's openssh-server (install.sh --test)", file=sys.stderr)
+        return 2
+    # The finally blocks run on SIGTERM and SIGHUP too, not only on Ctrl-C.
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGHUP, raise_interrupt)
+    # Hundreds of clients, three pipes each; the daemons inherit the limit too.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(soft, min(hard, 65536))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < settings.sessions * 4 + 64:
+        print(f"tests.bench: warning: open-file limit {wanted} is low for "
+              f"{settings.sessions} sessions", file=sys.stderr)
+
+    names = [name for name in BENCHMARKS if args.only is None or name in args.only]
+    install_pam_service()
+    servers: dict[str, Server] = {}
+    user: TestUser | None = None
+    try:
+        user = create_user("pst", password=False)
+        for kind in DAEMONS:
+            servers[kind] = start_server(kind, BENCH_CONFIG)
+        env = environment(servers, user)  # also one warm-up login on each
+        print_environment(env)
+        sys.stdout.flush()
+        results: dict[str, dict] = {}
+        for name in names:
+            progress(f"{name}...")
+            started = time.monotonic()
+            results[name] = BENCHMARKS[name](servers, user, settings)
+            judge(name, results[name], settings)
+            progress(f"{name} done in {time.monotonic() - started:.0f} s")
+        print_table(results)
+        if args.json:
+            document = {"environment": env, "settings": vars(settings),
+                        "config": BENCH_CONFIG, "benchmarks": results}
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+        return 0
+    except KeyboardInterrupt:
+        print("\ntests.bench: interrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        # A second Ctrl-C must not leave a user or a server behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for server in servers.values():
+            remove_server(server)
+        if user is not None:
+            remove_user(user)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The benchmark suite runs end to end (tests/bench.py): a smoke run with small
+counts and sizes. Nothing here looks at speed; the figures are only checked
+to be there."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench import BENCHMARKS, DAEMONS
+from tests.daemon import REPO, privsep_command
+
+
+def test_quick_bench_reports_every_benchmark_for_both_daemons(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed (install.sh --test installs it)")
+    out = tmp_path / "bench.json"
+    # The environment passes through: PRIVSEP_SSHD (and PYTHONPATH) select
+    # the same daemon as for the other tests.
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--quick", "--json", str(out),
+         "--login-rounds", "3", "--size", "4M", "--bulk-rounds", "2",
+         "--keystrokes", "20", "--sessions", "10"],
+        cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    document = json.loads(out.read_text())
+    assert document["environment"]["cpus"] >= 1
+    assert document["environment"]["privsep_command"] == " ".join(privsep_command())
+    for kind in DAEMONS:
+        assert document["environment"]["negotiated"][kind]["cipher"] != "?"
+    results = document["benchmarks"]
+    assert set(results) == set(BENCHMARKS)
+    for name, result in results.items():
+        for kind in DAEMONS:
+            value = result[kind]["value"]
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, kind)
+        assert math.isfinite(result["ratio"]) and result["ratio"] > 0, name
+        assert isinstance(result["ok"], bool) and result["target"], name
+        assert name in done.stdout  # a row of the table
+    for kind in DAEMONS:
+        assert results["concurrency"][kind]["rss_per_session_mb"] > 0
