@@ -35,6 +35,7 @@ from privsep.servconf import ServerOptions
 from privsep.session_agent import AgentForwarding
 from privsep.session_forward import Forwarding, ForwardRules
 from privsep.session_policy import SessionPolicy
+from privsep.session_stdin import StdinSink
 from privsep.session_transport import SessionTransport
 from privsep.trace import trace
 
@@ -42,8 +43,6 @@ log = logging.getLogger("privsep.session")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: What one read from the channel's buffer asks for (stdin to the program).
-_READ_SIZE = 65536
 #: paramiko keeps 64 bytes of the client's maximum packet for headers.
 _PACKET_HEADROOM = 64
 
@@ -96,6 +95,8 @@ class SessionChannel:
     exited: bool = False
     #: eow@openssh.com: the client can take no more output (its stdout broke)
     eow: threading.Event = field(default_factory=threading.Event)
+    #: where the channel's data goes once the program runs
+    sink: StdinSink | None = None
 
 
 class SessionServer(paramiko.ServerInterface):
@@ -265,6 +266,8 @@ class SessionProcess:
             session = self.sessions.pop(chanid, None)
         if session is None:
             return
+        if session.sink is not None:
+            session.sink.stop()
         if session.pty is not None and session.started and not session.exited and session.pid:
             # The client closed the channel first: hang up the program, as
             # closing sshd's pty master does.
@@ -538,8 +541,10 @@ def _pump_out(fd: int, send, read_size: int, stop_fd: int | None = None, owned: 
                     os.set_blocking(fd, False)
             try:
                 data = os.read(fd, read_size)
-            except BlockingIOError:
-                return
+            except BlockingIOError:  # drained; or a pty master's spurious wake-up
+                if draining or stop_fd is None:
+                    return
+                continue
             except OSError:  # EIO: the pty's last slave fd closed
                 return
             if not data or (eow is not None and eow.is_set()):
@@ -550,27 +555,6 @@ def _pump_out(fd: int, send, read_size: int, stop_fd: int | None = None, owned: 
                 return
     finally:
         if owned:
-            os.close(fd)
-
-
-def _pump_in(chan: paramiko.Channel, fd: int, close_on_eof: bool) -> None:
-    """Copy the channel's data to ``fd`` until the client's EOF.  Once the
-    program has closed its end, the rest is read and dropped, as sshd does,
-    so that the window keeps opening and the client is never stalled."""
-    try:
-        while True:
-            data = chan.recv(_READ_SIZE)
-            if not data:
-                return
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-    except OSError:
-        while chan.recv(_READ_SIZE):
-            pass
-    finally:
-        if close_on_eof:
             os.close(fd)
 
 
@@ -604,8 +588,9 @@ class _PtyRunner:
 
     def _run(self) -> None:
         pty, chan = self.session.pty, self.session.chan
-        writer = threading.Thread(target=_pump_in, args=(chan, pty.master, False), daemon=True)
-        writer.start()
+        # (the sink makes the master non-blocking, for the reader too)
+        self.session.sink = StdinSink(chan, pty.master, close_on_eof=False)
+        chan.attach_sink(self.session.sink)
         reader = threading.Thread(target=_pump_out, daemon=True, args=(
             pty.master, chan.sendall, _output_read_size(chan), self.exited_r))
         reader.start()
@@ -614,6 +599,7 @@ class _PtyRunner:
         self.session.exited = True
         os.write(self.exited_w, b"x")
         reader.join()
+        self.session.sink.stop()
         self.process.release_pty(self.session)
         os.close(pty.master)
         _finish(chan, status)
@@ -650,7 +636,8 @@ class _PipeRunner:
 
     def _run(self) -> None:
         chan = self.session.chan
-        threading.Thread(target=_pump_in, args=(chan, self.stdin, True), daemon=True).start()
+        self.session.sink = StdinSink(chan, self.stdin, close_on_eof=True)
+        chan.attach_sink(self.session.sink)
         read_size = _output_read_size(chan)
         out = threading.Thread(target=_pump_out, daemon=True, args=(
             self.stdout, chan.sendall, read_size, None, True, self.session.eow))
@@ -662,17 +649,22 @@ class _PipeRunner:
         self.session.exited = True
         out.join()
         err.join()
+        self.session.sink.stop()
         _finish(chan, status)
 
 
 def _finish(chan: paramiko.Channel, status: int) -> None:
-    """All output delivered: EOF, exit status, close; the client closes the connection."""
+    """All output delivered: exit status, EOF, close, in sshd's order; the
+    client closes the connection.  The exit status goes first: a client
+    whose input is done answers our EOF with its CLOSE at once, the
+    transport thread answers that with ours, and an exit status sent after
+    the EOF could then arrive after our CLOSE (a mux client reported 255)."""
     try:
-        chan.shutdown_write()
         _send_exit(chan, status)
+        chan.shutdown_write()
         chan.close()
-    except (OSError, EOFError, paramiko.SSHException):
-        pass
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        log.debug("channel %d: exit status not delivered: %s", chan.get_id(), exc)
 
 
 def _client_alive(process: SessionProcess, interval: int, count_max: int) -> None:

@@ -22,7 +22,7 @@ from typing import Protocol
 import paramiko
 from paramiko.channel import Channel
 from paramiko.common import (
-    MSG_CHANNEL_DATA, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_REQUEST, OPEN_SUCCEEDED,
+    MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_REQUEST, OPEN_SUCCEEDED,
     cMSG_DISCONNECT, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
     cMSG_CHANNEL_OPEN_SUCCESS, cMSG_CHANNEL_SUCCESS, cMSG_GLOBAL_REQUEST, cMSG_REQUEST_FAILURE,
     cMSG_REQUEST_SUCCESS,
@@ -112,9 +112,23 @@ class ReceiveWindow:
 
 
 class WindowedChannel(Channel):
-    """A paramiko channel that holds the client to the window it was given."""
+    """A paramiko channel that holds the client to the window it was given,
+    and can hand its data to a sink (session_stdin.StdinSink) instead of
+    paramiko's buffer."""
 
     window: ReceiveWindow
+    #: where accepted data goes once attached, in the transport thread
+    sink = None
+
+    def attach_sink(self, sink) -> None:
+        """From now on data goes to ``sink``; what paramiko buffered so far
+        goes first, and a client EOF already received follows it."""
+        with self.lock:
+            sink.prepend(self.in_buffer.empty())
+            self.sink = sink
+            eof = self.eof_received
+        if eof:
+            sink.client_eof()
 
     def _set_window(self, window_size: int, max_packet_size: int) -> None:
         super()._set_window(window_size, max_packet_size)
@@ -132,14 +146,25 @@ class WindowedChannel(Channel):
         data = m.get_binary()
         with self.lock:
             verdict = self.window.receive(len(data))
-            left = self.window.left
+            left, sink = self.window.left, self.sink
+            if verdict is WindowVerdict.ACCEPT and sink is None:
+                self._feed(data)
         if verdict is WindowVerdict.ACCEPT:
-            self._feed(data)
+            if sink is not None:
+                sink.deliver(data)
         elif verdict is WindowVerdict.BIG_PACKET:
             log.info("channel %d: rcvd big packet %d, maxpack %d",
                      self.chanid, len(data), self.window.max_packet)
         else:
             log.info("channel %d: rcvd too much data %d, win %d", self.chanid, len(data), left)
+
+    def handle_eof(self, m: Message) -> None:
+        """The client's EOF: paramiko's bookkeeping, then the sink's."""
+        Channel._handle_eof(self, m)
+        with self.lock:
+            sink = self.sink
+        if sink is not None:
+            sink.client_eof()
 
     def feed_extended_data(self, m: Message) -> None:
         """CHANNEL_EXTENDED_DATA from the client: no channel of a server
@@ -353,6 +378,7 @@ class SessionTransport(ResumedTransport):
         MSG_CHANNEL_REQUEST: lambda chan, m: chan.transport._channel_request(chan, m),
         MSG_CHANNEL_DATA: WindowedChannel.feed_data,
         MSG_CHANNEL_EXTENDED_DATA: WindowedChannel.feed_extended_data,
+        MSG_CHANNEL_EOF: WindowedChannel.handle_eof,
     }
 
 
