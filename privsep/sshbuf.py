@@ -123,27 +123,22 @@ class Writer:
 
     def byte(self, value: int) -> Writer:
         """A uint8."""
-        self._parts.append(_U8.pack(value))
-        return self
+        return self.raw(_U8.pack(value))
 
     def boolean(self, value: bool) -> Writer:
         """An SSH boolean: 1 for true, 0 for false."""
-        self._parts.append(b"\x01" if value else b"\x00")
-        return self
+        return self.raw(b"\x01" if value else b"\x00")
 
     def uint32(self, value: int) -> Writer:
-        self._parts.append(_U32.pack(value))
-        return self
+        return self.raw(_U32.pack(value))
 
     def uint64(self, value: int) -> Writer:
-        self._parts.append(_U64.pack(value))
-        return self
+        return self.raw(_U64.pack(value))
 
     def string(self, data: bytes) -> Writer:
         """A uint32-length-prefixed byte string."""
-        self._parts.append(_U32.pack(len(data)))
-        self._parts.append(bytes(data))
-        return self
+        data = bytes(data)  # the length in bytes, whatever view it came in
+        return self.uint32(len(data)).raw(data)
 
     def text(self, value: str) -> Writer:
         """A string holding ``value`` in UTF-8."""
