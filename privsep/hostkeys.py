@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from paramiko.message import Message
 
+from privsep.sshbuf import Reader, Writer
+
 #: ssh-keygen -A's set, under this daemon's directory.
 DEFAULT_HOST_KEYS = (
     "/etc/privsep-sshd/ssh_host_rsa_key",
@@ -118,14 +120,10 @@ def install_on(transport: paramiko.Transport, publics: list[paramiko.PKey],
 HOSTKEYS_PROVE = "hostkeys-prove-00@openssh.com"
 
 
-def _ssh_string(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
 def hostkeys_prove_data(session_id: bytes, keyblob: bytes) -> bytes:
     """What sshd signs to prove it holds a host key: the request name, the
     session id and the key, each an SSH string."""
-    return _ssh_string(HOSTKEYS_PROVE.encode()) + _ssh_string(session_id) + _ssh_string(keyblob)
+    return bytes(Writer().text(HOSTKEYS_PROVE).string(session_id).string(keyblob))
 
 
 def parse_hostkeys_prove(data: bytes) -> tuple[bytes, bytes]:
@@ -133,34 +131,20 @@ def parse_hostkeys_prove(data: bytes) -> tuple[bytes, bytes]:
 
     Pure: the monitor uses it to decide whether a post-auth signature request
     is such a proof, and nothing more."""
-    fields = []
-    pos = 0
-    for _ in range(3):
-        if len(data) - pos < 4:
-            raise ValueError("truncated hostkeys-prove blob")
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        pos += 4
-        if length > len(data) - pos:
-            raise ValueError("truncated hostkeys-prove blob")
-        fields.append(data[pos:pos + length])
-        pos += length
-    if pos != len(data):
+    r = Reader(data, what="hostkeys-prove blob")
+    name, session_id, keyblob = r.string(), r.string(), r.string()
+    if r.remaining():
         raise ValueError("trailing bytes after hostkeys-prove blob")
-    if fields[0] != HOSTKEYS_PROVE.encode():
+    if name != HOSTKEYS_PROVE.encode():
         raise ValueError("not a hostkeys-prove blob")
-    if not fields[1] or not fields[2]:
+    if not session_id or not keyblob:
         raise ValueError("empty session id or key in hostkeys-prove blob")
-    return fields[1], fields[2]
+    return session_id, keyblob
 
 
 def blob_key_type(keyblob: bytes) -> str:
     """The key type named at the start of a public key blob ('' if malformed)."""
-    if len(keyblob) < 4:
-        return ""
-    length = int.from_bytes(keyblob[:4], "big")
-    if length > len(keyblob) - 4:
-        return ""
     try:
-        return keyblob[4:4 + length].decode("ascii")
-    except UnicodeDecodeError:
+        return Reader(keyblob).string().decode("ascii")
+    except ValueError:  # truncated, or not ASCII (UnicodeDecodeError)
         return ""

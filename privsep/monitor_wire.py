@@ -16,13 +16,12 @@ monitor_policy.py's business.
 from __future__ import annotations
 
 import dataclasses
-import struct
 import typing
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from privsep.sshbuf import Reader
+from privsep.sshbuf import Reader, Writer
 
 #: Largest record body accepted.  A transport hand-off with its pending bytes
 #: is the biggest message; 256 KiB is far above any legitimate one.
@@ -276,29 +275,24 @@ MESSAGE_CLASSES: dict[MsgType, type] = {
 
 # --- encoding -----------------------------------------------------------------
 
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 
-
-def _encode_fields(obj: object, out: list[bytes]) -> None:
+def _encode_fields(obj: object, out: Writer) -> None:
     hints = typing.get_type_hints(type(obj))
     for field in dataclasses.fields(obj):
         value = getattr(obj, field.name)
         kind = hints[field.name]
         if kind is bool:
-            out.append(b"\x01" if value else b"\x00")
+            out.boolean(value)
         elif kind is int:
-            out.append(_U64.pack(value))
+            out.uint64(value)
         elif kind is str:
-            data = value.encode("utf-8")
-            out.append(_U32.pack(len(data)) + data)
+            out.text(value)
         elif kind is bytes:
-            out.append(_U32.pack(len(value)) + value)
+            out.string(value)
         elif kind == list[str]:
-            out.append(_U32.pack(len(value)))
+            out.uint32(len(value))
             for item in value:
-                data = item.encode("utf-8")
-                out.append(_U32.pack(len(data)) + data)
+                out.text(item)
         elif dataclasses.is_dataclass(kind):
             _encode_fields(value, out)
         else:  # a programming error, not input
@@ -307,12 +301,12 @@ def _encode_fields(obj: object, out: list[bytes]) -> None:
 
 def encode(msg: Message) -> bytes:
     """The record for ``msg``: length, type, body."""
-    parts: list[bytes] = []
-    _encode_fields(msg, parts)
-    body = bytes([msg.TYPE]) + b"".join(parts)
+    out = Writer().byte(msg.TYPE)
+    _encode_fields(msg, out)
+    body = bytes(out)
     if len(body) > MAX_RECORD:
         raise ProtocolError(f"{type(msg).__name__} of {len(body)} bytes is oversized")
-    return _U32.pack(len(body)) + body
+    return bytes(Writer().string(body))
 
 
 def _decode_fields(cls: type, reader: Reader) -> object:
@@ -345,16 +339,17 @@ def decode(record: bytes) -> Message:
     """Decode one whole record; anything but an exact, known record fails."""
     if len(record) < 5:
         raise ProtocolError("truncated record")
-    (length,) = _U32.unpack(record[:4])
+    reader = Reader(record, error=ProtocolError, what="record")
+    length = reader.uint32()
     if length > MAX_RECORD:
         raise ProtocolError(f"record of {length} bytes is oversized")
-    if length != len(record) - 4:
-        raise ProtocolError(f"record length {length} but {len(record) - 4} bytes")
+    if length != reader.remaining():
+        raise ProtocolError(f"record length {length} but {reader.remaining()} bytes")
+    msg_type = reader.byte()
     try:
-        cls = MESSAGE_CLASSES[MsgType(record[4])]
+        cls = MESSAGE_CLASSES[MsgType(msg_type)]
     except ValueError:
-        raise ProtocolError(f"unknown message type {record[4]}") from None
-    reader = Reader(record[5:], error=ProtocolError, what="record")
+        raise ProtocolError(f"unknown message type {msg_type}") from None
     msg = _decode_fields(cls, reader)
     if reader.remaining():
         raise ProtocolError(f"trailing bytes after {cls.__name__}")

@@ -1,9 +1,13 @@
-"""Strict reading of SSH wire encodings (RFC 4251 section 5) from bytes.
+"""SSH wire encodings (RFC 4251 section 5): strict reading from bytes, and
+writing.
 
 Pure: no sockets, no logging.  The one reader every decoder here uses, as
 OpenSSH's ``sshbuf`` serves all of its parsers: the monitor protocol's
-records (monitor_wire.py) and the key blobs, signatures and signed userauth
-data of public-key authentication (auth_pubkey.py).
+records (monitor_wire.py), the key blobs, signatures and signed userauth
+data of public-key authentication (auth_pubkey.py), the hostkeys-prove
+blobs the monitor checks (hostkeys.py) and the client's terminal modes
+(sshpty.py).  Its counterpart ``Writer`` builds what is not a paramiko
+``Message``: monitor records and the data a host key signs.
 
 Every read checks before it takes and raises rather than padding or
 guessing.  The exception class is the caller's: monitor_wire.py wants its
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import struct
 
+_U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -93,3 +98,58 @@ class Reader:
         """Refuse anything left after the last field."""
         if self.remaining():
             raise self._error(f"{self.remaining()} trailing bytes")
+
+
+class Writer:
+    """Builds SSH wire encodings, one field at a time: what ``Reader`` reads.
+
+    Each method appends one field and returns the writer, so that calls
+    chain; ``bytes(writer)`` is the encoding so far::
+
+        bytes(Writer().text("ssh-ed25519").string(blob))
+
+    A value that does not fit its field (a negative integer, a uint32 or a
+    string length of 2**32 or more) is the caller's bug, not input:
+    ``struct.error``, or ValueError for a negative mpint.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def raw(self, data: bytes) -> Writer:
+        """``data`` as it is, with no length: what ``Reader.take`` reads."""
+        self._parts.append(bytes(data))
+        return self
+
+    def byte(self, value: int) -> Writer:
+        """A uint8."""
+        return self.raw(_U8.pack(value))
+
+    def boolean(self, value: bool) -> Writer:
+        """An SSH boolean: 1 for true, 0 for false."""
+        return self.raw(b"\x01" if value else b"\x00")
+
+    def uint32(self, value: int) -> Writer:
+        return self.raw(_U32.pack(value))
+
+    def uint64(self, value: int) -> Writer:
+        return self.raw(_U64.pack(value))
+
+    def string(self, data: bytes) -> Writer:
+        """A uint32-length-prefixed byte string."""
+        data = bytes(data)  # the length in bytes, whatever view it came in
+        return self.uint32(len(data)).raw(data)
+
+    def text(self, value: str) -> Writer:
+        """A string holding ``value`` in UTF-8."""
+        return self.string(value.encode("utf-8"))
+
+    def mpint(self, value: int) -> Writer:
+        """A non-negative multiple-precision integer, in the fewest bytes
+        (none for 0; a leading zero byte where the top bit would be set)."""
+        if value < 0:
+            raise ValueError("negative mpint")
+        return self.string(value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b"")
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self._parts)

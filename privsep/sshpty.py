@@ -10,6 +10,8 @@ import os
 import struct
 import termios
 
+from privsep.sshbuf import Reader
+
 #: ptys are given to the user with group tty, mode 0620 (write for `write`).
 TTY_MODE = 0o620
 
@@ -79,13 +81,12 @@ def parse_modes(blob: bytes) -> list[tuple[int, int]]:
     """(opcode, value) pairs of an encoded terminal-modes string; stops at
     TTY_OP_END, at an opcode 160+ (values unknown) or at truncation."""
     pairs = []
-    pos = 0
-    while pos < len(blob):
-        opcode = blob[pos]
-        if opcode == 0 or opcode >= 160 or pos + 5 > len(blob):
+    r = Reader(blob)
+    while r.remaining() >= 5:  # less is a truncated pair: the ones before it stand
+        opcode = r.byte()
+        if opcode == 0 or opcode >= 160:
             break
-        pairs.append((opcode, struct.unpack(">I", blob[pos + 1:pos + 5])[0]))
-        pos += 5
+        pairs.append((opcode, r.uint32()))
     return pairs
 
 

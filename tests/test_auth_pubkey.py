@@ -11,7 +11,6 @@ import base64
 import os
 import pwd
 import shutil
-import struct
 import subprocess
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from privsep import auth_pubkey as ap
-from privsep.sshbuf import Reader
+from privsep.sshbuf import Reader, Writer
 
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root")
@@ -92,14 +91,12 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
 
 
 def sshstr(data: bytes | str) -> bytes:
-    if isinstance(data, str):
-        data = data.encode()
-    return struct.pack(">I", len(data)) + data
+    w = Writer()
+    return bytes(w.text(data) if isinstance(data, str) else w.string(data))
 
 
 def mpint(value: int) -> bytes:
-    raw = value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b""
-    return sshstr(raw)
+    return bytes(Writer().mpint(value))
 
 
 def userauth_blob(
@@ -732,7 +729,7 @@ def test_parse_signed_userauth_overlong_lengths(keys: dict[str, KeyPair]) -> Non
     # The key blob's length claims one byte more than there is.
     tail = sshstr(keys["ed25519"].blob)
     blob = keys["ed25519"].blob
-    bad = good[: -len(tail)] + struct.pack(">I", len(blob) + 1) + blob
+    bad = good[: -len(tail)] + bytes(Writer().uint32(len(blob) + 1).raw(blob))
     with pytest.raises(ValueError):
         ap.parse_signed_userauth(bad)
 

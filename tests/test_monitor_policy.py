@@ -363,6 +363,15 @@ def test_hostkeys_prove_parser_refuses_malformed(data):
         hostkeys.parse_hostkeys_prove(data)
 
 
+@pytest.mark.parametrize("blob, keytype", [
+    (BLOB, "ssh-ed25519"), (RSA_BLOB, "ssh-rsa"), (b"\x00\x00\x00\x00", ""),
+    (b"", ""), (b"\x00\x00\x00", ""), (b"\x00\x00\x00\x08ssh-rsa", ""),
+    (b"\x00\x00\x00\x02\xc3\xa9", ""),  # not ASCII
+])
+def test_blob_key_type(blob, keytype):
+    assert hostkeys.blob_key_type(blob) == keytype
+
+
 def test_postauth_signs_prove_of_our_key():
     state = with_host_keys(postauth())
     admit(state, wire.SignRequest(ALG, hostkeys.hostkeys_prove_data(SID, BLOB)))

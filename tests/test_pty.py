@@ -138,3 +138,25 @@ def test_password_login_to_a_pty_shell(any_server: Server, user) -> None:
                             capture_output=True, timeout=60)
     assert result.returncode == 4
     assert f"who-{user.name}-/dev/pts/".encode() in result.stdout
+
+
+# --- the terminal-modes string (pure: sshpty.parse_modes) ------------------------
+
+from privsep import sshpty  # noqa: E402
+from privsep.sshbuf import Writer  # noqa: E402
+
+VERASE_8 = bytes(Writer().byte(3).uint32(8))
+ECHO_OFF = bytes(Writer().byte(53).uint32(0))
+
+
+@pytest.mark.parametrize("blob, pairs", [
+    (b"", []),
+    (VERASE_8 + ECHO_OFF + b"\x00", [(3, 8), (53, 0)]),
+    (VERASE_8 + b"\x00" + ECHO_OFF, [(3, 8)]),               # TTY_OP_END ends it
+    (VERASE_8 + bytes(Writer().byte(160).uint32(1)) + ECHO_OFF, [(3, 8)]),  # 160+: stop
+    (VERASE_8 + ECHO_OFF[:4], [(3, 8)]),                     # a truncated pair is dropped
+    (VERASE_8 + ECHO_OFF, [(3, 8), (53, 0)]),                # no TTY_OP_END at all
+    (bytes(Writer().byte(128).uint32(2**32 - 1)), [(128, 2**32 - 1)]),
+])
+def test_parse_modes(blob, pairs) -> None:
+    assert sshpty.parse_modes(blob) == pairs

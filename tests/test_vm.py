@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +34,8 @@ if os.environ.get("PRIVSEP_SKIP_VM") == "1":
 
 UNIT = "privsep-sshd"
 INSTALL = "cd /root/privsep-sshd && ./install.sh --enable --wheels=/root/wheels"
-# The Vagrantfile's demo user, made by the same script with the same password.
+# The Vagrantfile's demo user, made by its own provisioning script with the
+# same password.
 USER = "demo"
 PASSWORD = re.search(r'^DEMO_PASSWORD = "(.*)"$', (vmlib.REPO / "Vagrantfile").read_text(),
                      re.M).group(1)
@@ -97,11 +99,15 @@ def vm(request):
 @pytest.fixture(scope="module")
 def alice(vm) -> Path:
     """USER in the guest, with a password and an authorized key, made by the
-    Vagrantfile's own provisioning script; returns the private key's path."""
+    Vagrantfile's own provisioning script run as Vagrant runs it (uploaded to
+    /tmp/vagrant-shell, made executable, run as root with the provisioner's
+    args); returns the private key's path."""
     key = vm.workdir / "user_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     pub = key.with_suffix(".pub").read_text().strip()
-    vm.root(f"/root/privsep-sshd/vagrant/demo-user.sh {USER} '{PASSWORD}' '{pub}'")
+    script = vmlib.vagrantfile_demo_user_script()
+    vm.root("cat > /tmp/vagrant-shell && chmod +x /tmp/vagrant-shell && "
+            + shlex.join(["/tmp/vagrant-shell", USER, PASSWORD, pub]), input=script)
     return key
 
 

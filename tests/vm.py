@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,3 +361,15 @@ def build_wheelhouse(dest: Path) -> None:
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"pip wheel failed:\n{done.stdout}{done.stderr}")
+
+
+def vagrantfile_demo_user_script() -> str:
+    """The Vagrantfile's DEMO_USER_SCRIPT, the inline script of its demo-user
+    provisioner: its ``<<~'SHELL'`` heredoc, whose common indentation Ruby
+    strips as textwrap.dedent does (tests/test_vagrantfile.py checks that
+    Ruby reads the same text)."""
+    text = (REPO / "Vagrantfile").read_text()
+    block = re.search(r"^DEMO_USER_SCRIPT = <<~'SHELL'\n(.*?)^SHELL$", text, re.S | re.M)
+    if not block:
+        raise RuntimeError("the Vagrantfile has no DEMO_USER_SCRIPT = <<~'SHELL' heredoc")
+    return textwrap.dedent(block.group(1))
