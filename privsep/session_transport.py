@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,7 +31,7 @@ from paramiko.common import (
 )
 from paramiko.message import Message
 
-from privsep.handoff import ResumedPacketizer, ResumedTransport
+from privsep.handoff import ResumedPacketizer, ResumedTransport, _pkt_get, _pkt_set
 
 log = logging.getLogger("privsep.session")
 
@@ -178,9 +180,53 @@ class WindowedChannel(Channel):
 
 class SessionPacketizer(ResumedPacketizer):
     """Ends the connection on a message for a channel that is gone, as sshd
-    does ("unknown channel"), where paramiko would ignore it."""
+    does ("unknown channel"), where paramiko would ignore it.
+
+    And fewer system calls per packet.  paramiko reads a packet in three
+    reads (length, body, MAC), each a poll and a recv, and polls before every
+    send.  The socket is non-blocking underneath (it has a timeout), so here
+    one read(2) takes whatever the socket holds and later packets come out of
+    that, and a write is tried before anything waits; paramiko's own loops,
+    with their timeouts and rekey checks, run only when the socket has too
+    little to read or no room to write."""
 
     transport: "SessionTransport | None" = None
+    #: how much one read may take from the socket
+    READ_AHEAD = 256 * 1024
+    #: bytes read from the socket but not yet asked for (set on first use)
+    _ahead: bytearray | None = None
+    _fd: int = -1
+
+    def read_all(self, n, check_rekey=False):
+        ahead = self._ahead
+        if ahead is None:  # first read: what the net-child had read comes first
+            ahead = self._ahead = bytearray(_pkt_get(self, "remainder"))
+            _pkt_set(self, "remainder", b"")
+            self._fd = _pkt_get(self, "socket").fileno()
+        if len(ahead) < n:
+            try:
+                ahead += os.read(self._fd, max(self.READ_AHEAD, n))
+            except OSError:  # nothing there yet, or an error paramiko will see too
+                pass
+        if len(ahead) >= n:
+            out = bytes(memoryview(ahead)[:n])
+            del ahead[:n]
+            return out
+        _pkt_set(self, "remainder", bytes(ahead))
+        ahead.clear()
+        return super().read_all(n, check_rekey)
+
+    def write_all(self, out) -> None:
+        if self.banner is not None or self._fd < 0:
+            super().write_all(out)
+            return
+        try:
+            written = os.write(self._fd, out)
+        except OSError:  # full (paramiko waits), or gone (paramiko raises)
+            written = 0
+        _pkt_set(self, "keepalive_last", time.time())
+        if written < len(out):
+            super().write_all(out[written:])
 
     def read_message(self):
         ptype, m = super().read_message()
