@@ -7,7 +7,9 @@ lock-step between two threads through a whole upload.  Here the transport
 thread writes the data to the program's fd itself while the fd takes it.
 What does not fit waits in a backlog that a flusher thread writes as the fd
 drains; the client's window opens again only for what was written, so the
-backlog never outgrows the window we granted.
+backlog never outgrows the window we granted.  During a key exchange the
+transport thread may not send a WINDOW_ADJUST (and only it can finish the
+exchange), so then the flusher thread sends it, once the exchange is over.
 
 When the program has closed its end (EPIPE), data is counted as written and
 dropped, as sshd does, so that the client is never stalled.
@@ -46,6 +48,8 @@ class StdinSink:
         self._broken = False
         #: nothing more is written, fd is not ours any longer (or closed)
         self._done = False
+        #: window granted while a key exchange held WINDOW_ADJUST back
+        self._grant_due = 0
         threading.Thread(target=self._flush_backlog, daemon=True, name="stdin").start()
 
     # --- the transport thread --------------------------------------------------------
@@ -63,7 +67,11 @@ class StdinSink:
             if written < len(data):
                 self._backlog += data[written:]
                 self._more.notify()
-        self._consumed(written)
+        grant = self.chan._check_add_window(written) if written else 0
+        if grant > 0 and not self.chan.transport.send_unless_rekeying(self._adjust(grant)):
+            with self._lock:
+                self._grant_due += grant
+                self._more.notify()
 
     def client_eof(self) -> None:
         """The client sent EOF: close the fd once the backlog is written."""
@@ -114,20 +122,31 @@ class StdinSink:
             return
         grant = self.chan._check_add_window(count)
         if grant > 0:
-            m = Message()
-            m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
-            m.add_int(self.chan.remote_chanid)
-            m.add_int(grant)
-            self.chan.transport.send_reply(m)
+            self.chan.transport.send_reply(self._adjust(grant))
+
+    def _adjust(self, grant: int) -> Message:
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+        m.add_int(self.chan.remote_chanid)
+        m.add_int(grant)
+        return m
 
     def _flush_backlog(self) -> None:
         """Write the backlog as the fd drains; close a pipe after the EOF."""
         while True:
             with self._lock:
-                while not self._backlog and not self._eof and not self._done:
+                while not (self._backlog or self._eof or self._done or self._grant_due):
                     self._more.wait()
                 if self._done:
                     return
+                grant, self._grant_due = self._grant_due, 0
+            if grant:  # waits for the key exchange to end
+                self.chan.transport.send_reply(self._adjust(grant))
+            with self._lock:
+                if self._done:
+                    return
+                if not self._backlog and not self._eof:
+                    continue
                 if not self._backlog:  # EOF, all written
                     self._done = True
                     if self.close_on_eof:

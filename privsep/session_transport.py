@@ -320,6 +320,16 @@ class SessionTransport(ResumedTransport):
         else:
             self._send_user_message(m)
 
+    def send_unless_rekeying(self, m: Message) -> bool:
+        """Send ``m`` now, from any thread, unless a key exchange is under
+        way (False: nothing sent).  The lock keeps another thread from
+        starting one between the check and the send."""
+        with self.clear_to_send_lock:
+            if not self.clear_to_send.is_set():
+                return False
+            self._send_message(m)
+            return True
+
     def open_channel_to_client(self, kind: str, fields: bytes, timeout: float = 60) -> Channel:
         """Open a channel of ``kind`` towards the client, ``fields`` following
         the common ones (forwarded-tcpip, forwarded-streamlocal, agent)."""
