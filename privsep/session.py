@@ -45,6 +45,8 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: paramiko keeps 64 bytes of the client's maximum packet for headers.
 _PACKET_HEADROOM = 64
+#: the most one read of a program's output asks for
+_MAX_READ = 256 * 1024
 
 #: The signals a client may send (sshd's name2sig).
 SIGNALS = {name: getattr(signal, "SIG" + name)
@@ -521,8 +523,10 @@ def _send_exit(chan: paramiko.Channel, status: int) -> None:
 def _output_read_size(chan: paramiko.Channel) -> int:
     """Two of the largest data packets paramiko sends on ``chan``: a full
     64 KiB pipe then leaves in two full packets, where a read of 65536
-    bytes would add a third packet of 128 bytes and its whole cost."""
-    return 2 * max(chan.out_max_packet_size - _PACKET_HEADROOM, 1024)
+    bytes would add a third packet of 128 bytes and its whole cost.  The
+    packet size is the client's word: kept between 1 KiB and 256 KiB."""
+    payload = chan.out_max_packet_size - _PACKET_HEADROOM
+    return 2 * min(max(payload, 1024), _MAX_READ // 2)
 
 
 def _pump_out(fd: int, send, read_size: int, stop_fd: int | None = None, owned: bool = False,
@@ -599,6 +603,8 @@ class _PtyRunner:
         self.session.exited = True
         os.write(self.exited_w, b"x")
         reader.join()
+        os.close(self.exited_r)
+        os.close(self.exited_w)
         self.session.sink.stop()
         self.process.release_pty(self.session)
         os.close(pty.master)
@@ -659,6 +665,8 @@ def _finish(chan: paramiko.Channel, status: int) -> None:
     whose input is done answers our EOF with its CLOSE at once, the
     transport thread answers that with ours, and an exit status sent after
     the EOF could then arrive after our CLOSE (a mux client reported 255)."""
+    if chan.closed:  # the client closed it first: its id may name another channel soon
+        return
     try:
         _send_exit(chan, status)
         chan.shutdown_write()

@@ -25,6 +25,7 @@ import threading
 
 from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 from paramiko.message import Message
+from paramiko.ssh_exception import SSHException
 
 log = logging.getLogger("privsep.session")
 
@@ -132,6 +133,14 @@ class StdinSink:
         return m
 
     def _flush_backlog(self) -> None:
+        """The flusher thread's life; it ends with the channel or connection."""
+        try:
+            self._flush_until_done()
+        except (OSError, EOFError, SSHException) as exc:  # the connection went away
+            log.debug("channel %d: stdin flusher stops: %s", self.chan.chanid, exc)
+            self.stop()
+
+    def _flush_until_done(self) -> None:
         """Write the backlog as the fd drains; close a pipe after the EOF."""
         while True:
             with self._lock:

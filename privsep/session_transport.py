@@ -124,12 +124,15 @@ class WindowedChannel(Channel):
 
     def attach_sink(self, sink) -> None:
         """From now on data goes to ``sink``; what paramiko buffered so far
-        goes first, and a client EOF already received follows it."""
+        goes first, and a client EOF already received follows it.  On a
+        channel already closed the sink stops at once (closing a pipe)."""
         with self.lock:
             sink.prepend(self.in_buffer.empty())
             self.sink = sink
-            eof = self.eof_received
-        if eof:
+            eof, closed = self.eof_received, self.closed
+        if closed:  # the client closed the channel before the program ran
+            sink.stop()
+        elif eof:
             sink.client_eof()
 
     def _set_window(self, window_size: int, max_packet_size: int) -> None:
@@ -195,17 +198,21 @@ class SessionPacketizer(ResumedPacketizer):
     READ_AHEAD = 256 * 1024
     #: bytes read from the socket but not yet asked for (set on first use)
     _ahead: bytearray | None = None
-    _fd: int = -1
+
+    def _fd(self) -> int:
+        """The socket's fd now: -1 once the transport closed it (a number
+        kept from before could by then name another file)."""
+        return _pkt_get(self, "socket").fileno()
 
     def read_all(self, n, check_rekey=False):
         ahead = self._ahead
         if ahead is None:  # first read: what the net-child had read comes first
             ahead = self._ahead = bytearray(_pkt_get(self, "remainder"))
             _pkt_set(self, "remainder", b"")
-            self._fd = _pkt_get(self, "socket").fileno()
-        if len(ahead) < n:
+        fd = self._fd()
+        if len(ahead) < n and fd >= 0:
             try:
-                ahead += os.read(self._fd, max(self.READ_AHEAD, n))
+                ahead += os.read(fd, max(self.READ_AHEAD, n))
             except OSError:  # nothing there yet, or an error paramiko will see too
                 pass
         if len(ahead) >= n:
@@ -217,11 +224,12 @@ class SessionPacketizer(ResumedPacketizer):
         return super().read_all(n, check_rekey)
 
     def write_all(self, out) -> None:
-        if self.banner is not None or self._fd < 0:
+        fd = self._fd()
+        if self.banner is not None or fd < 0:
             super().write_all(out)
             return
         try:
-            written = os.write(self._fd, out)
+            written = os.write(fd, out)
         except OSError:  # full (paramiko waits), or gone (paramiko raises)
             written = 0
         _pkt_set(self, "keepalive_last", time.time())
@@ -319,6 +327,16 @@ class SessionTransport(ResumedTransport):
             self._send_message(m)
         else:
             self._send_user_message(m)
+
+    def _send_user_message(self, data) -> None:
+        """paramiko's handlers answer CLOSE and channel requests through this
+        in the transport thread; during a key exchange it would wait for
+        clear_to_send, which only that thread can set (30 s, then the
+        connection dies).  The transport thread sends at once instead."""
+        if threading.current_thread() is self:
+            self._send_message(data)
+        else:
+            super()._send_user_message(data)
 
     def send_unless_rekeying(self, m: Message) -> bool:
         """Send ``m`` now, from any thread, unless a key exchange is under
