@@ -183,31 +183,25 @@ def splice(chan: paramiko.Channel, sock: socket.socket, on_done=None) -> None:
         except Exception:
             pass
 
-    def to_channel() -> None:
+    def copy(read, write, end_write) -> None:
+        """One direction until EOF, then half-close the other side."""
         try:
             while True:
-                data = sock.recv(BUFFER)
+                data = read(BUFFER)
                 if not data:
                     break
-                chan.sendall(data)
-            chan.shutdown_write()
+                write(data)
+            end_write()
         except (OSError, EOFError, paramiko.SSHException):
             abort()
         finally:
             finished()
 
+    def to_channel() -> None:
+        copy(sock.recv, chan.sendall, chan.shutdown_write)
+
     def to_socket() -> None:
-        try:
-            while True:
-                data = chan.recv(BUFFER)
-                if not data:
-                    break
-                sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except (OSError, EOFError, paramiko.SSHException):
-            abort()
-        finally:
-            finished()
+        copy(chan.recv, sock.sendall, lambda: sock.shutdown(socket.SHUT_WR))
 
     threading.Thread(target=to_channel, daemon=True, name="fwd-up").start()
     threading.Thread(target=to_socket, daemon=True, name="fwd-down").start()

@@ -319,21 +319,18 @@ class SessionTransport(ResumedTransport):
         self.send_reply(m)
 
     def send_reply(self, m: Message) -> None:
-        """Send from any thread: the transport thread itself must not wait for
-        a key exchange that only it can finish (paramiko's own handlers use
-        _send_message there too); before that thread starts, nobody else
-        writes and no key exchange can be under way."""
-        if threading.current_thread() is self or self.ident is None:
-            self._send_message(m)
-        else:
-            self._send_user_message(m)
+        """Send from any thread (see _send_user_message)."""
+        self._send_user_message(m)
 
     def _send_user_message(self, data) -> None:
         """paramiko's handlers answer CLOSE and channel requests through this
         in the transport thread; during a key exchange it would wait for
         clear_to_send, which only that thread can set (30 s, then the
-        connection dies).  The transport thread sends at once instead."""
-        if threading.current_thread() is self:
+        connection dies).  The transport thread sends at once instead, as
+        paramiko's own kex handlers do; so does anyone before that thread
+        starts, when nobody else writes and no key exchange can be under way
+        (paramiko would drop the packet: the transport is not active yet)."""
+        if threading.current_thread() is self or self.ident is None:
             self._send_message(data)
         else:
             super()._send_user_message(data)

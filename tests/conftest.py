@@ -61,19 +61,22 @@ from tests.daemon import Server, remove_server, start_server  # noqa: E402
 @pytest.fixture(scope="module")
 def privsep_server(pam_service: str) -> Iterator[Server]:
     """privsep-sshd on a free loopback port, for the module's tests."""
-    _require_root()
-    server = start_server("privsep")
-    yield server
-    remove_server(server)
+    yield from _serve("privsep")
 
 
 @pytest.fixture(scope="module")
 def openssh_server() -> Iterator[Server]:
     """Debian's OpenSSH sshd on a free loopback port: the reference."""
+    yield from _serve("openssh")
+
+
+def _serve(kind: str, extra_config: list[str] | None = None) -> Iterator[Server]:
+    """A server of ``kind`` for as long as the fixture lives (root only;
+    the reference skips where openssh-server is missing)."""
     _require_root()
-    if not Path("/usr/sbin/sshd").exists():
+    if kind == "openssh" and not Path("/usr/sbin/sshd").exists():
         pytest.skip("openssh-server is not installed (install.sh --test installs it)")
-    server = start_server("openssh")
+    server = start_server(kind, extra_config)
     yield server
     remove_server(server)
 
@@ -90,21 +93,13 @@ def any_server(request) -> Server:
 def privsep_session_server(pam_service: str) -> Iterator[Server]:
     """privsep-sshd with Subsystem sftp and AcceptEnv set as for Debian's sshd."""
     from tests.session_util import SESSION_CONFIG
-    _require_root()
-    server = start_server("privsep", SESSION_CONFIG)
-    yield server
-    remove_server(server)
+    yield from _serve("privsep", SESSION_CONFIG)
 
 
 @pytest.fixture(scope="module")
 def openssh_session_server() -> Iterator[Server]:
     from tests.session_util import SESSION_CONFIG
-    _require_root()
-    if not Path("/usr/sbin/sshd").exists():
-        pytest.skip("openssh-server is not installed (install.sh --test installs it)")
-    server = start_server("openssh", SESSION_CONFIG)
-    yield server
-    remove_server(server)
+    yield from _serve("openssh", SESSION_CONFIG)
 
 
 @pytest.fixture(params=["privsep", "openssh"])
