@@ -4,7 +4,8 @@
 #   make install     install or update from this checkout
 #   make run         install, then run the server in the foreground on its
 #                    defaults (port 2222), logging to stderr
-#   make test        install with the test dependencies, then run the tests
+#   make test        install with the test dependencies, check the import
+#                    contracts (lint-imports), then run the tests
 #   make bench       install with the test dependencies, then compare the
 #                    installed server's speed with OpenSSH's sshd (tests/bench.py)
 #   make uninstall   remove everything install.sh added
@@ -20,10 +21,12 @@ run:
 	$(HERE)/install.sh
 	exec /usr/local/sbin/privsep-sshd -D -e
 
-# pytest's exit status is make's verdict: any failure, or no tests collected
-# (status 5), fails the target.
+# The import contracts of pyproject.toml (lint-imports, on this checkout's
+# code), then the tests; pytest's exit status is make's verdict: any
+# failure, or no tests collected (status 5), fails the target.
 test:
 	$(HERE)/install.sh --test
+	cd $(HERE) && PYTHONPATH=$(HERE) /opt/privsep-sshd/bin/lint-imports --no-cache
 	cd $(HERE) && /opt/privsep-sshd/bin/python -m pytest -v tests
 
 # Reports figures and ratios against OpenSSH measured in the same run; speed

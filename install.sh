@@ -343,7 +343,7 @@ install_package() {
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
     (cd "$SRC" && shopt -s nullglob && tar -cf - --exclude=__pycache__ --exclude='*.pyc' \
-        pyproject.toml privsep README* LICENSE*) | tar -xf - -C "$tmp"
+        pyproject.toml privsep privsep_tree README* LICENSE*) | tar -xf - -C "$tmp"
     pip_install --force-reinstall --no-deps --no-build-isolation "$tmp"
     rm -rf "$tmp"
     trap - EXIT

@@ -1,3 +1,3 @@
-from privsep.sshd import main
+from privsep.listener.main import main
 
 raise SystemExit(main())

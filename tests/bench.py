@@ -8,7 +8,7 @@ one throwaway user (tests/userutil.py) logs in to both with the stock client
 and its defaults, and every benchmark measures the two daemons round by
 round, alternating which goes first, so that whatever else the machine is
 doing hits both alike. What is reported is each daemon's figure and the ratio
-privsep/openssh against the target of DESIGN.md ("Speed it will be held
+privsep/openssh against the team's target ("Speed it will be held
 to"). Nothing here passes or fails on speed: the exit status is 0 whenever
 the measurements could be made.
 
@@ -468,7 +468,7 @@ def bench_concurrency(servers: dict[str, Server], user: TestUser, settings: Sett
                                     "once have all printed `ready`", **result}
 
 
-# --- targets (DESIGN.md, "Speed it will be held to") ---------------------------------
+# --- targets (the team's notes, "Speed it will be held to") ---------------------------------
 
 def judge(name: str, result: dict, settings: Settings) -> None:
     """Add the ratio privsep/openssh, the target and whether it is met."""
@@ -636,7 +636,7 @@ def print_table(results: dict[str, dict]) -> None:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     print("\nprivsep, openssh: medians (p90 rows: 90th percentiles; CPU rows: means per login)."
           "\nratio: privsep/openssh."
-          "\nok: the ratio meets DESIGN.md's target; reported, never a failure.")
+          "\nok: the ratio meets the target; reported, never a failure.")
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""privsep/auth_pam.py against the real PAM stack with throwaway users.
+"""privsep/monitor/auth_pam.py against the real PAM stack with throwaway users.
 
 No mocks: /etc/pam.d/privsep-sshd (installed by the pam_service fixture, as
 the install script would) runs Debian's pam_unix, pam_motd and friends.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from privsep.auth_pam import (
+from privsep.monitor.auth_pam import (
     PAM_ACCT_EXPIRED,
     PAM_AUTH_ERR,
     PAM_CONV,
@@ -308,7 +308,7 @@ def test_multi_message_conversation(pam_service: str, user: TestUser) -> None:
 
 SESSION_SCRIPT = r"""
 import gc, json, sys
-from privsep.auth_pam import *
+from privsep.monitor.auth_pam import *
 args = json.load(sys.stdin)
 out = {}
 pam = PamLogin(args["service"], args["user"], "192.0.2.7")

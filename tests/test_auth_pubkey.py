@@ -1,4 +1,7 @@
-"""Tests for privsep/auth_pubkey.py: authorized_keys, StrictModes, signatures.
+"""Tests for public-key authentication in the monitor: authorized_keys and
+StrictModes (privsep/monitor/authorized_keys.py), key options
+(privsep/wire/keyoptions.py), signatures (privsep/monitor/pubkey.py,
+privsep/wire/userauth.py) and the uid switch (privsep/common/ids.py).
 
 Real keys from ssh-keygen, real signatures from paramiko's private-key
 classes, real files and real uid switches (root-only tests skip otherwise).
@@ -22,8 +25,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from privsep import auth_pubkey as ap
-from privsep.sshbuf import Reader, Writer
+from privsep.common import ids
+from privsep.monitor import authorized_keys, pubkey
+from privsep.wire import keyoptions, userauth
+from privsep.wire.sshbuf import Reader, Writer
 
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root")
@@ -147,7 +152,7 @@ def test_parse_keys_comments_blank_lines(keys: dict[str, KeyPair]) -> None:
             "",
         ]
     )
-    parsed, problems = ap.parse_authorized_keys(text)
+    parsed, problems = authorized_keys.parse_authorized_keys(text)
     assert problems == []
     assert [k.keytype for k in parsed] == ["ssh-ed25519", "ecdsa-sha2-nistp384", "ssh-rsa"]
     assert [k.lineno for k in parsed] == [4, 6, 7]
@@ -160,7 +165,7 @@ def test_parse_keys_comments_blank_lines(keys: dict[str, KeyPair]) -> None:
 
 def test_parse_key_without_comment(keys: dict[str, KeyPair]) -> None:
     line = " ".join(keys["ecdsa256"].publine.split()[:2])
-    (key,), problems = ap.parse_authorized_keys(line)
+    (key,), problems = authorized_keys.parse_authorized_keys(line)
     assert problems == [] and key.comment == ""
 
 
@@ -170,26 +175,26 @@ def test_options_with_quoted_commas_and_escapes(keys: dict[str, KeyPair]) -> Non
         'No-Agent-Forwarding,environment="GREETING=hello world",restrict '
         + keys["ed25519"].publine
     )
-    (key,), problems = ap.parse_authorized_keys(line)
+    (key,), problems = authorized_keys.parse_authorized_keys(line)
     assert problems == []
     assert key.options == (
-        ap.KeyOption("command", 'echo "a, b", c'),
-        ap.KeyOption("from", "10.0.0.1,192.168.*"),
-        ap.KeyOption("no-pty", None),
-        ap.KeyOption("no-agent-forwarding", None),
-        ap.KeyOption("environment", "GREETING=hello world"),
-        ap.KeyOption("restrict", None),
+        keyoptions.KeyOption("command", 'echo "a, b", c'),
+        keyoptions.KeyOption("from", "10.0.0.1,192.168.*"),
+        keyoptions.KeyOption("no-pty", None),
+        keyoptions.KeyOption("no-agent-forwarding", None),
+        keyoptions.KeyOption("environment", "GREETING=hello world"),
+        keyoptions.KeyOption("restrict", None),
     )
-    assert key.option("command") == ap.KeyOption("command", 'echo "a, b", c')
+    assert key.option("command") == keyoptions.KeyOption("command", 'echo "a, b", c')
     assert key.comment == "alice@laptop with spaces"
     assert key.blob == keys["ed25519"].blob
 
 
 def test_backslash_not_before_quote_is_literal(keys: dict[str, KeyPair]) -> None:
-    (key,), _ = ap.parse_authorized_keys(
+    (key,), _ = authorized_keys.parse_authorized_keys(
         'command="printf a\\\\nb" ' + keys["ed25519"].publine
     )
-    assert key.options == (ap.KeyOption("command", "printf a\\\\nb"),)
+    assert key.options == (keyoptions.KeyOption("command", "printf a\\\\nb"),)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +216,7 @@ def test_backslash_not_before_quote_is_literal(keys: dict[str, KeyPair]) -> None
     ],
 )
 def test_known_options_accepted(keys: dict[str, KeyPair], options: str) -> None:
-    (key,), problems = ap.parse_authorized_keys(f"{options} {keys['rsa'].publine}")
+    (key,), problems = authorized_keys.parse_authorized_keys(f"{options} {keys['rsa'].publine}")
     assert problems == []
     assert len(key.options) == options.count(",") - _commas_in_quotes(options) + 1
 
@@ -254,7 +259,7 @@ def test_bad_options_invalidate_line(
     keys: dict[str, KeyPair], options: str, reason: str
 ) -> None:
     text = f"{options} {keys['ed25519'].publine}\n{keys['ecdsa256'].publine}"
-    parsed, problems = ap.parse_authorized_keys(text)
+    parsed, problems = authorized_keys.parse_authorized_keys(text)
     # The bad line is dropped, the next one still counts.
     assert [k.lineno for k in parsed] == [2]
     assert problems == [f"line 1: {reason}"]
@@ -276,7 +281,7 @@ def test_bad_key_lines(keys: dict[str, KeyPair]) -> None:
         f"ssh-ed25519 {ed_b64[:-4]}",  # 9: cut at a base64 boundary
         f"ssh-ed25519 {ed_b64[:-1]}",  # 10: bad padding
     ]
-    parsed, problems = ap.parse_authorized_keys("\n".join(lines))
+    parsed, problems = authorized_keys.parse_authorized_keys("\n".join(lines))
     assert parsed == []
     assert problems[0] == "line 1: bad base64 key data"
     assert problems[1] == "line 2: key type mismatch: line says ssh-rsa, key is ssh-ed25519"
@@ -293,7 +298,7 @@ def test_bad_key_lines(keys: dict[str, KeyPair]) -> None:
 
 def test_unknown_key_type_after_options(keys: dict[str, KeyPair]) -> None:
     ed_b64 = keys["ed25519"].publine.split()[1]
-    _, problems = ap.parse_authorized_keys(f"no-pty ssh-foo {ed_b64}")
+    _, problems = authorized_keys.parse_authorized_keys(f"no-pty ssh-foo {ed_b64}")
     assert problems == ["line 1: unknown key type 'ssh-foo'"]
 
 
@@ -301,7 +306,7 @@ def test_small_rsa_key_refused() -> None:
     n = (1 << 767) | 0xFFFF  # 768-bit odd modulus: shape is all that matters
     blob = sshstr("ssh-rsa") + mpint(65537) + mpint(n)
     line = "ssh-rsa " + base64.b64encode(blob).decode()
-    parsed, problems = ap.parse_authorized_keys(line)
+    parsed, problems = authorized_keys.parse_authorized_keys(line)
     assert parsed == []
     assert problems == ["line 1: bad key: RSA key of 768 bits is below the 1024-bit minimum"]
 
@@ -309,7 +314,7 @@ def test_small_rsa_key_refused() -> None:
 def test_non_utf8_line_reported(keys: dict[str, KeyPair]) -> None:
     raw = b'command="\xff" ' + keys["ed25519"].publine.encode()
     raw += b"\n" + keys["rsa"].publine.encode()
-    parsed, problems = ap.parse_authorized_keys(raw.decode("utf-8", "surrogateescape"))
+    parsed, problems = authorized_keys.parse_authorized_keys(raw.decode("utf-8", "surrogateescape"))
     assert [k.lineno for k in parsed] == [2]
     assert problems == ["line 1: not valid UTF-8"]
 
@@ -325,22 +330,22 @@ def make_pw(name: str, uid: int, gid: int, home: str | Path) -> pwd.struct_passw
 
 def test_expand_authorized_keys_path() -> None:
     pw = make_pw("alice", 1001, 1001, "/home/alice")
-    assert ap.expand_authorized_keys_path(".ssh/authorized_keys", pw) == (
+    assert authorized_keys.expand_authorized_keys_path(".ssh/authorized_keys", pw) == (
         "/home/alice/.ssh/authorized_keys"
     )
-    assert ap.expand_authorized_keys_path("/etc/ssh/keys/%u", pw) == "/etc/ssh/keys/alice"
-    assert ap.expand_authorized_keys_path("%h/k_%U_%%", pw) == "/home/alice/k_1001_%"
-    assert ap.expand_authorized_keys_path("k/%u", make_pw("r", 0, 0, "/")) == "/k/r"
+    assert authorized_keys.expand_authorized_keys_path("/etc/ssh/keys/%u", pw) == "/etc/ssh/keys/alice"
+    assert authorized_keys.expand_authorized_keys_path("%h/k_%U_%%", pw) == "/home/alice/k_1001_%"
+    assert authorized_keys.expand_authorized_keys_path("k/%u", make_pw("r", 0, 0, "/")) == "/k/r"
     for bad in ("%x/keys", "keys%"):
         with pytest.raises(ValueError):
-            ap.expand_authorized_keys_path(bad, pw)
+            authorized_keys.expand_authorized_keys_path(bad, pw)
 
 
 def test_split_authorized_keys_files() -> None:
-    assert ap.split_authorized_keys_files() == [".ssh/authorized_keys", ".ssh/authorized_keys2"]
-    assert ap.split_authorized_keys_files("  /etc/k/%u\t.ssh/ak ") == ["/etc/k/%u", ".ssh/ak"]
-    assert ap.split_authorized_keys_files("none") == []
-    assert ap.split_authorized_keys_files("NONE .ssh/ak") == [".ssh/ak"]
+    assert authorized_keys.split_authorized_keys_files() == [".ssh/authorized_keys", ".ssh/authorized_keys2"]
+    assert authorized_keys.split_authorized_keys_files("  /etc/k/%u\t.ssh/ak ") == ["/etc/k/%u", ".ssh/ak"]
+    assert authorized_keys.split_authorized_keys_files("none") == []
+    assert authorized_keys.split_authorized_keys_files("NONE .ssh/ak") == [".ssh/ak"]
 
 
 # ---------------------------------------------------------------------------
@@ -380,34 +385,34 @@ def own_home(tmp_path: Path) -> Home:
 
 
 def test_strict_modes_good(own_home: Home) -> None:
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) is None
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) is None
     own_home.keyfile.chmod(0o644)
     own_home.sshdir.chmod(0o755)
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) is None
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) is None
 
 
 def test_strict_modes_group_writable_file(own_home: Home) -> None:
     own_home.keyfile.chmod(0o620)
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
         f"bad ownership or modes for file {own_home.keyfile}"
     )
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, False) is None
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, False) is None
 
 
 def test_strict_modes_world_writable_sshdir(own_home: Home) -> None:
     own_home.sshdir.chmod(0o777)
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
         f"bad ownership or modes for directory {own_home.sshdir}"
     )
 
 
 def test_strict_modes_home_writable_by_others(own_home: Home) -> None:
     own_home.home.chmod(0o757)
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
         f"bad ownership or modes for directory {own_home.home}"
     )
     own_home.home.chmod(0o775)
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
         f"bad ownership or modes for directory {own_home.home}"
     )
 
@@ -416,7 +421,7 @@ def test_strict_modes_stop_at_home(own_home: Home, tmp_path: Path) -> None:
     """OpenSSH stops after the home directory: what is above it does not matter."""
     tmp_path.chmod(0o777)
     try:
-        assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) is None
+        assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) is None
     finally:
         tmp_path.chmod(0o700)
 
@@ -430,7 +435,7 @@ def test_strict_modes_outside_home_checked_up_to_root(own_home: Home, tmp_path: 
     keyfile.chmod(0o644)
     tmp_path.chmod(0o777)
     try:
-        assert ap.check_secure_path(str(keyfile), own_home.pw, True) == (
+        assert authorized_keys.check_secure_path(str(keyfile), own_home.pw, True) == (
             f"bad ownership or modes for directory {os.path.realpath(tmp_path)}"
         )
     finally:
@@ -444,9 +449,9 @@ def test_strict_modes_canonical_paths(own_home: Home, tmp_path: Path) -> None:
     pw = make_pw(own_home.pw.pw_name, own_home.pw.pw_uid, own_home.pw.pw_gid, link)
     tmp_path.chmod(0o777)
     try:
-        assert ap.check_secure_path(f"{link}/.ssh/authorized_keys", pw, True) is None
+        assert authorized_keys.check_secure_path(f"{link}/.ssh/authorized_keys", pw, True) is None
         own_home.keyfile.chmod(0o666)
-        assert ap.check_secure_path(f"{link}/.ssh/authorized_keys", pw, True) == (
+        assert authorized_keys.check_secure_path(f"{link}/.ssh/authorized_keys", pw, True) == (
             f"bad ownership or modes for file {own_home.keyfile}"
         )
     finally:
@@ -454,11 +459,11 @@ def test_strict_modes_canonical_paths(own_home: Home, tmp_path: Path) -> None:
 
 
 def test_strict_modes_not_regular_or_missing(own_home: Home) -> None:
-    assert ap.check_secure_path(str(own_home.sshdir), own_home.pw, True) == (
+    assert authorized_keys.check_secure_path(str(own_home.sshdir), own_home.pw, True) == (
         f"{own_home.sshdir} is not a regular file"
     )
     missing = own_home.sshdir / "nope"
-    assert ap.check_secure_path(str(missing), own_home.pw, True) == (
+    assert authorized_keys.check_secure_path(str(missing), own_home.pw, True) == (
         f"cannot stat file {missing}: No such file or directory"
     )
 
@@ -466,7 +471,7 @@ def test_strict_modes_not_regular_or_missing(own_home: Home) -> None:
 @root_only
 def test_strict_modes_file_owned_by_another_uid(own_home: Home) -> None:
     os.chown(own_home.keyfile, FAKE_UID, FAKE_GID)
-    assert ap.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
+    assert authorized_keys.check_secure_path(str(own_home.keyfile), own_home.pw, True) == (
         f"bad ownership or modes for file {own_home.keyfile}"
     )
 
@@ -476,9 +481,9 @@ def test_strict_modes_root_owned_is_fine(tmp_path: Path) -> None:
     h = build_home(tmp_path, FAKE_UID, FAKE_GID)
     os.chown(h.keyfile, 0, 0)
     os.chown(h.sshdir, 0, 0)
-    assert ap.check_secure_path(str(h.keyfile), h.pw, True) is None
+    assert authorized_keys.check_secure_path(str(h.keyfile), h.pw, True) is None
     os.chown(h.sshdir, FAKE_UID + 1, FAKE_GID)
-    assert ap.check_secure_path(str(h.keyfile), h.pw, True) == (
+    assert authorized_keys.check_secure_path(str(h.keyfile), h.pw, True) == (
         f"bad ownership or modes for directory {h.sshdir}"
     )
 
@@ -493,8 +498,8 @@ def test_read_default_files(own_home: Home, keys: dict[str, KeyPair]) -> None:
     second = own_home.sshdir / "authorized_keys2"
     second.write_text("# nothing\n" + keys["rsa"].publine + "\n")
     second.chmod(0o600)
-    found, problems = ap.read_authorized_keys(
-        own_home.pw, ap.split_authorized_keys_files(), strict_modes=True
+    found, problems = authorized_keys.read_authorized_keys(
+        own_home.pw, authorized_keys.split_authorized_keys_files(), strict_modes=True
     )
     assert [(k.keytype, k.source, k.lineno) for k in found] == [
         ("ssh-ed25519", str(own_home.keyfile), 1),
@@ -505,25 +510,25 @@ def test_read_default_files(own_home: Home, keys: dict[str, KeyPair]) -> None:
 
 def test_read_missing_file_is_quiet(own_home: Home) -> None:
     own_home.keyfile.unlink()
-    assert ap.read_authorized_keys(own_home.pw, [".ssh/authorized_keys", "none"], True) == ([], [])
+    assert authorized_keys.read_authorized_keys(own_home.pw, [".ssh/authorized_keys", "none"], True) == ([], [])
 
 
 def test_read_refused_by_strict_modes(own_home: Home, keys: dict[str, KeyPair]) -> None:
     own_home.keyfile.write_text(keys["ed25519"].publine + "\n")
     own_home.sshdir.chmod(0o770)
-    found, problems = ap.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], True)
+    found, problems = authorized_keys.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], True)
     assert found == []
     assert problems == [
         f"bad ownership or modes for directory {own_home.sshdir}"
     ]
-    found, problems = ap.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], False)
+    found, problems = authorized_keys.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], False)
     assert [k.blob for k in found] == [keys["ed25519"].blob] and problems == []
 
 
 def test_read_fifo_is_not_a_regular_file(own_home: Home) -> None:
     own_home.keyfile.unlink()
     os.mkfifo(own_home.keyfile, 0o600)
-    found, problems = ap.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], False)
+    found, problems = authorized_keys.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], False)
     assert found == []
     assert problems == [
         f"User '{own_home.pw.pw_name}' authorized keys '{own_home.keyfile}' "
@@ -534,12 +539,12 @@ def test_read_fifo_is_not_a_regular_file(own_home: Home) -> None:
 def test_read_stops_at_one_mib(own_home: Home, keys: dict[str, KeyPair]) -> None:
     first = keys["ed25519"].publine + "\n"
     filler = "#" * 99 + "\n"
-    body = first + filler * ((ap.MAX_AUTHORIZED_KEYS_BYTES - len(first)) // len(filler))
-    body = body + "#" * (ap.MAX_AUTHORIZED_KEYS_BYTES - len(body) - 10) + "\n"
+    body = first + filler * ((authorized_keys.MAX_AUTHORIZED_KEYS_BYTES - len(first)) // len(filler))
+    body = body + "#" * (authorized_keys.MAX_AUTHORIZED_KEYS_BYTES - len(body) - 10) + "\n"
     # This key line straddles the limit and must not be used, even cut short.
     body += keys["rsa"].publine + "\n" + keys["ecdsa256"].publine + "\n"
     own_home.keyfile.write_text(body)
-    found, problems = ap.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], True)
+    found, problems = authorized_keys.read_authorized_keys(own_home.pw, [".ssh/authorized_keys"], True)
     assert [k.keytype for k in found] == ["ssh-ed25519"]
     assert problems == [
         f"{own_home.keyfile}: longer than 1048576 bytes, the rest is ignored"
@@ -547,7 +552,7 @@ def test_read_stops_at_one_mib(own_home: Home, keys: dict[str, KeyPair]) -> None
 
 
 def test_read_bad_template(own_home: Home) -> None:
-    found, problems = ap.read_authorized_keys(own_home.pw, ["%z"], True)
+    found, problems = authorized_keys.read_authorized_keys(own_home.pw, ["%z"], True)
     assert found == [] and problems == ["unknown escape %z in '%z'"]
 
 
@@ -579,7 +584,7 @@ def test_read_with_users_rights(fake_user_home: Home, keys: dict[str, KeyPair]) 
     original_groups = os.getgroups()
     os.setgroups([0, 4])
     try:
-        found, problems = ap.read_authorized_keys(
+        found, problems = authorized_keys.read_authorized_keys(
             h.pw, [".ssh/authorized_keys", ".ssh/root_only", ".ssh/root_group"], True
         )
         assert sorted(os.getgroups()) == [0, 4]
@@ -603,7 +608,7 @@ def test_read_with_users_rights_strict_modes_as_user(fake_user_home: Home) -> No
     h = fake_user_home
     os.chown(h.home, 0, 0)
     h.home.chmod(0o700)
-    found, problems = ap.read_authorized_keys(h.pw, [".ssh/authorized_keys"], True)
+    found, problems = authorized_keys.read_authorized_keys(h.pw, [".ssh/authorized_keys"], True)
     assert found == []
     assert problems == [
         f"Could not open user 'fake' authorized keys '{h.keyfile}': Permission denied"
@@ -615,7 +620,7 @@ def test_read_with_users_rights_strict_modes_as_user(fake_user_home: Home) -> No
 def test_user_rights_restores_after_exception(fake_user_home: Home) -> None:
     groups_before = sorted(os.getgroups())
     with pytest.raises(KeyError):
-        with ap.user_rights(fake_user_home.pw):
+        with ids.user_rights(fake_user_home.pw):
             assert (os.geteuid(), os.getegid()) == (FAKE_UID, FAKE_GID)
             assert os.getgroups() == [FAKE_GID]
             assert os.getuid() == 0  # the real uid stays root
@@ -631,7 +636,7 @@ def test_user_rights_refuses_threads(fake_user_home: Home) -> None:
     worker.start()
     try:
         with pytest.raises(RuntimeError):
-            with ap.user_rights(fake_user_home.pw):
+            with ids.user_rights(fake_user_home.pw):
                 pass
     finally:
         stop.set()
@@ -645,7 +650,7 @@ def test_user_rights_refuses_threads(fake_user_home: Home) -> None:
 
 
 @pytest.fixture
-def authorized(keys: dict[str, KeyPair]) -> list[ap.AuthorizedKey]:
+def authorized(keys: dict[str, KeyPair]) -> list[authorized_keys.AuthorizedKey]:
     text = "\n".join(
         [
             'command="true" ' + keys["ed25519"].publine,
@@ -656,34 +661,34 @@ def authorized(keys: dict[str, KeyPair]) -> list[ap.AuthorizedKey]:
             "cert-authority " + keys["rsa-other"].publine,
         ]
     )
-    parsed, problems = ap.parse_authorized_keys(text)
+    parsed, problems = authorized_keys.parse_authorized_keys(text)
     assert problems == []
     return parsed
 
 
 def test_find_key_exact_match(
-    keys: dict[str, KeyPair], authorized: list[ap.AuthorizedKey]
+    keys: dict[str, KeyPair], authorized: list[authorized_keys.AuthorizedKey]
 ) -> None:
-    key = ap.find_key(authorized, "ssh-ed25519", keys["ed25519"].blob)
+    key = authorized_keys.find_key(authorized, "ssh-ed25519", keys["ed25519"].blob)
     assert key is not None and key.lineno == 1 and key.option("command").value == "true"
-    assert ap.find_key(authorized, "ecdsa-sha2-nistp256", keys["ecdsa256"].blob).lineno == 3
-    assert ap.find_key(authorized, "ecdsa-sha2-nistp521", keys["ecdsa521"].blob).lineno == 4
+    assert authorized_keys.find_key(authorized, "ecdsa-sha2-nistp256", keys["ecdsa256"].blob).lineno == 3
+    assert authorized_keys.find_key(authorized, "ecdsa-sha2-nistp521", keys["ecdsa521"].blob).lineno == 4
     for algorithm in ("rsa-sha2-256", "rsa-sha2-512"):
-        assert ap.find_key(authorized, algorithm, keys["rsa"].blob).lineno == 5
+        assert authorized_keys.find_key(authorized, algorithm, keys["rsa"].blob).lineno == 5
 
 
-def test_find_key_refusals(keys: dict[str, KeyPair], authorized: list[ap.AuthorizedKey]) -> None:
+def test_find_key_refusals(keys: dict[str, KeyPair], authorized: list[authorized_keys.AuthorizedKey]) -> None:
     # RSA with SHA-1 is not accepted, as in OpenSSH 9.2's defaults.
-    assert ap.find_key(authorized, "ssh-rsa", keys["rsa"].blob) is None
+    assert authorized_keys.find_key(authorized, "ssh-rsa", keys["rsa"].blob) is None
     # The algorithm must fit the key.
-    assert ap.find_key(authorized, "ssh-ed25519", keys["rsa"].blob) is None
-    assert ap.find_key(authorized, "rsa-sha2-256", keys["ed25519"].blob) is None
-    assert ap.find_key(authorized, "ecdsa-sha2-nistp384", keys["ecdsa256"].blob) is None
+    assert authorized_keys.find_key(authorized, "ssh-ed25519", keys["rsa"].blob) is None
+    assert authorized_keys.find_key(authorized, "rsa-sha2-256", keys["ed25519"].blob) is None
+    assert authorized_keys.find_key(authorized, "ecdsa-sha2-nistp384", keys["ecdsa256"].blob) is None
     # Unknown key, a key not listed, a prefix of a listed blob.
-    assert ap.find_key(authorized, "ecdsa-sha2-nistp384", keys["ecdsa384"].blob) is None
-    assert ap.find_key(authorized, "ssh-ed25519", keys["ed25519"].blob[:-1]) is None
+    assert authorized_keys.find_key(authorized, "ecdsa-sha2-nistp384", keys["ecdsa384"].blob) is None
+    assert authorized_keys.find_key(authorized, "ssh-ed25519", keys["ed25519"].blob[:-1]) is None
     # A CA line is not a login key.
-    assert ap.find_key(authorized, "rsa-sha2-512", keys["rsa-other"].blob) is None
+    assert authorized_keys.find_key(authorized, "rsa-sha2-512", keys["rsa-other"].blob) is None
 
 
 # ---------------------------------------------------------------------------
@@ -693,7 +698,7 @@ def test_find_key_refusals(keys: dict[str, KeyPair], authorized: list[ap.Authori
 
 def test_parse_signed_userauth_good(keys: dict[str, KeyPair]) -> None:
     data = userauth_blob(SESSION_ID, "alice", "ssh-ed25519", keys["ed25519"].blob)
-    assert ap.parse_signed_userauth(data) == ap.SignedUserauth(
+    assert userauth.parse_signed_userauth(data) == userauth.SignedUserauth(
         session_id=SESSION_ID,
         msg_type=50,
         user="alice",
@@ -703,7 +708,7 @@ def test_parse_signed_userauth_good(keys: dict[str, KeyPair]) -> None:
         algorithm="ssh-ed25519",
         keyblob=keys["ed25519"].blob,
     )
-    other = ap.parse_signed_userauth(
+    other = userauth.parse_signed_userauth(
         userauth_blob(b"", "bob", "x", b"", service="s", method="none", msg_type=7, flag=0)
     )
     assert (other.session_id, other.msg_type, other.has_signature) == (b"", 7, False)
@@ -713,31 +718,31 @@ def test_parse_signed_userauth_truncated(keys: dict[str, KeyPair]) -> None:
     data = userauth_blob(SESSION_ID, "alice", "ssh-ed25519", keys["ed25519"].blob)
     for cut in range(len(data)):
         with pytest.raises(ValueError):
-            ap.parse_signed_userauth(data[:cut])
+            userauth.parse_signed_userauth(data[:cut])
 
 
 def test_parse_signed_userauth_trailing_garbage(keys: dict[str, KeyPair]) -> None:
     data = userauth_blob(SESSION_ID, "alice", "ssh-ed25519", keys["ed25519"].blob)
     with pytest.raises(ValueError, match="trailing"):
-        ap.parse_signed_userauth(data + b"\0")
+        userauth.parse_signed_userauth(data + b"\0")
 
 
 def test_parse_signed_userauth_overlong_lengths(keys: dict[str, KeyPair]) -> None:
     good = userauth_blob(SESSION_ID, "alice", "ssh-ed25519", keys["ed25519"].blob)
     with pytest.raises(ValueError):
-        ap.parse_signed_userauth(b"\xff\xff\xff\xff" + good[4:])
+        userauth.parse_signed_userauth(b"\xff\xff\xff\xff" + good[4:])
     # The key blob's length claims one byte more than there is.
     tail = sshstr(keys["ed25519"].blob)
     blob = keys["ed25519"].blob
     bad = good[: -len(tail)] + bytes(Writer().uint32(len(blob) + 1).raw(blob))
     with pytest.raises(ValueError):
-        ap.parse_signed_userauth(bad)
+        userauth.parse_signed_userauth(bad)
 
 
 @pytest.mark.parametrize("user", [b"al\xffice", b"ali\0ce"])
 def test_parse_signed_userauth_bad_names(keys: dict[str, KeyPair], user: bytes) -> None:
     with pytest.raises(ValueError):
-        ap.parse_signed_userauth(
+        userauth.parse_signed_userauth(
             userauth_blob(SESSION_ID, user, "ssh-ed25519", keys["ed25519"].blob)
         )
 
@@ -762,23 +767,23 @@ def test_verify_good_signature(keys: dict[str, KeyPair], name: str, algorithm: s
     pair = keys[name]
     data = userauth_blob(SESSION_ID, "alice", algorithm, pair.blob)
     signature = sign(pair, data, algorithm)
-    assert ap.verify_userauth_signature(algorithm, pair.blob, data, signature) is True
+    assert pubkey.verify_userauth_signature(algorithm, pair.blob, data, signature) is True
     # ... and the very same signature fails over other data.
     other = userauth_blob(SESSION_ID, "root", algorithm, pair.blob)
-    assert ap.verify_userauth_signature(algorithm, pair.blob, other, signature) is False
+    assert pubkey.verify_userauth_signature(algorithm, pair.blob, other, signature) is False
 
 
 def test_signed_userauth_end_to_end(
-    keys: dict[str, KeyPair], authorized: list[ap.AuthorizedKey]
+    keys: dict[str, KeyPair], authorized: list[authorized_keys.AuthorizedKey]
 ) -> None:
     """What the monitor does with a key-verify request, in order."""
     pair = keys["rsa"]
     data = userauth_blob(SESSION_ID, "alice", "rsa-sha2-512", pair.blob)
     signature = sign(pair, data, "rsa-sha2-512")
-    signed = ap.parse_signed_userauth(data)
+    signed = userauth.parse_signed_userauth(data)
     assert signed.session_id == SESSION_ID and signed.user == "alice"
-    assert ap.find_key(authorized, signed.algorithm, signed.keyblob) is not None
-    assert ap.verify_userauth_signature(signed.algorithm, signed.keyblob, data, signature)
+    assert authorized_keys.find_key(authorized, signed.algorithm, signed.keyblob) is not None
+    assert pubkey.verify_userauth_signature(signed.algorithm, signed.keyblob, data, signature)
 
 
 def test_verify_signature_by_another_key(keys: dict[str, KeyPair]) -> None:
@@ -788,22 +793,22 @@ def test_verify_signature_by_another_key(keys: dict[str, KeyPair]) -> None:
     ):
         data = userauth_blob(SESSION_ID, "alice", algorithm, keys[mine].blob)
         forged = sign(keys[theirs], data, algorithm)
-        assert ap.verify_userauth_signature(algorithm, keys[mine].blob, data, forged) is False
+        assert pubkey.verify_userauth_signature(algorithm, keys[mine].blob, data, forged) is False
 
 
 def test_verify_algorithm_mismatch(keys: dict[str, KeyPair]) -> None:
     pair = keys["rsa"]
     data = userauth_blob(SESSION_ID, "alice", "rsa-sha2-256", pair.blob)
     signed_512 = sign(pair, data, "rsa-sha2-512")
-    assert ap.verify_userauth_signature("rsa-sha2-256", pair.blob, data, signed_512) is False
+    assert pubkey.verify_userauth_signature("rsa-sha2-256", pair.blob, data, signed_512) is False
     # Relabelled as rsa-sha2-256, the SHA-512 signature does not verify either.
     relabelled = sshstr("rsa-sha2-256") + sshstr(_raw_signature(signed_512))
-    assert ap.verify_userauth_signature("rsa-sha2-256", pair.blob, data, relabelled) is False
+    assert pubkey.verify_userauth_signature("rsa-sha2-256", pair.blob, data, relabelled) is False
     # An algorithm that does not fit the key type.
     ed = keys["ed25519"]
     ed_sig = sign(ed, data)
-    assert ap.verify_userauth_signature("rsa-sha2-256", ed.blob, data, ed_sig) is False
-    assert ap.verify_userauth_signature("ecdsa-sha2-nistp384", keys["ecdsa256"].blob, data,
+    assert pubkey.verify_userauth_signature("rsa-sha2-256", ed.blob, data, ed_sig) is False
+    assert pubkey.verify_userauth_signature("ecdsa-sha2-nistp384", keys["ecdsa256"].blob, data,
                                         sign(keys["ecdsa256"], data)) is False
 
 
@@ -814,21 +819,21 @@ def _raw_signature(signature: bytes) -> bytes:
 
 
 def test_verify_refuses_ssh_rsa_sha1(
-    keys: dict[str, KeyPair], authorized: list[ap.AuthorizedKey]
+    keys: dict[str, KeyPair], authorized: list[authorized_keys.AuthorizedKey]
 ) -> None:
     pair = keys["rsa"]
     data = userauth_blob(SESSION_ID, "alice", "ssh-rsa", pair.blob)
     raw = pair.private.key.sign(data, padding.PKCS1v15(), hashes.SHA1())
     signature = sshstr("ssh-rsa") + sshstr(raw)
-    assert ap.find_key(authorized, "ssh-rsa", pair.blob) is None
-    assert ap.verify_userauth_signature("ssh-rsa", pair.blob, data, signature) is False
+    assert authorized_keys.find_key(authorized, "ssh-rsa", pair.blob) is None
+    assert pubkey.verify_userauth_signature("ssh-rsa", pair.blob, data, signature) is False
 
 
 def test_verify_malformed_inputs_never_raise(keys: dict[str, KeyPair]) -> None:
     pair = keys["ed25519"]
     data = userauth_blob(SESSION_ID, "alice", "ssh-ed25519", pair.blob)
     good = sign(pair, data)
-    assert ap.verify_userauth_signature("ssh-ed25519", pair.blob, data, good)
+    assert pubkey.verify_userauth_signature("ssh-ed25519", pair.blob, data, good)
     bad_signatures = [
         b"",
         good[:-1],
@@ -839,21 +844,21 @@ def test_verify_malformed_inputs_never_raise(keys: dict[str, KeyPair]) -> None:
         sshstr(b"\xff") + sshstr(_raw_signature(good)),
     ]
     for bad in bad_signatures:
-        assert ap.verify_userauth_signature("ssh-ed25519", pair.blob, data, bad) is False
+        assert pubkey.verify_userauth_signature("ssh-ed25519", pair.blob, data, bad) is False
     for bad_blob in (b"", pair.blob[:-1], pair.blob + b"\0", b"\0\0\0\x0bssh-ed25519"):
-        assert ap.verify_userauth_signature("ssh-ed25519", bad_blob, data, good) is False
+        assert pubkey.verify_userauth_signature("ssh-ed25519", bad_blob, data, good) is False
     ec = keys["ecdsa256"]
     ec_sig = sign(ec, data)
     inner = Reader(_raw_signature(ec_sig))
     r_value, s_value = inner.mpint(), inner.mpint()
     for inner_bad in (mpint(r_value) + mpint(s_value) + b"\0", mpint(r_value), b""):
         sig = sshstr("ecdsa-sha2-nistp256") + sshstr(inner_bad)
-        assert ap.verify_userauth_signature("ecdsa-sha2-nistp256", ec.blob, data, sig) is False
-    assert ap.verify_userauth_signature("ecdsa-sha2-nistp256", ec.blob, data, ec_sig)
+        assert pubkey.verify_userauth_signature("ecdsa-sha2-nistp256", ec.blob, data, sig) is False
+    assert pubkey.verify_userauth_signature("ecdsa-sha2-nistp256", ec.blob, data, ec_sig)
     rsa = keys["rsa"]
     rsa_raw = _raw_signature(sign(rsa, data, "rsa-sha2-256"))
     too_long = sshstr("rsa-sha2-256") + sshstr(b"\0" + rsa_raw)
-    assert ap.verify_userauth_signature("rsa-sha2-256", rsa.blob, data, too_long) is False
+    assert pubkey.verify_userauth_signature("rsa-sha2-256", rsa.blob, data, too_long) is False
 
 
 # ---------------------------------------------------------------------------
@@ -870,18 +875,18 @@ def test_fingerprint_matches_ssh_keygen(keys: dict[str, KeyPair], name: str) -> 
     # "256 SHA256:... comment words (ED25519)"
     _bits, fp, rest = out.split(" ", 2)
     label = rest.rsplit(" ", 1)[1].strip("()")
-    assert ap.fingerprint(pair.blob) == fp
-    assert ap.key_label(pair.keytype) == label
+    assert pubkey.fingerprint(pair.blob) == fp
+    assert pubkey.key_label(pair.keytype) == label
     line = (
         f"Accepted publickey for alice from 127.0.0.1 port 50022 ssh2: "
-        f"{ap.key_label(pair.keytype)} {ap.fingerprint(pair.blob)}"
+        f"{pubkey.key_label(pair.keytype)} {pubkey.fingerprint(pair.blob)}"
     )
     assert line.endswith(f"ssh2: {label} {fp}")
 
 
 def test_key_label_other_names() -> None:
-    assert ap.key_label("rsa-sha2-512") == "RSA"
-    assert ap.key_label("sk-ssh-ed25519@openssh.com") == "ED25519-SK"
-    assert ap.key_label("ssh-ed25519-cert-v01@openssh.com") == "ED25519-CERT"
-    assert ap.key_label("what") == "unknown"
-    assert "=" not in ap.fingerprint(b"")
+    assert pubkey.key_label("rsa-sha2-512") == "RSA"
+    assert pubkey.key_label("sk-ssh-ed25519@openssh.com") == "ED25519-SK"
+    assert pubkey.key_label("ssh-ed25519-cert-v01@openssh.com") == "ED25519-CERT"
+    assert pubkey.key_label("what") == "unknown"
+    assert "=" not in pubkey.fingerprint(b"")

@@ -1,4 +1,4 @@
-"""The process genealogy of DESIGN.md, read from ps and /proc while a
+"""The process genealogy of docs/DESIGN.md, read from ps and /proc while a
 session is live, for privsep-sshd and for Debian's sshd side by side."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The transport hand-off leans on paramiko internals (handoff.py).  These
-tests fail loudly when a paramiko upgrade moves them, and prove the hand-off
+"""The transport hand-off leans on paramiko internals (privsep/child/packetizer.py,
+privsep/netchild/capture.py, privsep/session/resume.py).  These tests fail loudly when a paramiko upgrade moves them, and prove the hand-off
 for every cipher and MAC it offers, with the real client."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from paramiko.auth_handler import AuthHandler
 from paramiko.packet import Packetizer
 
-from privsep.transport_setup import HANDOFF_CIPHERS
+from privsep.child.transport_setup import HANDOFF_CIPHERS
 from tests.daemon import Server, ssh
 
 PACKETIZER_STATE = [
@@ -22,7 +22,7 @@ PACKETIZER_STATE = [
 
 
 def test_paramiko_is_the_pinned_version() -> None:
-    assert paramiko.__version__ == "5.1.0", "re-check privsep/handoff.py before moving the pin"
+    assert paramiko.__version__ == "5.1.0", "re-check privsep/child/packetizer.py before moving the pin"
 
 
 def test_packetizer_private_state_exists() -> None:

@@ -8,8 +8,9 @@ where they are not.  The monitor runs in a forked process so that PAM and
 os._exit stay out of pytest's process; its log goes to a file, and its exit
 code says how serve() ended:
 
-    HANDED_OFF  serve() returned a Handoff: a login would proceed
-    REFUSED     serve() raised PolicyViolation (logged as monitor.run does)
+    HANDED_OFF  serve_phase() got a Handoff: a login would proceed
+    REFUSED     serve_phase() refused the child (PolicyViolation, logged by
+                the same code as in the daemon)
 
 Every hostile case ends REFUSED, with the "fatal: monitor: <reason>;
 dropping <peer>" line naming the reason, no "Accepted" line and no hand-off.
@@ -37,12 +38,14 @@ from typing import Callable
 import paramiko
 import pytest
 
-from privsep import auth_pubkey, hostkeys
-from privsep import monitor_wire as wire
-from privsep.monitor import ChildGone, Monitor, Peer
-from privsep.monitor_channel import MonitorChannel, make_pair
-from privsep.monitor_policy import PolicyViolation
-from privsep.servconf import ServerOptions
+from privsep.monitor import pubkey
+from privsep.listener.hostkey_files import load_private
+from privsep.monitor.hostkeys import public_half
+from privsep.wire import messages as wire
+from privsep.common.peer import Peer
+from privsep.monitor.monitor import Ending, Monitor, serve_phase
+from privsep.common.channel import MonitorChannel, make_pair
+from privsep.config.servconf import ServerOptions
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -51,8 +54,10 @@ DROPPING = f"; dropping {PEER}"
 ALG = "ssh-ed25519"
 TIMEOUT = 30.0
 
-# Exit codes of the forked monitor.
+# Exit codes of the forked monitor, one per way serve_phase can end.
 HANDED_OFF, REFUSED, CLOSED, GONE, CRASHED = 0, 3, 4, 5, 6
+EXIT_CODES = {Ending.HANDED_OFF: HANDED_OFF, Ending.REFUSED: REFUSED, Ending.CLOSED: CLOSED,
+              Ending.GONE: GONE, Ending.CRASHED: CRASHED}
 CODE_NAMES = {HANDED_OFF: "HANDED_OFF", REFUSED: "REFUSED", CLOSED: "CLOSED",
               GONE: "GONE", CRASHED: "CRASHED"}
 
@@ -100,34 +105,24 @@ def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
     options = ServerOptions().finish()
     options.use_pam = True
     options.pam_service = pam_service
-    keys = [hostkeys.load_private(str(host_key_path))]
+    keys = [load_private(str(host_key_path))]
     _, startup_fd = os.pipe()
     monitor = Monitor(options, keys, PEER, startup_fd)
     channel = MonitorChannel(sock)
-    # The exception handling of monitor.run, minus the fork of a net-child
-    # (the test is the net-child) and the post-auth session.
+    # The daemon's own serve_phase: the same exception handling and log lines
+    # as a real connection, minus the fork of a net-child (the test is the
+    # net-child) and the post-auth session.
     try:
-        handoff = monitor.serve(channel, "preauth")
-        if handoff is None:
+        result = serve_phase(monitor, channel, "preauth")
+        if result.handoff is not None:
+            log.info("harness: Handoff accepted for %s (session id %s)",
+                     monitor.state.user, result.handoff.state.session_id.hex())
+        elif result.ending is Ending.CLOSED:
             log.info("harness: channel closed without hand-off")
-            return CLOSED
-        log.info("harness: Handoff accepted for %s (session id %s)",
-                 monitor.state.user, handoff.state.session_id.hex())
-        return HANDED_OFF
-    except ChildGone:
-        return GONE
-    except PolicyViolation as exc:
-        log.error("fatal: monitor: %s; dropping %s", exc, monitor.peer)
-        return REFUSED
-    except Exception:
-        log.exception("fatal: monitor error for %s", monitor.peer)
-        return CRASHED
+        return EXIT_CODES[result.ending]
     finally:
         channel.close()
-        for tty in list(monitor.state.ptys):  # none, unless a pty slipped through
-            monitor.release_pty(tty)
-        if monitor.pam is not None:
-            monitor.pam.end()
+        monitor.cleanup()
 
 
 @dataclass
@@ -248,7 +243,7 @@ class NetChild:
 
     def __init__(self, channel: MonitorChannel, host_key_path: Path) -> None:
         self.ch = channel
-        self.host_public = hostkeys.public_half(hostkeys.load_private(str(host_key_path)))
+        self.host_public = public_half(load_private(str(host_key_path)))
 
     def sign(self, data: bytes) -> bytes:
         answer, _ = self.ch.call(wire.SignRequest(ALG, data), wire.SignAnswer)
@@ -328,7 +323,7 @@ def test_control_publickey_login_is_handed_off(hostile, user, user_key):
     outcome = hostile(steps)
     assert verdicts == [True]
     assert outcome.code == HANDED_OFF, str(outcome)
-    fp = auth_pubkey.fingerprint(user_key.asbytes())
+    fp = pubkey.fingerprint(user_key.asbytes())
     assert (f"Accepted publickey for {user.name} from {PEER} ssh2: ED25519 {fp}"
             in outcome.log), str(outcome)
     assert f"harness: Handoff accepted for {user.name}" in outcome.log
@@ -449,7 +444,7 @@ def test_key_not_in_authorized_keys(hostile, user, stranger_key):
 
     outcome = hostile(steps)
     assert answers == [False]
-    fp = auth_pubkey.fingerprint(stranger_key.asbytes())
+    fp = pubkey.fingerprint(stranger_key.asbytes())
     assert f"Public key {ALG} {fp} not allowed for {user.name}" in outcome.log, str(outcome)
     assert_refused(outcome, "KeyVerifyRequest key was never allowed")
 

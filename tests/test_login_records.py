@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from privsep import loginrec
+from privsep.monitor import loginrec
 from tests.daemon import Server, descendants, ssh_background, wait_until
 
 

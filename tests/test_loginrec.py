@@ -1,7 +1,7 @@
 """privsep.loginrec against real files, read back by utmpdump and who (util-linux, coreutils).
 
 The expected shapes are the ones Debian's OpenSSH 9.2 sshd left in /run/utmp,
-/var/log/wtmp and /var/log/lastlog on this machine (see privsep/loginrec.py).
+/var/log/wtmp and /var/log/lastlog on this machine (see privsep/monitor/loginrec.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from privsep import loginrec
-from privsep.loginrec import (
+from privsep.monitor import loginrec
+from privsep.monitor.loginrec import (
     DEAD_PROCESS, EMPTY, USER_PROCESS, LoginRecord, UtmpEntry, ensure_utmp,
     read_records, record_login, record_logout,
 )

@@ -1,6 +1,6 @@
-"""The monitor's request table (privsep/monitor_policy.py): pure tests.
+"""The monitor's request table (privsep/monitor/policy.py): pure tests.
 
-Each rule of DESIGN.md's "The monitor protocol" as the table states it:
+Each rule of docs/DESIGN.md's "The monitor protocol" as the table states it:
 what is permitted in which phase, once-only requests, requests that need an
 earlier step, and the session binding of a signed userauth request.  The
 state is built by hand, as the monitor would have set it from its own
@@ -13,9 +13,9 @@ import dataclasses
 
 import pytest
 
-from privsep import monitor_wire as wire
-from privsep.auth_pubkey import SignedUserauth
-from privsep.monitor_policy import (
+from privsep.wire import messages as wire
+from privsep.wire.userauth import SignedUserauth
+from privsep.monitor.policy import (
     MAX_USER_LEN, MonitorState, Phase, PolicyViolation, admit, bind_session_id,
     userauth_binding_error,
 )
@@ -50,14 +50,13 @@ def user_named(name: str = "alice") -> MonitorState:
 def authenticated() -> MonitorState:
     state = user_named()
     state.allowed_keys.add((ALG, BLOB))
-    state.authenticated, state.auth_method = True, "publickey"
+    state.authenticated = True
     return state
 
 
 def postauth() -> MonitorState:
     state = authenticated()
     admit(state, HANDOFF)
-    state.handed_off = True
     state.phase = Phase.POSTAUTH
     return state
 
@@ -317,8 +316,8 @@ def test_binding_uses_first_session_id_after_rekey():
 
 
 def test_handoff_for_another_session_id_refused() -> None:
-    from privsep.monitor_policy import MonitorState, PolicyViolation, admit
-    from privsep import monitor_wire as wire
+    from privsep.monitor.policy import MonitorState, PolicyViolation, admit
+    from privsep.wire import messages as wire
     state = MonitorState(session_id=b"s" * 32, user="alice", user_valid=True, authenticated=True)
     direction = wire.DirectionState("aes128-ctr", b"k" * 16, b"i" * 16, 0, b"", "hmac-sha2-256",
                                     b"m" * 32, 3, 3, 300)
@@ -333,7 +332,7 @@ def test_handoff_for_another_session_id_refused() -> None:
 
 # --- hostkeys-prove-00@openssh.com: post-auth proofs of our own host keys ---------
 
-from privsep import hostkeys  # noqa: E402
+from privsep.wire import hostkey_blobs as hostkeys  # noqa: E402
 
 RSA_BLOB = b"\x00\x00\x00\x07ssh-rsa" + b"\x00\x00\x00\x03\x01\x00\x01" + b"\x00\x00\x00\x05\x00\xc0\xff\xee\x01"
 

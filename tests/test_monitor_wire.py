@@ -1,4 +1,4 @@
-"""The monitor protocol's wire format (privsep/monitor_wire.py): pure tests.
+"""The monitor protocol's wire format (privsep/wire/messages.py): pure tests.
 
 Every message class survives encode/decode unchanged, and every kind of
 malformed record a compromised child could send is a ProtocolError, never a
@@ -14,8 +14,8 @@ import typing
 
 import pytest
 
-from privsep import monitor_wire as wire
-from privsep.monitor_wire import MAX_RECORD, ProtocolError
+from privsep.wire import messages as wire
+from privsep.wire.messages import MAX_RECORD, ProtocolError
 
 U32 = struct.Struct(">I")
 U64_MAX = 2**64 - 1

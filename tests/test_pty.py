@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.daemon import Server, ssh, ssh_argv
+from tests.daemon import Server, processes, ssh, ssh_argv, wait_until
 
 
 class Terminal:
@@ -103,7 +103,11 @@ def test_ctrl_c_interrupts_the_command_not_the_shell(terminal) -> None:
     term.send(b"echo shell-$$-$((40+2))\n")
     shell_pid = term.expect(b"-42\r\n").rsplit(b"shell-", 1)[1].split(b"-")[0]
     term.send(b"sleep 100\n")
-    time.sleep(1)
+    # ^C must reach the pty once `sleep` has been exec'd as the terminal's
+    # foreground process group (ps marks that with "+"); earlier, the shell is
+    # still reading the line and the ^C would be the shell's, not the command's.
+    wait_until(lambda: [p for p in processes().values()
+                        if p.ppid == int(shell_pid) and p.args == "sleep 100" and "+" in p.stat])
     term.send(b"\x03")
     term.send(b"echo status-$?-$$-$((1+1))\n")
     # sleep died of SIGINT (128+2); the same shell ran on
@@ -140,10 +144,10 @@ def test_password_login_to_a_pty_shell(any_server: Server, user) -> None:
     assert f"who-{user.name}-/dev/pts/".encode() in result.stdout
 
 
-# --- the terminal-modes string (pure: sshpty.parse_modes) ------------------------
+# --- the terminal-modes string (pure: tty.parse_modes) ------------------------
 
-from privsep import sshpty  # noqa: E402
-from privsep.sshbuf import Writer  # noqa: E402
+from privsep.session import tty  # noqa: E402
+from privsep.wire.sshbuf import Writer  # noqa: E402
 
 VERASE_8 = bytes(Writer().byte(3).uint32(8))
 ECHO_OFF = bytes(Writer().byte(53).uint32(0))
@@ -159,4 +163,4 @@ ECHO_OFF = bytes(Writer().byte(53).uint32(0))
     (bytes(Writer().byte(128).uint32(2**32 - 1)), [(128, 2**32 - 1)]),
 ])
 def test_parse_modes(blob, pairs) -> None:
-    assert sshpty.parse_modes(blob) == pairs
+    assert tty.parse_modes(blob) == pairs

@@ -7,7 +7,7 @@ tests/test_session_requests.py::test_window_overrun_is_dropped.
 
 from __future__ import annotations
 
-from privsep.session_transport import ReceiveWindow, WindowVerdict
+from privsep.session.transport import ReceiveWindow, WindowVerdict
 
 WINDOW, MAX_PACKET = 64 * 32768, 32768
 

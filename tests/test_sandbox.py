@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from privsep import sandbox
+from privsep.netchild import sandbox
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

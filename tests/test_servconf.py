@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from privsep import servconf
+from privsep.config import servconf
 
 
 def _load(tmp_path, text: str, overrides: list[str] | None = None) -> servconf.ServerOptions:

@@ -1,12 +1,12 @@
 """How much the session process reads from a program at once
-(privsep/session._output_read_size): pure tests, no processes.  The client
+(privsep/session/programs._output_read_size): pure tests, no processes.  The client
 names the maximum packet size; the read follows it within bounds."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from privsep.session import _output_read_size
+from privsep.session.programs import _output_read_size
 
 
 def read_size(client_max_packet: int) -> int:

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from privsep.sshbuf import Reader, Writer
+from privsep.wire.sshbuf import Reader, Writer
 
 
 class Custom(ValueError):
@@ -111,7 +111,7 @@ def test_negative_mpint_refused():
 
 
 def test_caller_chooses_exception_class_and_wording():
-    """monitor_wire.py reads with its ProtocolError and "record"; every
+    """wire/messages.py reads with its ProtocolError and "record"; every
     failure is then that class, and still a ValueError."""
     cases = [
         (b"", lambda r: r.byte(), "^truncated record$"),

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from privsep import tree as tree_mod
+from privsep_tree import proc as proc_mod
+from privsep_tree import tree as tree_mod
 from tests.daemon import Server, descendants, processes, ssh_background, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +26,7 @@ PYTHON = sys.executable
 
 
 def run_tree(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
-    argv = [PYTHON, "-m", "privsep.tree", *args]
+    argv = [PYTHON, "-m", "privsep_tree.tree", *args]
     if user:
         argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *argv]
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -364,7 +365,7 @@ def test_not_an_sshd() -> None:
     assert f"pid {os.getpid()}" in out.stderr and "does not look like an sshd listener" in out.stderr
     # ... and the tree anyway: this test process and the privsep-tree it runs
     assert out.stdout.startswith(f"pid {os.getpid()}:")
-    assert re.search(r"\d+ other  \S*python\S* -m privsep\.tree", out.stdout)
+    assert re.search(r"\d+ other  \S*python\S* -m privsep_tree\.tree", out.stdout)
 
 
 def test_no_such_pid() -> None:
@@ -409,7 +410,7 @@ def test_process_exiting_while_read(monkeypatch) -> None:
     try:
         kids = wait_until(lambda: (lambda k: k if len(k) == 2 else None)(
             sorted(p.pid for p in descendants(parent.pid))))
-        real = tree_mod.read_proc
+        real = proc_mod.read_proc
 
         def racing(pid: int, depth: int, last_cap: int):
             if pid == kids[0]:
@@ -434,14 +435,14 @@ def test_process_exiting_while_read(monkeypatch) -> None:
 
 
 def test_decoders() -> None:
-    assert tree_mod.decode_tty(0) is None
-    assert tree_mod.decode_tty(os.makedev(136, 3)) == "pts/3"
-    assert tree_mod.decode_tty(os.makedev(137, 1)) == "pts/257"
-    assert tree_mod.decode_tty(os.makedev(4, 1)) == "tty1"
-    assert tree_mod.caps_text("0000000000000000", 40) == "none"
-    assert tree_mod.caps_text("000001ffffffffff", 40) == "full"
-    assert tree_mod.caps_text("000001fffeffffff", 40) == "all but sys_resource"
-    assert tree_mod.caps_text("0000000000000400", 40) == "net_bind_service"
-    assert tree_mod._hex_addr("0100007F:0016") == "127.0.0.1:22"
-    assert tree_mod._hex_addr("00000000000000000000000001000000:0016") == "[::1]:22"
-    assert tree_mod._hex_addr("0000000000000000FFFF00000100007F:0016") == "127.0.0.1:22"
+    assert proc_mod.decode_tty(0) is None
+    assert proc_mod.decode_tty(os.makedev(136, 3)) == "pts/3"
+    assert proc_mod.decode_tty(os.makedev(137, 1)) == "pts/257"
+    assert proc_mod.decode_tty(os.makedev(4, 1)) == "tty1"
+    assert proc_mod.caps_text("0000000000000000", 40) == "none"
+    assert proc_mod.caps_text("000001ffffffffff", 40) == "full"
+    assert proc_mod.caps_text("000001fffeffffff", 40) == "all but sys_resource"
+    assert proc_mod.caps_text("0000000000000400", 40) == "net_bind_service"
+    assert proc_mod._hex_addr("0100007F:0016") == "127.0.0.1:22"
+    assert proc_mod._hex_addr("00000000000000000000000001000000:0016") == "[::1]:22"
+    assert proc_mod._hex_addr("0000000000000000FFFF00000100007F:0016") == "127.0.0.1:22"

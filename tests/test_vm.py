@@ -480,12 +480,12 @@ def test_install_after_an_edit_reloads(vm, alice) -> None:
     try:
         before = show(vm, "MainPID")["MainPID"]
         since = cursor(vm)
-        vm.root("echo '# edited' >> /root/privsep-sshd/privsep/listener.py")
+        vm.root("echo '# edited' >> /root/privsep-sshd/privsep/listener/listener.py")
         out = vm.root(INSTALL, timeout=1800)
         assert "install.sh: reloaded privsep-sshd.service" in out, out
         wait_listening(vm, since)
         assert show(vm, "MainPID")["MainPID"] == before
-        assert vm.root("tail -n1 /opt/privsep-sshd/lib/python3*/site-packages/privsep/listener.py"
+        assert vm.root("tail -n1 /opt/privsep-sshd/lib/python3*/site-packages/privsep/listener/listener.py"
                        ).strip() == "# edited"
         live.alive()
         assert login(vm, alice).check().stdout == "hello\n"

@@ -1,0 +1,81 @@
+"""Child-side stubs: how the net-child and the session process ask the monitor.
+
+Each function sends one request and waits for its answer.  A lock keeps
+paramiko's transport thread and channel threads from interleaving requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from privsep.wire import messages as wire
+from privsep.common.channel import MonitorChannel
+from privsep.wire.facts import MAX_CHILD_LOG
+
+
+class MonitorClient:
+    def __init__(self, channel: MonitorChannel) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+
+    def _call(self, request: wire.Message, answer: type) -> tuple[wire.Message, list[int]]:
+        with self._lock:
+            return self._channel.call(request, answer)
+
+    def sign(self, algorithm: str, data: bytes) -> bytes:
+        reply, _ = self._call(wire.SignRequest(algorithm, data), wire.SignAnswer)
+        return reply.signature
+
+    def pwnam(self, user: str) -> wire.PwnamAnswer:
+        reply, _ = self._call(wire.PwnamRequest(user), wire.PwnamAnswer)
+        return reply
+
+    def kbdint(self, start: bool, responses: list[str]) -> wire.KbdintAnswer:
+        reply, _ = self._call(wire.KbdintRequest(start, responses), wire.KbdintAnswer)
+        return reply
+
+    def auth_password(self, password: bytes) -> bool:
+        reply, _ = self._call(wire.PasswordRequest(password), wire.PasswordAnswer)
+        return reply.accepted
+
+    def key_allowed(self, algorithm: str, keyblob: bytes) -> bool:
+        reply, _ = self._call(wire.KeyAllowedRequest(algorithm, keyblob), wire.KeyAllowedAnswer)
+        return reply.allowed
+
+    def key_verify(self, algorithm: str, keyblob: bytes, signed: bytes, signature: bytes) -> bool:
+        request = wire.KeyVerifyRequest(algorithm, keyblob, signed, signature)
+        reply, _ = self._call(request, wire.KeyVerifyAnswer)
+        return reply.verified
+
+    def handoff(self, state: wire.TransportState) -> None:
+        with self._lock:
+            self._channel.send(wire.Handoff(state))
+
+    def pty(self, term: str, cols: int, rows: int, width_px: int,
+            height_px: int) -> tuple[wire.PtyAnswer, int, int]:
+        """The answer (tty path, last login), master fd, slave fd of a pty the
+        monitor allocated."""
+        reply, fds = self._call(wire.PtyRequest(term, cols, rows, width_px, height_px), wire.PtyAnswer)
+        return reply, fds[0], fds[1]
+
+    def pty_cleanup(self, tty: str) -> None:
+        self._call(wire.PtyCleanupRequest(tty), wire.PtyCleanupAnswer)
+
+    def log(self, level: int, text: str) -> None:
+        with self._lock:
+            self._channel.send(wire.Log(level, text[:MAX_CHILD_LOG]))
+
+
+class MonitorLogHandler(logging.Handler):
+    """Sends a child's log records to the monitor, which writes them out."""
+
+    def __init__(self, client: MonitorClient) -> None:
+        super().__init__()
+        self._client = client
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._client.log(record.levelno, record.getMessage())
+        except Exception:  # the monitor is gone: nowhere left to log
+            pass

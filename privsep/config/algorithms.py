@@ -1,0 +1,70 @@
+"""Algorithm lists, pure: what this daemon offers and the hand-off can carry,
+in its order of preference; the names OpenSSH 9.2 knows (accepted in a
+configuration, dropped when unsupported); and OpenSSH's +/-/^ list syntax."""
+
+from __future__ import annotations
+
+import fnmatch
+
+
+SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "ciphers": ("aes128-ctr", "aes192-ctr", "aes256-ctr",
+                "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
+    "macs": ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
+             "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"),
+    "kex": ("mlkem768x25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
+            "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group16-sha512",
+            "diffie-hellman-group14-sha256"),
+    "hostkey": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
+    "pubkey": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+               "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
+}
+
+
+OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
+    "ciphers": frozenset(SUPPORTED_ALGORITHMS["ciphers"]) | {
+        "chacha20-poly1305@openssh.com", "aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc"},
+    "macs": frozenset(SUPPORTED_ALGORITHMS["macs"]) | {
+        "hmac-sha1-etm@openssh.com", "umac-64@openssh.com", "umac-128@openssh.com",
+        "umac-64-etm@openssh.com", "umac-128-etm@openssh.com", "hmac-md5", "hmac-md5-96",
+        "hmac-sha1-96", "hmac-md5-etm@openssh.com", "hmac-md5-96-etm@openssh.com",
+        "hmac-sha1-96-etm@openssh.com"},
+    "kex": frozenset(SUPPORTED_ALGORITHMS["kex"]) | {
+        "curve25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
+        "diffie-hellman-group-exchange-sha256", "diffie-hellman-group-exchange-sha1",
+        "diffie-hellman-group18-sha512", "diffie-hellman-group14-sha1",
+        "diffie-hellman-group1-sha1"},
+    "hostkey": frozenset(SUPPORTED_ALGORITHMS["hostkey"]) | {
+        "ssh-rsa", "ssh-dss", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+        *(f"{a}-cert-v01@openssh.com" for a in ("ssh-ed25519", "ecdsa-sha2-nistp256",
+          "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256",
+          "ssh-rsa", "sk-ssh-ed25519@openssh.com"))},
+}
+OPENSSH_ALGORITHMS["pubkey"] = OPENSSH_ALGORITHMS["hostkey"]
+
+
+def resolve_algorithms(kind: str, spec: str) -> list[str]:
+    """OpenSSH's list syntax against our defaults: ``a,b`` replaces, ``+a``
+    appends, ``-a*`` removes, ``^a`` puts first; names may be wildcards for
+    ``-``.  Known-but-unsupported names drop out; unknown names are errors."""
+    default = list(SUPPORTED_ALGORITHMS[kind])
+    body = spec[1:] if spec[:1] in "+-^" else spec
+    names = [n for n in body.split(",") if n]
+    if not names:
+        raise ValueError(f"empty algorithm list {spec!r}")
+    for name in names:
+        if spec[0] != "-" and name not in OPENSSH_ALGORITHMS[kind]:
+            raise ValueError(f"Bad SSH2 {kind} spec '{spec}'")
+    supported = [n for n in names if n in default]
+    if spec[0] == "+":
+        result = default + [n for n in supported if n not in default]
+    elif spec[0] == "-":
+        result = [a for a in default if not any(fnmatch.fnmatchcase(a, p) for p in names)]
+    elif spec[0] == "^":
+        result = supported + [a for a in default if a not in supported]
+    else:
+        result = supported
+    if not result:
+        raise ValueError(f"no supported algorithm left in {spec!r}")
+    return result

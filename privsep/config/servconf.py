@@ -1,0 +1,614 @@
+"""Server configuration in sshd_config's language.  Read by root only.
+
+As in OpenSSH: keywords are case-insensitive; the first value obtained for a
+keyword wins (``-o`` and ``-p`` come before the file, and replace the file's
+list keywords outright); arguments may be double-quoted; ``Include`` takes
+globs; ``Match`` blocks (User, Group, Host, Address, LocalAddress, LocalPort,
+All) hold the keywords OpenSSH allows there, applied per connection once the
+user is known, overriding the global values.  A keyword nobody knows is an
+error naming file and line; one OpenSSH knows that this daemon does not
+implement is reported by name ("Unsupported option") and skipped.
+
+Parsing (``parse_config``) is separate from applying (``ServerConfig.options_for``),
+so ``-t``, ``-T`` and ``-C`` see exactly what a connection would get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import logging
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable
+
+from privsep.config.algorithms import SUPPORTED_ALGORITHMS, resolve_algorithms
+from privsep.config.match import ConnectionInfo, criteria_match
+from privsep.wire import facts
+
+log = logging.getLogger("privsep.servconf")
+
+MAX_INCLUDE_DEPTH = 16
+
+
+class ConfigError(ValueError):
+    """A bad line; the message names file and line as sshd's does."""
+
+
+# --- value parsers: each takes the argument words -------------------------------
+
+Parser = Callable[[list[str]], object]
+
+
+def _one(words: list[str]) -> str:
+    if len(words) != 1:
+        raise ValueError("takes exactly one argument" if words else "missing argument")
+    return words[0]
+
+
+def _choice(*allowed: str, aliases: dict[str, str] | None = None) -> Parser:
+    def parse(words: list[str]) -> str:
+        value = _one(words).lower()
+        value = (aliases or {}).get(value, value)
+        if value not in allowed:
+            raise ValueError(f"unsupported option \"{words[0]}\"")
+        return value
+    return parse
+
+
+_yes_no = _choice("yes", "no")
+
+
+def _flag(words: list[str]) -> bool:
+    return _yes_no(words) == "yes"
+
+
+def _int(low: int = 0, high: int = 2**31 - 1) -> Parser:
+    def parse(words: list[str]) -> int:
+        text = _one(words)
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"invalid number \"{text}\"")
+        return int(text)
+    return parse
+
+
+def parse_time(text: str) -> int:
+    """sshd's time format: 90, 1m30s, 2h, 1w."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    total, number = 0, ""
+    for ch in text.lower():
+        if ch.isdigit():
+            number += ch
+        elif ch in units and number:
+            total, number = total + int(number) * units[ch], ""
+        else:
+            raise ValueError(f"invalid time value \"{text}\"")
+    if not text:
+        raise ValueError("missing time value")
+    return total + int(number or 0)
+
+
+def _time(words: list[str]) -> int:
+    return parse_time(_one(words))
+
+
+def _port(words: list[str]) -> list[int]:
+    return [_int(1, 65535)(words)]
+
+
+def _words(words: list[str]) -> list[str]:
+    if not words:
+        raise ValueError("missing argument")
+    return list(words)
+
+
+def _text(words: list[str]) -> str:
+    """A single value; 'none' is kept as OpenSSH prints it."""
+    return _one(words)
+
+
+def _rest(words: list[str]) -> str:
+    """The rest of the line (ForceCommand takes a command line)."""
+    if not words:
+        raise ValueError("missing argument")
+    return " ".join(words)
+
+
+def _max_startups(words: list[str]) -> tuple[int, int, int]:
+    parts = _one(words).split(":")
+    if not all(p.isdigit() for p in parts) or len(parts) not in (1, 3):
+        raise ValueError(f"invalid MaxStartups value \"{words[0]}\"")
+    numbers = [int(p) for p in parts]
+    if len(numbers) == 1:
+        return (numbers[0], 100, numbers[0])
+    start, rate, full = numbers
+    if not (start <= full and 0 < rate <= 100):
+        raise ValueError(f"invalid MaxStartups value \"{words[0]}\"")
+    return (start, rate, full)
+
+
+def _subsystem(words: list[str]) -> dict[str, str]:
+    if len(words) < 2:
+        raise ValueError("missing subsystem command")
+    return {words[0]: " ".join(words[1:])}
+
+
+def _set_env(words: list[str]) -> list[str]:
+    for word in words:
+        if "=" not in word or word.startswith("="):
+            raise ValueError(f"invalid environment assignment \"{word}\"")
+    return _words(words)
+
+
+def _x11(words: list[str]) -> bool:
+    if _flag(words):
+        raise ValueError("X11Forwarding yes is not supported by this daemon")
+    return False
+
+
+def _algorithms(kind: str) -> Parser:
+    return lambda words: resolve_algorithms(kind, _one(words))
+
+
+def _rekey_limit(words: list[str]) -> tuple[int, int]:
+    if not 1 <= len(words) <= 2:
+        raise ValueError("RekeyLimit takes a size and an optional time")
+    size_text = words[0].lower()
+    if size_text == "default":
+        size = 0
+    else:
+        scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(size_text[-1:], 1)
+        digits = size_text[:-1] if scale > 1 else size_text
+        if not digits.isdigit():
+            raise ValueError(f"invalid RekeyLimit size \"{words[0]}\"")
+        size = int(digits) * scale
+    seconds = 0
+    if len(words) == 2 and words[1].lower() not in ("none", "default"):
+        seconds = parse_time(words[1])
+    return (size, seconds)
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: str  # the canonical spelling
+    attr: str
+    parse: Parser
+    #: values accumulate across lines (lists, dicts) instead of first-wins
+    multi: bool = False
+    in_match: bool = False
+
+
+KEYWORD_LIST = [
+    Keyword("Port", "port", _port, multi=True),
+    Keyword("ListenAddress", "listen_address", lambda w: [_one(w)], multi=True),
+    Keyword("AddressFamily", "address_family", _choice("any", "inet", "inet6")),
+    Keyword("HostKey", "host_key", lambda w: [_one(w)], multi=True),
+    Keyword("PidFile", "pid_file", _text),
+    Keyword("LogLevel", "log_level", lambda w: _choice(
+        "quiet", "fatal", "error", "info", "verbose", "debug", "debug1", "debug2",
+        "debug3")(w).upper(), in_match=True),
+    Keyword("SyslogFacility", "syslog_facility", lambda w: _choice(
+        "daemon", "user", "auth", "authpriv", *(f"local{i}" for i in range(8)))(w).upper()),
+    Keyword("PermitRootLogin", "permit_root_login", _choice(
+        "yes", "no", "prohibit-password", "forced-commands-only",
+        aliases={"without-password": "prohibit-password"}), in_match=True),
+    Keyword("PubkeyAuthentication", "pubkey_authentication", _flag, in_match=True),
+    Keyword("PasswordAuthentication", "password_authentication", _flag, in_match=True),
+    Keyword("KbdInteractiveAuthentication", "kbd_interactive_authentication", _flag,
+            in_match=True),
+    Keyword("PermitEmptyPasswords", "permit_empty_passwords", _flag, in_match=True),
+    Keyword("UsePAM", "use_pam", _flag),
+    Keyword("AuthorizedKeysFile", "authorized_keys_file", _words, in_match=True),
+    Keyword("StrictModes", "strict_modes", _flag),
+    Keyword("MaxAuthTries", "max_auth_tries", _int(), in_match=True),
+    Keyword("MaxSessions", "max_sessions", _int(), in_match=True),
+    Keyword("MaxStartups", "max_startups", _max_startups),
+    Keyword("LoginGraceTime", "login_grace_time", _time),
+    Keyword("AllowUsers", "allow_users", _words, multi=True, in_match=True),
+    Keyword("DenyUsers", "deny_users", _words, multi=True, in_match=True),
+    Keyword("AllowGroups", "allow_groups", _words, multi=True, in_match=True),
+    Keyword("DenyGroups", "deny_groups", _words, multi=True, in_match=True),
+    Keyword("AcceptEnv", "accept_env", _words, multi=True, in_match=True),
+    Keyword("SetEnv", "set_env", _set_env, multi=True, in_match=True),
+    Keyword("PermitUserEnvironment", "permit_user_environment", _text),
+    Keyword("PrintMotd", "print_motd", _flag),
+    Keyword("PrintLastLog", "print_last_log", _flag),
+    Keyword("Banner", "banner", _text, in_match=True),
+    Keyword("ForceCommand", "force_command", _rest, in_match=True),
+    Keyword("Subsystem", "subsystem", _subsystem, multi=True),
+    Keyword("ClientAliveInterval", "client_alive_interval", _time, in_match=True),
+    Keyword("ClientAliveCountMax", "client_alive_count_max", _int(), in_match=True),
+    Keyword("TCPKeepAlive", "tcp_keep_alive", _flag),
+    Keyword("AllowTcpForwarding", "allow_tcp_forwarding",
+            _choice("yes", "no", "local", "remote", "all", aliases={"all": "yes"}),
+            in_match=True),
+    Keyword("AllowStreamLocalForwarding", "allow_stream_local_forwarding",
+            _choice("yes", "no", "local", "remote", "all", aliases={"all": "yes"}),
+            in_match=True),
+    Keyword("AllowAgentForwarding", "allow_agent_forwarding", _flag, in_match=True),
+    Keyword("PermitTTY", "permit_tty", _flag, in_match=True),
+    Keyword("PermitOpen", "permit_open", _words, in_match=True),
+    Keyword("PermitListen", "permit_listen", _words, in_match=True),
+    Keyword("DisableForwarding", "disable_forwarding", _flag, in_match=True),
+    Keyword("StreamLocalBindMask", "stream_local_bind_mask", lambda w: int(_one(w), 8),
+            in_match=True),
+    Keyword("StreamLocalBindUnlink", "stream_local_bind_unlink", _flag, in_match=True),
+    Keyword("GatewayPorts", "gateway_ports", _choice("no", "yes", "clientspecified"),
+            in_match=True),
+    Keyword("X11Forwarding", "x11_forwarding", _x11, in_match=True),
+    Keyword("Ciphers", "ciphers", _algorithms("ciphers")),
+    Keyword("MACs", "macs", _algorithms("macs")),
+    Keyword("KexAlgorithms", "kex_algorithms", _algorithms("kex")),
+    Keyword("HostKeyAlgorithms", "host_key_algorithms", _algorithms("hostkey")),
+    Keyword("PubkeyAcceptedAlgorithms", "pubkey_accepted_algorithms", _algorithms("pubkey"),
+            in_match=True),
+    Keyword("UseDNS", "use_dns", _flag),
+    Keyword("VersionAddendum", "version_addendum", _rest),
+    Keyword("RekeyLimit", "rekey_limit", _rekey_limit, in_match=True),
+    # This daemon's own: where and as whom the pre-auth net-child runs.
+    Keyword("PrivilegeSeparationUser", "privsep_user", _text),
+    Keyword("PrivilegeSeparationDirectory", "privsep_dir", _text),
+]
+KEYWORDS: dict[str, Keyword] = {k.name.lower(): k for k in KEYWORD_LIST}
+ALIASES = {
+    "challengeresponseauthentication": "kbdinteractiveauthentication",
+    "pubkeyacceptedkeytypes": "pubkeyacceptedalgorithms",
+}
+
+#: Keywords OpenSSH 9.2 knows that this daemon does not implement.
+UNSUPPORTED = frozenset(k.lower() for k in (
+    "AuthenticationMethods", "AuthorizedKeysCommand", "AuthorizedKeysCommandUser",
+    "AuthorizedPrincipalsCommand", "AuthorizedPrincipalsCommandUser",
+    "AuthorizedPrincipalsFile", "CASignatureAlgorithms", "ChrootDirectory",
+    "ExposeAuthInfo", "FingerprintHash", "GSSAPIAuthentication",
+    "GSSAPICleanupCredentials", "GSSAPIKexAlgorithms", "GSSAPIKeyExchange",
+    "GSSAPIStoreCredentialsOnRekey", "GSSAPIStrictAcceptorCheck", "HostbasedAcceptedAlgorithms",
+    "HostbasedAuthentication", "HostbasedUsesNameFromPacketOnly", "HostCertificate",
+    "HostKeyAgent", "IgnoreRhosts", "IgnoreUserKnownHosts", "IPQoS", "KerberosAuthentication",
+    "KerberosGetAFSToken", "KerberosOrLocalPasswd", "KerberosTicketCleanup", "LogVerbose",
+    "ModuliFile", "PerSourceMaxStartups", "PerSourceNetBlockSize", "PermitTunnel", "PermitUserRC", "PubkeyAuthOptions", "RDomain", "RequiredRSASize",
+    "RevokedKeys", "SecurityKeyProvider", "TrustedUserCAKeys", "X11DisplayOffset", "X11MaxDisplays", "X11UseLocalhost",
+    "XAuthLocation", "DebianBanner",
+))
+
+
+@dataclass
+class ServerOptions:
+    port: list[int] = field(default_factory=list)
+    listen_address: list[str] = field(default_factory=list)
+    address_family: str = "any"
+    host_key: list[str] = field(default_factory=list)
+    pid_file: str = facts.DEFAULT_PID_FILE
+    log_level: str = "INFO"
+    syslog_facility: str = "AUTH"
+    permit_root_login: str = "prohibit-password"
+    pubkey_authentication: bool = True
+    password_authentication: bool = True
+    kbd_interactive_authentication: bool = True
+    permit_empty_passwords: bool = False
+    #: OpenSSH's built-in default is no; this daemon checks passwords only
+    #: through PAM, so its default is yes (Debian's sshd_config says yes too).
+    use_pam: bool = True
+    authorized_keys_file: list[str] = field(default_factory=list)
+    strict_modes: bool = True
+    max_auth_tries: int = 6
+    max_sessions: int = 10
+    max_startups: tuple[int, int, int] = (10, 30, 100)
+    login_grace_time: int = 120
+    allow_users: list[str] = field(default_factory=list)
+    deny_users: list[str] = field(default_factory=list)
+    allow_groups: list[str] = field(default_factory=list)
+    deny_groups: list[str] = field(default_factory=list)
+    #: OpenSSH accepts nothing by default; Debian's sshd_config (and so this
+    #: daemon, until an AcceptEnv line says otherwise) accepts LANG and LC_*.
+    accept_env: list[str] = field(default_factory=lambda: ["LANG", "LC_*"])
+    set_env: list[str] = field(default_factory=list)
+    permit_user_environment: str = "no"
+    print_motd: bool = True
+    print_last_log: bool = True
+    banner: str = "none"
+    force_command: str = "none"
+    #: name -> command; Debian's sftp-server until a Subsystem line says otherwise.
+    subsystem: dict[str, str] = field(
+        default_factory=lambda: {"sftp": facts.SFTP_SERVER})
+    client_alive_interval: int = 0
+    client_alive_count_max: int = 3
+    tcp_keep_alive: bool = True
+    allow_tcp_forwarding: str = "yes"
+    allow_stream_local_forwarding: str = "yes"
+    allow_agent_forwarding: bool = True
+    permit_tty: bool = True
+    permit_open: list[str] = field(default_factory=lambda: ["any"])
+    permit_listen: list[str] = field(default_factory=lambda: ["any"])
+    disable_forwarding: bool = False
+    stream_local_bind_mask: int = 0o177
+    stream_local_bind_unlink: bool = False
+    gateway_ports: str = "no"
+    x11_forwarding: bool = False
+    ciphers: list[str] = field(default_factory=lambda: list(SUPPORTED_ALGORITHMS["ciphers"]))
+    macs: list[str] = field(default_factory=lambda: list(SUPPORTED_ALGORITHMS["macs"]))
+    kex_algorithms: list[str] = field(default_factory=lambda: list(SUPPORTED_ALGORITHMS["kex"]))
+    host_key_algorithms: list[str] = field(
+        default_factory=lambda: list(SUPPORTED_ALGORITHMS["hostkey"]))
+    pubkey_accepted_algorithms: list[str] = field(
+        default_factory=lambda: list(SUPPORTED_ALGORITHMS["pubkey"]))
+    use_dns: bool = False
+    version_addendum: str = "none"
+    rekey_limit: tuple[int, int] = (0, 0)
+    privsep_user: str = "privsep-sshd"
+    privsep_dir: str = "/run/privsep-sshd"
+    pam_service: str = "privsep-sshd"
+
+    def finish(self) -> "ServerOptions":
+        """Fill in the defaults that depend on what was set (ports, keys...)."""
+        return _finish(self)
+
+    def subsystems(self) -> dict[str, str]:
+        """Subsystem name -> command."""
+        return dict(self.subsystem)
+
+    def auth_methods(self) -> list[str]:
+        """The methods offered, in OpenSSH's order."""
+        methods = []
+        if self.pubkey_authentication:
+            methods.append("publickey")
+        if self.password_authentication:
+            methods.append("password")
+        if self.kbd_interactive_authentication and self.use_pam:
+            methods.append("keyboard-interactive")
+        return methods
+
+
+# --- parsing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One keyword line, kept with where it came from."""
+
+    keyword: Keyword
+    value: object
+    where: str
+
+
+@dataclass(frozen=True)
+class MatchBlock:
+    criteria: tuple[tuple[str, str], ...]  # (criterion, pattern list)
+    settings: tuple[Setting, ...]
+    where: str
+
+
+@dataclass
+class ServerConfig:
+    """A parsed configuration: global settings and Match blocks."""
+
+    settings: list[Setting] = field(default_factory=list)
+    matches: list[MatchBlock] = field(default_factory=list)
+    #: Keywords set on the command line: the file cannot add to their lists.
+    cmdline: set[str] = field(default_factory=set)
+
+    def global_options(self) -> ServerOptions:
+        options = ServerOptions()
+        _apply(options, self.settings, set())
+        return _finish(options)
+
+    def options_for(self, conn: ConnectionInfo) -> ServerOptions:
+        """The global options with every matching Match block applied on top."""
+        options = self.global_options()
+        overrides = ServerOptions()
+        seen: set[str] = set()
+        for block in self.matches:
+            if criteria_match(block.criteria, conn):
+                _apply(overrides, list(block.settings), seen)
+        for name in seen:
+            keyword = KEYWORDS[name]
+            setattr(options, keyword.attr, getattr(overrides, keyword.attr))
+        return options
+
+
+def _apply(options: ServerOptions, settings: list[Setting], seen: set[str]) -> None:
+    """First value wins; list keywords accumulate (all their lines count)."""
+    for setting in settings:
+        key = setting.keyword.name.lower()
+        if setting.keyword.multi:
+            current = getattr(options, setting.keyword.attr)
+            if key not in seen:
+                current = type(current)()
+            if isinstance(current, dict):
+                for name, value in setting.value.items():  # type: ignore[union-attr]
+                    current.setdefault(name, value)
+            else:
+                current.extend(setting.value)  # type: ignore[arg-type]
+            setattr(options, setting.keyword.attr, current)
+        elif key not in seen:
+            setattr(options, setting.keyword.attr, setting.value)
+        seen.add(key)
+
+
+def _finish(options: ServerOptions) -> ServerOptions:
+    if not options.port:
+        options.port = [facts.DEFAULT_PORT]
+    if not options.listen_address:
+        options.listen_address = {"inet": ["0.0.0.0"], "inet6": ["::"]}.get(
+            options.address_family, ["0.0.0.0", "::"])
+    if not options.host_key:
+        options.host_key = list(facts.DEFAULT_HOST_KEYS)
+    if not options.authorized_keys_file:
+        options.authorized_keys_file = [".ssh/authorized_keys", ".ssh/authorized_keys2"]
+    return options
+
+
+def _split(line: str, where: str) -> list[str]:
+    try:
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=False)
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        lexer.escape = ""  # sshd_config has no backslash escapes outside quotes
+        return list(lexer)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+MATCH_CRITERIA = ("user", "group", "host", "address", "localaddress", "localport", "all")
+
+
+def _parse_match(words: list[str], where: str) -> tuple[tuple[str, str], ...]:
+    if not words:
+        raise ConfigError(f"{where}: Match: missing criteria")
+    if [w.lower() for w in words] == ["all"]:
+        return (("all", ""),)
+    criteria = []
+    pairs = iter(words)
+    for criterion in pairs:
+        name = criterion.lower()
+        if name not in MATCH_CRITERIA or name == "all":
+            raise ConfigError(f"{where}: Unsupported Match attribute {criterion}")
+        pattern = next(pairs, None)
+        if pattern is None:
+            raise ConfigError(f"{where}: Missing Match criteria for {criterion}")
+        criteria.append((name, pattern))
+    return tuple(criteria)
+
+
+class _Parser:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.block: tuple[tuple[tuple[str, str], ...], list[Setting], str] | None = None
+
+    def line(self, text: str, where: str, depth: int) -> None:
+        words = _split(text, where)
+        if not words:
+            return
+        head, args = words[0], words[1:]
+        if "=" in head:  # Keyword=value
+            head, first = head.split("=", 1)
+            args = ([first] if first else []) + args
+        name = ALIASES.get(head.lower(), head.lower())
+        if name == "include":
+            if not args:
+                raise ConfigError(f"{where}: Include missing filename argument")
+            for pattern in args:
+                self.include(pattern, where, depth)
+            return
+        if name == "match":
+            self.close_block()
+            self.block = (_parse_match(args, where), [], where)
+            return
+        if name in UNSUPPORTED:
+            log.error("%s: Unsupported option %s", where, head)
+            return
+        keyword = KEYWORDS.get(name)
+        if keyword is None:
+            raise ConfigError(f"{where}: Bad configuration option: {head}")
+        if self.block is not None and not keyword.in_match:
+            raise ConfigError(f"{where}: Directive '{keyword.name}' is not allowed within a "
+                              "Match block")
+        try:
+            value = keyword.parse(args)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {keyword.name}: {exc}") from None
+        setting = Setting(keyword, value, where)
+        if self.block is not None:
+            self.block[1].append(setting)
+        elif name in self.config.cmdline and keyword.multi and where != "command-line":
+            return  # -p/-o replace the file's list
+        else:
+            self.config.settings.append(setting)
+
+    def close_block(self) -> None:
+        if self.block is not None:
+            criteria, settings, where = self.block
+            self.config.matches.append(MatchBlock(criteria, tuple(settings), where))
+            self.block = None
+
+    def include(self, pattern: str, where: str, depth: int) -> None:
+        if depth >= MAX_INCLUDE_DEPTH:
+            raise ConfigError(f"{where}: Include nested too deeply")
+        path = pattern if os.path.isabs(pattern) else os.path.join(facts.CONFIG_DIR, pattern)
+        found = sorted(glob.glob(path))
+        if not found and not glob.has_magic(path):
+            raise ConfigError(f"{where}: Include {pattern}: No such file or directory")
+        for name in found:
+            self.file(name, depth + 1)
+
+    def file(self, path: str, depth: int = 0) -> None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        for n, text in enumerate(lines, 1):
+            self.line(text, f"{path} line {n}", depth)
+        # A Match block ends at the end of the file that opened it only at
+        # top level; OpenSSH carries it into the rest of an including file,
+        # so do the same by leaving it open for nested includes.
+        if depth == 0:
+            self.close_block()
+
+
+def parse_config(path: str | None, overrides: list[str]) -> ServerConfig:
+    """Command-line ``-o`` lines first, then the file (or the default one if it exists)."""
+    config = ServerConfig()
+    parser = _Parser(config)
+    for text in overrides:
+        parser.line(text, "command-line", 0)
+    parser.close_block()
+    config.cmdline = {s.keyword.name.lower() for s in config.settings}
+    file = path or facts.DEFAULT_CONFIG
+    if path is not None or os.path.exists(file):
+        parser.file(file)
+    return config
+
+
+def load(path: str | None, overrides: list[str]) -> ServerOptions:
+    """The global options (no Match applied)."""
+    return parse_config(path, overrides).global_options()
+
+
+# --- sshd -T ------------------------------------------------------------------------
+
+
+def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list[str]:
+    if isinstance(value, bool):
+        return ["yes" if value else "no"]
+    if keyword.attr == "permit_root_login":
+        return ["without-password" if value == "prohibit-password" else str(value)]
+    if keyword.attr == "listen_address":
+        lines = []
+        for addr in value:  # type: ignore[union-attr]
+            for port in options.port:
+                lines.append(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
+        return lines
+    if keyword.attr == "max_startups":
+        return [":".join(str(v) for v in value)]  # type: ignore[union-attr]
+    if keyword.attr == "rekey_limit":
+        return [f"{value[0]} {value[1]}"]  # type: ignore[index]
+    if keyword.attr in ("ciphers", "macs", "kex_algorithms", "host_key_algorithms",
+                        "pubkey_accepted_algorithms"):
+        return [",".join(value)]  # type: ignore[arg-type]
+    if keyword.attr in ("authorized_keys_file", "permit_open"):
+        return [" ".join(value)]  # type: ignore[arg-type]
+    if keyword.attr == "subsystem":
+        return [f"{name} {command}" for name, command in value.items()]  # type: ignore[union-attr]
+    if isinstance(value, list):  # one line per value, as sshd -T prints them
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def dump(options: ServerOptions) -> str:
+    """The effective configuration in ``sshd -T``'s form: lower-case keywords."""
+    lines = []
+    for keyword in KEYWORD_LIST:
+        value = getattr(options, keyword.attr)
+        if isinstance(value, (list, dict)) and not value:
+            continue
+        for text in _dump_value(keyword, value, options):
+            lines.append(f"{keyword.name.lower()} {text}")
+    return "\n".join(lines) + "\n"
+
+
+def replace(options: ServerOptions, **changes) -> ServerOptions:
+    return dataclasses.replace(options, **changes)

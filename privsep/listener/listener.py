@@ -1,0 +1,212 @@
+"""The root listener: binds, accepts, forks one monitor per connection.
+
+It never parses a byte of SSH.  It counts connections that have not yet
+authenticated (each monitor holds the write end of a pipe and closes it once
+the user is in) for MaxStartups' random early drop, reaps its children, and
+keeps its title showing the count.
+
+Under systemd it tells the service manager how it is doing (privsep/sdnotify):
+READY=1 once it listens, RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1
+on SIGTERM.  SIGHUP re-executes the daemon with the same command line, as
+sshd does, once a ``-t`` run of that command line has accepted the
+configuration; with a bad configuration it logs why and keeps serving.
+Sessions are separate processes and are untouched by either signal.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import paramiko
+
+from privsep.monitor import main as monitor_main
+from privsep.common import proctitle, roles
+from privsep.listener import sdnotify
+from privsep.config.servconf import ServerConfig, ServerOptions
+from privsep.common.trace import trace
+
+log = logging.getLogger("privsep.listener")
+
+#: set in the environment of a SIGHUP re-exec: the new image must not detach
+#: again (it keeps the pid the pid file and systemd know).
+REEXEC_ENV = "PRIVSEP_SSHD_REEXEC"
+
+
+def bind_all(options: ServerOptions) -> list[socket.socket]:
+    sockets = []
+    wanted = {"inet": (socket.AF_INET,), "inet6": (socket.AF_INET6,)}.get(
+        options.address_family, (socket.AF_INET, socket.AF_INET6))
+    for addr in options.listen_address:
+        for port in options.port:
+            family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+            if family not in wanted:
+                continue  # AddressFamily leaves it out, as sshd does
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((addr, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and family == socket.AF_INET6:
+                    sock.close()  # no IPv6 here: like sshd, serve what we can
+                    continue
+                raise
+            sock.listen(128)
+            sock.set_inheritable(False)
+            log.info("Server listening on %s port %d.", addr, port)
+            sockets.append(sock)
+    if not sockets:
+        raise OSError("Cannot bind any address.")
+    return sockets
+
+
+@dataclass
+class Listener:
+    options: ServerOptions
+    host_keys: list[paramiko.PKey]
+    sockets: list[socket.socket]
+    argv_text: str
+    config: ServerConfig | None = None
+    #: read end of each unauthenticated monitor's startup pipe -> monitor pid
+    startups: dict[int, int] = field(default_factory=dict)
+    one_shot: bool = False
+    stopping: bool = False
+    #: the signal wake-up pipe: the listener's alone, never a monitor's
+    wake_fds: tuple[int, ...] = ()
+    hup: bool = False
+
+    def title(self) -> None:
+        start, _, full = self.options.max_startups
+        proctitle.set(roles.listener_title(self.argv_text, len(self.startups), start, full))
+
+    def should_drop(self) -> bool:
+        """MaxStartups start:rate:full random early drop."""
+        start, rate, full = self.options.max_startups
+        n = len(self.startups)
+        if n >= full:
+            return True
+        if n < start:
+            return False
+        chance = rate + (100 - rate) * (n - start) / max(1, full - start)
+        return random.uniform(0, 100) < chance
+
+    def accept(self, sock: socket.socket) -> None:
+        try:
+            conn, addr = sock.accept()
+        except OSError:
+            return
+        if self.should_drop():
+            log.info("drop connection #%d from [%s]:%d on [%s]:%d past MaxStartups",
+                     len(self.startups), addr[0], addr[1], *conn.getsockname()[:2])
+            conn.close()
+            return
+        startup_r, startup_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            listener_fds = (startup_r, *self.startups, *self.wake_fds,
+                            *(s.fileno() for s in self.sockets))
+            monitor_main.run(conn, self.options, self.host_keys, startup_w, self.config,
+                             close_fds=listener_fds)
+        trace(log, "listener", "accepted %s port %d, forked monitor %d", addr[0], addr[1], pid)
+        os.close(startup_w)
+        conn.close()
+        self.startups[startup_r] = pid
+        self.title()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe()
+        self.wake_fds = (wake_r, wake_w)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
+        self.title()
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
+        handled = 0
+        while not self.stopping:
+            watched = [s.fileno() for s in self.sockets] + list(self.startups) + [wake_r]
+            try:
+                ready, _, _ = select.select(watched, [], [])
+            except InterruptedError:
+                continue
+            for fd in ready:
+                if fd == wake_r:
+                    os.read(wake_r, 512)
+                    self.reap()
+                elif fd in self.startups:
+                    os.close(fd)  # the monitor authenticated or ended
+                    del self.startups[fd]
+                    self.title()
+                else:
+                    sock = next(s for s in self.sockets if s.fileno() == fd)
+                    self.accept(sock)
+                    handled += 1
+            if self.one_shot and handled and not self.startups:
+                break
+            if self.hup and not self.stopping:
+                self.hup = False
+                self.restart()
+        if self.stopping:
+            sdnotify.notify("STOPPING=1")
+        for sock in self.sockets:
+            sock.close()
+
+    def restart(self) -> None:
+        """SIGHUP: check the configuration with the same command line, then
+        re-execute it in this process (same pid; monitors stay its children)."""
+        log.info("Received SIGHUP; restarting.")
+        sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        # sys.executable, not orig_argv[0]: a venv's python must find itself.
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        check = subprocess.run([*argv, "-t"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            error = (check.stderr or check.stdout).strip() or f"exit status {check.returncode}"
+            log.error("Not restarting: the configuration check failed: %s", error)
+            sdnotify.notify("READY=1\nSTATUS=reload failed: bad configuration; still serving")
+            return
+        for sock in self.sockets:
+            sock.close()
+        os.environ[REEXEC_ENV] = "1"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execv(argv[0], argv)
+        except OSError as exc:
+            log.error("fatal: re-exec of %s failed: %s", argv[0], exc)
+            os._exit(255)
+
+    def _stop(self, signum, frame) -> None:
+        log.info("Received signal %d; terminating.", signum)
+        self.stopping = True
+
+    def _hup(self, signum, frame) -> None:
+        self.hup = True
+
+
+def run(options: ServerOptions, host_keys: list[paramiko.PKey], argv_text: str,
+        one_shot: bool = False, config: ServerConfig | None = None) -> None:
+    sockets = bind_all(options)
+    Listener(options, host_keys, sockets, argv_text, config=config, one_shot=one_shot).serve()
+    sys.stdout.flush()

@@ -1,0 +1,193 @@
+"""privsep-sshd's command line: sshd(8)'s flags, start-up checks, then the listener.
+
+Runs as root.  Everything a connection will need is imported before any
+fork (listener.py imports the monitor, which imports the net-child and the
+session process), so that each monitor starts warm and the net-child has all
+its code loaded before it loses access to the file system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import pwd
+import sys
+
+from privsep.common import log as logsetup
+from privsep.config import servconf
+from privsep.config.match import ConnectionInfo
+from privsep.listener import hostkey_files, inetd, listener
+from privsep.monitor import loginrec
+from privsep.monitor.accounts import user_groups
+
+log = logging.getLogger("privsep.sshd")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="privsep-sshd", add_help=False,
+                                     description="privilege-separated SSH server")
+    parser.add_argument("-D", dest="foreground", action="store_true", help="do not detach")
+    parser.add_argument("-d", dest="debug", action="count", default=0,
+                        help="debug: foreground, one connection, verbose log to stderr")
+    parser.add_argument("-e", dest="stderr", action="store_true", help="log to stderr")
+    parser.add_argument("-E", dest="logfile", help="append the log to this file")
+    parser.add_argument("-f", dest="config", help="configuration file")
+    parser.add_argument("-p", dest="ports", action="append", default=[], help="port")
+    parser.add_argument("-h", dest="host_keys", action="append", default=[], help="host key file")
+    parser.add_argument("-o", dest="options", action="append", default=[], help="Keyword=value")
+    parser.add_argument("-t", dest="test", action="store_true", help="test the configuration")
+    parser.add_argument("-T", dest="dump", action="store_true",
+                        help="print the effective configuration and exit")
+    parser.add_argument("-C", dest="conn_spec", action="append", default=[],
+                        help="connection spec for -T: user=,host=,addr=,laddr=,lport=")
+    parser.add_argument("-i", dest="inetd", action="store_true",
+                        help="inetd mode: one connection on stdin and stdout")
+    parser.add_argument("-q", dest="quiet", action="store_true", help="quiet")
+    return parser.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> servconf.ServerConfig:
+    overrides = list(args.options)
+    overrides += [f"Port {p}" for p in args.ports]
+    overrides += [f"HostKey {h}" for h in args.host_keys]
+    if args.debug:
+        overrides.insert(0, "LogLevel DEBUG")
+    if args.quiet:
+        overrides.insert(0, "LogLevel QUIET")
+    return servconf.parse_config(args.config, overrides)
+
+
+def _check_host_keys(options: servconf.ServerOptions) -> list[str]:
+    """-t's host key check: every configured key that exists must load."""
+    problems = []
+    for path in options.host_key:
+        if not os.path.exists(path):
+            continue  # made on first start
+        try:
+            hostkey_files.load_private(path)
+        except Exception as exc:
+            problems.append(f"Unable to load host key \"{path}\": {exc}")
+    return problems
+
+
+def prepare(options: servconf.ServerOptions) -> list:
+    """Start-up checks and set-up; returns the host keys."""
+    if os.geteuid() != 0:
+        return _load_host_keys(options)
+    try:
+        pwd.getpwnam(options.privsep_user)
+    except KeyError:
+        raise SystemExit(f"Privilege separation user {options.privsep_user} does not exist")
+    os.makedirs(options.privsep_dir, mode=0o755, exist_ok=True)
+    st = os.stat(options.privsep_dir)
+    if st.st_uid != 0 or st.st_mode & 0o022 or os.listdir(options.privsep_dir):
+        raise SystemExit(f"{options.privsep_dir} must be owned by root, not group or "
+                         "world-writable, and empty")
+    for path in hostkey_files.generate_missing(options.host_key):
+        log.info("Generated host key %s", path)
+    keys = _load_host_keys(options)
+    try:
+        loginrec.ensure_utmp()
+    except OSError as exc:
+        log.error("Cannot create utmp: %s", exc)
+    return keys
+
+
+def _load_host_keys(options: servconf.ServerOptions) -> list:
+    keys = []
+    for path in options.host_key:
+        try:
+            keys.append(hostkey_files.load_private(path))
+        except Exception as exc:
+            log.error("Unable to load host key %s: %s", path, exc)
+    if not keys:
+        raise SystemExit("sshd: no hostkeys available -- exiting.")
+    return keys
+
+
+def unprivileged(options: servconf.ServerOptions) -> servconf.ServerOptions:
+    """Started by an ordinary user: serve that user alone, with keys only, as
+    sshd does when it is not root (no PAM, no setuid, no chroot)."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    log.info("Not running as root: serving only user %s, public keys only, without PAM, "
+             "login records or a privilege-separation user.", me)
+    return servconf.replace(options, use_pam=False, password_authentication=False,
+                            kbd_interactive_authentication=False, allow_users=[me],
+                            privsep_user="", privsep_dir="")
+
+def daemonize() -> None:
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.chdir("/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The listener's title shows the command line as sshd's does
+    # ("sshd: /usr/sbin/sshd -D [listener] ..."): the program as invoked.
+    program = sys.argv[0] if argv is None and not sys.argv[0].endswith(".py") else "privsep-sshd"
+    argv = sys.argv[1:] if argv is None else argv
+    reexec = os.environ.pop(listener.REEXEC_ENV, None) is not None
+    try:
+        args = parse_args(argv)
+    except SystemExit:
+        return 255
+    # Nothing whoever started us had open may reach a monitor, a net-child or
+    # a user's session (sshd closes everything above stderr too).
+    os.closerange(3, 65536)
+    logging.basicConfig(format="%(message)s", level=logging.INFO)  # until log.setup
+    try:
+        config = load_config(args)
+        options = config.global_options()
+        if args.conn_spec:
+            spec = ConnectionInfo.from_spec(",".join(args.conn_spec))
+            if spec.user is not None:
+                spec = dataclasses.replace(spec, groups=user_groups(spec.user))
+            options = config.options_for(spec)
+    except (servconf.ConfigError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 255
+    if args.test or args.dump:
+        problems = _check_host_keys(options) if os.geteuid() == 0 else []
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if args.dump:
+            sys.stdout.write(servconf.dump(options))
+        return 255 if problems else 0
+    logsetup.setup(options.log_level, options.syslog_facility,
+                   stderr=args.stderr or bool(args.debug), logfile=args.logfile)
+    if os.geteuid() != 0:
+        options = unprivileged(options)
+        config = None  # Match blocks could undo the one-user rule
+    try:
+        keys = prepare(options)
+    except SystemExit as exc:
+        log.error("%s", exc.code)
+        return 255
+    if args.inetd:
+        return inetd.serve(options, keys, config)
+    if not (args.foreground or args.debug or reexec):
+        daemonize()
+    try:
+        with open(options.pid_file, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.error("Couldn't create pid file \"%s\": %s", options.pid_file, exc)
+    argv_text = " ".join([program, *argv])
+    try:
+        listener.run(options, keys, argv_text, one_shot=bool(args.debug), config=config)
+    except OSError as exc:
+        log.error("fatal: %s", exc)
+        return 255
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

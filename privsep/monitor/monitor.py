@@ -1,0 +1,434 @@
+"""The monitor's answers: root, one per connection, the only process that
+decides anything.
+
+``Monitor.serve`` reads a child's requests, admits each through the request
+table (monitor/policy.py) and answers it: user lookup, passwords and
+keyboard-interactive through PAM, public keys against authorized_keys,
+host-key signatures, ptys with their login records.  ``serve_phase`` is the
+one place where a child that breaks the rules becomes a log line and a
+refusal.  The monitor's life around it (forks, PAM session, logout) is
+monitor/main.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import pwd
+import signal
+import socket
+from dataclasses import dataclass, field
+
+import paramiko
+
+from privsep.common import proctitle, roles
+from privsep.common.channel import MonitorChannel
+from privsep.common.log import verbose
+from privsep.common.peer import Peer
+from privsep.common.trace import trace
+from privsep.config.match import ConnectionInfo, access_refusal
+from privsep.config.servconf import ServerConfig, ServerOptions
+from privsep.monitor import auth_pam, authorized_keys, hostkeys, loginrec, pty, pubkey
+from privsep.monitor.accounts import user_groups
+from privsep.monitor.auth_kbdint import KbdintConversation
+from privsep.monitor.policy import (
+    MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
+)
+from privsep.wire import messages as wire
+from privsep.wire.facts import MAX_CHILD_LOG
+from privsep.wire.userauth import parse_signed_userauth
+
+log = logging.getLogger("privsep.monitor")
+
+
+def verified_name(addr: str) -> str:
+    """UseDNS: the reverse name of ``addr`` if it resolves back to ``addr``,
+    else the address itself (sshd logs a warning in that case)."""
+    try:
+        name = socket.gethostbyaddr(addr)[0]
+        forward = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        return addr
+    if addr not in forward:
+        log.info("Address %s maps to %s, but this does not map back to the address.",
+                 addr, name)
+        return addr
+    return name.lower()
+
+
+class ChildGone(Exception):
+    """The connection is over: end the monitor."""
+
+
+@dataclass
+class Monitor:
+    options: ServerOptions
+    host_keys: list[paramiko.PKey]
+    peer: Peer
+    #: Closed once authentication succeeded, so the listener stops counting us
+    #: against MaxStartups.
+    startup_fd: int
+    state: MonitorState = field(default_factory=MonitorState)
+    pw: pwd.struct_passwd | None = None
+    pam: auth_pam.PamLogin | None = None
+    pam_session_open: bool = False
+    #: What PAM said while opening the session (the message of the day...),
+    #: shown on the user's terminal as sshd does.
+    login_messages: tuple[str, ...] = ()
+    child_pid: int = 0
+    failures: int = 0
+    #: The parsed configuration, for Match blocks once the user is known.
+    config: ServerConfig | None = None
+    #: The PAM conversation of a keyboard-interactive login in progress.
+    kbdint: KbdintConversation | None = None
+    #: Key options of the authorized_keys line that let the user in.
+    key_options: tuple = ()
+    _remote_host: str | None = None
+
+    def __post_init__(self) -> None:
+        self.state.host_key_blobs = frozenset(k.asbytes() for k in self.host_keys)
+
+    # --- identity -----------------------------------------------------------
+
+    @property
+    def remote_host(self) -> str:
+        """The client's name with UseDNS (checked forward and back), else its address."""
+        if self._remote_host is None:
+            self._remote_host = self.peer.addr
+            if self.options.use_dns:
+                self._remote_host = verified_name(self.peer.addr)
+        return self._remote_host
+
+    def _user_text(self) -> str:
+        """'alice' or 'invalid user bob', as sshd's log lines put it."""
+        return self.state.user if self.state.user_valid else f"invalid user {self.state.user}"
+
+    def _lookup(self, name: str) -> pwd.struct_passwd | None:
+        """The account, if it exists and the Allow/Deny rules let it in."""
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            log.info("Invalid user %s from %s", name, self.peer)
+            return None
+        refusal = access_refusal(self.options, name, user_groups(name), self.peer.addr,
+                                 self.remote_host)
+        if refusal:
+            log.info("%s", refusal)
+            return None
+        return pw
+
+    def _root_refused(self, method: str) -> bool:
+        """PermitRootLogin, checked when a method has otherwise succeeded."""
+        if self.pw is None or self.pw.pw_uid != 0:
+            return False
+        policy = self.options.permit_root_login
+        allowed = policy == "yes" or (
+            method == "publickey" and (policy == "prohibit-password" or (
+                policy == "forced-commands-only"
+                and any(o.name == "command" for o in self.key_options))))
+        if not allowed:
+            log.info("ROOT LOGIN REFUSED FROM %s port %d", self.peer.addr, self.peer.port)
+        return not allowed
+
+    # --- pre-auth answers -----------------------------------------------------
+
+    def answer_sign(self, req: wire.SignRequest) -> wire.SignAnswer:
+        bind_session_id(self.state, req.data)
+        signature = hostkeys.sign(self.host_keys, req.algorithm, req.data)
+        if signature is None:
+            raise PolicyViolation(f"no host key for algorithm {req.algorithm!r}")
+        trace(log, "monitor", "signed %d bytes with the %s host key", len(req.data), req.algorithm)
+        return wire.SignAnswer(signature)
+
+    def answer_pwnam(self, req: wire.PwnamRequest) -> wire.PwnamAnswer:
+        self.state.user = req.user
+        if self.config is not None:
+            self.options = self.config.options_for(ConnectionInfo(
+                user=req.user, host=self.remote_host, address=self.peer.addr,
+                local_address=self.peer.local_addr, local_port=self.peer.local_port,
+                groups=user_groups(req.user)))
+        self.pw = self._lookup(req.user)
+        self.state.user_valid = self.pw is not None
+        proctitle.set(roles.monitor_title(req.user if self.state.user_valid else None))
+        trace(log, "monitor", "user %s: %s", req.user, "valid" if self.state.user_valid else "invalid")
+        if self.options.use_pam:
+            # Started for unknown users too, so that they cost what known ones do.
+            self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.remote_host,
+                                         ruser=req.user)
+        return wire.PwnamAnswer(self.state.user_valid, ",".join(self.options.auth_methods()))
+
+    def _accept(self, method: str, detail: str = "") -> bool:
+        """Final checks once a method succeeded; logs the verdict."""
+        if self._root_refused(method.split("/")[0]):
+            return False
+        if self.pam is not None:
+            result = self.pam.acct_mgmt()
+            if not result.ok:
+                log.error("PAM: account check failed for %s from %s: %s",
+                          self.state.user, self.peer, result.message)
+                return False
+        self.state.authenticated = True
+        log.info("Accepted %s for %s from %s ssh2%s", method, self.state.user, self.peer, detail)
+        return True
+
+    def _fail(self, method: str, detail: str = "") -> None:
+        log.info("Failed %s for %s from %s ssh2%s", method, self._user_text(), self.peer, detail)
+        self._count_failure()
+
+    def _count_failure(self) -> None:
+        """One more failed attempt; past MaxAuthTries the connection ends."""
+        self.failures += 1
+        if self.failures >= self.options.max_auth_tries:
+            log.error("maximum authentication attempts exceeded for %s from %s ssh2",
+                      self._user_text(), self.peer)
+            log.info("Disconnecting %s %s: Too many authentication failures [preauth]",
+                     "authenticating user " + self.state.user if self.state.user_valid
+                     else "invalid user " + str(self.state.user), self.peer)
+            raise ChildGone()
+
+    def answer_password(self, req: wire.PasswordRequest) -> wire.PasswordAnswer:
+        password = req.password.decode("utf-8", "surrogateescape")
+        allowed = bool(
+            self.options.password_authentication and self.pw is not None
+            and "\0" not in password
+            and (password or self.options.permit_empty_passwords)
+        )
+        verdict = False
+        if self.pam is not None:
+            # Always ask PAM, even when the answer is known to be no, so that
+            # the failure delay hides which users exist; but never with the
+            # real password for a login that is refused anyway.
+            attempt = password if allowed else "\b\n\r\x7fINCORRECT"[: max(1, len(password))]
+            verdict = self.pam.authenticate_password(attempt).ok and allowed
+        if verdict and self._accept("password"):
+            trace(log, "monitor", "password for %s: accepted", self.state.user)
+            return wire.PasswordAnswer(True)
+        trace(log, "monitor", "password for %s: refused", self._user_text())
+        self._fail("password")
+        return wire.PasswordAnswer(False)
+
+    def _authorized_keys(self) -> list[authorized_keys.AuthorizedKey]:
+        assert self.pw is not None
+        keys, problems = authorized_keys.read_authorized_keys(
+            self.pw, self.options.authorized_keys_file, self.options.strict_modes)
+        for problem in problems:
+            log.info("Authentication refused: %s", problem)
+        return keys
+
+    def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
+        found = None
+        if (self.options.pubkey_authentication and self.pw is not None
+                and req.algorithm in self.options.pubkey_accepted_algorithms):
+            found = authorized_keys.find_key(self._authorized_keys(), req.algorithm, req.keyblob)
+            if found is not None and not authorized_keys.key_usable_from(found, self.peer.addr):
+                log.info("Authentication tried for %s with correct key but not from a "
+                         "permitted host (host=%s, ip=%s).", self.state.user, self.peer.addr,
+                         self.peer.addr)
+                found = None
+        allowed = found is not None
+        if found is not None:
+            self.key_options = found.options
+            self.state.allowed_keys.add((req.algorithm, req.keyblob))
+        verbose(log, "Public key %s %s %s for %s",
+                req.algorithm, pubkey.fingerprint(req.keyblob),
+                "allowed" if allowed else "not allowed", self._user_text())
+        trace(log, "monitor", "key %s for %s: %s", req.algorithm, self._user_text(),
+              "allowed" if allowed else "not allowed")
+        if not allowed:
+            self._count_failure()
+        return wire.KeyAllowedAnswer(bool(allowed))
+
+    def answer_key_verify(self, req: wire.KeyVerifyRequest) -> wire.KeyVerifyAnswer:
+        try:
+            signed = parse_signed_userauth(req.signed_data)
+        except ValueError as exc:
+            raise PolicyViolation(f"malformed signed userauth request: {exc}") from None
+        reason = userauth_binding_error(self.state, req, signed)
+        if reason:
+            raise PolicyViolation(reason)
+        try:
+            keytype = pubkey.public_blob_type(req.keyblob)
+        except ValueError as exc:
+            raise PolicyViolation(f"malformed key blob: {exc}") from None
+        detail = f": {pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
+        if pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
+                                                 req.signature):
+            if self._accept("publickey", detail):
+                trace(log, "monitor", "signature by %s key for %s: verified, accepted", keytype,
+                      self.state.user)
+                return wire.KeyVerifyAnswer(True)
+        trace(log, "monitor", "signature by %s key for %s: refused", keytype, self._user_text())
+        self._fail("publickey", detail)
+        return wire.KeyVerifyAnswer(False)
+
+    def answer_kbdint(self, req: wire.KbdintRequest) -> wire.KbdintAnswer:
+        """Relay one step of a PAM conversation to the client and back."""
+        if req.start:
+            if self.kbdint is not None:
+                self.kbdint.abort()
+            if self.pam is None or not self.options.kbd_interactive_authentication:
+                self._fail("keyboard-interactive/pam")
+                return wire.KbdintAnswer(True, False, "", [], b"")
+            self.kbdint = KbdintConversation(self.pam)
+            step = self.kbdint.begin()
+        elif self.kbdint is None:
+            raise PolicyViolation("keyboard-interactive response without a conversation")
+        else:
+            step = self.kbdint.respond(req.responses)
+        if not step.done:
+            return wire.KbdintAnswer(False, False, step.instruction, step.prompts, step.echo)
+        self.kbdint = None
+        if step.success and self.state.user_valid and self._accept("keyboard-interactive/pam"):
+            return wire.KbdintAnswer(True, True, step.instruction, [], b"")
+        self._fail("keyboard-interactive/pam")
+        return wire.KbdintAnswer(True, False, step.instruction, [], b"")
+
+    PREAUTH_ANSWERS = {
+        wire.KbdintRequest: answer_kbdint,
+        wire.SignRequest: answer_sign,
+        wire.PwnamRequest: answer_pwnam,
+        wire.PasswordRequest: answer_password,
+        wire.KeyAllowedRequest: answer_key_allowed,
+        wire.KeyVerifyRequest: answer_key_verify,
+    }
+
+    # --- post-auth answers ----------------------------------------------------
+
+    def answer_pty(self, req: wire.PtyRequest) -> tuple[wire.PtyAnswer, tuple[int, int]]:
+        assert self.pw is not None
+        master, slave, tty = pty.allocate(self.pw.pw_uid)
+        self.state.ptys.add(tty)
+        last = ""
+        if self.options.print_last_log:
+            last = loginrec.last_login_message(loginrec.read_lastlog(self.pw.pw_uid))
+        trace(log, "monitor", "Allocated pty %s for %s, owner %d:tty mode %o", tty, self.state.user,
+              self.pw.pw_uid, pty.TTY_MODE)
+        if os.geteuid() == 0:  # an unprivileged daemon writes no login records
+            try:
+                loginrec.record_login(
+                    loginrec.LoginRecord(user=self.pw.pw_name, line=tty, pid=os.getpid(),
+                                         host=self.remote_host, addr=self.peer.addr),
+                    uid=self.pw.pw_uid)
+                trace(log, "monitor", "wrote USER_PROCESS %s pid %d to utmp, wtmp, lastlog", tty,
+                      os.getpid())
+            except OSError as exc:
+                log.error("Could not write login record for %s: %s", tty, exc)
+        return wire.PtyAnswer(tty, last), (master, slave)
+
+    def release_pty(self, tty: str) -> None:
+        try:
+            if os.geteuid() == 0:
+                loginrec.record_logout(tty, os.getpid())
+                trace(log, "monitor", "wrote DEAD_PROCESS %s pid %d to utmp, wtmp", tty, os.getpid())
+        except OSError as exc:
+            log.error("Could not write logout record for %s: %s", tty, exc)
+        pty.release(tty)
+        trace(log, "monitor", "released pty %s (owner root, mode 666)", tty)
+        self.state.ptys.discard(tty)
+
+    def answer_pty_cleanup(self, req: wire.PtyCleanupRequest) -> wire.PtyCleanupAnswer:
+        self.release_pty(req.tty)
+        return wire.PtyCleanupAnswer(True)
+
+    # --- the loop ---------------------------------------------------------------
+
+    def serve(self, channel: MonitorChannel, child_role: str) -> wire.Handoff | None:
+        """Answer the child until it hands off (returned) or goes away (None)."""
+        while True:
+            try:
+                msg, _ = channel.recv()
+            except EOFError:
+                return None
+            except (wire.ProtocolError, OSError) as exc:
+                raise PolicyViolation(f"bad message from {child_role}: {exc}") from None
+            admit(self.state, msg)
+            if self.kbdint is not None and not isinstance(msg, (wire.KbdintRequest, wire.Log)):
+                self.kbdint.abort()  # the client moved on to another method
+                self.kbdint = None
+            if isinstance(msg, wire.Log):
+                log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
+                        "%s [%s]", msg.text[:MAX_CHILD_LOG], child_role)
+            elif isinstance(msg, wire.Handoff):
+                return msg
+            elif isinstance(msg, wire.PtyRequest):
+                answer, fds = self.answer_pty(msg)
+                try:
+                    channel.send(answer, fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            elif isinstance(msg, wire.PtyCleanupRequest):
+                channel.send(self.answer_pty_cleanup(msg))
+            else:
+                channel.send(self.PREAUTH_ANSWERS[type(msg)](self, msg))
+
+    def kill_child(self) -> None:
+        if self.child_pid:
+            try:
+                os.kill(self.child_pid, signal.SIGKILL)
+                os.waitpid(self.child_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.child_pid = 0
+
+    def cleanup(self) -> None:
+        """However the connection ended: no child, no pty, no PAM handle left."""
+        self.kill_child()
+        for tty in list(self.state.ptys):
+            self.release_pty(tty)
+        if self.pam is None:
+            return
+        if self.pam_session_open:
+            self.pam.close_session()
+            self.pam.setcred(auth_pam.PAM_DELETE_CRED)
+            self.pam_session_open = False
+        self.pam.end()
+        self.pam = None
+
+    def wait_child(self) -> int:
+        """The child's wait status, once it has exited."""
+        pid, status = self.child_pid, 0
+        if pid:
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.child_pid = 0
+        return status
+
+
+class Ending(enum.Enum):
+    """How the monitor's service of one child ended."""
+
+    HANDED_OFF = "the child handed the transport over"
+    CLOSED = "the child closed its end"
+    GONE = "the connection is over (MaxAuthTries)"
+    REFUSED = "the child broke the protocol or the request table"
+    CRASHED = "the monitor itself failed"
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    ending: Ending
+    handoff: wire.Handoff | None = None
+
+
+def serve_phase(monitor: Monitor, channel: MonitorChannel, child_role: str) -> PhaseResult:
+    """Serve one child until it hands off or goes away, and log how it ended.
+
+    The one place that turns a hostile child into a log line and a refusal:
+    the daemon (monitor/main.py) and the hostile-child tests both call it."""
+    try:
+        handoff = monitor.serve(channel, child_role)
+    except ChildGone:
+        return PhaseResult(Ending.GONE)
+    except PolicyViolation as exc:
+        log.error("fatal: monitor: %s; dropping %s", exc, monitor.peer)
+        return PhaseResult(Ending.REFUSED)
+    except Exception:  # never a traceback to the client; one to the log
+        log.exception("fatal: monitor error for %s", monitor.peer)
+        return PhaseResult(Ending.CRASHED)
+    if handoff is None:
+        return PhaseResult(Ending.CLOSED)
+    return PhaseResult(Ending.HANDED_OFF, handoff)

@@ -1,0 +1,202 @@
+"""The monitor's request table: which request is permitted when.  Pure code.
+
+In the manner of OpenSSH's mon_dispatch tables: each phase has a table of the
+requests a child may make, some only once, some only after another.  The
+monitor asks ``admit(state, request)`` before it answers anything; a
+PolicyViolation means the child is compromised or broken, and the monitor logs
+it, kills the child and drops the connection.  The state records what the
+monitor itself decided, never what a child claimed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+from privsep.wire import hostkey_blobs
+from privsep.wire import messages as wire
+from privsep.wire.facts import SSH_MSG_USERAUTH_REQUEST
+from privsep.wire.userauth import SignedUserauth
+
+#: Longest user name looked up; longer ones are an attack, not a typo.
+MAX_USER_LEN = 256
+#: Longest password handed to PAM.
+MAX_PASSWORD_LEN = 1024
+
+
+class Phase(Enum):
+    PREAUTH = "preauth"
+    POSTAUTH = "postauth"
+
+
+class PolicyViolation(Exception):
+    """A request the monitor must not answer."""
+
+
+@dataclass
+class MonitorState:
+    """What the monitor knows about one connection."""
+
+    phase: Phase = Phase.PREAUTH
+    #: Fixed by the first signature request: the first exchange hash.
+    session_id: bytes | None = None
+    user: str | None = None
+    user_valid: bool = False
+    authenticated: bool = False
+    #: (algorithm, key blob) pairs the monitor said were allowed.
+    allowed_keys: set[tuple[str, bytes]] = field(default_factory=set)
+    #: Ptys allocated for the session process and not yet given back.
+    ptys: set[str] = field(default_factory=set)
+    #: Public blobs of this server's host keys (set by the monitor at start):
+    #: the only keys a hostkeys-prove signature may name.
+    host_key_blobs: frozenset[bytes] = frozenset()
+    #: Request types answered once already, for once-only rules.
+    answered: set[wire.MsgType] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A permitted request: at most ``once``, and only if ``when`` holds."""
+
+    once: bool = False
+    when: Callable[[MonitorState, object], str | None] = lambda state, msg: None
+
+
+def _user_named(state: MonitorState, msg: object) -> str | None:
+    if state.user is None:
+        return "before the user was named"
+    if state.authenticated:
+        return "after authentication succeeded"
+    return None
+
+
+def _sign_ok(state: MonitorState, msg: wire.SignRequest) -> str | None:
+    if len(msg.data) not in wire.HASH_SIZES:
+        return f"data of {len(msg.data)} bytes is not an exchange hash"
+    return None
+
+
+def hostkeys_prove_error(state: MonitorState, msg: wire.SignRequest) -> str | None:
+    """Why ``msg`` is not a hostkeys-prove-00@openssh.com proof for this
+    connection, or None: the blob must name the recorded session id and one
+    of our own host keys, and the algorithm must be that key's."""
+    try:
+        session_id, keyblob = hostkey_blobs.parse_hostkeys_prove(msg.data)
+    except ValueError as exc:
+        return str(exc)
+    if state.session_id is None or session_id != state.session_id:
+        return "hostkeys-prove blob for another session id"
+    if keyblob not in state.host_key_blobs:
+        return "hostkeys-prove blob names a key that is not ours"
+    keytype = hostkey_blobs.blob_key_type(keyblob)
+    wanted = hostkey_blobs.algorithms_for_type(keytype)
+    if msg.algorithm not in wanted:
+        return f"algorithm {msg.algorithm!r} is not the named key's"
+    return None
+
+
+def _postauth_sign_ok(state: MonitorState, msg: wire.SignRequest) -> str | None:
+    """Post-auth: a rekey's exchange hash, or a proof of one of our host keys."""
+    if len(msg.data) in wire.HASH_SIZES:
+        return None
+    reason = hostkeys_prove_error(state, msg)
+    if reason:
+        return f"data of {len(msg.data)} bytes is not an exchange hash, nor a " \
+               f"hostkeys-prove blob ({reason})"
+    return None
+
+
+def _pwnam_ok(state: MonitorState, msg: wire.PwnamRequest) -> str | None:
+    if state.session_id is None:
+        return "before key exchange"
+    if not msg.user or len(msg.user) > MAX_USER_LEN or "\0" in msg.user:
+        return "user name malformed"
+    return None
+
+
+def _password_ok(state: MonitorState, msg: wire.PasswordRequest) -> str | None:
+    if len(msg.password) > MAX_PASSWORD_LEN:
+        return "password oversized"
+    return _user_named(state, msg)
+
+
+def _verify_ok(state: MonitorState, msg: wire.KeyVerifyRequest) -> str | None:
+    if (msg.algorithm, msg.keyblob) not in state.allowed_keys:
+        return "key was never allowed"
+    return _user_named(state, msg)
+
+
+def _handoff_ok(state: MonitorState, msg: wire.Handoff) -> str | None:
+    if not state.authenticated:
+        return "before authentication"
+    if msg.state.session_id != state.session_id:
+        return "for another session id"
+    return None
+
+
+def _pty_cleanup_ok(state: MonitorState, msg: wire.PtyCleanupRequest) -> str | None:
+    return None if msg.tty in state.ptys else f"{msg.tty} is not this session's pty"
+
+
+REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
+    Phase.PREAUTH: {
+        wire.Log: Rule(),
+        wire.SignRequest: Rule(when=_sign_ok),
+        wire.PwnamRequest: Rule(once=True, when=_pwnam_ok),
+        wire.PasswordRequest: Rule(when=_password_ok),
+        wire.KbdintRequest: Rule(when=_user_named),
+        wire.KeyAllowedRequest: Rule(when=_user_named),
+        wire.KeyVerifyRequest: Rule(when=_verify_ok),
+        wire.Handoff: Rule(once=True, when=_handoff_ok),
+    },
+    Phase.POSTAUTH: {
+        wire.Log: Rule(),
+        wire.SignRequest: Rule(when=_postauth_sign_ok),
+        wire.PtyRequest: Rule(),
+        wire.PtyCleanupRequest: Rule(when=_pty_cleanup_ok),
+    },
+}
+
+
+def admit(state: MonitorState, msg: object) -> None:
+    """Raise PolicyViolation unless ``msg`` may be answered now."""
+    name = type(msg).__name__
+    rule = REQUEST_TABLE[state.phase].get(type(msg))
+    if rule is None:
+        raise PolicyViolation(f"{name} not permitted in {state.phase.value}")
+    if rule.once and msg.TYPE in state.answered:  # type: ignore[attr-defined]
+        raise PolicyViolation(f"{name} repeated")
+    reason = rule.when(state, msg)
+    if reason:
+        raise PolicyViolation(f"{name} {reason}")
+    state.answered.add(msg.TYPE)  # type: ignore[attr-defined]
+
+
+def bind_session_id(state: MonitorState, data: bytes) -> None:
+    """The first signed exchange hash becomes the session id, for good."""
+    if state.session_id is None:
+        state.session_id = data
+
+
+def userauth_binding_error(
+    state: MonitorState, req: wire.KeyVerifyRequest, signed: SignedUserauth
+) -> str | None:
+    """Why a signed userauth request does not belong to this connection, or None.
+
+    The monitor checks every field itself rather than trusting the child to
+    have built the blob honestly.
+    """
+    if signed.session_id != state.session_id:
+        return "signature over another session id"
+    if signed.msg_type != SSH_MSG_USERAUTH_REQUEST:
+        return f"signed message type {signed.msg_type}, not USERAUTH_REQUEST"
+    if signed.user != state.user:
+        return f"signed request names user {signed.user!r}"
+    if signed.service != "ssh-connection":
+        return f"signed request names service {signed.service!r}"
+    if signed.method != "publickey" or not signed.has_signature:
+        return "signed request is not a publickey request with signature"
+    if signed.algorithm != req.algorithm or signed.keyblob != req.keyblob:
+        return "signed request names another key or algorithm"
+    return None

@@ -1,0 +1,220 @@
+"""The pre-authentication net-child: paramiko's transport, no privileges at all.
+
+It runs in the sandbox (netchild/sandbox.py), speaks SSH to the client, and turns every
+credential into a question for the monitor.  It never decides anything: a
+"yes" from paramiko here is only the monitor's answer passed through.  After
+USERAUTH_SUCCESS it stops reading, sends the transport state to the monitor
+and exits, leaving the rest of the connection to the session process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import NoReturn
+
+import paramiko
+from paramiko.auth_handler import AuthHandler
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
+from paramiko.server import InteractiveQuery
+from paramiko.packet import Packetizer
+
+from privsep.common import proctitle, roles
+from privsep.common.peer import Peer
+from privsep.netchild import sandbox
+from privsep.child.packetizer import pkt_get
+from privsep.netchild.capture import CapturingTransport
+from privsep.common.channel import MonitorChannel
+from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
+from privsep.config.servconf import ServerOptions
+from privsep.child import hostkey_proxy, transport_setup
+from privsep.common.trace import trace
+
+log = logging.getLogger("privsep.net")
+
+
+class MonitorVerifiedKey:
+    """A client public key whose signature check is the monitor's to make."""
+
+    def __init__(self, key: paramiko.PKey, algorithm: str, keyblob: bytes, monitor: MonitorClient) -> None:
+        self._key = key
+        self.algorithm = algorithm
+        self.keyblob = keyblob
+        self._monitor = monitor
+
+    def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
+        trace(log, "net-child", "asks the monitor to verify a %s signature", self.algorithm)
+        return self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
+
+    def __getattr__(self, name: str):
+        return getattr(self._key, name)
+
+
+class NetAuthHandler(AuthHandler):
+    """Routes publickey checks to the monitor and hands off on success."""
+
+    def _generate_key_from_request(self, algorithm, keyblob):
+        key = super()._generate_key_from_request(algorithm, keyblob)
+        if key is None:
+            return None
+        return MonitorVerifiedKey(key, algorithm, keyblob, self.transport.monitor)
+
+    def _send_auth_result(self, username, method, result):
+        super()._send_auth_result(username, method, result)
+        if result == AUTH_SUCCESSFUL:
+            self.transport.hand_off()
+
+
+class ThreadlessPacketizer(Packetizer):
+    """No handshake timer: the net-child may not start a thread (RLIMIT_NPROC
+    is 0), and the monitor enforces LoginGraceTime anyway.
+
+    And an immediate ACK for what it reads.  The OpenSSH client writes its
+    NEWKEYS and then its SERVICE_REQUEST; with Nagle on its side, the second
+    waits until the first is acknowledged, and a delayed ACK costs 40 ms, a
+    third of a whole login.  sshd's kex reply and NEWKEYS leave in one write,
+    which makes the client answer in one too; paramiko's leave in two."""
+
+    def start_handshake(self, timeout) -> None:
+        pass
+
+    def read_all(self, n, check_rekey=False):
+        data = super().read_all(n, check_rekey)
+        try:
+            pkt_get(self, "socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass  # inetd mode on something that is not TCP
+        return data
+
+
+class NetTransport(CapturingTransport):
+    def __init__(self, sock: socket.socket, monitor: MonitorClient) -> None:
+        super().__init__(sock, packetizer_class=ThreadlessPacketizer)
+        self.monitor = monitor
+
+    def _parse_newkeys(self, m):
+        if self.auth_handler is None:
+            self.auth_handler = NetAuthHandler(self)
+        kex = next((n for n, c in self._kex_info.items() if type(self.kex_engine) is c), "?")
+        super()._parse_newkeys(m)
+        trace(log, "net-child", "key exchange done: kex %s, host key %s, ciphers %s/%s, MACs %s/%s",
+              kex, self.host_key_type, self.remote_cipher, self.local_cipher,
+              self.remote_mac or "(implicit)", self.local_mac or "(implicit)")
+
+    def hand_off(self) -> NoReturn:
+        """Give the connection to the monitor and leave without reading another byte."""
+        trace(log, "net-child", "handing off the transport at seq in %d out %d, then exiting",
+              pkt_get(self.packetizer, "sequence_number_in"),
+              pkt_get(self.packetizer, "sequence_number_out"))
+        self.monitor.handoff(self.capture_state())
+        os._exit(0)
+
+
+class NetServer(paramiko.ServerInterface):
+    """Every answer here comes from the monitor."""
+
+    def __init__(self, monitor: MonitorClient, options: ServerOptions, banner: str) -> None:
+        self._monitor = monitor
+        self._options = options
+        self._banner = banner
+        self._user: str | None = None
+        self._methods = ",".join(options.auth_methods())
+
+    def _name_user(self, username: str) -> None:
+        if self._user is None:
+            self._user = username
+            trace(log, "net-child", "asks the monitor about user %s", username)
+            answer = self._monitor.pwnam(username)
+            self._methods = answer.methods  # the user's Match blocks may change them
+            proctitle.set(roles.net_title(username if answer.valid else None))
+
+    def get_allowed_auths(self, username: str) -> str:
+        return self._methods
+
+    def get_banner(self):
+        return (self._banner, "") if self._banner else (None, None)
+
+    def check_auth_interactive(self, username: str, submethods):
+        self._name_user(username)
+        if "keyboard-interactive" not in self._methods.split(","):
+            return AUTH_FAILED
+        return self._kbdint_step(self._monitor.kbdint(True, []))
+
+    def check_auth_interactive_response(self, responses):
+        answers = [r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r)
+                   for r in responses]
+        return self._kbdint_step(self._monitor.kbdint(False, answers))
+
+    def _kbdint_step(self, answer):
+        if answer.done:
+            return AUTH_SUCCESSFUL if answer.success else AUTH_FAILED
+        query = InteractiveQuery("", answer.instruction)
+        for text, echo in zip(answer.prompts, answer.echo):
+            query.add_prompt(text, bool(echo))
+        return query
+
+    def check_auth_none(self, username: str) -> int:
+        self._name_user(username)
+        return AUTH_FAILED
+
+    def check_auth_password(self, username: str, password) -> int:
+        self._name_user(username)
+        if "password" not in self._methods.split(","):
+            return AUTH_FAILED
+        raw = password if isinstance(password, bytes) else password.encode("utf-8")
+        trace(log, "net-child", "asks the monitor to check a password for %s", username)
+        return AUTH_SUCCESSFUL if self._monitor.auth_password(raw) else AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key) -> int:
+        self._name_user(username)
+        if "publickey" not in self._methods.split(",") or not isinstance(key, MonitorVerifiedKey):
+            return AUTH_FAILED
+        trace(log, "net-child", "asks the monitor whether a %s key is allowed for %s", key.algorithm,
+              username)
+        allowed = self._monitor.key_allowed(key.algorithm, key.keyblob)
+        return AUTH_SUCCESSFUL if allowed else AUTH_FAILED
+
+
+def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions,
+        host_publics: list[paramiko.PKey], banner: str, close_fds: tuple[int, ...]) -> NoReturn:
+    """The net-child's whole life, from the fork in the monitor (still root)
+    to its exit: ``close_fds`` are the monitor's own, closed first."""
+    try:
+        for fd in close_fds:
+            os.close(fd)
+        proctitle.set(roles.NET_TITLE)
+        _serve(sock, channel_sock, options, host_publics, banner)
+    except BaseException:
+        pass
+    os._exit(1)  # the connection ended before authentication
+
+
+def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions,
+           host_publics: list[paramiko.PKey], banner: str) -> None:
+    where = f"Connection from {Peer.of(sock)}"
+    sandbox.enter(options.privsep_user, options.privsep_dir,
+                  keep_fds={sock.fileno(), channel_sock.fileno()})
+    monitor = MonitorClient(MonitorChannel(channel_sock))
+    logging.getLogger().handlers[:] = [MonitorLogHandler(monitor)]
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    trace(log, "net-child", "sandboxed: uid %d gid %d, no groups, root %s, caps none, no_new_privs, "
+          "seccomp filter", os.getuid(), os.getgid(), options.privsep_dir)
+    transport = NetTransport(sock, monitor)
+    transport_setup.configure(transport, options)
+    hostkey_proxy.install_on(transport, host_publics, monitor.sign)
+    transport.server_mode = True
+    transport.server_object = NetServer(monitor, options, banner)
+    transport.active = True
+    transport.run()  # in this thread: no thread may be created here
+    log.info("%s", describe_failure(transport.saved_exception, where))
+
+
+def describe_failure(exc: BaseException | None, where: str) -> str:
+    """Why the connection ended, in the words sshd's log uses."""
+    text = str(exc) if exc is not None else "connection closed"
+    if isinstance(exc, EOFError) or exc is None:
+        return f"{where}: closed by remote host"
+    if "banner" in text or "protocol version" in text:
+        return f"banner exchange: {where}: invalid format"
+    return f"ssh_dispatch_run_fatal: {where}: {text}"

@@ -1,0 +1,436 @@
+"""Port and Unix-socket forwarding, in the session process, as the user.
+
+``ssh -L``/``-D`` open ``direct-tcpip`` channels: the session process connects
+(in a thread of its own, so that a slow or unreachable address holds up
+nobody) and only then confirms or refuses the channel, as sshd does.
+``ssh -R`` asks for ``tcpip-forward``: the session process listens (with the
+user's rights, so ports below 1024 are refused by the kernel) and opens a
+``forwarded-tcpip`` channel to the client for each connection.  The Unix-socket
+twins are ``direct-streamlocal@openssh.com`` and
+``streamlocal-forward@openssh.com``.  What is allowed comes from
+AllowTcpForwarding, AllowStreamLocalForwarding, DisableForwarding, PermitOpen,
+PermitListen and GatewayPorts (``ForwardRules``), with a hook for the
+authorized_keys options of the key that logged in.
+
+Data moves between a channel and a socket in two threads, one per direction,
+blocking reads of up to 64 KiB: no polling, no sleeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+import paramiko
+from paramiko.message import Message
+
+from privsep.common.log import verbose
+from privsep.config.servconf import ServerOptions
+from privsep.session.transport import (
+    OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED, SessionTransport,
+)
+
+log = logging.getLogger("privsep.session")
+
+BUFFER = 65536
+
+
+# --- who may forward what ------------------------------------------------------
+
+
+def _split_host_port(spec: str) -> tuple[str, str]:
+    """'host:port', '[v6]:port' or a bare 'port' (host '')."""
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        return host, rest.lstrip(":")
+    if ":" not in spec:
+        return "", spec
+    host, _, port = spec.rpartition(":")
+    return host, port
+
+
+def _permission_match(entries: list[str], host: str, port: int, bare_port: bool) -> bool:
+    """PermitOpen/PermitListen: empty or 'any' permits all, 'none' nothing."""
+    if not entries or "any" in (e.lower() for e in entries):
+        return True
+    for entry in entries:
+        if entry.lower() == "none":
+            continue
+        want_host, want_port = _split_host_port(entry)
+        if not want_host and not bare_port:
+            continue
+        if want_port != "*" and want_port != str(port):
+            continue
+        if want_host in ("", "*") or want_host.lower() == host.lower():
+            return True
+    return False
+
+
+@dataclass
+class ForwardRules:
+    """sshd_config's forwarding settings, narrowed by the login's key options."""
+
+    tcp: str = "yes"  # yes, no, local, remote
+    streamlocal: str = "yes"
+    disabled: bool = False
+    permit_open: list[str] = field(default_factory=list)
+    permit_listen: list[str] = field(default_factory=list)
+    gateway_ports: str = "no"
+    bind_mask: int = 0o177
+    bind_unlink: bool = False
+    #: Hook for authorized_keys options: no-port-forwarding clears it.
+    key_permits_forwarding: bool = True
+    #: Hook for authorized_keys permitopen="..." / permitlisten="..." lists.
+    key_permit_open: list[str] | None = None
+    key_permit_listen: list[str] | None = None
+
+    @classmethod
+    def from_options(cls, options: ServerOptions) -> "ForwardRules":
+        return cls(tcp=options.allow_tcp_forwarding,
+                   streamlocal=options.allow_stream_local_forwarding,
+                   disabled=options.disable_forwarding,
+                   permit_open=list(options.permit_open),
+                   permit_listen=list(options.permit_listen),
+                   gateway_ports=options.gateway_ports,
+                   bind_mask=options.stream_local_bind_mask,
+                   bind_unlink=options.stream_local_bind_unlink)
+
+    def _allowed(self, setting: str, direction: str) -> bool:
+        return (not self.disabled and self.key_permits_forwarding
+                and setting in ("yes", direction))
+
+    def local_tcp(self) -> bool:
+        return self._allowed(self.tcp, "local")
+
+    def remote_tcp(self) -> bool:
+        return self._allowed(self.tcp, "remote")
+
+    def local_streamlocal(self) -> bool:
+        return self._allowed(self.streamlocal, "local")
+
+    def remote_streamlocal(self) -> bool:
+        return self._allowed(self.streamlocal, "remote")
+
+    def open_permitted(self, host: str, port: int) -> bool:
+        if not _permission_match(self.permit_open, host, port, bare_port=False):
+            return False
+        return self.key_permit_open is None or bool(self.key_permit_open) and \
+            _permission_match(self.key_permit_open, host, port, bare_port=False)
+
+    def listen_permitted(self, host: str, port: int) -> bool:
+        if not _permission_match(self.permit_listen, host, port, bare_port=True):
+            return False
+        return self.key_permit_listen is None or bool(self.key_permit_listen) and \
+            _permission_match(self.key_permit_listen, host, port, bare_port=True)
+
+    def bind_addresses(self, requested: str) -> list[str]:
+        """Where a remote forward listens, by GatewayPorts, as sshd decides it."""
+        loopback = ["127.0.0.1", "::1"]
+        if self.gateway_ports == "yes":
+            return ["0.0.0.0", "::"]
+        if self.gateway_ports == "clientspecified":
+            if requested in ("", "*"):
+                return ["0.0.0.0", "::"]
+            if requested == "localhost":
+                return loopback
+            return [requested]
+        return loopback
+
+
+def bind_addresses_for(gateway_ports: str, requested: str) -> list[str]:
+    return ForwardRules(gateway_ports=gateway_ports).bind_addresses(requested)
+
+
+# --- moving the data -------------------------------------------------------------
+
+
+def splice(chan: paramiko.Channel, sock: socket.socket, on_done=None) -> None:
+    """Copy both ways between ``chan`` and ``sock`` until both have ended.
+
+    EOF travels as EOF (shutdown of the socket's write side, CHANNEL_EOF);
+    an error on either side tears both down.
+    """
+    state = {"left": 2}
+    lock = threading.Lock()
+
+    def finished() -> None:
+        with lock:
+            state["left"] -= 1
+            last = state["left"] == 0
+        if last:
+            try:
+                chan.close()
+            except Exception:
+                pass
+            try:
+                sock.close()
+            except OSError:
+                pass
+            if on_done is not None:
+                on_done()
+
+    def abort() -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            chan.close()
+        except Exception:
+            pass
+
+    def copy(read, write, end_write) -> None:
+        """One direction until EOF, then half-close the other side."""
+        try:
+            while True:
+                data = read(BUFFER)
+                if not data:
+                    break
+                write(data)
+            end_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            abort()
+        finally:
+            finished()
+
+    def to_channel() -> None:
+        copy(sock.recv, chan.sendall, chan.shutdown_write)
+
+    def to_socket() -> None:
+        copy(chan.recv, sock.sendall, lambda: sock.shutdown(socket.SHUT_WR))
+
+    threading.Thread(target=to_channel, daemon=True, name="fwd-up").start()
+    threading.Thread(target=to_socket, daemon=True, name="fwd-down").start()
+
+
+# --- the forwards of one connection -------------------------------------------------
+
+
+@dataclass
+class _Listener:
+    key: tuple
+    socks: list[socket.socket]
+    path: str | None = None
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+        for sock in self.socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        # Like sshd, a Unix socket's file stays behind (StreamLocalBindUnlink).
+
+
+class Forwarding:
+    def __init__(self, transport: SessionTransport, rules: ForwardRules, user: str) -> None:
+        self.transport = transport
+        self.rules = rules
+        self.user = user
+        self.listeners: dict[tuple, _Listener] = {}
+        self.lock = threading.Lock()
+
+    # -- direct-tcpip / direct-streamlocal: the client asks us to connect ----------
+
+    def direct_tcpip(self, peer, m: Message) -> None:
+        host, port = m.get_text(), m.get_int()
+        origin, origin_port = m.get_text(), m.get_int()
+        if not self.rules.local_tcp():
+            log.info("refused local port forward: originator %s port %d, target %s port %d",
+                     origin, origin_port, host, port)
+            self.transport.refuse_channel(peer, OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
+            return
+        if not self.rules.open_permitted(host, port):
+            log.info("Received request from %s port %d to connect to host %s port %d, "
+                     "but the request was denied.", origin, origin_port, host, port)
+            self.transport.refuse_channel(peer, OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
+            return
+        threading.Thread(target=self._connect_tcp, args=(peer, host, port), daemon=True,
+                         name="fwd-connect").start()
+
+    def _connect_tcp(self, peer, host: str, port: int) -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            log.error("connect_to %s: unknown host (%s)", host, exc.strerror)
+            self._refuse_quietly(peer, OPEN_CONNECT_FAILED, exc.strerror or "unknown host")
+            return
+        error = "Connection refused"
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.connect(address)
+            except OSError as exc:
+                error = os.strerror(exc.errno) if exc.errno else str(exc)
+                sock.close()
+                continue
+            self._confirm(peer, sock)
+            return
+        log.error("connect_to %s port %d: failed.", host, port)
+        self._refuse_quietly(peer, OPEN_CONNECT_FAILED, error)
+
+    def direct_streamlocal(self, peer, m: Message) -> None:
+        path = m.get_text()
+        if not self.rules.local_streamlocal():
+            log.info("refused streamlocal port forward: originator %s port %d, target %s",
+                     "", 0, path)
+            self.transport.refuse_channel(peer, OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
+            return
+        threading.Thread(target=self._connect_unix, args=(peer, path), daemon=True,
+                         name="fwd-connect").start()
+
+    def _connect_unix(self, peer, path: str) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            log.error("connect_to path %s: failed.", path)
+            self._refuse_quietly(peer, OPEN_CONNECT_FAILED, os.strerror(exc.errno or errno.EIO))
+            return
+        self._confirm(peer, sock)
+
+    def _confirm(self, peer, sock: socket.socket) -> None:
+        try:
+            chan = self.transport.new_channel(peer)
+        except Exception:
+            sock.close()
+            return
+        splice(chan, sock)
+
+    def _refuse_quietly(self, peer, reason: int, text: str) -> None:
+        try:
+            self.transport.refuse_channel(peer, reason, text)
+        except Exception:
+            pass
+
+    # -- tcpip-forward: the client asks us to listen ------------------------------------
+
+    def tcpip_forward(self, address: str, port: int, want_reply: bool) -> int | None:
+        """The port now listened on, or None (refused or failed)."""
+        verbose(log, "tcpip-forward listen %s port %d", address, port)
+        if (not self.rules.remote_tcp() or (port == 0 and not want_reply)
+                or not self.rules.listen_permitted(address, port)):
+            log.info("refused remote port forward: listen %s port %d", address or "*", port)
+            return None
+        socks: list[socket.socket] = []
+        bound = port
+        for host in self.rules.bind_addresses(address):
+            try:
+                infos = socket.getaddrinfo(host, bound, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+            except socket.gaierror as exc:
+                log.error("channel_setup_fwd_listener_tcpip: getaddrinfo(%s): %s", host, exc.strerror)
+                continue
+            for family, kind, proto, _, addr in infos[:1]:
+                sock = socket.socket(family, kind, proto)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(addr)
+                    sock.listen(128)
+                except OSError as exc:
+                    verbose(log, "bind [%s]:%d: %s", host, bound, exc.strerror)
+                    sock.close()
+                    continue
+                bound = sock.getsockname()[1]
+                socks.append(sock)
+        if not socks:
+            log.error("cannot listen to port: %d", port)
+            return None
+        listener = _Listener(("tcp", address, port), socks)
+        with self.lock:
+            old = self.listeners.pop(listener.key, None)
+            if port == 0:
+                listener.key = ("tcp", address, bound)
+            self.listeners[listener.key] = listener
+        if old is not None:
+            old.close()
+        for sock in socks:
+            threading.Thread(target=self._accept_loop, daemon=True, name="fwd-listen",
+                             args=(listener, sock, "forwarded-tcpip", address, bound)).start()
+        return bound
+
+    def cancel_tcpip_forward(self, address: str, port: int) -> bool:
+        with self.lock:
+            listener = self.listeners.pop(("tcp", address, port), None)
+        if listener is None:
+            verbose(log, "cancel-tcpip-forward: no forward for %s port %d", address, port)
+            return False
+        listener.close()
+        return True
+
+    def streamlocal_forward(self, path: str) -> bool:
+        verbose(log, "streamlocal-forward listen path %s", path)
+        if not self.rules.remote_streamlocal():
+            log.info("refused streamlocal remote forward: listen path %s", path)
+            return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if self.rules.bind_unlink:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            sock.bind(path)
+            os.chmod(path, 0o666 & ~self.rules.bind_mask)
+            sock.listen(128)
+        except OSError as exc:
+            log.error("bind(%s): %s", path, exc.strerror)
+            sock.close()
+            return False
+        listener = _Listener(("unix", path), [sock], path=path)
+        with self.lock:
+            self.listeners[listener.key] = listener
+        threading.Thread(target=self._accept_loop, daemon=True, name="fwd-listen",
+                         args=(listener, sock, "forwarded-streamlocal@openssh.com", path, 0)).start()
+        return True
+
+    def cancel_streamlocal_forward(self, path: str) -> bool:
+        with self.lock:
+            listener = self.listeners.pop(("unix", path), None)
+        if listener is None:
+            return False
+        listener.close()
+        return True
+
+    def _accept_loop(self, listener: _Listener, sock: socket.socket, kind: str,
+                     address: str, port: int) -> None:
+        while not listener.closed:
+            try:
+                conn, origin = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._forward_one, daemon=True, name="fwd-open",
+                             args=(conn, origin, kind, address, port)).start()
+
+    def _forward_one(self, conn: socket.socket, origin, kind: str, address: str, port: int) -> None:
+        fields = Message()
+        if kind == "forwarded-tcpip":
+            fields.add_string(address)
+            fields.add_int(port)
+            fields.add_string(origin[0])
+            fields.add_int(origin[1])
+        else:
+            fields.add_string(address)
+            fields.add_string("")
+        try:
+            chan = self.transport.open_channel_to_client(kind, fields.asbytes())
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            verbose(log, "%s to %s port %d: %s", kind, address, port, exc)
+            conn.close()
+            return
+        splice(chan, conn)
+
+    def close_all(self) -> None:
+        with self.lock:
+            listeners = list(self.listeners.values())
+            self.listeners.clear()
+        for listener in listeners:
+            listener.close()

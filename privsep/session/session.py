@@ -1,0 +1,435 @@
+"""The post-auth session process: the user's uid, carrying the connection.
+
+Forked by the monitor after the hand-off.  It drops to the user for good,
+resumes the SSH transport where the net-child left it, and serves session
+channels: ptys (allocated by the monitor), shells and commands, window
+changes, exit status.  Everything here runs with the user's rights only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import pwd
+import signal
+import termios
+import threading
+
+import paramiko
+from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+from paramiko.message import Message
+
+from privsep.child.monitor_client import MonitorClient
+from privsep.common import proctitle, roles
+from privsep.common.log import verbose
+from privsep.config.servconf import ServerOptions
+from privsep.session import programs, tty
+from privsep.session.agent import AgentForwarding
+from privsep.session.forward import Forwarding
+from privsep.session.policy import SessionPolicy
+from privsep.session.state import Pty, SessionChannel
+from privsep.session.transport import SessionTransport
+from privsep.shell import spawn
+from privsep.wire import hostkey_blobs
+from privsep.wire import messages as wire
+from privsep.wire.facts import DEFAULT_RSA_ALGORITHM, INTERNAL_SFTP, RSA_ALGORITHMS, SFTP_SERVER
+
+log = logging.getLogger("privsep.session")
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The signals a client may send (sshd's name2sig).
+SIGNALS = {name: getattr(signal, "SIG" + name)
+           for name in ("HUP", "INT", "KILL", "QUIT", "TERM", "USR1", "USR2")}
+#: Environment variables a client may set on one session.
+MAX_ENV = 128
+
+
+class SessionServer(paramiko.ServerInterface):
+    """Channel requests of the authenticated user."""
+
+    def __init__(self, process: "SessionProcess") -> None:
+        self.process = process
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        # Sessions and forwards are opened by SessionProcess.channel_open;
+        # anything that reaches paramiko is a kind sshd does not serve.
+        log.info("refused %s channel open", kind)
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_direct_tcpip_request(self, chanid, origin, destination) -> int:
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_global_request(self, kind, msg) -> bool:
+        return False  # what sshd answers to keepalive@openssh.com and the unknown
+
+    def check_port_forward_request(self, address, port) -> bool:
+        return False
+
+    def check_channel_subsystem_request(self, channel, name) -> bool:
+        return self.process.subsystem(channel, name)
+
+    def check_channel_forward_agent_request(self, channel) -> bool:
+        return self.process.forward_agent(channel)
+
+    def check_channel_x11_request(self, channel, single, proto, cookie, screen) -> bool:
+        return False
+
+    def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
+                                  pixelheight, modes) -> bool:
+        return self.process.open_pty(channel, term, width, height, pixelwidth, pixelheight, modes)
+
+    def check_channel_window_change_request(self, channel, width, height, pixelwidth,
+                                            pixelheight) -> bool:
+        session = self.process.sessions.get(channel.get_id())
+        if session is None or session.pty is None:
+            return False
+        tty.set_size(session.pty.master, width, height, pixelwidth, pixelheight)
+        return True
+
+    def check_channel_shell_request(self, channel) -> bool:
+        return self.process.start(channel, None)
+
+    def check_channel_exec_request(self, channel, command) -> bool:
+        text = command.decode("utf-8", "replace") if isinstance(command, bytes) else command
+        return self.process.start(channel, text)
+
+    def check_channel_env_request(self, channel, name, value) -> bool:
+        return self.process.set_env(channel, name, value)
+
+
+class SessionProcess:
+    """The connection: its session channels, forwards, agent socket and the
+    connection-level requests (the transport's ``connection``)."""
+
+    def __init__(self, transport: SessionTransport, monitor: MonitorClient,
+                 pw: pwd.struct_passwd, pam_env: dict[str, str], peer,
+                 login_messages: tuple[str, ...] = (),
+                 policy: SessionPolicy | None = None,
+                 host_publics: list[paramiko.PKey] | None = None) -> None:
+        self.login_messages = login_messages
+        self.policy = policy or SessionPolicy(ServerOptions().finish(), ())
+        self.transport = transport
+        self.monitor = monitor
+        self.pw = pw
+        self.pam_env = pam_env
+        self.peer = peer
+        self.options = self.policy.options
+        self.host_publics = list(host_publics or [])
+        self.sessions: dict[int, SessionChannel] = {}
+        self.lock = threading.Lock()
+        self.no_more_sessions = False
+        self.forwarding = Forwarding(transport, self.policy.forward_rules(), pw.pw_name)
+        self.agent = AgentForwarding(transport)
+        #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
+        self.alive_unanswered = 0
+
+    def _session(self, channel: paramiko.Channel) -> SessionChannel:
+        with self.lock:
+            return self.sessions.setdefault(channel.get_id(), SessionChannel(channel))
+
+    def update_title(self) -> None:
+        """user@pts/1,pts/2 or user@notty, as sshd's session_proctitle."""
+        with self.lock:
+            ttys = [s.pty.tty.removeprefix("/dev/") for s in self.sessions.values()
+                    if s.pty is not None and not s.pty_released]
+        proctitle.set(roles.session_title(self.pw.pw_name, ttys))
+
+    # --- the transport's questions (session_transport.Connection) -----------------
+
+    def channel_open(self, transport: SessionTransport, kind: str, m: Message, peer) -> bool:
+        if kind == "session":
+            if self.no_more_sessions:
+                log.error("Possible attack: attempt to open a session after additional "
+                          "sessions disabled")
+                transport.close()
+                return True
+            with self.lock:
+                count = len(self.sessions)
+            if count >= self.options.max_sessions:
+                log.error("no more sessions")
+                transport.refuse_channel(peer, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, "open failed")
+                return True
+            chan = transport.new_channel(peer)
+            with self.lock:
+                self.sessions[chan.get_id()] = SessionChannel(chan)
+            return True
+        if kind == "direct-tcpip":
+            self.forwarding.direct_tcpip(peer, m)
+            return True
+        if kind == "direct-streamlocal@openssh.com":
+            self.forwarding.direct_streamlocal(peer, m)
+            return True
+        return False
+
+    def global_request(self, kind: str, want_reply: bool, m: Message):
+        if kind == "tcpip-forward":
+            address, port = m.get_text(), m.get_int()
+            bound = self.forwarding.tcpip_forward(address, port, want_reply)
+            if bound is None:
+                return False
+            return bound.to_bytes(4, "big") if port == 0 else True
+        if kind == "cancel-tcpip-forward":
+            return self.forwarding.cancel_tcpip_forward(m.get_text(), m.get_int())
+        if kind == "streamlocal-forward@openssh.com":
+            return self.forwarding.streamlocal_forward(m.get_text())
+        if kind == "cancel-streamlocal-forward@openssh.com":
+            return self.forwarding.cancel_streamlocal_forward(m.get_text())
+        if kind == "no-more-sessions@openssh.com":
+            self.no_more_sessions = True
+            return True
+        if kind == hostkey_blobs.HOSTKEYS_PROVE:
+            return self.prove_hostkeys(m)
+        return False  # keepalive@openssh.com and the unknown: failure, as sshd
+
+    def channel_request(self, chan: paramiko.Channel, kind: str, m: Message) -> bool | None:
+        session = self.sessions.get(chan.get_id())
+        if session is None:
+            verbose(log, "channel %d: %s request refused: not a session channel", chan.get_id(), kind)
+            return False
+        if kind == "signal":
+            return self.signal(session, m.get_text())
+        if kind == "break":
+            m.get_int()
+            if session.pty is None:
+                return False
+            try:
+                termios.tcsendbreak(session.pty.master, 0)
+            except OSError:
+                return False
+            return True
+        if kind == "eow@openssh.com":
+            # The client's stdout is gone: stop reading the program's output
+            # so that it gets EPIPE (sshd's chan_rcvd_eow).
+            session.eow.set()
+            return True
+        if kind in ("exit-status", "exit-signal", "xon-xoff"):
+            return False  # client-to-server, meaningless here
+        return None
+
+    def channel_gone(self, chanid: int) -> None:
+        with self.lock:
+            session = self.sessions.pop(chanid, None)
+        if session is None:
+            return
+        if session.sink is not None:
+            session.sink.stop()
+        if session.pty is not None and session.started and not session.exited and session.pid:
+            # The client closed the channel first: hang up the program, as
+            # closing sshd's pty master does.
+            try:
+                os.killpg(session.pid, signal.SIGHUP)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if session.pty is not None and not session.started:
+            for fd in (session.pty.master, session.pty.slave):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.release_pty(session)
+        self.update_title()
+
+    def alive_reply(self) -> None:
+        self.alive_unanswered = 0
+
+    def protocol_error(self, text: str) -> None:
+        log.info("Disconnecting user %s %s: %s", self.pw.pw_name, self.peer, text)
+
+    # --- session requests ------------------------------------------------------------
+
+    def set_env(self, channel: paramiko.Channel, name, value) -> bool:
+        session = self.sessions.get(channel.get_id())
+        if session is None:
+            return False
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if len(session.env) >= MAX_ENV:
+            log.debug("Ignoring env request %s: too many env vars", name)
+            return False
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            return False
+        for pattern in self.options.accept_env:
+            if fnmatch.fnmatchcase(name, pattern.replace("[", "[[]")):
+                log.debug("Setting env %d: %s=%s", len(session.env), name, value)
+                session.env[name] = value
+                return True
+        log.debug("Ignoring env request %s: disallowed name", name)
+        return False
+
+    def signal(self, session: SessionChannel, name: str) -> bool:
+        sig = SIGNALS.get(name)
+        if sig is None:
+            log.error("session_signal_req: unsupported signal \"%s\"", name)
+            return False
+        if not session.pid or session.exited:
+            log.error("session_signal_req: no pid for session %d", session.chan.get_id())
+            return False
+        if session.subsystem:
+            log.error("session_signal_req: refusing to send signal %s to subsystem session", name)
+            return False
+        try:
+            os.killpg(session.pid, sig)
+        except OSError as exc:
+            log.error("session_signal_req: killpg(%d, %d): %s", session.pid, sig, exc.strerror)
+            return False
+        return True
+
+    def subsystem(self, channel: paramiko.Channel, name: str) -> bool:
+        command = self.options.subsystems().get(name)
+        if command is None:
+            log.info("subsystem request for %s by user %s failed, subsystem not found",
+                     name, self.pw.pw_name)
+            return False
+        program = command.split()[0]
+        if program == INTERNAL_SFTP:
+            command = SFTP_SERVER + command[len(INTERNAL_SFTP):]
+            program = SFTP_SERVER
+        verbose(log, "subsystem request for %s by user %s", name, self.pw.pw_name)
+        if not os.path.exists(program):
+            log.debug("subsystem: cannot stat %s", program)
+        session = self._session(channel)
+        session.subsystem = True
+        return self.start(channel, command)
+
+    def forward_agent(self, channel: paramiko.Channel) -> bool:
+        if channel.get_id() not in self.sessions:
+            return False
+        rules = self.forwarding.rules
+        if not self.policy.agent_allowed() or rules.disabled:
+            log.debug("auth-agent-req@openssh.com: agent forwarding disabled")
+            return False
+        return self.agent.start()
+
+    # --- connection requests ---------------------------------------------------------
+
+    def prove_hostkeys(self, m: Message):
+        """hostkeys-prove-00@openssh.com: a signature by each named key of ours,
+        made by the monitor over (request name, session id, key)."""
+        ours = {k.asbytes(): k for k in self.host_publics}
+        signatures = Message()
+        while m.get_remainder():
+            blob = m.get_binary()
+            key = ours.get(blob)
+            if key is None:
+                log.error("hostkeys-prove: unknown host key")
+                return False
+            algorithm = key.get_name()
+            if algorithm == "ssh-rsa":
+                kex_alg = getattr(self.transport, "host_key_type", None)
+                algorithm = kex_alg if kex_alg in RSA_ALGORITHMS else DEFAULT_RSA_ALGORITHM
+            data = hostkey_blobs.hostkeys_prove_data(self.transport.session_id, blob)
+            try:
+                signatures.add_string(self.monitor.sign(algorithm, data))
+            except Exception as exc:
+                log.error("hostkeys-prove: signing failed: %s", exc)
+                return False
+        return signatures.asbytes()
+
+    def notify_hostkeys(self) -> None:
+        """hostkeys-00@openssh.com: every host key, so that UpdateHostKeys learns them."""
+        fields = Message()
+        for key in self.host_publics:
+            fields.add_string(key.asbytes())
+        self.transport.send_global_request("hostkeys-00@openssh.com", fields.asbytes())
+
+    def open_pty(self, channel, term, cols, rows, width_px, height_px, modes) -> bool:
+        if channel.get_id() not in self.sessions:
+            return False
+        session = self._session(channel)
+        if session.pty is not None or session.started:
+            return False
+        if not self.policy.pty_allowed():
+            log.info("PTY allocation disabled for %s", self.pw.pw_name)
+            return False
+        if isinstance(term, bytes):
+            term = term.decode("utf-8", "replace")
+        try:
+            answer, master, slave = self.monitor.pty(term, cols, rows, width_px, height_px)
+        except (wire.ProtocolError, OSError, EOFError) as exc:
+            log.error("pty allocation failed: %s", exc)
+            return False
+        # The size and the modes are ours to set, as in sshd's session_pty_req.
+        try:
+            tty.set_size(master, cols, rows, width_px, height_px)
+        except OSError as exc:
+            log.debug("window size not set: %s", exc)
+        try:
+            tty.apply_modes(slave, modes if isinstance(modes, bytes) else b"")
+        except Exception as exc:  # bad modes are the client's problem, not fatal
+            log.debug("terminal modes not applied: %s", exc)
+        session.pty = Pty(answer.tty, master, slave, term, modes, answer.last_login)
+        self.update_title()
+        return True
+
+    def environment(self, session: SessionChannel) -> dict[str, str]:
+        """OpenSSH's environment for the user's program."""
+        pw = self.pw
+        env = dict(session.env)  # the client's (AcceptEnv); ours win over them
+        env.update({
+            "USER": pw.pw_name,
+            "LOGNAME": pw.pw_name,
+            "HOME": pw.pw_dir,
+            "SHELL": pw.pw_shell or "/bin/sh",
+            "PATH": ROOT_PATH if pw.pw_uid == 0 else DEFAULT_PATH,
+            "MAIL": f"/var/mail/{pw.pw_name}",
+            "SSH_CLIENT": f"{self.peer.addr} {self.peer.port} {self.peer.local_port}",
+            "SSH_CONNECTION": f"{self.peer.addr} {self.peer.port} "
+                              f"{self.peer.local_addr} {self.peer.local_port}",
+        })
+        if session.pty is not None:
+            env["TERM"] = session.pty.term or "dumb"
+            env["SSH_TTY"] = session.pty.tty
+        env.update(session.env)
+        env.update(self.policy.extra_environment(pw))
+        if self.agent.path is not None:
+            env["SSH_AUTH_SOCK"] = self.agent.path
+        env.update(self.pam_env)
+        return env
+
+    def start(self, channel: paramiko.Channel, command: str | None) -> bool:
+        """Fork the user's shell or command for this channel."""
+        if channel.get_id() not in self.sessions:
+            return False
+        session = self._session(channel)
+        if session.started:
+            return False
+        session.started = True
+        shell = self.pw.pw_shell or "/bin/sh"
+        name = os.path.basename(shell)
+        env = self.environment(session)
+        forced = self.policy.forced_command()
+        if forced is not None:
+            if command is not None:
+                env["SSH_ORIGINAL_COMMAND"] = command
+            command = forced
+        login = command is None
+        argv = [f"-{name}"] if login else [name, "-c", command]
+        try:
+            if session.pty is not None:
+                # a login shell first shows what PAM said (motd) and the last login
+                banner = self.policy.login_banner(self.login_messages, session.pty.last_login)
+                program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "")
+                runner = programs.PtyRunner(session, program, self.release_pty)
+            else:
+                # a login shell without a pty (ssh -T) shows what PAM said too, as sshd
+                banner = "".join(f"{line}\n" for line in self.login_messages)
+                program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "")
+                runner = programs.PipeRunner(session, program)
+        except OSError as exc:
+            log.error("session: could not start %s: %s", shell, exc)
+            return False
+        runner.start()
+        return True
+
+    def release_pty(self, session: SessionChannel) -> None:
+        with self.lock:
+            if session.pty is None or session.pty_released:
+                return
+            session.pty_released = True
+        try:
+            self.monitor.pty_cleanup(session.pty.tty)
+        except Exception as exc:
+            log.error("pty cleanup for %s failed: %s", session.pty.tty, exc)
+        self.update_title()

@@ -1,0 +1,38 @@
+"""The session process's per-channel state."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import paramiko
+
+from privsep.session.stdin import StdinSink
+
+
+@dataclass
+class Pty:
+    tty: str
+    master: int
+    slave: int
+    term: str
+    modes: bytes
+    last_login: str = ""
+
+
+@dataclass
+class SessionChannel:
+    """One session channel: at most one pty and one program."""
+
+    chan: paramiko.Channel
+    pty: Pty | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    pid: int = 0
+    started: bool = False
+    pty_released: bool = False
+    subsystem: bool = False
+    exited: bool = False
+    #: eow@openssh.com: the client can take no more output (its stdout broke)
+    eow: threading.Event = field(default_factory=threading.Event)
+    #: where the channel's data goes once the program runs
+    sink: StdinSink | None = None

@@ -1,0 +1,52 @@
+"""Host key blobs and names, pure: shared by the monitor (which signs) and the
+children (which offer the public halves and ask for signatures).
+
+* ``algorithms_for_type``: the host-key algorithm names a key type answers to.
+* ``blob_key_type``: the key type a public key blob names.
+* hostkeys-prove-00@openssh.com (UpdateHostKeys): the blob sshd signs to
+  prove it holds a host key, built by the session process and recognised by
+  the monitor before it signs anything after authentication.
+"""
+
+from __future__ import annotations
+
+from privsep.wire.facts import RSA_ALGORITHMS
+from privsep.wire.sshbuf import Reader, Writer
+
+
+def algorithms_for_type(key_type: str) -> tuple[str, ...]:
+    """The host-key algorithm names a key of ``key_type`` answers to in KEXINIT."""
+    return RSA_ALGORITHMS if key_type == "ssh-rsa" else (key_type,)
+
+
+HOSTKEYS_PROVE = "hostkeys-prove-00@openssh.com"
+
+
+def hostkeys_prove_data(session_id: bytes, keyblob: bytes) -> bytes:
+    """What sshd signs to prove it holds a host key: the request name, the
+    session id and the key, each an SSH string."""
+    return bytes(Writer().text(HOSTKEYS_PROVE).string(session_id).string(keyblob))
+
+
+def parse_hostkeys_prove(data: bytes) -> tuple[bytes, bytes]:
+    """(session id, key blob) of a hostkeys-prove blob; ValueError for anything else.
+
+    Pure: the monitor uses it to decide whether a post-auth signature request
+    is such a proof, and nothing more."""
+    r = Reader(data, what="hostkeys-prove blob")
+    name, session_id, keyblob = r.string(), r.string(), r.string()
+    if r.remaining():
+        raise ValueError("trailing bytes after hostkeys-prove blob")
+    if name != HOSTKEYS_PROVE.encode():
+        raise ValueError("not a hostkeys-prove blob")
+    if not session_id or not keyblob:
+        raise ValueError("empty session id or key in hostkeys-prove blob")
+    return session_id, keyblob
+
+
+def blob_key_type(keyblob: bytes) -> str:
+    """The key type named at the start of a public key blob ('' if malformed)."""
+    try:
+        return Reader(keyblob).string().decode("ascii")
+    except ValueError:  # truncated, or not ASCII (UnicodeDecodeError)
+        return ""
