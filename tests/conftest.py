@@ -70,15 +70,18 @@ def openssh_server() -> Iterator[Server]:
     yield from _serve("openssh")
 
 
-def _serve(kind: str, extra_config: list[str] | None = None) -> Iterator[Server]:
+def _serve(kind: str, extra_config: list[str] | None = None,
+           tail_config: list[str] | None = None) -> Iterator[Server]:
     """A server of ``kind`` for as long as the fixture lives (root only;
     the reference skips where openssh-server is missing)."""
     _require_root()
     if kind == "openssh" and not Path("/usr/sbin/sshd").exists():
         pytest.skip("openssh-server is not installed (install.sh --test installs it)")
-    server = start_server(kind, extra_config)
-    yield server
-    remove_server(server)
+    server = start_server(kind, extra_config, tail_config)
+    try:
+        yield server
+    finally:
+        remove_server(server)
 
 
 @pytest.fixture(params=["privsep", "openssh"])
@@ -106,3 +109,30 @@ def openssh_session_server() -> Iterator[Server]:
 def session_server(request) -> Server:
     """Each test runs against both daemons, with the same session settings."""
     return request.getfixturevalue(f"{request.param}_session_server")
+
+
+# --- servers configured by the test itself (any daemon, torn down with the test)
+
+@pytest.fixture
+def server_with(pam_service: str) -> Iterator[Callable[..., Server]]:
+    """Factory for a test's own servers:
+    ``server_with(*config_lines, tail=(), kind="privsep") -> Server``.
+
+    ``config_lines`` come before the defaults of tests/daemon.py (for sshd
+    the first value wins), ``tail`` after them (Match blocks); ``kind`` is
+    "privsep" or "openssh" (the reference, skipped where it is missing).
+    Each call starts a server; every one is removed at teardown."""
+    made: list[Iterator[Server]] = []
+
+    def start(*lines: str, tail: tuple[str, ...] | list[str] = (),
+              kind: str = "privsep") -> Server:
+        if kind not in ("privsep", "openssh"):
+            raise ValueError(f"unknown server kind {kind!r}")
+        serving = _serve(kind, list(lines), list(tail))
+        server = next(serving)
+        made.append(serving)
+        return server
+
+    yield start
+    for serving in reversed(made):
+        serving.close()  # _serve's finally: remove_server

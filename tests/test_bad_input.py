@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 
 import pytest
 
-from tests.daemon import Server, remove_server, ssh, ssh_background, start_server, wait_until
+from tests.daemon import (Server, descendants, remove_server, ssh, ssh_background, start_server,
+                          wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,9 @@ def test_client_vanishes_at_password_prompt(privsep_server: Server, user, bystan
     client = ssh_background(privsep_server, user, "true", password="x")
     askpass = privsep_server.workdir / f"askpass-{user.name}"
     askpass.write_text("#!/bin/sh\nsleep 60\n")  # hold the client at the prompt
-    wait_until(lambda: f"Connection from 127.0.0.1" in privsep_server.log_text())
-    time.sleep(0.5)
+    # The client runs askpass only once the server has offered "password" for
+    # this user: its `sleep 60` running means the server is mid-authentication.
+    wait_until(lambda: [p for p in descendants(client.pid) if p.args == "sleep 60"])
     client.kill()
     client.wait()
     privsep_server.wait_for_log(f"Connection closed by authenticating user {user.name} 127.0.0.1")
@@ -135,7 +136,6 @@ def test_listener_survives_the_death_of_any_child(privsep_server: Server, user, 
                                                   victim: str) -> None:
     import os
     import signal
-    from tests.daemon import descendants
     client = ssh_background(privsep_server, user, tty=True)
     try:
         shell = wait_until(lambda: [p for p in descendants(privsep_server.pid)
@@ -159,7 +159,6 @@ def test_listener_survives_the_death_of_any_child(privsep_server: Server, user, 
 
 def test_client_vanishes_mid_transfer(privsep_server: Server, user, bystander) -> None:
     """The user's command goes, the session ends and is logged; nothing else moves."""
-    from tests.daemon import descendants
     client = ssh_background(privsep_server, user, "cat /dev/zero", tty=False)
     assert len(client.stdout.read(1 << 20)) == 1 << 20
     client.kill()

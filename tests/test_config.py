@@ -1,7 +1,7 @@
 """sshd_config keywords, sshd(8) flags and policies, through the real client.
 
 Each test starts its own privsep-sshd with the configuration under test
-(tests/daemon.py) and logs in with the stock OpenSSH client.
+(conftest's ``server_with``) and logs in with the stock OpenSSH client.
 """
 
 from __future__ import annotations
@@ -15,27 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import (
-    Server, privsep_command, remove_server, ssh, ssh_argv, ssh_background, start_server,
-    wait_until,
-)
+from tests.daemon import Server, privsep_command, ssh, ssh_argv, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-@pytest.fixture
-def server_with(pam_service):
-    """Factory: a privsep-sshd with extra config lines (and Match blocks at the end)."""
-    made: list[Server] = []
-
-    def start(*lines: str, tail: tuple[str, ...] = ()) -> Server:
-        server = start_server("privsep", extra_config=list(lines), tail_config=list(tail))
-        made.append(server)
-        return server
-
-    yield start
-    for server in made:
-        remove_server(server)
 
 
 def _sshd(*args: str, config_text: str | None = None, tmp_path: Path | None = None):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import remove_server, ssh, ssh_argv, start_server
+from tests.daemon import ssh, ssh_argv
 
 JAIL = Path(__file__).resolve().parent.parent / "privsep" / "fail2ban-jail.conf"
 
@@ -19,29 +19,26 @@ pytestmark = pytest.mark.skipif(shutil.which("fail2ban-regex") is None,
                                 reason="fail2ban is not installed (install.sh --test installs it)")
 
 
-def test_jail_filter_counts_every_failure(pam_service, make_user, tmp_path) -> None:
+def test_jail_filter_counts_every_failure(server_with, make_user, tmp_path) -> None:
     jail = configparser.ConfigParser(interpolation=None)
     jail.read(JAIL)
     filter_spec = jail["privsep-sshd"]["filter"]
     assert filter_spec == "sshd[_daemon=privsep-sshd]"
 
     user = make_user(prefix="pfb")
-    server = start_server("privsep", extra_config=["KbdInteractiveAuthentication yes"])
-    try:
-        # The burst: two wrong passwords, an unknown user, a wrong
-        # keyboard-interactive answer, then one good login.
-        for _ in range(2):
-            assert ssh(server, user, "true", password="wrong-one").returncode == 255
-        ghost = type(user)(**{**user.__dict__, "name": "nosuchuser77"})
-        assert ssh(server, ghost, "true", password="whatever").returncode == 255
-        argv, env = ssh_argv(server, user, "true", password="wrong-kbd")
-        argv = [a.replace("PreferredAuthentications=password",
-                          "PreferredAuthentications=keyboard-interactive") for a in argv]
-        assert subprocess.run(argv, env=env, capture_output=True, timeout=60).returncode == 255
-        assert ssh(server, user, "true").returncode == 0
-        text = server.wait_for_log(f"Accepted publickey for {user.name}")
-    finally:
-        remove_server(server)
+    server = server_with("KbdInteractiveAuthentication yes")
+    # The burst: two wrong passwords, an unknown user, a wrong
+    # keyboard-interactive answer, then one good login.
+    for _ in range(2):
+        assert ssh(server, user, "true", password="wrong-one").returncode == 255
+    ghost = type(user)(**{**user.__dict__, "name": "nosuchuser77"})
+    assert ssh(server, ghost, "true", password="whatever").returncode == 255
+    argv, env = ssh_argv(server, user, "true", password="wrong-kbd")
+    argv = [a.replace("PreferredAuthentications=password",
+                      "PreferredAuthentications=keyboard-interactive") for a in argv]
+    assert subprocess.run(argv, env=env, capture_output=True, timeout=60).returncode == 255
+    assert ssh(server, user, "true").returncode == 0
+    text = server.wait_for_log(f"Accepted publickey for {user.name}")
 
     # The daemon's own lines, in syslog's file layout (as -E writes them).
     log = tmp_path / "auth.log"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.daemon import remove_server, ssh, ssh_background, start_server, wait_until
+from tests.daemon import ssh, ssh_background
 
 
 @pytest.fixture
@@ -36,42 +36,39 @@ def _echo(client, text: bytes) -> None:
     assert client.stdout.readline() == text
 
 
-def test_hup_reexec_and_term(pam_service, user, notify_socket) -> None:
-    server = start_server("privsep")
-    try:
-        ready = _next(notify_socket)
-        assert ready.get("READY") == "1" and ready.get("MAINPID") == str(server.pid)
-        live = ssh_background(server, user, "cat", tty=False)
-        _echo(live, b"before\n")
+def test_hup_reexec_and_term(server_with, user, notify_socket) -> None:
+    server = server_with()
+    ready = _next(notify_socket)
+    assert ready.get("READY") == "1" and ready.get("MAINPID") == str(server.pid)
+    live = ssh_background(server, user, "cat", tty=False)
+    _echo(live, b"before\n")
 
-        # A good configuration: re-exec in place, same pid, new logins served.
-        os.kill(server.pid, signal.SIGHUP)
-        assert _next(notify_socket).get("RELOADING") == "1"
-        again = _next(notify_socket)
-        assert again.get("READY") == "1" and again.get("MAINPID") == str(server.pid)
-        server.wait_for_log("Received SIGHUP; restarting.")
-        assert server.process.poll() is None
-        assert ssh(server, user, "echo", "new").stdout == b"new\n"
-        _echo(live, b"after reload\n")
-        assert (server.workdir / "sshd.pid").read_text().strip() == str(server.pid)
+    # A good configuration: re-exec in place, same pid, new logins served.
+    os.kill(server.pid, signal.SIGHUP)
+    assert _next(notify_socket).get("RELOADING") == "1"
+    again = _next(notify_socket)
+    assert again.get("READY") == "1" and again.get("MAINPID") == str(server.pid)
+    server.wait_for_log("Received SIGHUP; restarting.")
+    assert server.process.poll() is None
+    assert ssh(server, user, "echo", "new").stdout == b"new\n"
+    _echo(live, b"after reload\n")
+    assert (server.workdir / "sshd.pid").read_text().strip() == str(server.pid)
 
-        # A broken configuration: logged, not applied, still serving.
-        config = server.workdir / "sshd_config"
-        config.write_text(config.read_text() + "NoSuchKeyword yes\n")
-        os.kill(server.pid, signal.SIGHUP)
-        assert _next(notify_socket).get("RELOADING") == "1"
-        assert _next(notify_socket).get("READY") == "1"
-        log = server.wait_for_log("Not restarting")
-        assert "NoSuchKeyword" in log.split("Not restarting", 1)[1]
-        assert server.process.poll() is None
-        assert ssh(server, user, "echo", "still").stdout == b"still\n"
+    # A broken configuration: logged, not applied, still serving.
+    config = server.workdir / "sshd_config"
+    config.write_text(config.read_text() + "NoSuchKeyword yes\n")
+    os.kill(server.pid, signal.SIGHUP)
+    assert _next(notify_socket).get("RELOADING") == "1"
+    assert _next(notify_socket).get("READY") == "1"
+    log = server.wait_for_log("Not restarting")
+    assert "NoSuchKeyword" in log.split("Not restarting", 1)[1]
+    assert server.process.poll() is None
+    assert ssh(server, user, "echo", "still").stdout == b"still\n"
 
-        # SIGTERM: STOPPING=1, exit 0, the live session untouched.
-        server.process.send_signal(signal.SIGTERM)
-        assert _next(notify_socket).get("STOPPING") == "1"
-        assert server.process.wait(15) == 0
-        _echo(live, b"after stop\n")
-        live.stdin.close()
-        assert live.wait(15) == 0
-    finally:
-        remove_server(server)
+    # SIGTERM: STOPPING=1, exit 0, the live session untouched.
+    server.process.send_signal(signal.SIGTERM)
+    assert _next(notify_socket).get("STOPPING") == "1"
+    assert server.process.wait(15) == 0
+    _echo(live, b"after stop\n")
+    live.stdin.close()
+    assert live.wait(15) == 0

@@ -177,7 +177,14 @@ def test_request_on_closed_channel_ends_connection(session_server: Server, user,
         assert chan.recv_exit_status() == 0
         remote = chan.remote_chanid
         chan.close()
-        time.sleep(0.3)
+        # The request must come after the server has read our CLOSE (sshd then
+        # frees the dead channel before it reads on).  That CLOSE went out just
+        # now from this thread, or from paramiko's reader thread answering the
+        # server's CLOSE: maybe after a request sent now, but before the reader
+        # handles that request's reply.  So after one reply our CLOSE is on the
+        # wire, and a reply to a second request means the server has read it.
+        for _ in range(2):
+            transport.global_request("keepalive@openssh.com", wait=True)
         m = paramiko.Message()
         m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
         m.add_int(remote)
@@ -257,7 +264,8 @@ def test_no_more_sessions(session_server: Server, user) -> None:
         transport = client.get_transport()
         chan = transport.open_session()
         transport.global_request("no-more-sessions@openssh.com", wait=False)
-        time.sleep(0.3)
+        # No wait: both daemons handle a connection's messages in order, so the
+        # open below is read after this request has taken effect.
         with pytest.raises((paramiko.SSHException, EOFError)):
             transport.open_session(timeout=10)
         assert chan.closed or not transport.is_active()

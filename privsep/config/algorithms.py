@@ -4,7 +4,7 @@ configuration, dropped when unsupported); and OpenSSH's +/-/^ list syntax."""
 
 from __future__ import annotations
 
-import fnmatch
+from privsep.config.match import match_pattern_list
 
 
 SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
@@ -60,7 +60,8 @@ def resolve_algorithms(kind: str, spec: str) -> list[str]:
     if spec[0] == "+":
         result = default + [n for n in supported if n not in default]
     elif spec[0] == "-":
-        result = [a for a in default if not any(fnmatch.fnmatchcase(a, p) for p in names)]
+        # match_filter_denylist(): the body is one OpenSSH pattern list.
+        result = [a for a in default if not match_pattern_list(a, body)]
     elif spec[0] == "^":
         result = supported + [a for a in default if a not in supported]
     else:

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from privsep.config.algorithms import SUPPORTED_ALGORITHMS, resolve_algorithms
-from privsep.config.match import ConnectionInfo, criteria_match
+from privsep.config.match import (
+    ConnectionInfo, addr_match_list, criteria_match, match_user, parse_port,
+)
 from privsep.wire import facts
 
 log = logging.getLogger("privsep.servconf")
@@ -101,6 +103,15 @@ def _words(words: list[str]) -> list[str]:
     if not words:
         raise ValueError("missing argument")
     return list(words)
+
+
+def _user_patterns(words: list[str]) -> list[str]:
+    """AllowUsers/DenyUsers: a bad host list after '@' is refused here, as
+    sshd does, so that no login meets it."""
+    for word in words:
+        if not word or match_user(None, None, None, word) < 0:
+            raise ValueError(f'invalid pattern: "{word}"')
+    return _words(words)
 
 
 def _text(words: list[str]) -> str:
@@ -205,8 +216,8 @@ KEYWORD_LIST = [
     Keyword("MaxSessions", "max_sessions", _int(), in_match=True),
     Keyword("MaxStartups", "max_startups", _max_startups),
     Keyword("LoginGraceTime", "login_grace_time", _time),
-    Keyword("AllowUsers", "allow_users", _words, multi=True, in_match=True),
-    Keyword("DenyUsers", "deny_users", _words, multi=True, in_match=True),
+    Keyword("AllowUsers", "allow_users", _user_patterns, multi=True, in_match=True),
+    Keyword("DenyUsers", "deny_users", _user_patterns, multi=True, in_match=True),
     Keyword("AllowGroups", "allow_groups", _words, multi=True, in_match=True),
     Keyword("DenyGroups", "deny_groups", _words, multi=True, in_match=True),
     Keyword("AcceptEnv", "accept_env", _words, multi=True, in_match=True),
@@ -453,6 +464,14 @@ def _split(line: str, where: str) -> list[str]:
 MATCH_CRITERIA = ("user", "group", "host", "address", "localaddress", "localport", "all")
 
 
+def _check_criterion(name: str, pattern: str, where: str) -> None:
+    """What sshd refuses when it reads a Match line, in its words."""
+    if name in ("address", "localaddress") and addr_match_list(None, pattern) != 0:
+        raise ConfigError(f"{where}: Invalid Match {name} argument '{pattern}'")
+    if name == "localport" and parse_port(pattern) is None:
+        raise ConfigError(f"{where}: Invalid LocalPort '{pattern}' on Match line")
+
+
 def _parse_match(words: list[str], where: str) -> tuple[tuple[str, str], ...]:
     if not words:
         raise ConfigError(f"{where}: Match: missing criteria")
@@ -467,6 +486,7 @@ def _parse_match(words: list[str], where: str) -> tuple[tuple[str, str], ...]:
         pattern = next(pairs, None)
         if pattern is None:
             raise ConfigError(f"{where}: Missing Match criteria for {criterion}")
+        _check_criterion(name, pattern, where)
         criteria.append((name, pattern))
     return tuple(criteria)
 

@@ -22,7 +22,7 @@ from privsep.common.ids import user_rights
 from privsep.monitor.pubkey import (
     ALGORITHMS_FOR_KEY_TYPE, UNSUPPORTED_KEY_TYPES, algorithm_fits_key, load_public_key,
 )
-from privsep.config.match import match_address
+from privsep.config.match import match_host_and_ip
 from privsep.wire.keyoptions import BLANKS, KeyOption, key_expired, parse_key_options
 from privsep.wire.sshbuf import Reader
 
@@ -368,10 +368,25 @@ def find_key(
     return None
 
 
-def key_usable_from(key: AuthorizedKey, addr: str, now: datetime.datetime | None = None) -> bool:
-    """The key's from= and expiry-time= options, checked for a login from ``addr``."""
+def key_refusal(key: AuthorizedKey, user: str, addr: str,
+                now: datetime.datetime | None = None, host: str | None = None) -> str | None:
+    """Why sshd's auth_authorise_keyopts() refuses the key for a login from
+    ``addr`` (``host``: its name, or the address itself as with UseDNS no),
+    in sshd's words, or None.  The expiry is checked first; with several
+    expiry-time= options the earliest counts; a malformed from= list refuses."""
+    loc = f"{key.source}:{key.lineno}"
+    for option in key.options:
+        if option.name == "expiry-time" and option.value and key_expired(option.value, now):
+            return f"{loc}: entry expired"
     origin = key.option("from")
-    if origin is not None and origin.value is not None and not match_address(addr, origin.value):
-        return False
-    expiry = key.option("expiry-time")
-    return expiry is None or not expiry.value or not key_expired(expiry.value, now)
+    if origin is not None and origin.value is not None and \
+            match_host_and_ip(host or addr, addr, origin.value) != 1:
+        return (f"{loc}: Authentication tried for {user} with correct key but not from a "
+                f"permitted host (host={host or addr}, ip={addr}, required={origin.value}).")
+    return None
+
+
+def key_usable_from(key: AuthorizedKey, addr: str, now: datetime.datetime | None = None,
+                    host: str | None = None) -> bool:
+    """The key's from= and expiry-time= options, checked for a login from ``addr``."""
+    return key_refusal(key, "", addr, now, host) is None

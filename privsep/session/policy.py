@@ -8,11 +8,11 @@ files the user may read anyway.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import pwd
 from dataclasses import dataclass
 
+from privsep.config.match import match_pattern_list
 from privsep.config.servconf import ServerOptions
 from privsep.session.forward import ForwardRules
 
@@ -30,13 +30,18 @@ class SessionPolicy:
         return next((o for o in self.key_options if o.name == name), None)
 
     def key_permits(self, what: str) -> bool:
-        """An authorized_keys capability (pty, port-forwarding, ...) after
-        restrict / no-X / X options."""
-        if self._key_option(f"no-{what}") is not None:
-            return False
-        if self._key_option("restrict") is not None:
-            return self._key_option(what) is not None
-        return True
+        """An authorized_keys capability (pty, port-forwarding, ...) after the
+        line's flags, read left to right as sshd does: X and no-X set it,
+        restrict clears every restrictable one where it stands."""
+        permitted = True
+        for option in self.key_options:
+            if option.name == "restrict" and what in _RESTRICTABLE:
+                permitted = False
+            elif option.name == what:
+                permitted = True
+            elif option.name == f"no-{what}":
+                permitted = False
+        return permitted
 
     def forward_rules(self) -> ForwardRules:
         """sshd_config's forwarding rules narrowed by the key's options
@@ -63,35 +68,55 @@ class SessionPolicy:
         return option.value if option is not None else None
 
     def _env_allowed(self, name: str) -> bool:
+        """PermitUserEnvironment: yes, no, or a pattern list of names."""
         setting = self.options.permit_user_environment
-        if setting == "yes":
-            return True
-        if setting == "no":
-            return False
-        return any(fnmatch.fnmatchcase(name, p) for p in setting.split(","))
+        if setting in ("yes", "no"):
+            return setting == "yes"
+        return match_pattern_list(name, setting)
 
-    def extra_environment(self, pw: pwd.struct_passwd) -> dict[str, str]:
-        """SetEnv, then ~/.ssh/environment and environment= (PermitUserEnvironment)."""
+    def _key_environment(self) -> dict[str, str]:
+        """environment= options; sshd keeps the first of a repeated name."""
         env: dict[str, str] = {}
+        for option in self.key_options:
+            if option.name == "environment" and option.value and "=" in option.value:
+                name, _, value = option.value.partition("=")
+                env.setdefault(name, value)
+        return env
+
+    @staticmethod
+    def _environment_file(pw: pwd.struct_passwd) -> dict[str, str]:
+        """~/.ssh/environment as sshd reads it: leading blanks and # comments
+        skipped, lines without '=' ignored, a later line replaces."""
+        env: dict[str, str] = {}
+        try:
+            with open(os.path.join(pw.pw_dir, ".ssh", "environment"), encoding="utf-8",
+                      errors="surrogateescape", newline="") as handle:
+                for raw in handle:
+                    line = raw.lstrip(" \t").rstrip("\n")
+                    if line and not line.startswith("#") and "=" in line:
+                        name, _, value = line.partition("=")
+                        env[name] = value
+        except OSError:
+            pass
+        return env
+
+    def extra_environment(self, pw: pwd.struct_passwd,
+                          pam_env: dict[str, str] | None = None) -> dict[str, str]:
+        """In session.c's order, each replacing what came before: the key's
+        environment=, then ~/.ssh/environment (both only as
+        PermitUserEnvironment allows), then ``pam_env`` (what PAM set), then
+        SetEnv, which the admin's configuration makes win; the first SetEnv
+        of a name counts."""
+        env: dict[str, str] = {}
+        if self.options.permit_user_environment != "no":
+            for source in (self._key_environment(), self._environment_file(pw)):
+                env.update((k, v) for k, v in source.items() if self._env_allowed(k))
+        env.update(pam_env or {})
+        admin: dict[str, str] = {}
         for assignment in self.options.set_env:
             name, _, value = assignment.partition("=")
-            env.setdefault(name, value)
-        user_env: dict[str, str] = {}
-        if self.options.permit_user_environment != "no":
-            try:
-                with open(os.path.join(pw.pw_dir, ".ssh", "environment"), encoding="utf-8") as f:
-                    for line in f:
-                        line = line.strip()
-                        if line and not line.startswith("#") and "=" in line:
-                            name, _, value = line.partition("=")
-                            user_env[name] = value
-            except OSError:
-                pass
-            for option in self.key_options:
-                if option.name == "environment" and option.value and "=" in option.value:
-                    name, _, value = option.value.partition("=")
-                    user_env[name] = value
-        env.update({k: v for k, v in user_env.items() if self._env_allowed(k)})
+            admin.setdefault(name, value)
+        env.update(admin)
         return env
 
     def login_banner(self, pam_messages: tuple[str, ...], last_login: str) -> str:

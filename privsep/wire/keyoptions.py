@@ -8,8 +8,11 @@ line with an unknown or malformed option is dropped, as OpenSSH drops it.
 
 from __future__ import annotations
 
+import calendar
 import datetime
+import math
 import re
+import time
 from dataclasses import dataclass
 
 
@@ -62,7 +65,7 @@ _TUNID_MAX = 0x7FFFFFFF - 2
 _ENV_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 
 
-_EXPIRY = re.compile(r"(\d{8}|\d{12}|\d{14})Z?\Z")
+_EXPIRY_DIGITS = re.compile(r"[0-9]{8}(?:[0-9]{4}(?:[0-9]{2})?)?\Z")
 
 
 BLANKS = " \t"
@@ -123,13 +126,8 @@ def _check_permit(value: str, bare_port_ok: bool) -> None:
 
 def _check_expiry(value: str) -> None:
     """Validate an expiry-time: YYYYMMDD[HHMM[SS]], optionally ending in Z."""
-    if not _EXPIRY.match(value):
+    if expiry_timestamp(value) is None:
         raise ValueError("invalid expires time")
-    digits = value.rstrip("Z").ljust(14, "0")
-    try:
-        datetime.datetime.strptime(digits, "%Y%m%d%H%M%S")
-    except ValueError as exc:
-        raise ValueError("invalid expires time") from exc
 
 
 def _check_option_value(name: str, value: str) -> None:
@@ -192,19 +190,36 @@ def parse_key_options(text: str) -> tuple[KeyOption, ...]:
             raise ValueError("unexpected end-of-options")
 
 
-def key_expired(value: str, now: datetime.datetime | None = None) -> bool:
-    """Whether an expiry-time= value (YYYYMMDD[HHMM[SS]], local time, or UTC
-    with a trailing Z) is past at ``now``; a malformed one counts as past."""
-    text = value.rstrip("Z")
-    layout = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}.get(len(text))
-    if layout is None:
-        return True
+def expiry_timestamp(value: str) -> int | None:
+    """An expiry-time= value as sshd's parse_absolute_time() reads it: whole
+    seconds since the epoch, or None if malformed.  One trailing Z (or UTC,
+    either case) means UTC, else local time with tm_isdst=0 as sshd passes it
+    to mktime(); a time at or before the epoch is refused as sshd does."""
+    text, utc = value, False
+    if len(text) > 1 and text[-1] in "Zz":
+        text, utc = text[:-1], True
+    elif len(text) > 3 and text[-3:].upper() == "UTC":
+        text, utc = text[:-3], True
+    if not _EXPIRY_DIGITS.match(text):
+        return None
+    fields = [int(text[i:i + 2]) for i in range(4, len(text), 2)]
     try:
-        when = datetime.datetime.strptime(text, layout)
-    except ValueError:
+        when = datetime.datetime(int(text[:4]), *fields)
+        if utc:
+            stamp = calendar.timegm(when.timetuple())
+        else:
+            stamp = int(time.mktime(when.timetuple()[:8] + (0,)))
+    except (ValueError, OverflowError):
+        return None
+    return stamp if stamp > 0 else None
+
+
+def key_expired(value: str, now: datetime.datetime | None = None) -> bool:
+    """Whether an expiry-time= value is past at ``now``; a malformed one
+    counts as past.  sshd refuses only when the expiry is before time(NULL),
+    a whole second, so the named second itself is still valid."""
+    stamp = expiry_timestamp(value)
+    if stamp is None:
         return True
-    if value.endswith("Z"):
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    else:
-        when = when.astimezone()
-    return (now or datetime.datetime.now(datetime.timezone.utc)) >= when
+    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    return stamp < math.floor(moment.timestamp())
