@@ -212,17 +212,40 @@ def test_streamlocal_refused(strict_server: Server, user, shared_dir) -> None:
     assert not os.path.exists(remote)
 
 
-def test_no_tcp_forwarding(pam_service, user, echo) -> None:
-    server = start_server("privsep", ["AllowTcpForwarding no"])
+def test_no_tcp_forwarding(server_with, user, echo) -> None:
+    server = server_with("AllowTcpForwarding no")
+    port = free_port()
+    proc = _forwarder(server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
     try:
-        port = free_port()
-        proc = _forwarder(server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
         wait_port(port)
         assert recv_all(socket.create_connection(("127.0.0.1", port))) == b""
         server.wait_for_log("refused local port forward: originator 127.0.0.1 port")
-        _stop(proc)
-        result = ssh(server, user, "true", flags=["-o", "ExitOnForwardFailure=yes",
-                                                  "-R", f"{free_port()}:127.0.0.1:1"])
-        assert result.returncode == 255
     finally:
-        remove_server(server)
+        _stop(proc)
+    result = ssh(server, user, "true", flags=["-o", "ExitOnForwardFailure=yes",
+                                              "-R", f"{free_port()}:127.0.0.1:1"])
+    assert result.returncode == 255
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+def test_unix_socket_forward_refused_under_permit_open(server_with, user, shared_dir,
+                                                       kind: str) -> None:
+    """With a PermitOpen list, a Unix-socket forward cannot reach any path
+    (sshd's channel_connect_to_path): the list is about host:port, and a
+    path must not slip past it (issue 11.5)."""
+    server = server_with("PermitOpen 127.0.0.1:9", kind=kind)
+    echo_path = os.path.join(shared_dir, "echo.sock")
+    echo = EchoServer(echo_path)
+    local = os.path.join(shared_dir, f"local-{kind}.sock")
+    proc = _forwarder(server, user, ["-L", f"{local}:{echo_path}"])
+    try:
+        wait_until(lambda: os.path.exists(local) or proc.poll() is not None)
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(20)  # an open that succeeds would wait for data forever
+        sock.connect(local)
+        assert recv_all(sock) == b""  # the client closes it when the open fails
+        server.wait_for_log(f"Received request to connect to path {echo_path}, "
+                            "but the request was denied.")
+    finally:
+        _stop(proc)
+        echo.close()

@@ -39,8 +39,7 @@ import paramiko
 import pytest
 
 from privsep.monitor import pubkey
-from privsep.listener.hostkey_files import load_private
-from privsep.monitor.hostkeys import public_half
+from privsep.monitor.hostkeys import public_keys, read_host_keys
 from privsep.wire import messages as wire
 from privsep.common.peer import Peer
 from privsep.monitor.monitor import Ending, Monitor, serve_phase
@@ -105,7 +104,7 @@ def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
     options = ServerOptions().finish()
     options.use_pam = True
     options.pam_service = pam_service
-    keys = [load_private(str(host_key_path))]
+    keys, _ = read_host_keys([str(host_key_path)])
     _, startup_fd = os.pipe()
     monitor = Monitor(options, keys, PEER, startup_fd)
     channel = MonitorChannel(sock)
@@ -114,6 +113,7 @@ def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
     # net-child) and the post-auth session.
     try:
         result = serve_phase(monitor, channel, "preauth")
+        log.info("harness: key options %s", [(o.name, o.value) for o in monitor.key_options])
         if result.handoff is not None:
             log.info("harness: Handoff accepted for %s (session id %s)",
                      monitor.state.user, result.handoff.state.session_id.hex())
@@ -243,7 +243,7 @@ class NetChild:
 
     def __init__(self, channel: MonitorChannel, host_key_path: Path) -> None:
         self.ch = channel
-        self.host_public = public_half(load_private(str(host_key_path)))
+        self.host_public = public_keys(read_host_keys([str(host_key_path)])[0])[0]
 
     def sign(self, data: bytes) -> bytes:
         answer, _ = self.ch.call(wire.SignRequest(ALG, data), wire.SignAnswer)
@@ -446,7 +446,7 @@ def test_key_not_in_authorized_keys(hostile, user, stranger_key):
     assert answers == [False]
     fp = pubkey.fingerprint(stranger_key.asbytes())
     assert f"Public key {ALG} {fp} not allowed for {user.name}" in outcome.log, str(outcome)
-    assert_refused(outcome, "KeyVerifyRequest key was never allowed")
+    assert_refused(outcome, "KeyVerifyRequest for a key other than the one last allowed")
 
 
 def test_key_verify_with_no_key_allowed_request(hostile, user, user_key):
@@ -457,7 +457,7 @@ def test_key_verify_with_no_key_allowed_request(hostile, user, user_key):
         blob = userauth_blob(session_id, user.name, user_key.asbytes())
         child.attack(signed_verify(user_key, blob))
 
-    assert_refused(hostile(steps), "KeyVerifyRequest key was never allowed")
+    assert_refused(hostile(steps), "KeyVerifyRequest for a key other than the one last allowed")
 
 
 # --- claims of success -----------------------------------------------------------------------
@@ -615,3 +615,72 @@ def test_largest_legal_record_crosses_the_channel():
     finally:
         sender.close()
         receiver.close()
+
+
+# --- key options come from the key verified (issue 11.3) ---------------------------------------
+
+RESTRICTED_OPTIONS = 'command="echo forced",no-pty'
+
+
+@pytest.fixture
+def restricted_key(user, tmp_path) -> paramiko.Ed25519Key:
+    """R: a second key of ``user``, on a restricted authorized_keys line
+    before the user's unrestricted key U (``user_key``)."""
+    path = _keygen(tmp_path / "id_restricted")
+    key = paramiko.Ed25519Key.from_private_key_file(str(path))
+    auth = user.home / ".ssh" / "authorized_keys"
+    line = f"{RESTRICTED_OPTIONS} {path.with_suffix('.pub').read_text().strip()}\n"
+    auth.write_text(line + auth.read_text())  # root writes; owner and mode stay the user's
+    return key
+
+
+def test_key_verify_for_a_key_allowed_before_another(hostile, user, user_key,
+                                                     restricted_key):
+    """A compromised net-child asks about the restricted key R, then about the
+    user's unrestricted key U, then sends a good signature by R: the question
+    about U reset the one-key state, so R is no longer the key allowed, and
+    the session can never get U's freedom with R's signature."""
+    answers = []
+
+    def steps(child: NetChild) -> None:
+        session_id = child.kex()
+        assert child.pwnam(user.name) is True
+        answers.append(child.key_allowed(restricted_key))
+        answers.append(child.key_allowed(user_key))
+        blob = userauth_blob(session_id, user.name, restricted_key.asbytes())
+        child.attack(signed_verify(restricted_key, blob))
+
+    outcome = hostile(steps)
+    assert answers == [True, True]
+    for key in (restricted_key, user_key):
+        fp = pubkey.fingerprint(key.asbytes())
+        assert f"Public key {ALG} {fp} allowed for {user.name}" in outcome.log, str(outcome)
+    assert_refused(outcome, "KeyVerifyRequest for a key other than the one last allowed")
+    assert "harness: key options []" in outcome.log, str(outcome)
+
+
+@pytest.mark.parametrize("asked", [["R"], ["U", "R"]], ids=["R", "U-then-R"])
+def test_control_key_options_are_the_verified_keys(hostile, user, user_key,
+                                                   restricted_key, asked):
+    """R asked about last and verified: handed off, with R's line's options."""
+    keys = {"R": restricted_key, "U": user_key}
+    verdicts = []
+
+    def steps(child: NetChild) -> None:
+        session_id = child.kex()
+        assert child.pwnam(user.name) is True
+        for name in asked:
+            assert child.key_allowed(keys[name]) is True
+        blob = userauth_blob(session_id, user.name, restricted_key.asbytes())
+        verdicts.append(child.verify(signed_verify(restricted_key, blob)))
+        child.ch.send(fake_handoff(session_id))
+
+    outcome = hostile(steps)
+    assert verdicts == [True]
+    assert outcome.code == HANDED_OFF, str(outcome)
+    fp = pubkey.fingerprint(restricted_key.asbytes())
+    assert (f"Accepted publickey for {user.name} from {PEER} ssh2: ED25519 {fp}"
+            in outcome.log), str(outcome)
+    assert "harness: key options [('command', 'echo forced'), ('no-pty', None)]" \
+        in outcome.log, str(outcome)
+    assert "fatal" not in outcome.log

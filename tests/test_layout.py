@@ -31,7 +31,7 @@ def _id_changes(path: Path) -> list[str]:
 
 def test_the_layout_is_there() -> None:
     packages = {p.parent.name for p in REPO.glob("privsep/*/__init__.py")}
-    assert packages == {"listener", "monitor", "netchild", "session", "shell", "child",
+    assert packages == {"listener", "monitor", "netchild", "session", "shell", "signer", "child",
                         "common", "config", "wire"}
     assert (REPO / "privsep_tree/__init__.py").exists()
 

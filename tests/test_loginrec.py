@@ -151,6 +151,17 @@ def test_logout_without_login_leaves_utmp_alone(files: dict[str, str]) -> None:
     assert Path(files["utmp"]).read_bytes() == after
 
 
+def test_logout_touches_only_its_own_login(files: dict[str, str]) -> None:
+    """Issue 11.2: another login now on the same line (another monitor's
+    pid) keeps its USER_PROCESS entry when this monitor logs out."""
+    login(files, line="pts/3", pid=5555, user="bob")
+    logout(files, line="pts/3", pid=4242)
+    [u] = read_records(files["utmp"])
+    assert (u.type, u.pid, u.user) == (USER_PROCESS, 5555, "bob")
+    [d] = utmpdump(files["utmp"])
+    assert (d["type"], d["pid"], d["user"]) == (7, 5555, "bob")
+
+
 def _entry(type_: int, line: str = "", id_: str = "", user: str = "",
            pid: int = 0) -> bytes:
     return UtmpEntry(type=type_, pid=pid, line=line, id=id_, user=user, host="",

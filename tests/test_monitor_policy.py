@@ -16,7 +16,7 @@ import pytest
 from privsep.wire import messages as wire
 from privsep.wire.userauth import SignedUserauth
 from privsep.monitor.policy import (
-    MAX_USER_LEN, MonitorState, Phase, PolicyViolation, admit, bind_session_id,
+    MAX_USER_LEN, AllowedKey, MonitorState, Phase, PolicyViolation, admit, bind_session_id,
     userauth_binding_error,
 )
 
@@ -49,7 +49,7 @@ def user_named(name: str = "alice") -> MonitorState:
 
 def authenticated() -> MonitorState:
     state = user_named()
-    state.allowed_keys.add((ALG, BLOB))
+    state.allowed_key = AllowedKey(ALG, BLOB)
     state.authenticated = True
     return state
 
@@ -171,11 +171,11 @@ def test_oversized_password_refused():
 
 def test_key_verify_for_key_never_allowed_refused():
     state = user_named()
-    refused(state, wire.KeyVerifyRequest(ALG, BLOB, b"data", b"sig"), "key was never allowed")
-    state.allowed_keys.add((ALG, BLOB))
+    refused(state, wire.KeyVerifyRequest(ALG, BLOB, b"data", b"sig"), "for a key other than the one last allowed")
+    state.allowed_key = AllowedKey(ALG, BLOB)
     # Same key under another algorithm name, or another key: still never allowed.
-    refused(state, wire.KeyVerifyRequest("ssh-rsa", BLOB, b"d", b"s"), "key was never allowed")
-    refused(state, wire.KeyVerifyRequest(ALG, OTHER_BLOB, b"d", b"s"), "key was never allowed")
+    refused(state, wire.KeyVerifyRequest("ssh-rsa", BLOB, b"d", b"s"), "for a key other than the one last allowed")
+    refused(state, wire.KeyVerifyRequest(ALG, OTHER_BLOB, b"d", b"s"), "for a key other than the one last allowed")
     admit(state, wire.KeyVerifyRequest(ALG, BLOB, b"data", b"sig"))
 
 
@@ -189,7 +189,7 @@ def test_handoff_before_authenticated_refused(make_state):
 
 def test_handoff_with_allowed_key_but_no_verify_refused():
     state = user_named()
-    state.allowed_keys.add((ALG, BLOB))
+    state.allowed_key = AllowedKey(ALG, BLOB)
     refused(state, HANDOFF, "Handoff before authentication")
 
 
@@ -253,7 +253,7 @@ def test_pty_cleanup_only_of_allocated_tty():
 
 def bound_state() -> MonitorState:
     state = user_named("alice")
-    state.allowed_keys.add((ALG, BLOB))
+    state.allowed_key = AllowedKey(ALG, BLOB)
     return state
 
 
@@ -295,7 +295,7 @@ def test_binding_each_field(change, reason):
 def test_binding_blob_must_match_the_request_not_just_an_allowed_key():
     """The blob names key A, the request key B: refused even if both allowed."""
     state = bound_state()
-    state.allowed_keys.add((ALG, OTHER_BLOB))
+    state.allowed_key = AllowedKey(ALG, OTHER_BLOB)
     req = wire.KeyVerifyRequest(ALG, OTHER_BLOB, b"", b"")
     assert "another key or algorithm" in userauth_binding_error(state, req, GOOD)
 
@@ -412,3 +412,32 @@ def test_other_postauth_data_still_refused():
     state = with_host_keys(postauth())
     refused(state, wire.SignRequest(ALG, b"\x00\x00\x00\x05hello" + bytes(40)),
             "not an exchange hash")
+
+
+# --- one key state (issue 11.3): each KeyAllowedRequest resets it -------------------------
+
+def test_verify_only_the_key_allowed_last() -> None:
+    """Allowed R, then asked about U: a signature by R is no longer admitted,
+    so R's options cannot ride on U's approval or the other way round."""
+    state = user_named()
+    state.allowed_key = AllowedKey(ALG, BLOB)
+    admit(state, wire.KeyVerifyRequest(ALG, BLOB, b"d", b"s"))
+    state.allowed_key = AllowedKey(ALG, OTHER_BLOB)  # what answer_key_allowed leaves
+    refused(state, wire.KeyVerifyRequest(ALG, BLOB, b"d", b"s"),
+            "for a key other than the one last allowed")
+    state.allowed_key = None  # a key refused last resets it too
+    refused(state, wire.KeyVerifyRequest(ALG, OTHER_BLOB, b"d", b"s"),
+            "for a key other than the one last allowed")
+
+
+# --- ptys bounded by MaxSessions (issue 11.6) -----------------------------------------------
+
+def test_ptys_beyond_max_sessions_are_refused() -> None:
+    state = postauth()
+    state.max_ptys = 2
+    for tty in ("/dev/pts/7", "/dev/pts/8"):
+        admit(state, PTY_REQUEST)
+        state.ptys.add(tty)
+    refused(state, PTY_REQUEST, r"beyond 2 ptys \(MaxSessions\)")
+    state.ptys.discard("/dev/pts/7")
+    admit(state, PTY_REQUEST)

@@ -1,6 +1,13 @@
 """Logging in OpenSSH's words and places: syslog (facility AUTH, tag
 privsep-sshd), stderr with -e, a file with -E.  LogLevel VERBOSE sits
-between INFO and DEBUG, as sshd's does."""
+between INFO and DEBUG, as sshd's does.
+
+Every line is escaped before it is written, wherever it goes: user names,
+version strings, subsystem names and disconnect messages come from the
+network, and a newline in one must not become a forged log line of its own
+(fail2ban would believe it).  The escaping is OpenSSH's strnvis for syslog
+(VIS_CSTYLE | VIS_NL | VIS_TAB | VIS_OCTAL); unlike sshd, stderr and -E get
+it too."""
 
 from __future__ import annotations
 
@@ -21,23 +28,51 @@ LEVELS = {
 }
 
 
+#: Control characters in C style, as vis(3) writes them with VIS_CSTYLE.
+_CSTYLE = {0x07: "\\a", 0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0B: "\\v", 0x0C: "\\f",
+           0x0D: "\\r", 0x5C: "\\\\"}
+
+
+def vis(text: str) -> str:
+    """``text`` with every byte that is not printable ASCII escaped: C-style
+    for the common controls, octal (``\\303``) for the rest, backslash doubled."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the usual case, unchanged
+    out = []
+    for byte in text.encode("utf-8", "surrogateescape"):
+        if byte in _CSTYLE:
+            out.append(_CSTYLE[byte])
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03o}")
+    return "".join(out)
+
+
+class VisFormatter(logging.Formatter):
+    """A formatter whose every line is escaped by ``vis``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return vis(super().format(record))
+
+
 def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(LEVELS.get(level, logging.INFO))
     if logfile:
         handler: logging.Handler = logging.FileHandler(logfile)
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {TAG}[%(process)d]: %(message)s",
-                                               "%b %d %H:%M:%S"))
+        handler.setFormatter(VisFormatter(f"%(asctime)s {TAG}[%(process)d]: %(message)s",
+                                          "%b %d %H:%M:%S"))
     elif stderr:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(VisFormatter("%(message)s"))
     else:
         code = logging.handlers.SysLogHandler.facility_names.get(facility.lower(), 4 << 3)
         # PAM modules log through glibc's syslog(): give them our tag too.
         syslog.openlog(TAG, syslog.LOG_PID, code << 3)
         handler = _QuietSysLogHandler("/dev/log", facility=code)
-        handler.setFormatter(logging.Formatter(f"{TAG}[%(process)d]: %(message)s"))
+        handler.setFormatter(VisFormatter(f"{TAG}[%(process)d]: %(message)s"))
     root.addHandler(handler)
     # paramiko's own chatter is for -d only.
     logging.getLogger("paramiko").setLevel(

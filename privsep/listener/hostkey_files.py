@@ -1,17 +1,11 @@
-"""Host key files, at start-up as root: made when missing, read for -t.
-
-The listener loads the private keys once and each monitor inherits them by
-fork; only the monitor signs with them.
-"""
+"""Host key files, at start-up as root: made when missing, by ssh-keygen,
+so that the listener never reads a private key (privsep/signer/ does)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 
-import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 _KEYGEN_ARGS = {"rsa": ["-t", "rsa", "-b", "3072"], "ecdsa": ["-t", "ecdsa"], "ed25519": ["-t", "ed25519"]}
 
@@ -38,17 +32,3 @@ def generate_missing(paths: list[str]) -> list[str]:
         )
         made.append(path)
     return made
-
-
-def load_private(path: str) -> paramiko.PKey:
-    """A host private key in OpenSSH or PEM format."""
-    try:
-        return paramiko.PKey.from_path(path)
-    except paramiko.SSHException:
-        # paramiko 5.1.0 misreads ECDSA keys in OpenSSH's own format
-        # ("Invalid key curve identifier"); cryptography reads them.
-        with open(path, "rb") as handle:
-            key = serialization.load_ssh_private_key(handle.read(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise
-        return paramiko.ECDSAKey(vals=(key, key.public_key()))

@@ -14,11 +14,10 @@ import signal
 import socket
 import stat
 
-import paramiko
-
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.config.servconf import ServerConfig, ServerOptions
+from privsep.wire.hostkey_blobs import HostKey
 
 
 def _connection_from_stdio() -> socket.socket:
@@ -65,7 +64,7 @@ def _copy(sock: socket.socket) -> None:
                 break
 
 
-def serve(options: ServerOptions, host_keys: list[paramiko.PKey], config: ServerConfig) -> int:
+def serve(options: ServerOptions, host_keys: list[HostKey], config: ServerConfig) -> int:
     conn = _connection_from_stdio()
     startup_r, startup_w = os.pipe()
     os.close(startup_r)

@@ -27,13 +27,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import paramiko
-
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.listener import sdnotify
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.common.trace import trace
+from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.listener")
 
@@ -74,7 +73,7 @@ def bind_all(options: ServerOptions) -> list[socket.socket]:
 @dataclass
 class Listener:
     options: ServerOptions
-    host_keys: list[paramiko.PKey]
+    host_keys: list[HostKey]
     sockets: list[socket.socket]
     argv_text: str
     config: ServerConfig | None = None
@@ -205,7 +204,7 @@ class Listener:
         self.hup = True
 
 
-def run(options: ServerOptions, host_keys: list[paramiko.PKey], argv_text: str,
+def run(options: ServerOptions, host_keys: list[HostKey], argv_text: str,
         one_shot: bool = False, config: ServerConfig | None = None) -> None:
     sockets = bind_all(options)
     Listener(options, host_keys, sockets, argv_text, config=config, one_shot=one_shot).serve()

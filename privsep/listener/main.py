@@ -19,8 +19,9 @@ from privsep.common import log as logsetup
 from privsep.config import servconf
 from privsep.config.match import ConnectionInfo
 from privsep.listener import hostkey_files, inetd, listener
-from privsep.monitor import loginrec
+from privsep.monitor import hostkeys, loginrec
 from privsep.monitor.accounts import user_groups
+from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.sshd")
 
@@ -59,49 +60,27 @@ def load_config(args: argparse.Namespace) -> servconf.ServerConfig:
     return servconf.parse_config(args.config, overrides)
 
 
-def _check_host_keys(options: servconf.ServerOptions) -> list[str]:
-    """-t's host key check: every configured key that exists must load."""
-    problems = []
-    for path in options.host_key:
-        if not os.path.exists(path):
-            continue  # made on first start
+def prepare(options: servconf.ServerOptions) -> list[HostKey]:
+    """Start-up checks and set-up; returns the host keys (public halves)."""
+    if os.geteuid() == 0:
         try:
-            hostkey_files.load_private(path)
-        except Exception as exc:
-            problems.append(f"Unable to load host key \"{path}\": {exc}")
-    return problems
-
-
-def prepare(options: servconf.ServerOptions) -> list:
-    """Start-up checks and set-up; returns the host keys."""
-    if os.geteuid() != 0:
-        return _load_host_keys(options)
-    try:
-        pwd.getpwnam(options.privsep_user)
-    except KeyError:
-        raise SystemExit(f"Privilege separation user {options.privsep_user} does not exist")
-    os.makedirs(options.privsep_dir, mode=0o755, exist_ok=True)
-    st = os.stat(options.privsep_dir)
-    if st.st_uid != 0 or st.st_mode & 0o022 or os.listdir(options.privsep_dir):
-        raise SystemExit(f"{options.privsep_dir} must be owned by root, not group or "
-                         "world-writable, and empty")
-    for path in hostkey_files.generate_missing(options.host_key):
-        log.info("Generated host key %s", path)
-    keys = _load_host_keys(options)
-    try:
-        loginrec.ensure_utmp()
-    except OSError as exc:
-        log.error("Cannot create utmp: %s", exc)
-    return keys
-
-
-def _load_host_keys(options: servconf.ServerOptions) -> list:
-    keys = []
-    for path in options.host_key:
+            pwd.getpwnam(options.privsep_user)
+        except KeyError:
+            raise SystemExit(f"Privilege separation user {options.privsep_user} does not exist")
+        os.makedirs(options.privsep_dir, mode=0o755, exist_ok=True)
+        st = os.stat(options.privsep_dir)
+        if st.st_uid != 0 or st.st_mode & 0o022 or os.listdir(options.privsep_dir):
+            raise SystemExit(f"{options.privsep_dir} must be owned by root, not group or "
+                             "world-writable, and empty")
+        for path in hostkey_files.generate_missing(options.host_key):
+            log.info("Generated host key %s", path)
         try:
-            keys.append(hostkey_files.load_private(path))
-        except Exception as exc:
-            log.error("Unable to load host key %s: %s", path, exc)
+            loginrec.ensure_utmp()
+        except OSError as exc:
+            log.error("Cannot create utmp: %s", exc)
+    keys, problems = hostkeys.read_host_keys(options.host_key)
+    for problem in problems:
+        log.error("%s", problem)
     if not keys:
         raise SystemExit("sshd: no hostkeys available -- exiting.")
     return keys
@@ -155,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 255
     if args.test or args.dump:
-        problems = _check_host_keys(options) if os.geteuid() == 0 else []
+        existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
+        problems = hostkeys.read_host_keys(existing)[1] if os.geteuid() == 0 else []
         for problem in problems:
             print(problem, file=sys.stderr)
         if args.dump:

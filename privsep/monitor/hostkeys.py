@@ -1,21 +1,102 @@
-"""Host private keys in the monitor: signing, and the public halves given to
-the children."""
+"""Host keys, root side: each signature is made by a signer child that reads
+the private key from its file (privsep/signer/), so that the monitor, and
+every process forked from it, only ever holds the public halves.
+
+``read_host_keys`` is the same idea at start-up: the listener learns each
+key's public half from a signer, and never reads a private key itself.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import select
+import signal
+from typing import Callable
+
 import paramiko
 
-from privsep.wire.hostkey_blobs import algorithms_for_type
+from privsep.signer import signer
+from privsep.wire import hostkey_blobs
+from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
+
+log = logging.getLogger("privsep.monitor")
+
+#: A signer that has not answered by then is killed (a key file on a hung
+#: file system must not hang the connection).
+SIGNER_TIMEOUT = 10.0
+#: The most a signer may write: a signature, or the start-up report.
+MAX_SIGNER_OUTPUT = 1024 * 1024
 
 
-def sign(keys: list[paramiko.PKey], algorithm: str, data: bytes) -> bytes | None:
-    """The SSH signature blob of ``data`` by the key for ``algorithm``, or None."""
-    for key in keys:
-        if algorithm in algorithms_for_type(key.get_name()):
-            return key.sign_ssh_data(data, algorithm).asbytes()
-    return None
+class SignerFailed(Exception):
+    """The signer wrote nothing usable: the key could not be read or used."""
 
 
-def public_half(key: paramiko.PKey) -> paramiko.PKey:
-    """The same key without its private part (what children may see)."""
-    return paramiko.PKey.from_type_string(key.get_name(), key.asbytes())
+def key_for(keys: list[HostKey], algorithm: str) -> HostKey | None:
+    """The host key that signs for ``algorithm``, if this server has one."""
+    return next((k for k in keys if algorithm in algorithms_for_type(k.key_type)), None)
+
+
+def sign(key: HostKey, algorithm: str, data: bytes) -> bytes:
+    """The SSH signature blob of ``data`` by ``key``, made by a signer child."""
+    return _run_signer(lambda out_fd: signer.sign(key, algorithm, data, out_fd))
+
+
+def read_host_keys(paths: list[str]) -> tuple[list[HostKey], list[str]]:
+    """The keys that load, and sshd's words for those that do not."""
+    report = hostkey_blobs.decode_key_checks(
+        _run_signer(lambda out_fd: signer.check(list(paths), out_fd)))
+    keys, problems = [], []
+    for path, ok, payload in report:
+        if ok:
+            keys.append(HostKey(path, payload))
+        else:
+            problems.append(f"Unable to load host key \"{path}\": "
+                            f"{payload.decode('utf-8', 'replace')}")
+    return keys, problems
+
+
+def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
+    """The public halves as paramiko keys, for the children to offer."""
+    return [paramiko.PKey.from_type_string(k.key_type, k.blob) for k in keys]
+
+
+def _run_signer(body: Callable[[int], object]) -> bytes:
+    """Fork a signer running ``body(out_fd)``; what it wrote, once it exited 0."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        body(write_fd)  # exits
+        os._exit(1)
+    os.close(write_fd)
+    try:
+        output = _read_until_eof(read_fd)
+    finally:
+        os.close(read_fd)
+        if output is None:  # timed out
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if output is None or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0 or not output:
+        raise SignerFailed(f"signer {pid} failed (wait status {status})")
+    return output
+
+
+def _read_until_eof(fd: int) -> bytes | None:
+    """Everything written to ``fd`` until the writer closed it; None past the
+    time limit or the size limit."""
+    chunks: list[bytes] = []
+    size = 0
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        if not poller.poll(SIGNER_TIMEOUT * 1000):
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_SIGNER_OUTPUT:
+            return None
+        chunks.append(chunk)

@@ -179,9 +179,10 @@ def record_logout(line: str, pid: int, utmp_path: str = UTMP_PATH,
                   wtmp_path: str = WTMP_PATH) -> None:
     """Mark ``line`` logged out: DEAD_PROCESS in utmp (in place) and in wtmp (appended).
 
-    utmp: the first USER_PROCESS or LOGIN_PROCESS slot with this line gets
-    type 8, empty user and host and the current time; its pid, id and address
-    are left alone. No such slot: utmp is not touched.
+    utmp: the USER_PROCESS or LOGIN_PROCESS slot with this line, this line's
+    id and ``pid`` (the one this login wrote) gets type 8, empty user and
+    host and the current time; its pid, id and address are left alone.  No
+    such slot: utmp is not touched, whoever else holds the line now.
     wtmp: a new record with ``pid`` and the line, every other field empty.
     Error handling as in record_login.
     """
@@ -191,7 +192,7 @@ def record_logout(line: str, pid: int, utmp_path: str = UTMP_PATH,
                      host="", exit_termination=0, exit_status=0, session=0,
                      tv_sec=sec, tv_usec=usec, addr="")
     _run_all([
-        lambda: _utmp_logout(utmp_path, _raw(line), sec, usec),
+        lambda: _utmp_logout(utmp_path, _raw(line), pid, sec, usec),
         lambda: _append_record(wtmp_path, dead.to_bytes()),
     ])
 
@@ -260,13 +261,13 @@ def _utmp_login(path: str, data: bytes) -> None:
             _pwrite_record(fd, data, target)
 
 
-def _utmp_logout(path: str, line: bytes, sec: int, usec: int) -> None:
+def _utmp_logout(path: str, line: bytes, pid: int, sec: int, usec: int) -> None:
     with _locked(path, os.O_RDWR) as fd:
         slots = _read_all(fd)
         for off in range(0, len(slots) - UTMP_RECORD_SIZE + 1, UTMP_RECORD_SIZE):
-            if (_type_at(slots, off) in (LOGIN_PROCESS, USER_PROCESS)
-                    and _field(slots, off + 8, 32) == line):
-                f = list(_UTMPX.unpack_from(slots, off))
+            f = list(_UTMPX.unpack_from(slots, off))
+            if (f[0] in (LOGIN_PROCESS, USER_PROCESS) and f[1] == pid
+                    and _field(slots, off + 8, 32) == line and f[3].rstrip(b"\0") == line[-4:]):
                 f[0] = DEAD_PROCESS
                 f[4] = b""   # ut_user
                 f[5] = b""   # ut_host

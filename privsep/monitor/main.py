@@ -16,8 +16,6 @@ import socket
 import sys
 from typing import NoReturn
 
-import paramiko
-
 from privsep.common import proctitle, roles
 from privsep.common.channel import MonitorChannel, make_pair
 from privsep.common.log import verbose
@@ -30,6 +28,7 @@ from privsep.monitor.policy import Phase
 from privsep.netchild import netchild
 from privsep.session import main as session_main
 from privsep.wire import messages as wire
+from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.monitor")
 
@@ -37,7 +36,7 @@ log = logging.getLogger("privsep.monitor")
 MAX_BANNER = 64 * 1024
 
 
-def run(conn: socket.socket, options: ServerOptions, host_keys: list[paramiko.PKey],
+def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
         startup_fd: int, config: ServerConfig | None = None,
         close_fds: tuple[int, ...] = ()) -> NoReturn:
     """The monitor's whole life, from the listener's fork: ``close_fds`` are
@@ -87,7 +86,7 @@ def _no_nagle(conn: socket.socket) -> None:
 
 def _fork_net_child(monitor: Monitor, conn: socket.socket) -> MonitorChannel:
     ours, theirs = make_pair()
-    publics = [hostkeys.public_half(k) for k in monitor.host_keys]
+    publics = hostkeys.public_keys(monitor.host_keys)
     banner = _read_banner(monitor.options.banner)
     pid = os.fork()
     if pid == 0:
@@ -166,7 +165,7 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     assert monitor.pw is not None
     env = monitor.pam.getenvlist() if monitor.pam is not None else {}
     ours, theirs = make_pair()
-    publics = [hostkeys.public_half(k) for k in monitor.host_keys]
+    publics = hostkeys.public_keys(monitor.host_keys)
     pid = os.fork()
     if pid == 0:
         session_main.run(conn, theirs, state, monitor.pw, env, monitor.options, publics,

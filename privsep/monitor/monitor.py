@@ -20,7 +20,6 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
-import paramiko
 
 from privsep.common import proctitle, roles
 from privsep.common.channel import MonitorChannel
@@ -33,10 +32,12 @@ from privsep.monitor import auth_pam, authorized_keys, hostkeys, loginrec, pty, 
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
-    MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
+    AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
 )
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
+from privsep.wire.hostkey_blobs import HostKey
+from privsep.wire.keyoptions import KeyOption
 from privsep.wire.userauth import parse_signed_userauth
 
 log = logging.getLogger("privsep.monitor")
@@ -64,7 +65,7 @@ class ChildGone(Exception):
 @dataclass
 class Monitor:
     options: ServerOptions
-    host_keys: list[paramiko.PKey]
+    host_keys: list[HostKey]
     peer: Peer
     #: Closed once authentication succeeded, so the listener stops counting us
     #: against MaxStartups.
@@ -82,12 +83,18 @@ class Monitor:
     config: ServerConfig | None = None
     #: The PAM conversation of a keyboard-interactive login in progress.
     kbdint: KbdintConversation | None = None
-    #: Key options of the authorized_keys line that let the user in.
-    key_options: tuple = ()
+    #: Key options of the authorized_keys line that let the user in (none
+    #: unless publickey authentication did).
+    key_options: tuple[KeyOption, ...] = ()
+    #: The master end of each pty handed to the session process, held until
+    #: the pty is released, so that the kernel cannot give its number to
+    #: another login while we still act on that name (as sshd's monitor).
+    pty_masters: dict[str, int] = field(default_factory=dict)
     _remote_host: str | None = None
 
     def __post_init__(self) -> None:
-        self.state.host_key_blobs = frozenset(k.asbytes() for k in self.host_keys)
+        self.state.host_key_blobs = frozenset(k.blob for k in self.host_keys)
+        self.state.max_ptys = self.options.max_sessions
 
     # --- identity -----------------------------------------------------------
 
@@ -118,7 +125,7 @@ class Monitor:
             return None
         return pw
 
-    def _root_refused(self, method: str) -> bool:
+    def _root_refused(self, method: str, key_options: tuple[KeyOption, ...]) -> bool:
         """PermitRootLogin, checked when a method has otherwise succeeded."""
         if self.pw is None or self.pw.pw_uid != 0:
             return False
@@ -126,7 +133,7 @@ class Monitor:
         allowed = policy == "yes" or (
             method == "publickey" and (policy == "prohibit-password" or (
                 policy == "forced-commands-only"
-                and any(o.name == "command" for o in self.key_options))))
+                and any(o.name == "command" for o in key_options))))
         if not allowed:
             log.info("ROOT LOGIN REFUSED FROM %s port %d", self.peer.addr, self.peer.port)
         return not allowed
@@ -134,11 +141,17 @@ class Monitor:
     # --- pre-auth answers -----------------------------------------------------
 
     def answer_sign(self, req: wire.SignRequest) -> wire.SignAnswer:
-        bind_session_id(self.state, req.data)
-        signature = hostkeys.sign(self.host_keys, req.algorithm, req.data)
-        if signature is None:
+        key = hostkeys.key_for(self.host_keys, req.algorithm)
+        if key is None:
             raise PolicyViolation(f"no host key for algorithm {req.algorithm!r}")
-        trace(log, "monitor", "signed %d bytes with the %s host key", len(req.data), req.algorithm)
+        bind_session_id(self.state, req.data)
+        try:
+            signature = hostkeys.sign(key, req.algorithm, req.data)
+        except hostkeys.SignerFailed as exc:
+            log.error("Could not sign with host key %s: %s", key.path, exc)
+            raise ChildGone() from None
+        trace(log, "monitor", "signed %d bytes with the %s host key (signer child)", len(req.data),
+              req.algorithm)
         return wire.SignAnswer(signature)
 
     def answer_pwnam(self, req: wire.PwnamRequest) -> wire.PwnamAnswer:
@@ -148,6 +161,7 @@ class Monitor:
                 user=req.user, host=self.remote_host, address=self.peer.addr,
                 local_address=self.peer.local_addr, local_port=self.peer.local_port,
                 groups=user_groups(req.user)))
+            self.state.max_ptys = self.options.max_sessions
         self.pw = self._lookup(req.user)
         self.state.user_valid = self.pw is not None
         proctitle.set(roles.monitor_title(req.user if self.state.user_valid else None))
@@ -158,9 +172,11 @@ class Monitor:
                                          ruser=req.user)
         return wire.PwnamAnswer(self.state.user_valid, ",".join(self.options.auth_methods()))
 
-    def _accept(self, method: str, detail: str = "") -> bool:
-        """Final checks once a method succeeded; logs the verdict."""
-        if self._root_refused(method.split("/")[0]):
+    def _accept(self, method: str, detail: str = "",
+                key_options: tuple[KeyOption, ...] = ()) -> bool:
+        """Final checks once a method succeeded; logs the verdict.
+        ``key_options`` are those of the verified key's line (publickey)."""
+        if self._root_refused(method.split("/")[0], key_options):
             return False
         if self.pam is not None:
             result = self.pam.acct_mgmt()
@@ -169,6 +185,7 @@ class Monitor:
                           self.state.user, self.peer, result.message)
                 return False
         self.state.authenticated = True
+        self.key_options = key_options
         log.info("Accepted %s for %s from %s ssh2%s", method, self.state.user, self.peer, detail)
         return True
 
@@ -217,19 +234,21 @@ class Monitor:
         return keys
 
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
+        self.state.allowed_key = None
         found = None
         if (self.options.pubkey_authentication and self.pw is not None
                 and req.algorithm in self.options.pubkey_accepted_algorithms):
             found = authorized_keys.find_key(self._authorized_keys(), req.algorithm, req.keyblob)
-            if found is not None and not authorized_keys.key_usable_from(found, self.peer.addr):
-                log.info("Authentication tried for %s with correct key but not from a "
-                         "permitted host (host=%s, ip=%s).", self.state.user, self.peer.addr,
-                         self.peer.addr)
+            refusal = found and authorized_keys.key_refusal(found, self.state.user, self.peer.addr,
+                                                            host=self.remote_host)
+            if refusal:
+                # sshd: the from= refusal at INFO, an expired entry at DEBUG
+                log.log(logging.DEBUG if refusal.endswith("entry expired") else logging.INFO,
+                        "%s", refusal)
                 found = None
         allowed = found is not None
         if found is not None:
-            self.key_options = found.options
-            self.state.allowed_keys.add((req.algorithm, req.keyblob))
+            self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found.options)
         verbose(log, "Public key %s %s %s for %s",
                 req.algorithm, pubkey.fingerprint(req.keyblob),
                 "allowed" if allowed else "not allowed", self._user_text())
@@ -252,9 +271,11 @@ class Monitor:
         except ValueError as exc:
             raise PolicyViolation(f"malformed key blob: {exc}") from None
         detail = f": {pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
+        allowed = self.state.allowed_key
+        assert allowed is not None  # admitted only for the key last allowed
         if pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
-                                                 req.signature):
-            if self._accept("publickey", detail):
+                                            req.signature):
+            if self._accept("publickey", detail, allowed.options):
                 trace(log, "monitor", "signature by %s key for %s: verified, accepted", keytype,
                       self.state.user)
                 return wire.KeyVerifyAnswer(True)
@@ -299,6 +320,7 @@ class Monitor:
         assert self.pw is not None
         master, slave, tty = pty.allocate(self.pw.pw_uid)
         self.state.ptys.add(tty)
+        self.pty_masters[tty] = master
         last = ""
         if self.options.print_last_log:
             last = loginrec.last_login_message(loginrec.read_lastlog(self.pw.pw_uid))
@@ -317,14 +339,19 @@ class Monitor:
         return wire.PtyAnswer(tty, last), (master, slave)
 
     def release_pty(self, tty: str) -> None:
+        """Logout records, the device back to root, and only then our master
+        closed: until then the kernel cannot give ``tty`` to anyone else."""
+        master = self.pty_masters.pop(tty, None)
         try:
             if os.geteuid() == 0:
                 loginrec.record_logout(tty, os.getpid())
                 trace(log, "monitor", "wrote DEAD_PROCESS %s pid %d to utmp, wtmp", tty, os.getpid())
         except OSError as exc:
             log.error("Could not write logout record for %s: %s", tty, exc)
-        pty.release(tty)
-        trace(log, "monitor", "released pty %s (owner root, mode 666)", tty)
+        if master is not None:
+            pty.release(tty, master)
+            os.close(master)
+            trace(log, "monitor", "released pty %s (owner root, mode 666)", tty)
         self.state.ptys.discard(tty)
 
     def answer_pty_cleanup(self, req: wire.PtyCleanupRequest) -> wire.PtyCleanupAnswer:
@@ -352,12 +379,11 @@ class Monitor:
             elif isinstance(msg, wire.Handoff):
                 return msg
             elif isinstance(msg, wire.PtyRequest):
-                answer, fds = self.answer_pty(msg)
+                answer, (master, slave) = self.answer_pty(msg)
                 try:
-                    channel.send(answer, fds)
+                    channel.send(answer, (master, slave))
                 finally:
-                    for fd in fds:
-                        os.close(fd)
+                    os.close(slave)  # the master stays ours until release_pty
             elif isinstance(msg, wire.PtyCleanupRequest):
                 channel.send(self.answer_pty_cleanup(msg))
             else:

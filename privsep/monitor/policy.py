@@ -17,6 +17,7 @@ from typing import Callable
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire.facts import SSH_MSG_USERAUTH_REQUEST
+from privsep.wire.keyoptions import KeyOption
 from privsep.wire.userauth import SignedUserauth
 
 #: Longest user name looked up; longer ones are an attack, not a typo.
@@ -44,8 +45,13 @@ class MonitorState:
     user: str | None = None
     user_valid: bool = False
     authenticated: bool = False
-    #: (algorithm, key blob) pairs the monitor said were allowed.
-    allowed_keys: set[tuple[str, bytes]] = field(default_factory=set)
+    #: The one key the monitor last said was allowed (algorithm, blob, and
+    #: the options of its authorized_keys line); every KeyAllowedRequest
+    #: resets it, as OpenSSH's monitor_reset_key_state does, so a signature
+    #: can only ever be checked for the key asked about last.
+    allowed_key: AllowedKey | None = None
+    #: The most ptys the session process may hold at once (MaxSessions).
+    max_ptys: int = 10
     #: Ptys allocated for the session process and not yet given back.
     ptys: set[str] = field(default_factory=set)
     #: Public blobs of this server's host keys (set by the monitor at start):
@@ -53,6 +59,13 @@ class MonitorState:
     host_key_blobs: frozenset[bytes] = frozenset()
     #: Request types answered once already, for once-only rules.
     answered: set[wire.MsgType] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class AllowedKey:
+    algorithm: str
+    blob: bytes
+    options: tuple[KeyOption, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,8 +135,9 @@ def _password_ok(state: MonitorState, msg: wire.PasswordRequest) -> str | None:
 
 
 def _verify_ok(state: MonitorState, msg: wire.KeyVerifyRequest) -> str | None:
-    if (msg.algorithm, msg.keyblob) not in state.allowed_keys:
-        return "key was never allowed"
+    key = state.allowed_key
+    if key is None or (msg.algorithm, msg.keyblob) != (key.algorithm, key.blob):
+        return "for a key other than the one last allowed"
     return _user_named(state, msg)
 
 
@@ -132,6 +146,12 @@ def _handoff_ok(state: MonitorState, msg: wire.Handoff) -> str | None:
         return "before authentication"
     if msg.state.session_id != state.session_id:
         return "for another session id"
+    return None
+
+
+def _pty_ok(state: MonitorState, msg: wire.PtyRequest) -> str | None:
+    if len(state.ptys) >= state.max_ptys:
+        return f"beyond {state.max_ptys} ptys (MaxSessions)"
     return None
 
 
@@ -153,7 +173,7 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
     Phase.POSTAUTH: {
         wire.Log: Rule(),
         wire.SignRequest: Rule(when=_postauth_sign_ok),
-        wire.PtyRequest: Rule(),
+        wire.PtyRequest: Rule(when=_pty_ok),
         wire.PtyCleanupRequest: Rule(when=_pty_cleanup_ok),
     },
 }

@@ -5,8 +5,14 @@ session process's to set (privsep/session/tty.py)."""
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
+import struct
+
+#: TIOCGPTN, _IOR('T', 0x30, unsigned int) on Linux (x86-64, arm64): the
+#: number of a master's pts.  Python's termios does not name it.
+_TIOCGPTN = 0x80045430
 
 #: ptys are given to the user with group tty, mode 0620 (write for `write`).
 TTY_MODE = 0o620
@@ -34,12 +40,25 @@ def allocate(uid: int) -> tuple[int, int, str]:
     return master, slave, tty
 
 
-def release(tty: str) -> None:
-    """Give the pty device back to root, as sshd's pty_release does."""
-    if os.geteuid() != 0:
+def release(tty: str, master: int) -> None:
+    """Give the pty device back to root, as sshd's pty_release does.
+
+    ``master`` is the monitor's own master end, still open: the kernel keeps
+    the number ours while it is, and it must be the one ``tty`` names, or
+    the device is left alone."""
+    if os.geteuid() != 0 or slave_name(master) != tty:
         return
     try:
         os.chown(tty, 0, 0)
         os.chmod(tty, 0o666)
     except FileNotFoundError:
-        pass  # the kernel already freed it
+        pass
+
+
+def slave_name(master: int) -> str | None:
+    """/dev/pts/N of a master end, from the kernel (TIOCGPTN), or None."""
+    try:
+        number = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
+    except OSError:
+        return None
+    return f"/dev/pts/{number}"

@@ -24,11 +24,13 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import paramiko
 from paramiko.message import Message
 
 from privsep.common.log import verbose
+from privsep.config.match import match_pattern
 from privsep.config.servconf import ServerOptions
 from privsep.session.transport import (
     OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED, SessionTransport,
@@ -53,21 +55,30 @@ def _split_host_port(spec: str) -> tuple[str, str]:
     return host, port
 
 
-def _permission_match(entries: list[str], host: str, port: int, bare_port: bool) -> bool:
+def _port_matches(want: str, port: int) -> bool:
+    """A permission's port: '*' for any, else the number (as a2port reads it)."""
+    return want == "*" or (want.isdigit() and int(want) == port)
+
+
+def _open_entry_matches(entry: str, host: str, port: int) -> bool:
+    """channels.c open_match(): the host exactly (case and all) or '*'."""
+    want_host, want_port = _split_host_port(entry)
+    return bool(want_host) and _port_matches(want_port, port) and want_host in ("*", host)
+
+
+def _listen_entry_matches(entry: str, host: str, port: int) -> bool:
+    """channels.c remote_open_match(): a bare port stands for '*:port'; the
+    host is an OpenSSH pattern against the lower-cased listen address."""
+    want_host, want_port = _split_host_port(entry)
+    return _port_matches(want_port, port) and match_pattern(host.lower(), want_host or "*")
+
+
+def _permitted(entries: list[str], matches: Callable[[str, str, int], bool], host: str,
+               port: int) -> bool:
     """PermitOpen/PermitListen: empty or 'any' permits all, 'none' nothing."""
     if not entries or "any" in (e.lower() for e in entries):
         return True
-    for entry in entries:
-        if entry.lower() == "none":
-            continue
-        want_host, want_port = _split_host_port(entry)
-        if not want_host and not bare_port:
-            continue
-        if want_port != "*" and want_port != str(port):
-            continue
-        if want_host in ("", "*") or want_host.lower() == host.lower():
-            return True
-    return False
+    return any(e.lower() != "none" and matches(e, host, port) for e in entries)
 
 
 @dataclass
@@ -115,20 +126,29 @@ class ForwardRules:
     def remote_streamlocal(self) -> bool:
         return self._allowed(self.streamlocal, "remote")
 
+    def path_permitted(self) -> bool:
+        """A Unix-socket forward (direct-streamlocal): refused whenever a
+        PermitOpen list or a key's permitopen= narrows where forwards may go,
+        as sshd's channel_connect_to_path() refuses it (a path matches no
+        host:port entry, and must not slip past them)."""
+        narrowed = bool(self.permit_open) and "any" not in (e.lower() for e in self.permit_open)
+        return not narrowed and self.key_permit_open is None
+
     def open_permitted(self, host: str, port: int) -> bool:
-        if not _permission_match(self.permit_open, host, port, bare_port=False):
+        if not _permitted(self.permit_open, _open_entry_matches, host, port):
             return False
         return self.key_permit_open is None or bool(self.key_permit_open) and \
-            _permission_match(self.key_permit_open, host, port, bare_port=False)
+            _permitted(self.key_permit_open, _open_entry_matches, host, port)
 
     def listen_permitted(self, host: str, port: int) -> bool:
-        if not _permission_match(self.permit_listen, host, port, bare_port=True):
+        if not _permitted(self.permit_listen, _listen_entry_matches, host, port):
             return False
         return self.key_permit_listen is None or bool(self.key_permit_listen) and \
-            _permission_match(self.key_permit_listen, host, port, bare_port=True)
+            _permitted(self.key_permit_listen, _listen_entry_matches, host, port)
 
     def bind_addresses(self, requested: str) -> list[str]:
-        """Where a remote forward listens, by GatewayPorts, as sshd decides it."""
+        """Where a remote forward listens, by GatewayPorts, as sshd's
+        channel_fwd_bind_addr() decides it."""
         loopback = ["127.0.0.1", "::1"]
         if self.gateway_ports == "yes":
             return ["0.0.0.0", "::"]
@@ -138,7 +158,9 @@ class ForwardRules:
             if requested == "localhost":
                 return loopback
             return [requested]
-        return loopback
+        # Even with GatewayPorts no, an explicit loopback address is kept so
+        # that the client can choose IPv4 or IPv6.
+        return [requested] if requested in loopback else loopback
 
 
 def bind_addresses_for(gateway_ports: str, requested: str) -> list[str]:
@@ -282,6 +304,11 @@ class Forwarding:
                      "", 0, path)
             self.transport.refuse_channel(peer, OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
             return
+        if not self.rules.path_permitted():
+            log.info("Received request to connect to path %s, but the request was denied.",
+                     path[:100])
+            self.transport.refuse_channel(peer, OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
+            return
         threading.Thread(target=self._connect_unix, args=(peer, path), daemon=True,
                          name="fwd-connect").start()
 
@@ -315,9 +342,14 @@ class Forwarding:
     def tcpip_forward(self, address: str, port: int, want_reply: bool) -> int | None:
         """The port now listened on, or None (refused or failed)."""
         verbose(log, "tcpip-forward listen %s port %d", address, port)
-        if (not self.rules.remote_tcp() or (port == 0 and not want_reply)
-                or not self.rules.listen_permitted(address, port)):
+        if not self.rules.remote_tcp() or (port == 0 and not want_reply):
             log.info("refused remote port forward: listen %s port %d", address or "*", port)
+            return None
+        if not self.rules.listen_permitted(address, port):
+            # sshd's line for a forward that PermitListen/permitlisten= refuse
+            client, client_port = self._client()
+            log.info("Received request from %s port %d to remote forward to host %s port %d, "
+                     "but the request was denied.", client, client_port, address, port)
             return None
         socks: list[socket.socket] = []
         bound = port
@@ -356,6 +388,14 @@ class Forwarding:
             threading.Thread(target=self._accept_loop, daemon=True, name="fwd-listen",
                              args=(listener, sock, "forwarded-tcpip", address, bound)).start()
         return bound
+
+    def _client(self) -> tuple[str, int]:
+        """The client's address and port, for log lines."""
+        try:
+            peer = self.transport.getpeername()
+            return str(peer[0]), int(peer[1])
+        except (OSError, AttributeError, TypeError, IndexError):
+            return "UNKNOWN", 0
 
     def cancel_tcpip_forward(self, address: str, port: int) -> bool:
         with self.lock:

@@ -8,7 +8,6 @@ changes, exit status.  Everything here runs with the user's rights only.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import pwd
@@ -23,6 +22,7 @@ from paramiko.message import Message
 from privsep.child.monitor_client import MonitorClient
 from privsep.common import proctitle, roles
 from privsep.common.log import verbose
+from privsep.config.match import match_pattern
 from privsep.config.servconf import ServerOptions
 from privsep.session import programs, tty
 from privsep.session.agent import AgentForwarding
@@ -251,7 +251,7 @@ class SessionProcess:
         if not name or "=" in name or "\0" in name or "\0" in value:
             return False
         for pattern in self.options.accept_env:
-            if fnmatch.fnmatchcase(name, pattern.replace("[", "[[]")):
+            if match_pattern(name, pattern):
                 log.debug("Setting env %d: %s=%s", len(session.env), name, value)
                 session.env[name] = value
                 return True
@@ -364,28 +364,29 @@ class SessionProcess:
         return True
 
     def environment(self, session: SessionChannel) -> dict[str, str]:
-        """OpenSSH's environment for the user's program."""
+        """OpenSSH's environment for the user's program, in the order of
+        session.c's do_setup_env: what comes later wins, so the client's
+        variables (AcceptEnv) come first and cannot replace the server's."""
         pw = self.pw
-        env = dict(session.env)  # the client's (AcceptEnv); ours win over them
+        env = dict(session.env)
         env.update({
             "USER": pw.pw_name,
             "LOGNAME": pw.pw_name,
             "HOME": pw.pw_dir,
-            "SHELL": pw.pw_shell or "/bin/sh",
             "PATH": ROOT_PATH if pw.pw_uid == 0 else DEFAULT_PATH,
-            "MAIL": f"/var/mail/{pw.pw_name}",
-            "SSH_CLIENT": f"{self.peer.addr} {self.peer.port} {self.peer.local_port}",
-            "SSH_CONNECTION": f"{self.peer.addr} {self.peer.port} "
-                              f"{self.peer.local_addr} {self.peer.local_port}",
+            # no MAIL: Debian's sshd sets none (measured), nor does its pam_mail (noenv)
+            "SHELL": pw.pw_shell or "/bin/sh",
         })
         if session.pty is not None:
             env["TERM"] = session.pty.term or "dumb"
-            env["SSH_TTY"] = session.pty.tty
-        env.update(session.env)
-        env.update(self.policy.extra_environment(pw))
         if self.agent.path is not None:
             env["SSH_AUTH_SOCK"] = self.agent.path
-        env.update(self.pam_env)
+        env.update(self.policy.extra_environment(pw, self.pam_env))
+        env["SSH_CLIENT"] = f"{self.peer.addr} {self.peer.port} {self.peer.local_port}"
+        env["SSH_CONNECTION"] = (f"{self.peer.addr} {self.peer.port} "
+                                 f"{self.peer.local_addr} {self.peer.local_port}")
+        if session.pty is not None:
+            env["SSH_TTY"] = session.pty.tty
         return env
 
     def start(self, channel: paramiko.Channel, command: str | None) -> bool:

@@ -10,8 +10,24 @@ children (which offer the public halves and ask for signatures).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from privsep.wire.facts import RSA_ALGORITHMS
 from privsep.wire.sshbuf import Reader, Writer
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """A host key as the listener and the monitor know it: the file its
+    private half stays in, and its public blob.  Only a signer process
+    (privsep/signer/) ever reads the file."""
+
+    path: str
+    blob: bytes
+
+    @property
+    def key_type(self) -> str:
+        return blob_key_type(self.blob)
 
 
 def algorithms_for_type(key_type: str) -> tuple[str, ...]:
@@ -50,3 +66,21 @@ def blob_key_type(keyblob: bytes) -> str:
         return Reader(keyblob).string().decode("ascii")
     except ValueError:  # truncated, or not ASCII (UnicodeDecodeError)
         return ""
+
+
+# --- the signer's start-up report: each host key's public blob, or why not ---------
+
+def encode_key_checks(results: list[tuple[str, bool, bytes]]) -> bytes:
+    """(path, loaded, public blob or error text) for each key, in order."""
+    out = Writer().uint32(len(results))
+    for path, ok, payload in results:
+        out.text(path).boolean(ok).string(payload)
+    return bytes(out)
+
+
+def decode_key_checks(data: bytes) -> list[tuple[str, bool, bytes]]:
+    """The inverse of encode_key_checks; ValueError for anything malformed."""
+    r = Reader(data, what="host key report")
+    results = [(r.name("path"), r.boolean(), r.string()) for _ in range(r.uint32())]
+    r.end()
+    return results

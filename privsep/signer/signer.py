@@ -1,0 +1,55 @@
+"""The signer's life: forked, as root, by the monitor for one signature or by
+the listener to check the host keys at start-up.  It writes its result to a
+pipe and exits; nothing it read survives it."""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+import paramiko
+
+from privsep.signer.keyfiles import load_private
+from privsep.wire import hostkey_blobs
+from privsep.wire.hostkey_blobs import HostKey
+
+
+def sign(host_key: HostKey, algorithm: str, data: bytes, out_fd: int) -> NoReturn:
+    """Sign ``data`` with the key in ``host_key.path``, which must still be the
+    key the daemon started with; write the SSH signature blob to ``out_fd``."""
+    code = 1
+    try:
+        key = load_private(host_key.path)
+        if key.asbytes() != host_key.blob:
+            raise ValueError("the key file changed since start-up")
+        signature = key.sign_ssh_data(data, algorithm).asbytes()
+        public = paramiko.PKey.from_type_string(key.get_name(), host_key.blob)
+        if not public.verify_ssh_sig(data, paramiko.Message(signature)):
+            raise ValueError("the signature does not verify")
+        _write_all(out_fd, signature)
+        code = 0
+    except BaseException:
+        pass
+    os._exit(code)
+
+
+def check(paths: list[str], out_fd: int) -> NoReturn:
+    """Load each host key; write, for each, its public blob or why it failed."""
+    results = []
+    for path in paths:
+        try:
+            key = load_private(path)
+            results.append((path, True, key.asbytes()))
+        except Exception as exc:
+            results.append((path, False, str(exc).encode("utf-8", "replace")))
+    try:
+        _write_all(out_fd, hostkey_blobs.encode_key_checks(results))
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
