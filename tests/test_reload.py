@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.daemon import ssh, ssh_background
+from tests.daemon import ssh, ssh_background, wait_until
 
 
 @pytest.fixture
@@ -65,10 +65,28 @@ def test_hup_reexec_and_term(server_with, user, notify_socket) -> None:
     assert server.process.poll() is None
     assert ssh(server, user, "echo", "still").stdout == b"still\n"
 
-    # SIGTERM: STOPPING=1, exit 0, the live session untouched.
+    # SIGTERM: STOPPING=1, exit 0, the PidFile gone, the live session untouched.
     server.process.send_signal(signal.SIGTERM)
     assert _next(notify_socket).get("STOPPING") == "1"
     assert server.process.wait(15) == 0
+    assert not (server.workdir / "sshd.pid").exists()
+    _echo(live, b"after stop\n")
+    live.stdin.close()
+    assert live.wait(15) == 0
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+def test_term_removes_pid_file_and_leaves_sessions(server_with, user, kind: str) -> None:
+    """Side by side with sshd: SIGTERM ends the listener, its PidFile goes
+    with it (scripts wait for that), and a live session carries on."""
+    server = server_with(kind=kind)
+    pid_file = server.workdir / "sshd.pid"
+    wait_until(pid_file.exists)
+    live = ssh_background(server, user, "cat", tty=False)
+    _echo(live, b"before\n")
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(15) == 0
+    assert not pid_file.exists()
     _echo(live, b"after stop\n")
     live.stdin.close()
     assert live.wait(15) == 0

@@ -166,7 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("fatal: %s", exc)
         return 255
+    finally:
+        _remove_pid_file(options.pid_file)
     return 0
+
+
+def _remove_pid_file(path: str) -> None:
+    """As sshd on SIGTERM: the PidFile goes with the listener (scripts wait
+    for it to go), unless it names another process by now."""
+    try:
+        with open(path) as handle:
+            if handle.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
