@@ -21,6 +21,7 @@
 #                        dependencies from pyproject.toml, theirs at the
 #                        versions in constraints.txt, and this checkout
 #   /usr/local/sbin/privsep-sshd -> /opt/privsep-sshd/bin/privsep-sshd
+#   /usr/local/bin/privsep-tree  -> /opt/privsep-sshd/bin/privsep-tree
 #   user privsep-sshd    system user (group nogroup, no home, no shell) that
 #                        the pre-authentication net-child runs as
 #   /run/privsep-sshd    its empty chroot directory, root:root 0755
@@ -37,6 +38,8 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PREFIX=/opt/privsep-sshd
 VENV_PY=$PREFIX/bin/python
 LINK=/usr/local/sbin/privsep-sshd
+# Every console script on PATH: the daemon where sshd is, the tool for everyone.
+LINKS=("$LINK" /usr/local/bin/privsep-tree)
 ETC=/etc/privsep-sshd
 CONFIG=$ETC/sshd_config
 # The shipped default config as last installed: tells an admin's edit apart
@@ -122,10 +125,13 @@ uninstall() {
             systemctl daemon-reload
         fi
     fi
-    if [[ -L $LINK || -e $LINK ]]; then
-        rm -f "$LINK"
-        say "removed $LINK"
-    fi
+    local link
+    for link in "${LINKS[@]}"; do
+        if [[ -L $link || -e $link ]]; then
+            rm -f "$link"
+            say "removed $link"
+        fi
+    done
     if [[ -e $PREFIX ]]; then
         rm -rf "$PREFIX"
         say "removed $PREFIX"
@@ -365,11 +371,15 @@ install_if_changed() {
 }
 
 link_command() {
-    if [[ $(readlink "$LINK" 2>/dev/null) != "$PREFIX/bin/privsep-sshd" ]]; then
-        mkdir -p "$(dirname "$LINK")"
-        ln -sfn "$PREFIX/bin/privsep-sshd" "$LINK"
-        say "linked $LINK -> $PREFIX/bin/privsep-sshd"
-    fi
+    local link target
+    for link in "${LINKS[@]}"; do
+        target=$PREFIX/bin/$(basename "$link")
+        if [[ $(readlink "$link" 2>/dev/null) != "$target" ]]; then
+            mkdir -p "$(dirname "$link")"
+            ln -sfn "$target" "$link"
+            say "linked $link -> $target"
+        fi
+    done
 }
 
 # 4. The privilege-separation user and its empty chroot directory.

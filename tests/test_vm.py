@@ -496,7 +496,8 @@ def test_install_after_an_edit_reloads(vm, alice) -> None:
 def test_uninstall_leaves_nothing(vm, alice) -> None:
     out = vm.root("cd /root/privsep-sshd && ./install.sh --uninstall", timeout=600)
     assert "stopped and disabled privsep-sshd.service" in out, out
-    for path in ("/opt/privsep-sshd", "/usr/local/sbin/privsep-sshd", "/etc/privsep-sshd",
+    for path in ("/opt/privsep-sshd", "/usr/local/sbin/privsep-sshd", "/usr/local/bin/privsep-tree",
+                 "/etc/privsep-sshd",
                  "/etc/pam.d/privsep-sshd", "/etc/systemd/system/privsep-sshd.service",
                  "/etc/systemd/system/multi-user.target.wants/privsep-sshd.service",
                  "/run/privsep-sshd", "/run/privsep-sshd.pid"):

@@ -602,6 +602,8 @@ def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list
             for port in options.port:
                 lines.append(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
         return lines
+    if keyword.attr == "stream_local_bind_mask":
+        return [f"{value:04o}"]  # as sshd -T prints it (%04o)
     if keyword.attr == "max_startups":
         return [":".join(str(v) for v in value)]  # type: ignore[union-attr]
     if keyword.attr == "rekey_limit":
