@@ -78,23 +78,30 @@ class Settings:
     keystroke_pause: float = 0.01
     sessions: int = 200
     concurrency_rounds: int = 1
+    #: login rate: this many clients, each logging in again and again, for so long
+    rate_clients: int = 50
+    rate_seconds: float = 30.0
+    #: soak: this many logins one after the other, the listener watched throughout
+    soak_logins: int = 10000
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(login_rounds=5, size=16 << 20, bulk_rounds=2, keystrokes=30, sessions=20)
+        return cls(login_rounds=5, size=16 << 20, bulk_rounds=2, keystrokes=30, sessions=20,
+                   rate_clients=4, rate_seconds=3.0, soak_logins=20)
 
 
 # --- numbers -------------------------------------------------------------------
 
-def p90(values: list[float]) -> float:
-    """Nearest-rank 90th percentile."""
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` 0.9 for p90)."""
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def summary(values: list[float]) -> dict:
-    return {"median": median(values), "p90": p90(values), "min": min(values),
-            "max": max(values), "samples": values}
+    return {"median": median(values), "p90": percentile(values, 0.9),
+            "p99": percentile(values, 0.99), "min": min(values), "max": max(values),
+            "samples": values}
 
 
 def round_order(index: int) -> tuple[str, str]:
@@ -443,6 +450,84 @@ def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
             "rss_per_session_mb": rss_each, "pss_per_session_mb": pss_each}
 
 
+def rate_once(server: Server, user: TestUser, clients: int, seconds: float) -> dict:
+    """``clients`` loops of ``ssh host true`` side by side for ``seconds``."""
+    wait_until(lambda: sessions_gone(server), timeout=60)
+    argv, env = ssh_argv(server, user, "true")
+    done, failures, errors = [0], [0], set()
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def loop() -> None:
+        while time.monotonic() < stop_at:
+            result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+                                    capture_output=True, timeout=60)
+            with lock:
+                if result.returncode == 0:
+                    done[0] += 1
+                else:
+                    failures[0] += 1
+                    errors.add(result.stderr.decode(errors="replace").strip()[-200:])
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    return {"logins": done[0], "failures": failures[0], "errors": sorted(errors)[:3],
+            "wall_s": wall, "per_second": done[0] / wall}
+
+
+def bench_rate(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+    result = {}
+    for kind in DAEMONS:
+        run = rate_once(servers[kind], user, settings.rate_clients, settings.rate_seconds)
+        progress(f"rate {kind}: {run['logins']} logins, {run['failures']} failures in "
+                 f"{run['wall_s']:.0f} s")
+        result[kind] = {**run, "value": run["per_second"]}
+    return {"unit": "/s", "measure": f"logins per second, {settings.rate_clients} clients "
+                                     f"looping `ssh host true` for {settings.rate_seconds:.0f} s",
+            **result}
+
+
+def listener_state(server: Server) -> dict:
+    """The listener's own descriptors and memory (a leak shows here first)."""
+    rss_pss = memory_kib(server.pid) or (0, 0)
+    return {"fds": len(os.listdir(f"/proc/{server.pid}/fd")), "rss_kib": rss_pss[0]}
+
+
+def soak_once(server: Server, user: TestUser, logins: int) -> dict:
+    wait_until(lambda: sessions_gone(server), timeout=60)
+    samples = {"start": listener_state(server)}
+    failures = 0
+    for index in range(1, logins + 1):
+        try:
+            login_once(server, user)
+        except RuntimeError:
+            failures += 1
+        if index == logins // 2:
+            wait_until(lambda: sessions_gone(server), timeout=60)
+            samples["middle"] = listener_state(server)
+    wait_until(lambda: sessions_gone(server), timeout=60)
+    samples["end"] = listener_state(server)
+    return {"logins": logins, "failures": failures, **samples}
+
+
+def bench_soak(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+    result = {}
+    for kind in DAEMONS:
+        run = soak_once(servers[kind], user, settings.soak_logins)
+        progress(f"soak {kind}: listener fds {run['start']['fds']} -> {run['middle']['fds']} "
+                 f"-> {run['end']['fds']}, RSS {run['start']['rss_kib']} -> "
+                 f"{run['end']['rss_kib']} KiB, {run['failures']} failures")
+        growth = run["end"]["rss_kib"] - run["start"]["rss_kib"]
+        result[kind] = {**run, "value": growth, "fd_growth": run["end"]["fds"] - run["start"]["fds"]}
+    return {"unit": "KiB", "measure": f"growth of the listener's RSS over {settings.soak_logins} "
+                                      "sequential logins", **result}
+
+
 def bench_concurrency(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
     runs: dict[str, list[dict]] = {kind: [] for kind in DAEMONS}
     for index in range(settings.concurrency_rounds):
@@ -473,7 +558,7 @@ def bench_concurrency(servers: dict[str, Server], user: TestUser, settings: Sett
 def judge(name: str, result: dict, settings: Settings) -> None:
     """Add the ratio privsep/openssh, the target and whether it is met."""
     privsep, openssh = result["privsep"]["value"], result["openssh"]["value"]
-    result["ratio"] = privsep / openssh
+    result["ratio"] = privsep / openssh if name != "soak" else float("nan")
     if name == "login":
         result["target"], result["ok"] = "<=0.5", result["ratio"] <= 0.5
         for side in ("server", "client"):
@@ -484,6 +569,12 @@ def judge(name: str, result: dict, settings: Settings) -> None:
     elif name == "echo":
         result["target"], result["ok"] = "<=1.5", result["ratio"] <= 1.5
         result["p90_ratio"] = result["privsep"]["p90"] / result["openssh"]["p90"]
+    elif name == "rate":
+        result["target"], result["ok"] = "no failure", result["privsep"]["failures"] == 0
+    elif name == "soak":
+        # growth against growth says nothing (ratio nan); both are shown
+        result["target"] = "flat"
+        result["ok"] = (result["privsep"]["fd_growth"] == 0 and result["privsep"]["failures"] == 0)
     elif name == "concurrency":
         result["target"] = f"all {settings.sessions}"
         result["ok"] = result["privsep"]["failures"] == 0
@@ -499,7 +590,11 @@ BENCHMARKS = {
     "upload": lambda servers, user, settings: bench_bulk("upload", servers, user, settings),
     "echo": bench_echo,
     "concurrency": bench_concurrency,
+    "rate": bench_rate,
+    "soak": bench_soak,
 }
+#: Run only when named with --only: long, and about robustness more than speed.
+OPT_IN = ("soak",)
 
 
 # --- environment ---------------------------------------------------------------------
@@ -613,11 +708,22 @@ def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
             ("  PSS/session", fmt(p["pss_per_session_mb"], "MB"),
              fmt(o["pss_per_session_mb"], "MB"), f"{result['pss_ratio']:.2f}", "", ""),
         ]
+    if name == "rate":
+        return [("rate", f"{p['per_second']:.1f}/s", f"{o['per_second']:.1f}/s",
+                 f"{result['ratio']:.2f}", result["target"], ok),
+                ("  failures", str(p["failures"]), str(o["failures"]), "", "", "")]
+    if name == "soak":
+        return [(f"soak {p['logins']}", "", "", "", result["target"], ok)] + [
+            (f"  listener {what}",
+             " -> ".join(str(p[when][key]) for when in ("start", "middle", "end")),
+             " -> ".join(str(o[when][key]) for when in ("start", "middle", "end")), "", "", "")
+            for what, key in (("fds", "fds"), ("RSS KiB", "rss_kib"))]
     rows = [(name, fmt(p["median"], unit), fmt(o["median"], unit), f"{result['ratio']:.2f}",
              result["target"], ok)]
     if unit == "ms":
-        rows.append(("  p90", fmt(p["p90"], unit), fmt(o["p90"], unit),
-                     f"{p['p90'] / o['p90']:.2f}", "", ""))
+        for tail in ("p90", "p99"):
+            rows.append((f"  {tail}", fmt(p[tail], unit), fmt(o[tail], unit),
+                         f"{p[tail] / o[tail]:.2f}", "", ""))
     if name == "login":
         for side in ("server", "client"):
             key = f"{side}_cpu_ms_per_login"
@@ -634,7 +740,7 @@ def print_table(results: dict[str, dict]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    print("\nprivsep, openssh: medians (p90 rows: 90th percentiles; CPU rows: means per login)."
+    print("\nprivsep, openssh: medians (p90, p99 rows: percentiles; CPU rows: means per login)."
           "\nratio: privsep/openssh."
           "\nok: the ratio meets the target; reported, never a failure.")
 
@@ -673,10 +779,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--keystrokes", type=int, metavar="N")
     parser.add_argument("--sessions", type=int, metavar="K", help="concurrent sessions")
     parser.add_argument("--concurrency-rounds", type=int, metavar="N")
+    parser.add_argument("--rate-clients", type=int, metavar="N")
+    parser.add_argument("--rate-seconds", type=int, metavar="S")
+    parser.add_argument("--soak-logins", type=int, metavar="N",
+                        help="logins of the soak (run with --only soak)")
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
     for field in ("login_rounds", "size", "bulk_rounds", "keystrokes", "sessions",
-                  "concurrency_rounds"):
+                  "concurrency_rounds", "rate_clients", "rate_seconds", "soak_logins"):
         value = getattr(args, field)
         if value is not None:
             if value < 1:
@@ -708,7 +818,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tests.bench: warning: open-file limit {wanted} is low for "
               f"{settings.sessions} sessions", file=sys.stderr)
 
-    names = [name for name in BENCHMARKS if args.only is None or name in args.only]
+    names = [name for name in BENCHMARKS
+             if (name in args.only if args.only else name not in OPT_IN)]
     install_pam_service()
     servers: dict[str, Server] = {}
     user: TestUser | None = None
