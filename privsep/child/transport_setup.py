@@ -3,10 +3,16 @@ net-child (first key exchange) and the session process (rekeys)."""
 
 from __future__ import annotations
 
+import logging
+import struct
+import traceback
+
 import paramiko
 
 from privsep import __version__
 from privsep.config.servconf import SUPPORTED_ALGORITHMS, ServerOptions
+
+log = logging.getLogger("privsep.transport")
 
 #: Our identification string.  The stock client turns on OpenSSH's protocol
 #: extensions (eow@openssh.com, no-more-sessions@openssh.com) only for a
@@ -21,7 +27,70 @@ VERSION = f"SSH-2.0-OpenSSH_compatible privsep_sshd_{__version__}"
 HANDOFF_CIPHERS = SUPPORTED_ALGORITHMS["ciphers"]
 
 
+def name_every_message_type() -> None:
+    """paramiko's run loop answers a message type no handler takes with
+    UNIMPLEMENTED, as sshd's dispatch_protocol_error does, but first looks
+    its name up in MSG_NAMES, which lacks most of the 256 types: a KeyError
+    that ended the connection without a word.  Found by tests/fuzz.py."""
+    names = paramiko.common.MSG_NAMES
+    for ptype in range(256):
+        names.setdefault(ptype, f"unknown-{ptype}")
+
+
+#: Exceptions a malformed message raises while paramiko parses it: the
+#: client's fault, told in sshd's words ("invalid format"), never a crash.
+MALFORMED = (IndexError, ValueError, OverflowError, UnicodeError, struct.error)
+
+
+def failure_text(exc: BaseException) -> str:
+    """What ended a transport, for the log: sshd's words where it has them."""
+    if isinstance(exc, UnicodeError):
+        return "invalid format (a string is not UTF-8)"
+    if isinstance(exc, MALFORMED) and not isinstance(exc, paramiko.SSHException):
+        return "invalid format"
+    if isinstance(exc, (paramiko.SSHException, EOFError, OSError, MemoryError)):
+        return str(exc) or type(exc).__name__
+    # Anything else is a bug in the daemon: say so, with where it happened.
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " at " + " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                                for f in reversed(frames[-4:])) if frames else ""
+    return f"Unknown exception: {type(exc).__name__}: {exc}{where}"
+
+
+def check_newkeys(transport: paramiko.Transport) -> None:
+    """Called first in _parse_newkeys: a NEWKEYS that ends no key exchange of
+    ours (no shared secret computed) is the client's protocol error, where
+    paramiko would switch keys with a secret of None and die of a TypeError.
+    Found by tests/fuzz.py."""
+    if transport.K is None:
+        raise paramiko.SSHException("kex protocol error: NEWKEYS outside a key exchange")
+
+
+#: sshd's bound on the extensions in one EXT_INFO (kex_input_ext_info)
+MAX_EXT_INFO = 1024
+
+
+def check_ext_info(m: paramiko.Message) -> None:
+    """Called first in _parse_ext_info: paramiko reads as many extensions as
+    the count says, up to 2^32 (a core spinning and memory filling)."""
+    count = m.get_int()
+    m.rewind()
+    if count >= MAX_EXT_INFO:
+        raise paramiko.SSHException("SSH2_MSG_EXT_INFO: too many extensions")
+
+
+def parse_debug(m: paramiko.Message) -> None:
+    """A client's SSH2_MSG_DEBUG, in place of paramiko's _parse_debug, which
+    escapes the text by concatenating bytes one at a time: for a string of
+    a megabyte (a length paramiko pads with zeros) that is quadratic, a core
+    busy for hours on one packet.  Found by tests/fuzz.py."""
+    m.get_boolean()  # always_display
+    text = m.get_string()[:900]
+    log.debug("Remote: %s", text.decode("utf-8", "replace"))
+
+
 def configure(transport: paramiko.Transport, options: ServerOptions) -> None:
+    name_every_message_type()
     security = transport.get_security_options()
     security.ciphers = tuple(c for c in options.ciphers if c in HANDOFF_CIPHERS) or HANDOFF_CIPHERS
     security.digests = tuple(options.macs)

@@ -11,6 +11,13 @@ on SIGTERM.  SIGHUP re-executes the daemon with the same command line, as
 sshd does, once a ``-t`` run of that command line has accepted the
 configuration; with a bad configuration it logs why and keeps serving.
 Sessions are separate processes and are untouched by either signal.
+
+It is the child subreaper of everything it forked: a process whose parent
+died is reparented to it, not to init, and reaped by it.  When a monitor
+dies other than by its own exit (kill -9, a crash), nobody else will clean
+up after its connection, so the listener does (privsep/monitor/leftovers.py):
+its processes are killed, its ptys given back to root and its utmp entries
+closed.  The listener only logs what failed there; it keeps serving.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import prctl
+
+from privsep.monitor import leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.listener import sdnotify
@@ -39,6 +49,11 @@ log = logging.getLogger("privsep.listener")
 #: set in the environment of a SIGHUP re-exec: the new image must not detach
 #: again (it keeps the pid the pid file and systemd know).
 REEXEC_ENV = "PRIVSEP_SSHD_REEXEC"
+#: the monitors' pids, carried over a SIGHUP re-exec (they stay its children)
+MONITORS_ENV = "PRIVSEP_SSHD_MONITORS"
+
+#: Exit statuses of a monitor that ended by itself, having cleaned up.
+_MONITOR_EXITS = (0, 1)
 
 
 def bind_all(options: ServerOptions) -> list[socket.socket]:
@@ -84,6 +99,12 @@ class Listener:
     #: the signal wake-up pipe: the listener's alone, never a monitor's
     wake_fds: tuple[int, ...] = ()
     hup: bool = False
+    #: every monitor forked (and not reaped yet), by this image or the one
+    #: before a re-exec
+    monitors: set[int] = field(default_factory=set)
+    #: the listener's audit session id (that of every monitor until PAM
+    #: gives its login one of its own)
+    audit_session: int | None = None
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -115,22 +136,52 @@ class Listener:
         if pid == 0:
             listener_fds = (startup_r, *self.startups, *self.wake_fds,
                             *(s.fileno() for s in self.sockets))
-            monitor_main.run(conn, self.options, self.host_keys, startup_w, self.config,
-                             close_fds=listener_fds)
+            try:
+                monitor_main.run(conn, self.options, self.host_keys, startup_w, self.config,
+                                 close_fds=listener_fds)
+            finally:
+                os._exit(255)  # never back into the accept loop
         trace(log, "listener", "accepted %s port %d, forked monitor %d", addr[0], addr[1], pid)
         os.close(startup_w)
         conn.close()
         self.startups[startup_r] = pid
+        self.monitors.add(pid)
         self.title()
 
     def reap(self) -> None:
+        """Reap every child that has ended: monitors, and the orphans it
+        adopted as subreaper.  A monitor is looked at before it is reaped:
+        until then its pid is nobody else's, so the utmp entries that name
+        it are its own."""
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid == 0:
                 return
+            pid = info.si_pid
+            if pid in self.monitors:
+                self.after_monitor(pid, info)
+                self.monitors.discard(pid)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    def after_monitor(self, pid: int, info: os.waitid_result) -> None:
+        crashed = not (info.si_code == os.CLD_EXITED and info.si_status in _MONITOR_EXITS)
+        try:
+            report = leftovers.after_monitor(pid, crashed, self.audit_session)
+        except Exception:
+            log.exception("error: cleaning up after monitor %d", pid)
+            return
+        how = (f"exit status {info.si_status}" if info.si_code == os.CLD_EXITED
+               else f"signal {info.si_status}")
+        if crashed:
+            log.error("monitor %d ended by %s: %s", pid, how, report.text())
+        elif report:
+            log.info("monitor %d left %s", pid, report.text())
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()
@@ -140,6 +191,7 @@ class Listener:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGHUP, self._hup)
+        self.adopt()
         self.title()
         sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
         handled = 0
@@ -171,6 +223,18 @@ class Listener:
         for sock in self.sockets:
             sock.close()
 
+    def adopt(self) -> None:
+        """Become the subreaper of what we fork; take over the monitors of
+        the image before a re-exec."""
+        try:
+            prctl.set_child_subreaper(True)
+        except Exception as exc:  # nothing is lost but the cleanup after crashes
+            log.error("error: cannot become a child subreaper: %s", exc)
+        self.audit_session = leftovers.audit_session(os.getpid())
+        for text in os.environ.pop(MONITORS_ENV, "").split(","):
+            if text.isdigit():
+                self.monitors.add(int(text))
+
     def restart(self) -> None:
         """SIGHUP: check the configuration with the same command line, then
         re-execute it in this process (same pid; monitors stay its children)."""
@@ -188,6 +252,7 @@ class Listener:
         for sock in self.sockets:
             sock.close()
         os.environ[REEXEC_ENV] = "1"
+        os.environ[MONITORS_ENV] = ",".join(map(str, sorted(self.monitors)))
         sys.stdout.flush()
         sys.stderr.flush()
         try:

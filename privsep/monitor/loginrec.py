@@ -176,7 +176,7 @@ def record_login(rec: LoginRecord, utmp_path: str = UTMP_PATH,
 
 
 def record_logout(line: str, pid: int, utmp_path: str = UTMP_PATH,
-                  wtmp_path: str = WTMP_PATH) -> None:
+                  wtmp_path: str = WTMP_PATH, timeout: float | None = None) -> None:
     """Mark ``line`` logged out: DEAD_PROCESS in utmp (in place) and in wtmp (appended).
 
     utmp: the USER_PROCESS or LOGIN_PROCESS slot with this line, this line's
@@ -184,7 +184,9 @@ def record_logout(line: str, pid: int, utmp_path: str = UTMP_PATH,
     host and the current time; its pid, id and address are left alone.  No
     such slot: utmp is not touched, whoever else holds the line now.
     wtmp: a new record with ``pid`` and the line, every other field empty.
-    Error handling as in record_login.
+    Error handling as in record_login.  ``timeout``: give up on a file whose
+    lock is not had within that many seconds (TimeoutError), for callers
+    that must not block (the listener).
     """
     line = _strip_dev(line)
     sec, usec = _split_time(_time.time())
@@ -192,8 +194,8 @@ def record_logout(line: str, pid: int, utmp_path: str = UTMP_PATH,
                      host="", exit_termination=0, exit_status=0, session=0,
                      tv_sec=sec, tv_usec=usec, addr="")
     _run_all([
-        lambda: _utmp_logout(utmp_path, _raw(line), pid, sec, usec),
-        lambda: _append_record(wtmp_path, dead.to_bytes()),
+        lambda: _utmp_logout(utmp_path, _raw(line), pid, sec, usec, timeout),
+        lambda: _append_record(wtmp_path, dead.to_bytes(), timeout),
     ])
 
 
@@ -220,9 +222,10 @@ def ensure_utmp(path: str = UTMP_PATH) -> bool:
     return True
 
 
-def read_records(path: str) -> list[UtmpEntry]:
-    """Decode every whole record of a utmp or wtmp file (a torn tail is ignored)."""
-    with _locked(path, os.O_RDONLY, fcntl.LOCK_SH) as fd:
+def read_records(path: str, timeout: float | None = None) -> list[UtmpEntry]:
+    """Decode every whole record of a utmp or wtmp file (a torn tail is ignored);
+    ``timeout`` as in record_logout."""
+    with _locked(path, os.O_RDONLY, fcntl.LOCK_SH, timeout=timeout) as fd:
         data = _read_all(fd)
     n = len(data) // UTMP_RECORD_SIZE
     return [UtmpEntry.from_bytes(data[i * UTMP_RECORD_SIZE:(i + 1) * UTMP_RECORD_SIZE])
@@ -261,8 +264,9 @@ def _utmp_login(path: str, data: bytes) -> None:
             _pwrite_record(fd, data, target)
 
 
-def _utmp_logout(path: str, line: bytes, pid: int, sec: int, usec: int) -> None:
-    with _locked(path, os.O_RDWR) as fd:
+def _utmp_logout(path: str, line: bytes, pid: int, sec: int, usec: int,
+                 timeout: float | None = None) -> None:
+    with _locked(path, os.O_RDWR, timeout=timeout) as fd:
         slots = _read_all(fd)
         for off in range(0, len(slots) - UTMP_RECORD_SIZE + 1, UTMP_RECORD_SIZE):
             f = list(_UTMPX.unpack_from(slots, off))
@@ -276,10 +280,10 @@ def _utmp_logout(path: str, line: bytes, pid: int, sec: int, usec: int) -> None:
                 return
 
 
-def _append_record(path: str, data: bytes) -> None:
+def _append_record(path: str, data: bytes, timeout: float | None = None) -> None:
     # O_APPEND is not used: the write offset is chosen under the lock so that
     # a torn tail can be cut first.
-    with _locked(path, os.O_WRONLY) as fd:
+    with _locked(path, os.O_WRONLY, timeout=timeout) as fd:
         _append_fd(fd, data)
 
 
@@ -316,15 +320,35 @@ def _lastlog_write(path: str, uid: int, data: bytes) -> None:
 
 @contextmanager
 def _locked(path: str, flags: int, lock: int = fcntl.LOCK_EX,
-            length: int = 0, start: int = 0) -> Iterator[int]:
-    """Open ``path`` and hold a POSIX lock (default: all of it, exclusive)."""
+            length: int = 0, start: int = 0,
+            timeout: float | None = None) -> Iterator[int]:
+    """Open ``path`` and hold a POSIX lock (default: all of it, exclusive),
+    waiting for it at most ``timeout`` seconds if given (TimeoutError)."""
     with _thread_lock:
         fd = os.open(path, flags | os.O_CLOEXEC)
         try:
-            fcntl.lockf(fd, lock, length, start, os.SEEK_SET)
+            if timeout is None:
+                fcntl.lockf(fd, lock, length, start, os.SEEK_SET)
+            else:
+                _lock_within(fd, lock, length, start, timeout, path)
             yield fd
         finally:
             os.close(fd)  # releases the lock
+
+
+def _lock_within(fd: int, lock: int, length: int, start: int, timeout: float,
+                 path: str) -> None:
+    deadline = _time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.lockf(fd, lock | fcntl.LOCK_NB, length, start, os.SEEK_SET)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+        if _time.monotonic() >= deadline:
+            raise TimeoutError(errno.ETIMEDOUT, f"{path}: locked by another process")
+        _time.sleep(0.005)
 
 
 def _read_all(fd: int) -> bytes:

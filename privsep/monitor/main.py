@@ -166,14 +166,16 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     env = monitor.pam.getenvlist() if monitor.pam is not None else {}
     ours, theirs = make_pair()
     publics = hostkeys.public_keys(monitor.host_keys)
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         session_main.run(conn, theirs, state, monitor.pw, env, monitor.options, publics,
                          monitor.peer, monitor.login_messages, monitor.key_options,
-                         close_fds=(ours.fileno(),))
+                         close_fds=(ours.fileno(),), monitor_pid=parent)
     theirs.close()
     conn.close()
     monitor.child_pid = pid
+    monitor.session_unfinished = True
     trace(log, "monitor", "forked session process %d (uid %d)", pid, monitor.pw.pw_uid)
     channel = MonitorChannel(ours)
     try:
@@ -184,5 +186,10 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
         return 1
     session_pid, status = monitor.child_pid, monitor.wait_child()
     trace(log, "monitor", "session process %d exited (wait status %d): logout", session_pid, status)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        monitor.session_unfinished = False  # it hung up its programs itself
+    # The logout records and PAM's close before the last word, as with sshd:
+    # whoever reads "Disconnected" finds the login closed.
+    monitor.cleanup()
     log.info("Disconnected from user %s %s", monitor.state.user, monitor.peer)
     return 0

@@ -28,7 +28,7 @@ from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.match import ConnectionInfo, access_refusal
 from privsep.config.servconf import ServerConfig, ServerOptions
-from privsep.monitor import auth_pam, authorized_keys, hostkeys, loginrec, pty, pubkey
+from privsep.monitor import auth_pam, authorized_keys, hostkeys, leftovers, loginrec, pty, pubkey
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
@@ -90,11 +90,19 @@ class Monitor:
     #: the pty is released, so that the kernel cannot give its number to
     #: another login while we still act on that name (as sshd's monitor).
     pty_masters: dict[str, int] = field(default_factory=dict)
+    #: Set while a session process runs that has not ended by itself with
+    #: status 0: at cleanup the connection's processes are then ended too
+    #: (a session process that was killed hung up nothing).
+    session_unfinished: bool = False
     _remote_host: str | None = None
+    #: the audit session id inherited from the listener (pam_loginuid gives
+    #: the login a new one)
+    _audit_before: int | None = None
 
     def __post_init__(self) -> None:
         self.state.host_key_blobs = frozenset(k.blob for k in self.host_keys)
         self.state.max_ptys = self.options.max_sessions
+        self._audit_before = leftovers.audit_session(os.getpid())
 
     # --- identity -----------------------------------------------------------
 
@@ -361,7 +369,15 @@ class Monitor:
     # --- the loop ---------------------------------------------------------------
 
     def serve(self, channel: MonitorChannel, child_role: str) -> wire.Handoff | None:
-        """Answer the child until it hands off (returned) or goes away (None)."""
+        """Answer the child until it hands off (returned) or goes away (None):
+        a child that dies while an answer is on its way has gone, like one
+        that closed its end."""
+        try:
+            return self._serve(channel, child_role)
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+
+    def _serve(self, channel: MonitorChannel, child_role: str) -> wire.Handoff | None:
         while True:
             try:
                 msg, _ = channel.recv()
@@ -399,8 +415,12 @@ class Monitor:
             self.child_pid = 0
 
     def cleanup(self) -> None:
-        """However the connection ended: no child, no pty, no PAM handle left."""
+        """However the connection ended: no child, no pty, no PAM handle left.
+        After a session process that did not end by itself, none of the
+        connection's processes either."""
         self.kill_child()
+        if self.session_unfinished:
+            self.end_connection()
         for tty in list(self.state.ptys):
             self.release_pty(tty)
         if self.pam is None:
@@ -411,6 +431,22 @@ class Monitor:
             self.pam_session_open = False
         self.pam.end()
         self.pam = None
+
+    def end_connection(self) -> None:
+        """The session process was killed (or failed): end what it left, the
+        programs on our ptys and everything else of the login."""
+        self.session_unfinished = False
+        if os.geteuid() != 0 or self.pw is None:
+            return
+        ours = [tty for tty, master in self.pty_masters.items() if pty.slave_name(master) == tty]
+        try:
+            killed = leftovers.end_own_connection(self._audit_before, ours, self.pw.pw_uid)
+        except Exception as exc:
+            log.error("error: ending the processes of %s: %s", self.peer, exc)
+            return
+        if killed:
+            log.info("session process of %s gone: killed %d process%s left by it",
+                     self.state.user, killed, "es" if killed != 1 else "")
 
     def wait_child(self) -> int:
         """The child's wait status, once it has exited."""

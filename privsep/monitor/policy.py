@@ -16,12 +16,10 @@ from typing import Callable
 
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
-from privsep.wire.facts import SSH_MSG_USERAUTH_REQUEST
+from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
 from privsep.wire.keyoptions import KeyOption
 from privsep.wire.userauth import SignedUserauth
 
-#: Longest user name looked up; longer ones are an attack, not a typo.
-MAX_USER_LEN = 256
 #: Longest password handed to PAM.
 MAX_PASSWORD_LEN = 1024
 

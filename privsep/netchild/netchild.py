@@ -30,8 +30,12 @@ from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
 from privsep.config.servconf import ServerOptions
 from privsep.child import hostkey_proxy, transport_setup
 from privsep.common.trace import trace
+from privsep.wire.facts import MAX_USER_LEN
 
 log = logging.getLogger("privsep.net")
+
+#: sshd's limit on keyboard-interactive answers in one INFO_RESPONSE
+MAX_KBDINT_ANSWERS = 100
 
 
 class MonitorVerifiedKey:
@@ -59,6 +63,22 @@ class NetAuthHandler(AuthHandler):
         if key is None:
             return None
         return MonitorVerifiedKey(key, algorithm, keyblob, self.transport.monitor)
+
+    def _parse_userauth_info_response(self, m):
+        """Only an answer to the questions asked, as sshd's
+        input_userauth_info_response: paramiko would read as many answers as
+        the count says (up to 2^32 empty strings, a core and all memory)."""
+        count = m.get_int()
+        m.rewind()
+        expected = self.transport.server_object.pending_prompts
+        if expected is None:
+            raise paramiko.SSHException("input_userauth_info_response: no keyboard-interactive "
+                                        "conversation")
+        if count > MAX_KBDINT_ANSWERS:
+            raise paramiko.SSHException("input_userauth_info_response: too many replies")
+        if count != expected:
+            raise paramiko.SSHException("input_userauth_info_response: wrong number of replies")
+        super()._parse_userauth_info_response(m)
 
     def _send_auth_result(self, username, method, result):
         super()._send_auth_result(username, method, result)
@@ -93,7 +113,15 @@ class NetTransport(CapturingTransport):
         super().__init__(sock, packetizer_class=ThreadlessPacketizer)
         self.monitor = monitor
 
+    def _parse_debug(self, m):
+        transport_setup.parse_debug(m)
+
+    def _parse_ext_info(self, m):
+        transport_setup.check_ext_info(m)
+        super()._parse_ext_info(m)
+
     def _parse_newkeys(self, m):
+        transport_setup.check_newkeys(self)
         if self.auth_handler is None:
             self.auth_handler = NetAuthHandler(self)
         kex = next((n for n, c in self._kex_info.items() if type(self.kex_engine) is c), "?")
@@ -120,9 +148,16 @@ class NetServer(paramiko.ServerInterface):
         self._banner = banner
         self._user: str | None = None
         self._methods = ",".join(options.auth_methods())
+        #: how many answers the INFO_REQUEST we sent asks for; None: none pending
+        self.pending_prompts: int | None = None
 
     def _name_user(self, username: str) -> None:
         if self._user is None:
+            if not username or len(username) > MAX_USER_LEN or "\0" in username:
+                # The monitor would take the question for a hostile child's.
+                # Found by tests/fuzz.py.
+                raise paramiko.SSHException("invalid format (user name empty, too long or "
+                                            "with a NUL)")
             self._user = username
             trace(log, "net-child", "asks the monitor about user %s", username)
             answer = self._monitor.pwnam(username)
@@ -136,6 +171,7 @@ class NetServer(paramiko.ServerInterface):
         return (self._banner, "") if self._banner else (None, None)
 
     def check_auth_interactive(self, username: str, submethods):
+        self.pending_prompts = None
         self._name_user(username)
         if "keyboard-interactive" not in self._methods.split(","):
             return AUTH_FAILED
@@ -147,11 +183,13 @@ class NetServer(paramiko.ServerInterface):
         return self._kbdint_step(self._monitor.kbdint(False, answers))
 
     def _kbdint_step(self, answer):
+        self.pending_prompts = None
         if answer.done:
             return AUTH_SUCCESSFUL if answer.success else AUTH_FAILED
         query = InteractiveQuery("", answer.instruction)
         for text, echo in zip(answer.prompts, answer.echo):
             query.add_prompt(text, bool(echo))
+        self.pending_prompts = len(query.prompts)
         return query
 
     def check_auth_none(self, username: str) -> int:
@@ -212,9 +250,9 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
 
 def describe_failure(exc: BaseException | None, where: str) -> str:
     """Why the connection ended, in the words sshd's log uses."""
-    text = str(exc) if exc is not None else "connection closed"
     if isinstance(exc, EOFError) or exc is None:
         return f"{where}: closed by remote host"
-    if "banner" in text or "protocol version" in text:
+    text = str(exc)
+    if isinstance(exc, paramiko.SSHException) and ("banner" in text or "protocol version" in text):
         return f"banner exchange: {where}: invalid format"
-    return f"ssh_dispatch_run_fatal: {where}: {text}"
+    return f"ssh_dispatch_run_fatal: {where}: {transport_setup.failure_text(exc)}"

@@ -283,6 +283,13 @@ class Forwarding:
             log.error("connect_to %s: unknown host (%s)", host, exc.strerror)
             self._refuse_quietly(peer, OPEN_CONNECT_FAILED, exc.strerror or "unknown host")
             return
+        except (UnicodeError, ValueError, OverflowError) as exc:
+            # a name IDNA cannot encode (a label over 63 characters), a NUL,
+            # a port over 65535: this thread died with a traceback on the
+            # log's stderr and the open was never answered.  Found by tests/fuzz.py.
+            log.error("connect_to %s: unknown host (%s)", host, exc)
+            self._refuse_quietly(peer, OPEN_CONNECT_FAILED, "unknown host")
+            return
         error = "Connection refused"
         for family, kind, proto, _, address in infos:
             sock = socket.socket(family, kind, proto)
@@ -358,6 +365,9 @@ class Forwarding:
                 infos = socket.getaddrinfo(host, bound, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
             except socket.gaierror as exc:
                 log.error("channel_setup_fwd_listener_tcpip: getaddrinfo(%s): %s", host, exc.strerror)
+                continue
+            except (UnicodeError, ValueError, OverflowError) as exc:  # as in _connect_tcp
+                log.error("channel_setup_fwd_listener_tcpip: getaddrinfo(%s): %s", host, exc)
                 continue
             for family, kind, proto, _, addr in infos[:1]:
                 sock = socket.socket(family, kind, proto)

@@ -72,18 +72,38 @@ def configure_rekey(transport: SessionTransport, options: ServerOptions) -> None
                          name="rekey-timer").start()
 
 
+def _on_monitor_gone(process: SessionProcess):
+    """SIGTERM, the parent-death signal: the monitor vanished, and nobody
+    will hang up our programs.  Hang them all up (SIGHUP, then SIGCONT for
+    a stopped one, to each program's process group) and end."""
+    def handler(signum, frame) -> None:
+        try:
+            for session in list(process.sessions.values()):
+                if session.pid and not session.exited:
+                    for sig in (signal.SIGHUP, signal.SIGCONT):
+                        try:
+                            os.killpg(session.pid, sig)
+                        except OSError:
+                            pass
+        finally:
+            os._exit(1)
+    return handler
+
+
 def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
         pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
         host_publics: list[paramiko.PKey], peer: Peer,
         login_messages: tuple[str, ...] = (), key_options: tuple = (),
-        close_fds: tuple[int, ...] = ()) -> NoReturn:
+        close_fds: tuple[int, ...] = (), monitor_pid: int = 0) -> NoReturn:
     """The session process's whole life, from the monitor's fork (still root)
-    to its exit: ``close_fds`` are the monitor's own, closed first."""
+    to its exit: ``close_fds`` are the monitor's own, closed first;
+    ``monitor_pid`` is the monitor's pid (by default our parent's now)."""
+    monitor_pid = monitor_pid or os.getppid()
     try:
         for fd in close_fds:
             os.close(fd)
         _serve(conn, channel_sock, state, pw, pam_env, options, host_publics, peer,
-               login_messages, key_options)
+               login_messages, key_options, monitor_pid)
     except BaseException:
         log.exception("session process failed")
         os._exit(1)
@@ -93,12 +113,13 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
 def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
            pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
            host_publics: list[paramiko.PKey], peer: Peer,
-           login_messages: tuple[str, ...], key_options: tuple) -> None:
+           login_messages: tuple[str, ...], key_options: tuple, monitor_pid: int) -> None:
     ids.become_user(pw)
     # Without its monitor the session cannot clean up or get a pty: end with
-    # it.  (Set after the uid change, which clears it.)
+    # it.  (Set after the uid change, which clears it.)  An orphan goes to
+    # the listener (a subreaper), not to init: compare with the monitor's pid.
     prctl.set_pdeathsig(signal.SIGTERM)
-    if os.getppid() == 1:
+    if os.getppid() != monitor_pid:
         os._exit(1)
     proctitle.set(roles.session_title(pw.pw_name, []))
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -115,6 +136,7 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
     process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages,
                              SessionPolicy(options, key_options), host_publics)
     transport.connection = process
+    signal.signal(signal.SIGTERM, _on_monitor_gone(process))
     # hostkeys-00 before anything the client sent is read, as sshd sends it
     # before serving channels: the client's prove request then comes ahead
     # of its exec, and is answered before a quick command's exit-status.
@@ -128,6 +150,11 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
                          args=(process, options.client_alive_interval,
                                options.client_alive_count_max)).start()
     transport.join()
+    failure = transport.saved_exception
+    if failure is not None and not isinstance(failure, (EOFError, OSError, paramiko.SSHException)):
+        # paramiko's run loop caught it and (its logger being quiet) said nothing
+        log.error("ssh_dispatch_run_fatal: Connection from user %s %s: %s", pw.pw_name, peer,
+                  transport_setup.failure_text(failure))
     process.forwarding.close_all()
     process.agent.stop()
     # The connection is gone: hang up the programs still running on ptys.
@@ -138,3 +165,7 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
             except (ProcessLookupError, PermissionError):
                 pass
         process.release_pty(session)
+    # A release a program's thread began must finish before this process
+    # exits, or the monitor's answer meets a closed socket.
+    with process.release_lock:
+        pass

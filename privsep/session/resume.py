@@ -17,6 +17,7 @@ import paramiko
 from paramiko.common import MSG_KEXINIT
 from paramiko.packet import Packetizer
 
+from privsep.child import transport_setup
 from privsep.child.packetizer import pkt_set
 from privsep.wire.messages import DirectionState, TransportState
 
@@ -36,6 +37,18 @@ class ResumedPacketizer(Packetizer):
             self.banner = None
             return
         super().write_all(out)
+
+
+class AuthenticatedHandler(paramiko.auth_handler.AuthHandler):
+    """The auth handler of a connection whose login is done: it handles no
+    message, so a SERVICE_REQUEST or USERAUTH_* message after login gets
+    UNIMPLEMENTED, as from sshd's dispatch_protocol_error.  (paramiko's own
+    would read an INFO_RESPONSE's answers, as many as its count says: 2^32
+    empty strings, a core spinning and memory filling.  Found by tests/fuzz.py.)"""
+
+    @property
+    def _server_handler_table(self):
+        return {}
 
 
 class ResumedTransport(paramiko.Transport):
@@ -58,11 +71,22 @@ class ResumedTransport(paramiko.Transport):
         self._resume_direction(state.outbound, outbound=True)
         self._resume_direction(state.inbound, outbound=False)
         pkt_set(self.packetizer, "remainder", state.pending)
-        self.auth_handler = paramiko.auth_handler.AuthHandler(self)
+        self.auth_handler = AuthenticatedHandler(self)
         self.auth_handler.authenticated = True
         self.auth_handler.auth_username = username
         self.authenticated = True
         self.clear_to_send.set()
+
+    def _parse_newkeys(self, m) -> None:
+        transport_setup.check_newkeys(self)
+        super()._parse_newkeys(m)
+
+    def _parse_debug(self, m) -> None:
+        transport_setup.parse_debug(m)
+
+    def _parse_ext_info(self, m) -> None:
+        transport_setup.check_ext_info(m)
+        super()._parse_ext_info(m)
 
     def _resume_direction(self, d: DirectionState, outbound: bool) -> None:
         info = self._cipher_info[d.cipher]

@@ -119,6 +119,11 @@ class SessionProcess:
         self.host_publics = list(host_publics or [])
         self.sessions: dict[int, SessionChannel] = {}
         self.lock = threading.Lock()
+        #: held for the whole of a pty's release, so that the main thread's
+        #: release at the end waits for one a program's thread began: it
+        #: would otherwise exit while the monitor answers that one, and the
+        #: monitor's answer would meet a closed socket.  Found by tests/fuzz.py.
+        self.release_lock = threading.Lock()
         self.no_more_sessions = False
         self.forwarding = Forwarding(transport, self.policy.forward_rules(), pw.pw_name)
         self.agent = AgentForwarding(transport)
@@ -425,12 +430,13 @@ class SessionProcess:
         return True
 
     def release_pty(self, session: SessionChannel) -> None:
-        with self.lock:
-            if session.pty is None or session.pty_released:
-                return
-            session.pty_released = True
-        try:
-            self.monitor.pty_cleanup(session.pty.tty)
-        except Exception as exc:
-            log.error("pty cleanup for %s failed: %s", session.pty.tty, exc)
+        with self.release_lock:
+            with self.lock:
+                if session.pty is None or session.pty_released:
+                    return
+                session.pty_released = True
+            try:
+                self.monitor.pty_cleanup(session.pty.tty)
+            except Exception as exc:
+                log.error("pty cleanup for %s failed: %s", session.pty.tty, exc)
         self.update_title()

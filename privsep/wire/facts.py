@@ -28,6 +28,11 @@ INTERNAL_SFTP = "internal-sftp"
 #: after the session id in publickey authentication.
 SSH_MSG_USERAUTH_REQUEST = 50
 
+#: The longest user name the monitor looks up (monitor/policy.py refuses a
+#: PwnamRequest beyond it, or empty, or with a NUL, as a hostile child's);
+#: the net-child ends a connection that names such a user before asking.
+MAX_USER_LEN = 256
+
 #: A child's log line is cut at this many characters, by the child before it
 #: sends and again by the monitor: a compromised child may not flood the log.
 MAX_CHILD_LOG = 1000
