@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 import time
 
 import paramiko
 
-from tests.daemon import Server
+from tests.daemon import Server, ssh_argv
 
 #: Both daemons get the same session settings, OpenSSH's spelling.
 SESSION_CONFIG = [
@@ -168,3 +169,21 @@ class EchoServer:
         except OSError:
             pass
         self.sock.close()
+
+
+def forwarder(server: Server, user, flags: list[str]) -> subprocess.Popen:
+    """``ssh -N`` with forwards, left running; ExitOnForwardFailure, so that
+    a refused -R ends it."""
+    argv, env = ssh_argv(server, user, flags=["-N", "-o", "ExitOnForwardFailure=yes", *flags])
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def stop_forwarder(proc: subprocess.Popen) -> bytes:
+    """End a forwarder; its stderr."""
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[1]

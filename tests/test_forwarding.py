@@ -15,7 +15,8 @@ import threading
 import pytest
 
 from tests.daemon import Server, free_port, remove_server, ssh, ssh_argv, start_server, wait_until
-from tests.session_util import EchoServer, recv_all, socks5_connect, wait_port
+from tests.session_util import (EchoServer, forwarder, recv_all, socks5_connect, stop_forwarder,
+                                wait_port)
 
 DATA = os.urandom(1024 * 1024 + 13)
 
@@ -36,21 +37,6 @@ def shared_dir():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def _forwarder(server: Server, user, flags: list[str]) -> subprocess.Popen:
-    argv, env = ssh_argv(server, user, flags=["-N", "-o", "ExitOnForwardFailure=yes", *flags])
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> bytes:
-    proc.terminate()
-    try:
-        return proc.communicate(timeout=10)[1]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()[1]
-
-
 def _roundtrip(sock: socket.socket, data: bytes = DATA) -> bytes:
     """Send ``data`` (in a thread), half-close, read the echo to EOF."""
     def send():
@@ -66,18 +52,18 @@ def _roundtrip(sock: socket.socket, data: bytes = DATA) -> bytes:
 
 def test_local_forward(session_server: Server, user, echo) -> None:
     port = free_port()
-    proc = _forwarder(session_server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
+    proc = forwarder(session_server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
     try:
         wait_port(port)
         for _ in range(3):  # several connections through one forward
             assert _roundtrip(socket.create_connection(("127.0.0.1", port))) == DATA
     finally:
-        _stop(proc)
+        stop_forwarder(proc)
 
 
 def test_dynamic_forward_socks5(session_server: Server, user, echo) -> None:
     port = free_port()
-    proc = _forwarder(session_server, user, ["-D", f"127.0.0.1:{port}"])
+    proc = forwarder(session_server, user, ["-D", f"127.0.0.1:{port}"])
     try:
         wait_port(port)
         sock = socks5_connect(port, "127.0.0.1", echo.port)
@@ -85,21 +71,21 @@ def test_dynamic_forward_socks5(session_server: Server, user, echo) -> None:
         sock = socks5_connect(port, "localhost", echo.port)
         assert _roundtrip(sock, b"by name") == b"by name"
     finally:
-        _stop(proc)
+        stop_forwarder(proc)
 
 
 def test_remote_forward_fixed_port(session_server: Server, user, echo) -> None:
     port = free_port()
-    proc = _forwarder(session_server, user, ["-R", f"{port}:127.0.0.1:{echo.port}"])
+    proc = forwarder(session_server, user, ["-R", f"{port}:127.0.0.1:{echo.port}"])
     try:
         wait_port(port)
         assert _roundtrip(socket.create_connection(("127.0.0.1", port))) == DATA
     finally:
-        _stop(proc)
+        stop_forwarder(proc)
 
 
 def test_remote_forward_port_zero(session_server: Server, user, echo) -> None:
-    proc = _forwarder(session_server, user, ["-v", "-R", f"0:127.0.0.1:{echo.port}"])
+    proc = forwarder(session_server, user, ["-v", "-R", f"0:127.0.0.1:{echo.port}"])
     try:
         line = b""
         while b"Allocated port" not in line:
@@ -109,7 +95,7 @@ def test_remote_forward_port_zero(session_server: Server, user, echo) -> None:
         wait_port(port)
         assert _roundtrip(socket.create_connection(("127.0.0.1", port))) == DATA
     finally:
-        _stop(proc)
+        stop_forwarder(proc)
 
 
 def test_remote_forward_used_from_the_session(session_server: Server, user, echo) -> None:
@@ -128,7 +114,7 @@ def test_unix_socket_forwards(session_server: Server, user, shared_dir) -> None:
     echo = EchoServer(echo_path)
     local = os.path.join(shared_dir, "local.sock")
     remote = os.path.join(shared_dir, f"remote-{session_server.kind}.sock")
-    proc = _forwarder(session_server, user, ["-L", f"{local}:{echo_path}",
+    proc = forwarder(session_server, user, ["-L", f"{local}:{echo_path}",
                                              "-R", f"{remote}:{echo_path}"])
     try:
         wait_until(lambda: os.path.exists(local) and os.path.exists(remote) or proc.poll())
@@ -140,7 +126,7 @@ def test_unix_socket_forwards(session_server: Server, user, shared_dir) -> None:
         assert st.st_uid == user.uid  # made by the session process, as the user
         assert st.st_mode & 0o777 == 0o600  # StreamLocalBindMask 0177
     finally:
-        _stop(proc)
+        stop_forwarder(proc)
         echo.close()
     # sshd leaves the socket file behind when the forward ends (hence
     # StreamLocalBindUnlink); so do we
@@ -151,7 +137,7 @@ def test_forward_to_closed_port(session_server: Server, user, echo) -> None:
     """The channel fails with "Connection refused", a log line, nothing else disturbed."""
     dead = free_port()
     port = free_port()
-    proc = _forwarder(session_server, user, ["-v", "-L", f"{port}:127.0.0.1:{dead}",
+    proc = forwarder(session_server, user, ["-v", "-L", f"{port}:127.0.0.1:{dead}",
                                              "-L", f"{port + 1}:127.0.0.1:{echo.port}"])
     try:
         wait_port(port)
@@ -161,19 +147,19 @@ def test_forward_to_closed_port(session_server: Server, user, echo) -> None:
         assert _roundtrip(socket.create_connection(("127.0.0.1", port + 1))) == DATA
         session_server.wait_for_log(f"connect_to 127.0.0.1 port {dead}: failed.")
     finally:
-        err = _stop(proc)
+        err = stop_forwarder(proc)
     assert b"open failed: connect failed: Connection refused" in err
 
 
 def test_forward_to_unknown_host(session_server: Server, user) -> None:
     port = free_port()
-    proc = _forwarder(session_server, user, ["-v", "-L", f"{port}:no-such-host.invalid:80"])
+    proc = forwarder(session_server, user, ["-v", "-L", f"{port}:no-such-host.invalid:80"])
     try:
         wait_port(port)
         assert recv_all(socket.create_connection(("127.0.0.1", port))) == b""
         session_server.wait_for_log("connect_to no-such-host.invalid: unknown host")
     finally:
-        err = _stop(proc)
+        err = stop_forwarder(proc)
     assert b"open failed: connect failed" in err
 
 
@@ -191,14 +177,14 @@ def strict_server(request, pam_service):
 
 def test_permit_open_refuses(strict_server: Server, user, echo) -> None:
     port = free_port()
-    proc = _forwarder(strict_server, user, ["-v", "-L", f"{port}:127.0.0.1:{echo.port}"])
+    proc = forwarder(strict_server, user, ["-v", "-L", f"{port}:127.0.0.1:{echo.port}"])
     try:
         wait_port(port)
         assert recv_all(socket.create_connection(("127.0.0.1", port))) == b""
         strict_server.wait_for_log(f"to connect to host 127.0.0.1 port {echo.port}, "
                                    "but the request was denied.")
     finally:
-        err = _stop(proc)
+        err = stop_forwarder(proc)
     assert b"administratively prohibited" in err
 
 
@@ -215,13 +201,13 @@ def test_streamlocal_refused(strict_server: Server, user, shared_dir) -> None:
 def test_no_tcp_forwarding(server_with, user, echo) -> None:
     server = server_with("AllowTcpForwarding no")
     port = free_port()
-    proc = _forwarder(server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
+    proc = forwarder(server, user, ["-L", f"{port}:127.0.0.1:{echo.port}"])
     try:
         wait_port(port)
         assert recv_all(socket.create_connection(("127.0.0.1", port))) == b""
         server.wait_for_log("refused local port forward: originator 127.0.0.1 port")
     finally:
-        _stop(proc)
+        stop_forwarder(proc)
     result = ssh(server, user, "true", flags=["-o", "ExitOnForwardFailure=yes",
                                               "-R", f"{free_port()}:127.0.0.1:1"])
     assert result.returncode == 255
@@ -237,7 +223,7 @@ def test_unix_socket_forward_refused_under_permit_open(server_with, user, shared
     echo_path = os.path.join(shared_dir, "echo.sock")
     echo = EchoServer(echo_path)
     local = os.path.join(shared_dir, f"local-{kind}.sock")
-    proc = _forwarder(server, user, ["-L", f"{local}:{echo_path}"])
+    proc = forwarder(server, user, ["-L", f"{local}:{echo_path}"])
     try:
         wait_until(lambda: os.path.exists(local) or proc.poll() is not None)
         sock = socket.socket(socket.AF_UNIX)
@@ -247,5 +233,5 @@ def test_unix_socket_forward_refused_under_permit_open(server_with, user, shared
         server.wait_for_log(f"Received request to connect to path {echo_path}, "
                             "but the request was denied.")
     finally:
-        _stop(proc)
+        stop_forwarder(proc)
         echo.close()

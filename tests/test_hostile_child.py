@@ -87,10 +87,8 @@ def stranger_key(tmp_path_factory) -> paramiko.Ed25519Key:
 # --- the monitor, forked -------------------------------------------------------------
 
 
-def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
-                     pam_service: str) -> int:
-    """In the forked child: a real Monitor serving ``sock`` until it ends."""
-    signal.alarm(int(TIMEOUT * 2))  # default action: never outlive a hung test
+def log_to_file(logfile: Path) -> logging.Logger:
+    """In a forked monitor: every log line to ``logfile``; the monitor's logger."""
     root = logging.getLogger()
     for handler in root.handlers[:]:
         root.removeHandler(handler)
@@ -99,7 +97,14 @@ def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    log = logging.getLogger("privsep.monitor")
+    return logging.getLogger("privsep.monitor")
+
+
+def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
+                     pam_service: str) -> int:
+    """In the forked child: a real Monitor serving ``sock`` until it ends."""
+    signal.alarm(int(TIMEOUT * 2))  # default action: never outlive a hung test
+    log = log_to_file(logfile)
 
     options = ServerOptions().finish()
     options.use_pam = True

@@ -65,7 +65,8 @@ from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
 from tests.test_hostile_child import (
     CLOSED, CRASHED, EXIT_CODES, MALFORMED, PEER, TIMEOUT, U32,
-    Outcome, _record, _wait, assert_dropped, assert_refused, fake_handoff, signed_verify,
+    Outcome, _record, _wait, assert_dropped, assert_refused, fake_handoff, log_to_file,
+    signed_verify,
     userauth_blob,
 )
 from tests.userutil import TestUser, create_user, remove_user
@@ -230,15 +231,7 @@ def _session_monitor(sock: socket.socket, logfile: Path, host_key_paths: list[st
                      max_ptys: int) -> int:
     """In the forked child: a real Monitor, as after a hand-off, serving ``sock``."""
     signal.alarm(int(TIMEOUT * 2))  # never outlive a hung test
-    root = logging.getLogger()
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    handler = logging.FileHandler(logfile)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    log = logging.getLogger("privsep.monitor")
+    log = log_to_file(logfile)
 
     options = ServerOptions().finish()
     options.use_pam = True

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.daemon import Server, free_port, ssh, ssh_argv, wait_until
-from tests.session_util import EchoServer, recv_all, wait_port
+from tests.session_util import EchoServer, forwarder, recv_all, stop_forwarder, wait_port
 from tests.userutil import TestUser
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -135,24 +135,6 @@ def listening(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def forwarder(server: Server, user: TestUser, flags: list[str]) -> subprocess.Popen:
-    """ssh -N with forwards, left running; ExitOnForwardFailure so that a
-    refused -R ends it."""
-    argv, env = ssh_argv(server, user, flags=["-N", "-o", "ExitOnForwardFailure=yes", *flags])
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> bytes:
-    """End a forwarder; its stderr."""
-    proc.terminate()
-    try:
-        return proc.communicate(timeout=10)[1]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()[1]
 
 
 def roundtrip(port: int, data: bytes = DATA) -> bytes:
@@ -300,7 +282,7 @@ def test_restrict_local_forward(servers, user, echo, options: str, allowed: bool
             refusal = None if allowed else logged(
                 server, mark, "refused local port forward: ", keep=(echo.port,))
         finally:
-            err = stop(proc)
+            err = stop_forwarder(proc)
         return {
             "carried data": carried,
             "prohibited": b"administratively prohibited" in err,
@@ -384,7 +366,7 @@ def test_permitopen_local_forward(servers, user, echo, other_echo) -> None:
             denial = logged(server, mark, "but the request was denied",
                             keep=(echo.port, other_echo.port))
         finally:
-            err = stop(proc)
+            err = stop_forwarder(proc)
         return {
             "permitted port carried data": allowed,
             "other port got": refused,
@@ -450,7 +432,7 @@ def test_permitlisten(servers, user, echo, spec: str, bind: str) -> None:
             wait_until(lambda: listening(port) or proc.poll() is not None)
             carried = proc.poll() is None and roundtrip(port) == DATA
         finally:
-            stop(proc)
+            stop_forwarder(proc)
         # the next daemon binds the same port: wait until this one let it go
         wait_until(lambda: not listening(port))
         refused = ssh(server, user, "true", options=["ExitOnForwardFailure=yes", "LogLevel=INFO"],
