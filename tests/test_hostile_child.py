@@ -151,10 +151,11 @@ def _wait(pid: int) -> int:
     raise AssertionError("monitor did not exit")
 
 
-def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
-                drive: Callable[[MonitorChannel], None]) -> Outcome:
-    """Fork a monitor, let ``drive`` play the net-child, return how it ended."""
-    logfile = tmp_path / "monitor.log"
+def fork_monitor(logfile: Path, body: Callable[[socket.socket], int]
+                 ) -> tuple[int, MonitorChannel]:
+    """Fork a monitor running ``body`` on its end of a fresh pair (its exit
+    code is what ``body`` returns; a traceback goes to ``logfile``); the pid
+    and the test's end."""
     logfile.write_text("")
     monitor_end, child_end = make_pair()
     pid = os.fork()
@@ -162,7 +163,7 @@ def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
         code = CRASHED
         try:
             child_end.close()
-            code = _monitor_process(monitor_end, logfile, host_key_path, pam_service)
+            code = body(monitor_end)
         except BaseException:
             try:
                 with open(logfile, "a") as f:
@@ -173,7 +174,15 @@ def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
             os._exit(code)
     monitor_end.close()
     child_end.settimeout(TIMEOUT)
-    channel = MonitorChannel(child_end)
+    return pid, MonitorChannel(child_end)
+
+
+def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
+                drive: Callable[[MonitorChannel], None]) -> Outcome:
+    """Fork a monitor, let ``drive`` play the net-child, return how it ended."""
+    logfile = tmp_path / "monitor.log"
+    pid, channel = fork_monitor(
+        logfile, lambda sock: _monitor_process(sock, logfile, host_key_path, pam_service))
     failure: BaseException | None = None
     try:
         drive(channel)

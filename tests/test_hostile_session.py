@@ -44,7 +44,6 @@ import socket
 import struct
 import subprocess
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from typing import Callable
 import paramiko
 import pytest
 
-from privsep.common.channel import MonitorChannel, make_pair
+from privsep.common.channel import MonitorChannel
 from privsep.config.servconf import ServerOptions
 from privsep.monitor import auth_pam, loginrec
 from privsep.monitor.hostkeys import read_host_keys
@@ -64,9 +63,8 @@ from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
 from tests.test_hostile_child import (
-    CLOSED, CRASHED, EXIT_CODES, MALFORMED, PEER, TIMEOUT, U32,
-    Outcome, _record, _wait, assert_dropped, assert_refused, fake_handoff, log_to_file,
-    signed_verify,
+    CLOSED, EXIT_CODES, MALFORMED, PEER, TIMEOUT, U32, Outcome, _record, _wait,
+    assert_dropped, assert_refused, fake_handoff, fork_monitor, log_to_file, signed_verify,
     userauth_blob,
 )
 from tests.userutil import TestUser, create_user, remove_user
@@ -355,27 +353,9 @@ def run_session(tmp_path: Path, host_key_paths: list[str], host_keys: dict[str, 
                 steps: Callable[[SessionProcess], None], max_ptys: int = 10) -> SessionOutcome:
     """Fork a post-auth monitor for ``user``; ``steps`` play the session process."""
     logfile = tmp_path / "monitor.log"
-    logfile.write_text("")
     session_id = secrets.token_bytes(32)
-    monitor_end, child_end = make_pair()
-    pid = os.fork()
-    if pid == 0:  # the monitor: never return into pytest
-        code = CRASHED
-        try:
-            child_end.close()
-            code = _session_monitor(monitor_end, logfile, host_key_paths, pam_service,
-                                    user.name, session_id, max_ptys)
-        except BaseException:
-            try:
-                with open(logfile, "a") as f:
-                    traceback.print_exc(file=f)
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
-    monitor_end.close()
-    child_end.settimeout(TIMEOUT)
-    channel = MonitorChannel(child_end)
+    pid, channel = fork_monitor(logfile, lambda sock: _session_monitor(
+        sock, logfile, host_key_paths, pam_service, user.name, session_id, max_ptys))
     session = SessionProcess(channel, pid, session_id, host_keys, user)
     failure: BaseException | None = None
     try:
