@@ -23,7 +23,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
-from privsep.config.algorithms import SUPPORTED_ALGORITHMS, resolve_algorithms
+from privsep.config import values as v
+from privsep.config.algorithms import SUPPORTED_ALGORITHMS
+from privsep.config.values import Parser, parse_time
 from privsep.config.match import (
     ConnectionInfo, addr_match_list, criteria_match, match_user, parse_port,
 )
@@ -38,148 +40,6 @@ class ConfigError(ValueError):
     """A bad line; the message names file and line as sshd's does."""
 
 
-# --- value parsers: each takes the argument words -------------------------------
-
-Parser = Callable[[list[str]], object]
-
-
-def _one(words: list[str]) -> str:
-    if len(words) != 1:
-        raise ValueError("takes exactly one argument" if words else "missing argument")
-    return words[0]
-
-
-def _choice(*allowed: str, aliases: dict[str, str] | None = None) -> Parser:
-    def parse(words: list[str]) -> str:
-        value = _one(words).lower()
-        value = (aliases or {}).get(value, value)
-        if value not in allowed:
-            raise ValueError(f"unsupported option \"{words[0]}\"")
-        return value
-    return parse
-
-
-_yes_no = _choice("yes", "no")
-
-
-def _flag(words: list[str]) -> bool:
-    return _yes_no(words) == "yes"
-
-
-def _int(low: int = 0, high: int = 2**31 - 1) -> Parser:
-    def parse(words: list[str]) -> int:
-        text = _one(words)
-        if not text.isdigit() or not low <= int(text) <= high:
-            raise ValueError(f"invalid number \"{text}\"")
-        return int(text)
-    return parse
-
-
-def parse_time(text: str) -> int:
-    """sshd's time format: 90, 1m30s, 2h, 1w."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    total, number = 0, ""
-    for ch in text.lower():
-        if ch.isdigit():
-            number += ch
-        elif ch in units and number:
-            total, number = total + int(number) * units[ch], ""
-        else:
-            raise ValueError(f"invalid time value \"{text}\"")
-    if not text:
-        raise ValueError("missing time value")
-    return total + int(number or 0)
-
-
-def _time(words: list[str]) -> int:
-    return parse_time(_one(words))
-
-
-def _port(words: list[str]) -> list[int]:
-    return [_int(1, 65535)(words)]
-
-
-def _words(words: list[str]) -> list[str]:
-    if not words:
-        raise ValueError("missing argument")
-    return list(words)
-
-
-def _user_patterns(words: list[str]) -> list[str]:
-    """AllowUsers/DenyUsers: a bad host list after '@' is refused here, as
-    sshd does, so that no login meets it."""
-    for word in words:
-        if not word or match_user(None, None, None, word) < 0:
-            raise ValueError(f'invalid pattern: "{word}"')
-    return _words(words)
-
-
-def _text(words: list[str]) -> str:
-    """A single value; 'none' is kept as OpenSSH prints it."""
-    return _one(words)
-
-
-def _rest(words: list[str]) -> str:
-    """The rest of the line (ForceCommand takes a command line)."""
-    if not words:
-        raise ValueError("missing argument")
-    return " ".join(words)
-
-
-def _max_startups(words: list[str]) -> tuple[int, int, int]:
-    parts = _one(words).split(":")
-    if not all(p.isdigit() for p in parts) or len(parts) not in (1, 3):
-        raise ValueError(f"invalid MaxStartups value \"{words[0]}\"")
-    numbers = [int(p) for p in parts]
-    if len(numbers) == 1:
-        return (numbers[0], 100, numbers[0])
-    start, rate, full = numbers
-    if not (start <= full and 0 < rate <= 100):
-        raise ValueError(f"invalid MaxStartups value \"{words[0]}\"")
-    return (start, rate, full)
-
-
-def _subsystem(words: list[str]) -> dict[str, str]:
-    if len(words) < 2:
-        raise ValueError("missing subsystem command")
-    return {words[0]: " ".join(words[1:])}
-
-
-def _set_env(words: list[str]) -> list[str]:
-    for word in words:
-        if "=" not in word or word.startswith("="):
-            raise ValueError(f"invalid environment assignment \"{word}\"")
-    return _words(words)
-
-
-def _x11(words: list[str]) -> bool:
-    if _flag(words):
-        raise ValueError("X11Forwarding yes is not supported by this daemon")
-    return False
-
-
-def _algorithms(kind: str) -> Parser:
-    return lambda words: resolve_algorithms(kind, _one(words))
-
-
-def _rekey_limit(words: list[str]) -> tuple[int, int]:
-    if not 1 <= len(words) <= 2:
-        raise ValueError("RekeyLimit takes a size and an optional time")
-    size_text = words[0].lower()
-    if size_text == "default":
-        size = 0
-    else:
-        scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(size_text[-1:], 1)
-        digits = size_text[:-1] if scale > 1 else size_text
-        if not digits.isdigit():
-            raise ValueError(f"invalid RekeyLimit size \"{words[0]}\"")
-        size = int(digits) * scale
-    seconds = 0
-    if len(words) == 2 and words[1].lower() not in ("none", "default"):
-        seconds = parse_time(words[1])
-    return (size, seconds)
-
-
 @dataclass(frozen=True)
 class Keyword:
     name: str  # the canonical spelling
@@ -191,75 +51,85 @@ class Keyword:
 
 
 KEYWORD_LIST = [
-    Keyword("Port", "port", _port, multi=True),
-    Keyword("ListenAddress", "listen_address", lambda w: [_one(w)], multi=True),
-    Keyword("AddressFamily", "address_family", _choice("any", "inet", "inet6")),
-    Keyword("HostKey", "host_key", lambda w: [_one(w)], multi=True),
-    Keyword("PidFile", "pid_file", _text),
-    Keyword("LogLevel", "log_level", lambda w: _choice(
+    Keyword("Port", "port", v.port, multi=True),
+    Keyword("ListenAddress", "listen_address", lambda w: [v.one(w)], multi=True),
+    Keyword("AddressFamily", "address_family", v.choice("any", "inet", "inet6")),
+    Keyword("HostKey", "host_key", lambda w: [v.one(w)], multi=True),
+    Keyword("PidFile", "pid_file", v.text),
+    Keyword("LogLevel", "log_level", lambda w: v.choice(
         "quiet", "fatal", "error", "info", "verbose", "debug", "debug1", "debug2",
         "debug3")(w).upper(), in_match=True),
-    Keyword("SyslogFacility", "syslog_facility", lambda w: _choice(
+    Keyword("SyslogFacility", "syslog_facility", lambda w: v.choice(
         "daemon", "user", "auth", "authpriv", *(f"local{i}" for i in range(8)))(w).upper()),
-    Keyword("PermitRootLogin", "permit_root_login", _choice(
+    Keyword("PermitRootLogin", "permit_root_login", v.choice(
         "yes", "no", "prohibit-password", "forced-commands-only",
         aliases={"without-password": "prohibit-password"}), in_match=True),
-    Keyword("PubkeyAuthentication", "pubkey_authentication", _flag, in_match=True),
-    Keyword("PasswordAuthentication", "password_authentication", _flag, in_match=True),
-    Keyword("KbdInteractiveAuthentication", "kbd_interactive_authentication", _flag,
+    Keyword("PubkeyAuthentication", "pubkey_authentication", v.flag, in_match=True),
+    Keyword("PasswordAuthentication", "password_authentication", v.flag, in_match=True),
+    Keyword("KbdInteractiveAuthentication", "kbd_interactive_authentication", v.flag,
             in_match=True),
-    Keyword("PermitEmptyPasswords", "permit_empty_passwords", _flag, in_match=True),
-    Keyword("UsePAM", "use_pam", _flag),
-    Keyword("AuthorizedKeysFile", "authorized_keys_file", _words, in_match=True),
-    Keyword("StrictModes", "strict_modes", _flag),
-    Keyword("MaxAuthTries", "max_auth_tries", _int(), in_match=True),
-    Keyword("MaxSessions", "max_sessions", _int(), in_match=True),
-    Keyword("MaxStartups", "max_startups", _max_startups),
-    Keyword("LoginGraceTime", "login_grace_time", _time),
-    Keyword("AllowUsers", "allow_users", _user_patterns, multi=True, in_match=True),
-    Keyword("DenyUsers", "deny_users", _user_patterns, multi=True, in_match=True),
-    Keyword("AllowGroups", "allow_groups", _words, multi=True, in_match=True),
-    Keyword("DenyGroups", "deny_groups", _words, multi=True, in_match=True),
-    Keyword("AcceptEnv", "accept_env", _words, multi=True, in_match=True),
-    Keyword("SetEnv", "set_env", _set_env, multi=True, in_match=True),
-    Keyword("PermitUserEnvironment", "permit_user_environment", _text),
-    Keyword("PrintMotd", "print_motd", _flag),
-    Keyword("PrintLastLog", "print_last_log", _flag),
-    Keyword("Banner", "banner", _text, in_match=True),
-    Keyword("ForceCommand", "force_command", _rest, in_match=True),
-    Keyword("Subsystem", "subsystem", _subsystem, multi=True),
-    Keyword("ClientAliveInterval", "client_alive_interval", _time, in_match=True),
-    Keyword("ClientAliveCountMax", "client_alive_count_max", _int(), in_match=True),
-    Keyword("TCPKeepAlive", "tcp_keep_alive", _flag),
+    Keyword("PermitEmptyPasswords", "permit_empty_passwords", v.flag, in_match=True),
+    Keyword("UsePAM", "use_pam", v.flag),
+    Keyword("AuthorizedKeysFile", "authorized_keys_file", v.words_list, in_match=True),
+    Keyword("StrictModes", "strict_modes", v.flag),
+    Keyword("MaxAuthTries", "max_auth_tries", v.integer(), in_match=True),
+    Keyword("MaxSessions", "max_sessions", v.integer(), in_match=True),
+    Keyword("MaxStartups", "max_startups", v.max_startups),
+    Keyword("LoginGraceTime", "login_grace_time", v.time_value),
+    Keyword("AllowUsers", "allow_users", v.user_patterns, multi=True, in_match=True),
+    Keyword("DenyUsers", "deny_users", v.user_patterns, multi=True, in_match=True),
+    Keyword("AllowGroups", "allow_groups", v.words_list, multi=True, in_match=True),
+    Keyword("DenyGroups", "deny_groups", v.words_list, multi=True, in_match=True),
+    Keyword("AcceptEnv", "accept_env", v.words_list, multi=True, in_match=True),
+    Keyword("SetEnv", "set_env", v.set_env, multi=True, in_match=True),
+    Keyword("PermitUserEnvironment", "permit_user_environment", v.text),
+    Keyword("PrintMotd", "print_motd", v.flag),
+    Keyword("PrintLastLog", "print_last_log", v.flag),
+    Keyword("Banner", "banner", v.text, in_match=True),
+    Keyword("ForceCommand", "force_command", v.rest, in_match=True),
+    Keyword("Subsystem", "subsystem", v.subsystem, multi=True),
+    Keyword("ClientAliveInterval", "client_alive_interval", v.time_value, in_match=True),
+    Keyword("ClientAliveCountMax", "client_alive_count_max", v.integer(), in_match=True),
+    Keyword("TCPKeepAlive", "tcp_keep_alive", v.flag),
     Keyword("AllowTcpForwarding", "allow_tcp_forwarding",
-            _choice("yes", "no", "local", "remote", "all", aliases={"all": "yes"}),
+            v.choice("yes", "no", "local", "remote", "all", aliases={"all": "yes"}),
             in_match=True),
     Keyword("AllowStreamLocalForwarding", "allow_stream_local_forwarding",
-            _choice("yes", "no", "local", "remote", "all", aliases={"all": "yes"}),
+            v.choice("yes", "no", "local", "remote", "all", aliases={"all": "yes"}),
             in_match=True),
-    Keyword("AllowAgentForwarding", "allow_agent_forwarding", _flag, in_match=True),
-    Keyword("PermitTTY", "permit_tty", _flag, in_match=True),
-    Keyword("PermitOpen", "permit_open", _words, in_match=True),
-    Keyword("PermitListen", "permit_listen", _words, in_match=True),
-    Keyword("DisableForwarding", "disable_forwarding", _flag, in_match=True),
-    Keyword("StreamLocalBindMask", "stream_local_bind_mask", lambda w: int(_one(w), 8),
+    Keyword("AllowAgentForwarding", "allow_agent_forwarding", v.flag, in_match=True),
+    Keyword("PermitTTY", "permit_tty", v.flag, in_match=True),
+    Keyword("PermitOpen", "permit_open", v.words_list, in_match=True),
+    Keyword("PermitListen", "permit_listen", v.words_list, in_match=True),
+    Keyword("DisableForwarding", "disable_forwarding", v.flag, in_match=True),
+    Keyword("StreamLocalBindMask", "stream_local_bind_mask", lambda w: int(v.one(w), 8),
             in_match=True),
-    Keyword("StreamLocalBindUnlink", "stream_local_bind_unlink", _flag, in_match=True),
-    Keyword("GatewayPorts", "gateway_ports", _choice("no", "yes", "clientspecified"),
+    Keyword("StreamLocalBindUnlink", "stream_local_bind_unlink", v.flag, in_match=True),
+    Keyword("GatewayPorts", "gateway_ports", v.choice("no", "yes", "clientspecified"),
             in_match=True),
-    Keyword("X11Forwarding", "x11_forwarding", _x11, in_match=True),
-    Keyword("Ciphers", "ciphers", _algorithms("ciphers")),
-    Keyword("MACs", "macs", _algorithms("macs")),
-    Keyword("KexAlgorithms", "kex_algorithms", _algorithms("kex")),
-    Keyword("HostKeyAlgorithms", "host_key_algorithms", _algorithms("hostkey")),
-    Keyword("PubkeyAcceptedAlgorithms", "pubkey_accepted_algorithms", _algorithms("pubkey"),
+    Keyword("X11Forwarding", "x11_forwarding", v.x11, in_match=True),
+    Keyword("Ciphers", "ciphers", v.algorithms("ciphers")),
+    Keyword("MACs", "macs", v.algorithms("macs")),
+    Keyword("KexAlgorithms", "kex_algorithms", v.algorithms("kex")),
+    Keyword("HostKeyAlgorithms", "host_key_algorithms", v.algorithms("hostkey")),
+    Keyword("PubkeyAcceptedAlgorithms", "pubkey_accepted_algorithms", v.algorithms("pubkey"),
             in_match=True),
-    Keyword("UseDNS", "use_dns", _flag),
-    Keyword("VersionAddendum", "version_addendum", _rest),
-    Keyword("RekeyLimit", "rekey_limit", _rekey_limit, in_match=True),
+    Keyword("UseDNS", "use_dns", v.flag),
+    Keyword("VersionAddendum", "version_addendum", v.rest),
+    Keyword("RekeyLimit", "rekey_limit", v.rekey_limit, in_match=True),
+    # --- algorithms and transport (issue 13) ---
+
+    # --- authentication: certificates, revocation (issue 14) ---
+
+    # --- authentication: methods, key commands (issue 14) ---
+
+    # --- every other keyword of sshd 9.2 (issue 15) ---
+
+    # --- process generations (issue 16) ---
+
     # This daemon's own: where and as whom the pre-auth net-child runs.
-    Keyword("PrivilegeSeparationUser", "privsep_user", _text),
-    Keyword("PrivilegeSeparationDirectory", "privsep_dir", _text),
+    Keyword("PrivilegeSeparationUser", "privsep_user", v.text),
+    Keyword("PrivilegeSeparationDirectory", "privsep_dir", v.text),
 ]
 KEYWORDS: dict[str, Keyword] = {k.name.lower(): k for k in KEYWORD_LIST}
 ALIASES = {
@@ -269,18 +139,51 @@ ALIASES = {
 
 #: Keywords OpenSSH 9.2 knows that this daemon does not implement.
 UNSUPPORTED = frozenset(k.lower() for k in (
-    "AuthenticationMethods", "AuthorizedKeysCommand", "AuthorizedKeysCommandUser",
-    "AuthorizedPrincipalsCommand", "AuthorizedPrincipalsCommandUser",
-    "AuthorizedPrincipalsFile", "CASignatureAlgorithms", "ChrootDirectory",
-    "ExposeAuthInfo", "FingerprintHash", "GSSAPIAuthentication",
-    "GSSAPICleanupCredentials", "GSSAPIKexAlgorithms", "GSSAPIKeyExchange",
-    "GSSAPIStoreCredentialsOnRekey", "GSSAPIStrictAcceptorCheck", "HostbasedAcceptedAlgorithms",
-    "HostbasedAuthentication", "HostbasedUsesNameFromPacketOnly", "HostCertificate",
-    "HostKeyAgent", "IgnoreRhosts", "IgnoreUserKnownHosts", "IPQoS", "KerberosAuthentication",
-    "KerberosGetAFSToken", "KerberosOrLocalPasswd", "KerberosTicketCleanup", "LogVerbose",
-    "ModuliFile", "PerSourceMaxStartups", "PerSourceNetBlockSize", "PermitTunnel", "PermitUserRC", "PubkeyAuthOptions", "RDomain", "RequiredRSASize",
-    "RevokedKeys", "SecurityKeyProvider", "TrustedUserCAKeys", "X11DisplayOffset", "X11MaxDisplays", "X11UseLocalhost",
-    "XAuthLocation", "DebianBanner",
+    "AuthenticationMethods",
+    "AuthorizedKeysCommand",
+    "AuthorizedKeysCommandUser",
+    "AuthorizedPrincipalsCommand",
+    "AuthorizedPrincipalsCommandUser",
+    "AuthorizedPrincipalsFile",
+    "CASignatureAlgorithms",
+    "ChrootDirectory",
+    "DebianBanner",
+    "ExposeAuthInfo",
+    "FingerprintHash",
+    "GSSAPIAuthentication",
+    "GSSAPICleanupCredentials",
+    "GSSAPIKexAlgorithms",
+    "GSSAPIKeyExchange",
+    "GSSAPIStoreCredentialsOnRekey",
+    "GSSAPIStrictAcceptorCheck",
+    "HostbasedAcceptedAlgorithms",
+    "HostbasedAuthentication",
+    "HostbasedUsesNameFromPacketOnly",
+    "HostCertificate",
+    "HostKeyAgent",
+    "IgnoreRhosts",
+    "IgnoreUserKnownHosts",
+    "IPQoS",
+    "KerberosAuthentication",
+    "KerberosGetAFSToken",
+    "KerberosOrLocalPasswd",
+    "KerberosTicketCleanup",
+    "LogVerbose",
+    "ModuliFile",
+    "PermitTunnel",
+    "PermitUserRC",
+    "PerSourceMaxStartups",
+    "PerSourceNetBlockSize",
+    "PubkeyAuthOptions",
+    "RDomain",
+    "RequiredRSASize",
+    "RevokedKeys",
+    "SecurityKeyProvider",
+    "TrustedUserCAKeys",
+    "X11DisplayOffset",
+    "X11MaxDisplays",
+    "X11UseLocalhost",
+    "XAuthLocation",
 ))
 
 
@@ -347,6 +250,16 @@ class ServerOptions:
     use_dns: bool = False
     version_addendum: str = "none"
     rekey_limit: tuple[int, int] = (0, 0)
+    # --- algorithms and transport (issue 13) ---
+
+    # --- authentication: certificates, revocation (issue 14) ---
+
+    # --- authentication: methods, key commands (issue 14) ---
+
+    # --- every other keyword of sshd 9.2 (issue 15) ---
+
+    # --- process generations (issue 16) ---
+
     privsep_user: str = "privsep-sshd"
     privsep_dir: str = "/run/privsep-sshd"
     pam_service: str = "privsep-sshd"
