@@ -236,6 +236,8 @@ def authorized_keys_for(options: ServerOptions, pw: pwd.struct_passwd, peer: Pee
     """The keys AuthorizedKeysCommand prints for the offered key ``keyblob``,
     parsed as authorized_keys lines (options included); their ``source``
     is the command as configured, as in sshd's messages."""
+    if options.authorized_keys_command == "none":
+        return []
     try:
         keytype = pubkey.public_blob_type(keyblob)
     except ValueError:
