@@ -45,11 +45,37 @@ COMPRESSION_OFF = ("none",)
 DELAYED = "zlib@openssh.com"
 
 
+def _is_aead(name: str | None) -> bool:
+    return bool(name) and CIPHER_INFO.get(name, {}).get("is_aead", False)
+
+
 class CipherTransportMixin:
     """Mixed into both children's paramiko.Transport subclasses, before it."""
 
     _cipher_info = CIPHER_INFO
     _mac_info = MAC_INFO
+    #: True while paramiko negotiates (its _parse_kex_init)
+    _choosing_macs = False
+
+    def _parse_kex_init(self, m) -> None:
+        self._choosing_macs = True
+        try:
+            super()._parse_kex_init(m)
+        finally:
+            self._choosing_macs = False
+
+    @property
+    def preferred_macs(self) -> tuple[str, ...]:
+        """The configured MACs; but while a negotiation that agreed on AEAD
+        ciphers both ways (GCM, chacha20-poly1305) chooses its MAC, any MAC
+        we know: the MAC is unused then, and OpenSSH does not negotiate it
+        at all, where paramiko would fail on a MAC list with nothing in
+        common (a client with ``MACs=x`` and a server without x, say).
+        paramiko agrees on the ciphers before it reads this."""
+        macs = super().preferred_macs
+        if self._choosing_macs and _is_aead(self.local_cipher) and _is_aead(self.remote_cipher):
+            return macs + tuple(n for n in MAC_INFO if n not in macs)
+        return macs
 
 
 def compression_for(setting: str) -> tuple[str, ...]:
