@@ -9,10 +9,12 @@ and the 64-bit nonce, which OpenSSH writes big-endian.  The Poly1305 key is
 the first 32 bytes of K_1's keystream at counter 0, the payload is encrypted
 from counter 1 on, and the tag covers the encrypted length and payload.
 
-Per packet this costs two cipher contexts (one for the length, one that
-gives the Poly1305 key and then runs on into the payload) and one Poly1305:
-cryptography fixes the nonce when a context is made, so none can be reused
-across packets.  The length needs K_2's keystream for the next sequence
+Each direction keeps two ChaCha20 contexts for its whole life (K_1's, which
+gives the Poly1305 key and then runs on into the payload, and K_2's for the
+length) and moves them to each packet's nonce with ``reset_nonce``
+(cryptography 43 and later): making a context costs an OpenSSL algorithm
+fetch, about a third of the cipher's time per 32 KiB packet.  One Poly1305
+is made per packet (its key changes).  The length needs K_2's keystream for the next sequence
 number before the rest of the packet is read, so reading is split in two
 (``open_length``, then ``open``).
 """
@@ -48,40 +50,54 @@ class ChaChaPoly:
     Also stands in for paramiko's AEAD engine object, so paramiko's
     ``_get_engine(..., aead=True)`` returns one from ``ChaChaPoly(key)``."""
 
-    __slots__ = ("key", "_k1", "_k2")
+    __slots__ = ("key", "_main", "_length")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_SIZE:
             raise ValueError(f"{NAME} needs {KEY_SIZE} bytes of key, got {len(key)}")
         self.key = bytes(key)
-        self._k1 = self.key[:32]
-        self._k2 = self.key[32:]
+        self._main = Cipher(algorithms.ChaCha20(self.key[:32], _iv(0)), None).encryptor()
+        self._length = Cipher(algorithms.ChaCha20(self.key[32:], _iv(0)), None).encryptor()
 
     def _length_stream(self, iv: bytes):
-        return Cipher(algorithms.ChaCha20(self._k2, iv), None).encryptor()
+        self._length.reset_nonce(iv)
+        return self._length
 
-    def seal(self, seqno: int, packet: bytes) -> bytes:
+    def _main_stream(self, iv: bytes):
+        """K_1's keystream at ``iv``, and the Poly1305 key (its first block)."""
+        main = self._main
+        main.reset_nonce(iv)
+        return main, main.update(_BLOCK0)[:32]
+
+    def seal(self, seqno: int, packet: bytes) -> bytearray:
         """``packet`` (length, padding length, payload, padding) encrypted,
-        followed by its tag: the bytes that go on the wire."""
+        followed by its tag: the bytes that go on the wire.  Written into
+        one buffer, so that a 32 KiB packet is copied only by the cipher."""
         iv = _iv(seqno)
-        main = Cipher(algorithms.ChaCha20(self._k1, iv), None).encryptor()
-        poly_key = main.update(_BLOCK0)[:32]
-        wire = self._length_stream(iv).update(packet[:4]) + main.update(packet[4:])
-        return wire + Poly1305.generate_tag(poly_key, wire)
+        size = len(packet)
+        out = bytearray(size + TAG_SIZE)
+        view, clear = memoryview(out), memoryview(packet)
+        main, poly_key = self._main_stream(iv)
+        self._length_stream(iv).update_into(clear[:4], view[:4])
+        main.update_into(clear[4:], view[4:size])
+        view[size:] = Poly1305.generate_tag(poly_key, view[:size])
+        return out
 
     def open_length(self, seqno: int, head: bytes) -> int:
         """The packet length from the first four (encrypted) bytes; not yet
         authenticated: the caller bounds it before reading that much."""
         return struct.unpack(">I", self._length_stream(_iv(seqno)).update(head[:4]))[0]
 
-    def open(self, seqno: int, wire: bytes, tag: bytes) -> bytes:
+    def open(self, seqno: int, head: bytes, body, tag: bytes) -> bytes:
         """The decrypted packet after the length (padding length, payload,
-        padding) of ``wire`` (the encrypted length and packet), once ``tag``
-        is checked."""
-        main = Cipher(algorithms.ChaCha20(self._k1, _iv(seqno)), None).encryptor()
-        poly_key = main.update(_BLOCK0)[:32]
+        padding), from ``head`` (the four encrypted length bytes) and
+        ``body`` (the encrypted rest), once ``tag`` is checked."""
+        main, poly_key = self._main_stream(_iv(seqno))
+        mac = Poly1305(poly_key)
+        mac.update(head)
+        mac.update(body)
         try:
-            Poly1305.verify_tag(poly_key, wire, tag)  # constant time
+            mac.verify(bytes(tag))  # constant time
         except InvalidSignature:
             raise BadTag("Corrupted MAC on input.") from None
-        return main.update(memoryview(wire)[4:])
+        return main.update(body)

@@ -85,9 +85,9 @@ class CipherPacketizer(Packetizer):
         if size < 5 or size > PACKET_MAX_SIZE or size % 8:
             # sshd: "Bad packet length %u." then a disconnect
             raise SSHException(f"Bad packet length {size}.")
-        rest = self.read_all(size + TAG_SIZE)
+        rest = memoryview(self.read_all(size + TAG_SIZE))
         try:
-            packet = engine.open(seqno, head + rest[:size], rest[size:])
+            packet = engine.open(seqno, head, rest[:size], rest[size:])
         except BadTag as exc:
             raise SSHException(str(exc)) from None
         padding = packet[0]
