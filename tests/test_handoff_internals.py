@@ -11,13 +11,19 @@ import pytest
 from paramiko.auth_handler import AuthHandler
 from paramiko.packet import Packetizer
 
+from privsep.child.chachapoly import NAME as CHACHA
+from privsep.child.ciphers import CIPHER_INFO, MAC_INFO
 from privsep.child.transport_setup import HANDOFF_CIPHERS
+from privsep.config.algorithms import implemented
 from tests.daemon import Server, ssh
 
 PACKETIZER_STATE = [
     "sequence_number_out", "sequence_number_in", "sent_bytes", "sent_packets",
     "received_bytes", "received_packets", "mac_key_out", "mac_key_in", "iv_out", "iv_in",
     "remainder",
+    # CipherPacketizer's chacha20-poly1305 path
+    "write_lock", "compress_engine_out", "compress_engine_in", "need_rekey",
+    "received_bytes_overflow", "received_packets_overflow",
 ]
 
 
@@ -43,7 +49,8 @@ def test_packetizer_private_state_exists() -> None:
     (paramiko.Transport, "_send_kex_init"), (paramiko.Transport, "_expect_packet"),
     (paramiko.Transport, "_parse_newkeys"), (paramiko.Transport, "_send_user_message"),
     (AuthHandler, "_generate_key_from_request"), (AuthHandler, "_send_auth_result"),
-    (Packetizer, "start_handshake"), (Packetizer, "write_all"),
+    (Packetizer, "start_handshake"), (Packetizer, "write_all"), (Packetizer, "_build_packet"),
+    (Packetizer, "_trigger_rekey"), (paramiko.Transport, "_auth_trigger"),
 ])
 def test_overridden_hooks_exist(owner, name) -> None:
     assert callable(getattr(owner, name)), f"{owner.__name__}.{name} is gone"
@@ -54,7 +61,12 @@ def test_hook_signatures() -> None:
     assert params == ["self", "name", "key", "iv", "operation", "aead"]
     assert "packetizer_class" in inspect.signature(paramiko.Transport.__init__).parameters
     for cipher in HANDOFF_CIPHERS:
-        assert cipher in paramiko.Transport._cipher_info
+        assert cipher in CIPHER_INFO
+        assert cipher == CHACHA or cipher in paramiko.Transport._cipher_info
+    for mac in implemented("macs"):
+        assert mac in MAC_INFO
+    # the compressor classes delayed compression restarts after the hand-off
+    assert "zlib@openssh.com" in paramiko.Transport._compression_info
 
 
 @pytest.mark.parametrize("cipher,mac", [

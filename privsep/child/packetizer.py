@@ -6,7 +6,11 @@ name, so that a paramiko upgrade that moves them fails in one place
 
 from __future__ import annotations
 
+from paramiko.message import Message
 from paramiko.packet import Packetizer
+from paramiko.ssh_exception import SSHException
+
+from privsep.child.chachapoly import TAG_SIZE, BadTag, ChaChaPoly
 
 _PKT = "_Packetizer__"  # name-mangling prefix of Packetizer's private state
 
@@ -17,3 +21,104 @@ def pkt_get(packetizer: Packetizer, name: str):
 
 def pkt_set(packetizer: Packetizer, name: str, value) -> None:
     setattr(packetizer, _PKT + name, value)
+
+
+#: OpenSSH's bound on one packet (PACKET_MAX_SIZE): a longer length is an attack
+PACKET_MAX_SIZE = 256 * 1024
+
+
+class CipherPacketizer(Packetizer):
+    """paramiko's Packetizer, plus a read and write path for
+    chacha20-poly1305@openssh.com, whose packet length is encrypted (paramiko
+    reads it in clear for its own AEAD, AES-GCM).  Every other cipher goes
+    through paramiko's path untouched.  Both children use it: the net-child
+    for the first key exchange, the session process for rekeys.
+
+    The per-packet work is paramiko's own plus the cipher (chachapoly.py);
+    the private counters are read and set here by their mangled names, inline
+    rather than through pkt_get, since this runs once per packet."""
+
+    #: the chacha20-poly1305 state of each direction, None for any other cipher
+    _chacha_in: ChaChaPoly | None = None
+    _chacha_out: ChaChaPoly | None = None
+
+    def set_outbound_cipher(self, block_engine, *args, **kwargs) -> None:
+        super().set_outbound_cipher(block_engine, *args, **kwargs)
+        self._chacha_out = block_engine if isinstance(block_engine, ChaChaPoly) else None
+
+    def set_inbound_cipher(self, block_engine, *args, **kwargs) -> None:
+        super().set_inbound_cipher(block_engine, *args, **kwargs)
+        self._chacha_in = block_engine if isinstance(block_engine, ChaChaPoly) else None
+
+    def send_message(self, data) -> None:
+        engine = self._chacha_out
+        if engine is None:
+            super().send_message(data)
+            return
+        data = data.asbytes()
+        with self._Packetizer__write_lock:
+            compress = self._Packetizer__compress_engine_out
+            if compress is not None:
+                data = compress(data)
+            seqno = self._Packetizer__sequence_number_out
+            out = engine.seal(seqno, self._build_packet(data))
+            self._Packetizer__sequence_number_out = (seqno + 1) & 0xFFFFFFFF
+            if seqno == 0xFFFFFFFF and not self._initial_kex_done:
+                raise SSHException("Sequence number rolled over during initial kex!")
+            self.write_all(out)
+            self._Packetizer__sent_bytes += len(out)
+            self._Packetizer__sent_packets += 1
+            if ((self._Packetizer__sent_packets >= self.REKEY_PACKETS
+                 or self._Packetizer__sent_bytes >= self.REKEY_BYTES)
+                    and not self._Packetizer__need_rekey):
+                self._Packetizer__received_bytes_overflow = 0
+                self._Packetizer__received_packets_overflow = 0
+                self._trigger_rekey()
+
+    def read_message(self):
+        engine = self._chacha_in
+        if engine is None:
+            return super().read_message()
+        seqno = self._Packetizer__sequence_number_in
+        head = self.read_all(4, check_rekey=True)
+        size = engine.open_length(seqno, head)
+        if size < 5 or size > PACKET_MAX_SIZE or size % 8:
+            # sshd: "Bad packet length %u." then a disconnect
+            raise SSHException(f"Bad packet length {size}.")
+        rest = memoryview(self.read_all(size + TAG_SIZE))
+        try:
+            packet = engine.open(seqno, head, rest[:size], rest[size:])
+        except BadTag as exc:
+            raise SSHException(str(exc)) from None
+        padding = packet[0]
+        if padding < 4 or padding >= size:
+            raise SSHException(f"Bad packet padding length {padding}.")
+        payload = packet[1:size - padding]
+        decompress = self._Packetizer__compress_engine_in
+        if decompress is not None:
+            payload = decompress(payload)
+        if not payload:
+            raise SSHException("empty packet")
+        msg = Message(payload[1:])
+        msg.seqno = seqno
+        self._Packetizer__sequence_number_in = (seqno + 1) & 0xFFFFFFFF
+        if seqno == 0xFFFFFFFF and not self._initial_kex_done:
+            raise SSHException("Sequence number rolled over during initial kex!")
+        self._count_received(size + TAG_SIZE + 4)
+        return payload[0], msg
+
+    def _count_received(self, raw: int) -> None:
+        """paramiko's rekey accounting for one packet read (its read_message's tail)."""
+        self._Packetizer__received_bytes += raw
+        self._Packetizer__received_packets += 1
+        if self._Packetizer__need_rekey:
+            self._Packetizer__received_bytes_overflow += raw
+            self._Packetizer__received_packets_overflow += 1
+            if (self._Packetizer__received_packets_overflow >= self.REKEY_PACKETS_OVERFLOW_MAX
+                    or self._Packetizer__received_bytes_overflow >= self.REKEY_BYTES_OVERFLOW_MAX):
+                raise SSHException("Remote transport is ignoring rekey requests")
+        elif (self._Packetizer__received_packets >= self.REKEY_PACKETS
+              or self._Packetizer__received_bytes >= self.REKEY_BYTES):
+            self._Packetizer__received_bytes_overflow = 0
+            self._Packetizer__received_packets_overflow = 0
+            self._trigger_rekey()

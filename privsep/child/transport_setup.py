@@ -10,7 +10,9 @@ import traceback
 import paramiko
 
 from privsep import __version__
-from privsep.config.servconf import SUPPORTED_ALGORITHMS, ServerOptions
+from privsep.child.ciphers import compression_for
+from privsep.config.algorithms import implemented
+from privsep.config.servconf import ServerOptions
 
 log = logging.getLogger("privsep.transport")
 
@@ -22,9 +24,9 @@ log = logging.getLogger("privsep.transport")
 #: the comment.  RFC 4253 forbids '-' and spaces in the software version.
 VERSION = f"SSH-2.0-OpenSSH_compatible privsep_sshd_{__version__}"
 
-#: Ciphers whose state the hand-off can carry: CTR (a keystream position) and
-#: GCM (a nonce).  CBC would need its last block and is not offered.
-HANDOFF_CIPHERS = SUPPORTED_ALGORITHMS["ciphers"]
+#: Ciphers whose state the hand-off can carry: CTR (a keystream position),
+#: CBC (its last block), GCM (a nonce) and chacha20-poly1305 (the key).
+HANDOFF_CIPHERS = implemented("ciphers")
 
 
 def name_every_message_type() -> None:
@@ -94,6 +96,7 @@ def configure(transport: paramiko.Transport, options: ServerOptions) -> None:
     security = transport.get_security_options()
     security.ciphers = tuple(c for c in options.ciphers if c in HANDOFF_CIPHERS) or HANDOFF_CIPHERS
     security.digests = tuple(options.macs)
+    security.compression = compression_for(options.compression)
     security.kex = tuple(options.kex_algorithms)
     security.key_types = tuple(options.host_key_algorithms)
     # What server-sig-algs advertises and userauth accepts.

@@ -8,10 +8,12 @@ from privsep.config.match import match_pattern_list
 
 
 SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
-    "ciphers": ("aes128-ctr", "aes192-ctr", "aes256-ctr",
+    # OpenSSH 9.2's defaults in its order (myproposal.h), less the umac MACs
+    # (README, "Algorithms": no fast UMAC here).
+    "ciphers": ("chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr",
                 "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
     "macs": ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
-             "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"),
+             "hmac-sha1-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"),
     "kex": ("mlkem768x25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
             "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group16-sha512",
             "diffie-hellman-group14-sha256"),
@@ -21,15 +23,26 @@ SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
                "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
 }
 
+#: Offered only when the configuration names them (``Ciphers +aes128-cbc``),
+#: as sshd 9.2 does: implemented, but not among the defaults.
+CONFIGURABLE_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "ciphers": ("aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc"),
+    "macs": ("hmac-sha1-96", "hmac-md5", "hmac-md5-96", "hmac-sha1-96-etm@openssh.com",
+             "hmac-md5-etm@openssh.com", "hmac-md5-96-etm@openssh.com"),
+}
+
+
+def implemented(kind: str) -> tuple[str, ...]:
+    """Every name of ``kind`` this daemon can use: the defaults, then the
+    configured-only ones."""
+    return SUPPORTED_ALGORITHMS[kind] + CONFIGURABLE_ALGORITHMS.get(kind, ())
+
 
 OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
-    "ciphers": frozenset(SUPPORTED_ALGORITHMS["ciphers"]) | {
-        "chacha20-poly1305@openssh.com", "aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc"},
-    "macs": frozenset(SUPPORTED_ALGORITHMS["macs"]) | {
-        "hmac-sha1-etm@openssh.com", "umac-64@openssh.com", "umac-128@openssh.com",
-        "umac-64-etm@openssh.com", "umac-128-etm@openssh.com", "hmac-md5", "hmac-md5-96",
-        "hmac-sha1-96", "hmac-md5-etm@openssh.com", "hmac-md5-96-etm@openssh.com",
-        "hmac-sha1-96-etm@openssh.com"},
+    "ciphers": frozenset(implemented("ciphers")),
+    "macs": frozenset(implemented("macs")) | {
+        "umac-64@openssh.com", "umac-128@openssh.com", "umac-64-etm@openssh.com",
+        "umac-128-etm@openssh.com"},
     "kex": frozenset(SUPPORTED_ALGORITHMS["kex"]) | {
         "curve25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
         "diffie-hellman-group-exchange-sha256", "diffie-hellman-group-exchange-sha1",
@@ -56,7 +69,7 @@ def resolve_algorithms(kind: str, spec: str) -> list[str]:
     for name in names:
         if spec[0] != "-" and name not in OPENSSH_ALGORITHMS[kind]:
             raise ValueError(f"Bad SSH2 {kind} spec '{spec}'")
-    supported = [n for n in names if n in default]
+    supported = [n for n in names if n in implemented(kind)]
     if spec[0] == "+":
         result = default + [n for n in supported if n not in default]
     elif spec[0] == "-":

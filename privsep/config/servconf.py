@@ -119,6 +119,8 @@ KEYWORD_LIST = [
     Keyword("VersionAddendum", "version_addendum", v.rest),
     Keyword("RekeyLimit", "rekey_limit", v.rekey_limit, in_match=True),
     # --- algorithms and transport (issue 13) ---
+    # sshd 9.2 has no pre-auth compression left: "delayed" is "yes", printed so.
+    Keyword("Compression", "compression", v.choice("yes", "no", aliases={"delayed": "yes"})),
 
     # --- authentication: certificates, revocation (issue 14) ---
 
@@ -255,6 +257,7 @@ class ServerOptions:
     version_addendum: str = "none"
     rekey_limit: tuple[int, int] = (0, 0)
     # --- algorithms and transport (issue 13) ---
+    compression: str = "yes"
 
     # --- authentication: certificates, revocation (issue 14) ---
 

@@ -18,12 +18,11 @@ import paramiko
 from paramiko.auth_handler import AuthHandler
 from paramiko.common import AUTH_FAILED, AUTH_PARTIALLY_SUCCESSFUL, AUTH_SUCCESSFUL
 from paramiko.server import InteractiveQuery
-from paramiko.packet import Packetizer
 
 from privsep.common import proctitle, roles
 from privsep.common.peer import Peer
 from privsep.netchild import sandbox
-from privsep.child.packetizer import pkt_get
+from privsep.child.packetizer import CipherPacketizer, pkt_get
 from privsep.netchild.capture import CapturingTransport
 from privsep.common.channel import MonitorChannel
 from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
@@ -95,7 +94,7 @@ class NetAuthHandler(AuthHandler):
             self.transport.hand_off()
 
 
-class ThreadlessPacketizer(Packetizer):
+class ThreadlessPacketizer(CipherPacketizer):
     """No handshake timer: the net-child may not start a thread (RLIMIT_NPROC
     is 0), and the monitor enforces LoginGraceTime anyway.
 

@@ -15,14 +15,14 @@ import threading
 
 import paramiko
 from paramiko.common import MSG_KEXINIT
-from paramiko.packet import Packetizer
 
 from privsep.child import transport_setup
-from privsep.child.packetizer import pkt_set
+from privsep.child.ciphers import CipherTransportMixin
+from privsep.child.packetizer import CipherPacketizer, pkt_set
 from privsep.wire.messages import DirectionState, TransportState
 
 
-class ResumedPacketizer(Packetizer):
+class ResumedPacketizer(CipherPacketizer):
     """Drops the version banner paramiko writes at start: the client has it already.
 
     Matched exactly, not as "the first write": another thread (the session's
@@ -51,7 +51,7 @@ class AuthenticatedHandler(paramiko.auth_handler.AuthHandler):
         return {}
 
 
-class ResumedTransport(paramiko.Transport):
+class ResumedTransport(CipherTransportMixin, paramiko.Transport):
     """A server transport that continues a connection another process began."""
 
     def __init__(self, sock, state: TransportState, username: str, **kwargs) -> None:
@@ -67,7 +67,8 @@ class ResumedTransport(paramiko.Transport):
         self.initial_kex_done = self.packetizer._initial_kex_done = True
         self.local_cipher, self.remote_cipher = state.outbound.cipher, state.inbound.cipher
         self.local_mac, self.remote_mac = state.outbound.mac or None, state.inbound.mac or None
-        self.local_compression = self.remote_compression = "none"
+        self.local_compression = state.outbound.compression
+        self.remote_compression = state.inbound.compression
         self._resume_direction(state.outbound, outbound=True)
         self._resume_direction(state.inbound, outbound=False)
         pkt_set(self.packetizer, "remainder", state.pending)
@@ -89,6 +90,13 @@ class ResumedTransport(paramiko.Transport):
         super()._parse_ext_info(m)
 
     def _resume_direction(self, d: DirectionState, outbound: bool) -> None:
+        """Set one direction of the packetizer to where the net-child left it.
+
+        CTR runs its keystream on to the offset; CBC starts from the last
+        ciphertext block (captured as ``iv``); GCM from its nonce;
+        chacha20-poly1305 needs only its key, its nonce being the sequence
+        number.  Delayed compression starts here, fresh, as it would have in
+        the net-child had it carried on (paramiko's _auth_trigger)."""
         info = self._cipher_info[d.cipher]
         aead = info.get("is_aead", False)
         operation = self._ENCRYPT if outbound else self._DECRYPT
@@ -117,6 +125,12 @@ class ResumedTransport(paramiko.Transport):
             pkt_set(p, "sequence_number_in", d.seqno)
             pkt_set(p, "received_packets", d.packets)
             pkt_set(p, "received_bytes", d.bytes)
+        compressors = self._compression_info[d.compression]
+        if compressors[0] is not None:
+            if outbound:
+                p.set_outbound_compressor(compressors[0]())
+            else:
+                p.set_inbound_compressor(compressors[1]())
 
     # The run loop begins with banner exchange and KEXINIT: both happened in
     # the net-child, so the first pass through them is skipped.

@@ -205,17 +205,24 @@ class DirectionState:
     """One direction of an SSH transport, enough to continue it elsewhere."""
 
     cipher: str
+    #: The cipher's key (64 bytes for chacha20-poly1305: K_1 then K_2).
     key: bytes
+    #: The IV to start from: the key exchange's for CTR (see stream_offset),
+    #: the last ciphertext block for CBC; unused by AEADs.
     iv: bytes
-    #: Bytes already run through a CTR keystream (0 for AEAD).
+    #: Bytes already run through a CTR keystream (0 for others).
     stream_offset: int
-    #: The current AES-GCM nonce (empty for CTR).
+    #: The current AES-GCM nonce (empty for others; chacha20-poly1305's
+    #: nonce is the sequence number).
     aead_iv: bytes
     mac: str
     mac_key: bytes
     seqno: int
     packets: int
     bytes: int
+    #: "none", or "zlib@openssh.com": delayed compression, which begins with
+    #: the hand-off, so that its streams cross it still empty.
+    compression: str = "none"
 
 
 @dataclass(frozen=True)
