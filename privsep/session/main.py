@@ -76,6 +76,16 @@ def configure_rekey(loop: EventLoop, transport: SessionTransport, options: Serve
         _rekey_timer(loop, transport, seconds)
 
 
+def _announce_hostkeys(process: SessionProcess) -> None:
+    """hostkeys-00 before anything the client sent is read, as sshd sends it
+    before serving channels: the client's prove request then comes ahead of
+    its exec, and is answered before a quick command's exit-status."""
+    try:
+        process.notify_hostkeys()
+    except Exception as exc:
+        log.debug("hostkeys-00@openssh.com not sent: %s", exc)
+
+
 def _on_monitor_gone(process: SessionProcess):
     """SIGTERM, the parent-death signal: the monitor vanished, and nobody
     will hang up our programs.  Hang them all up (SIGHUP, then SIGCONT for
@@ -142,19 +152,12 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
                              SessionPolicy(options, key_options), host_publics)
     transport.connection = process
     signal.signal(signal.SIGTERM, _on_monitor_gone(process))
-    # hostkeys-00 before anything the client sent is read, as sshd sends it
-    # before serving channels: the client's prove request then comes ahead
-    # of its exec, and is answered before a quick command's exit-status.
-    try:
-        process.notify_hostkeys()
-    except Exception as exc:
-        log.debug("hostkeys-00@openssh.com not sent: %s", exc)
     if options.client_alive_interval > 0:
         _client_alive(loop, process, options.client_alive_interval,
                       options.client_alive_count_max)
     # The connection, its channels, programs, forwards and timers: one loop,
     # this thread, until the connection ends.
-    transport.serve(loop, SessionServer(process))
+    transport.serve(loop, SessionServer(process), first=lambda: _announce_hostkeys(process))
     loop.run(until=lambda: not transport.is_active())
     failure = transport.saved_exception
     if failure is not None and not isinstance(failure, (EOFError, OSError, paramiko.SSHException)):

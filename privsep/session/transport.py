@@ -228,9 +228,12 @@ class SessionTransport(ResumedTransport):
 
     # --- the loop ------------------------------------------------------------------
 
-    def serve(self, loop: EventLoop, server: paramiko.ServerInterface) -> None:
+    def serve(self, loop: EventLoop, server: paramiko.ServerInterface,
+              first: Callable[[], None] | None = None) -> None:
         """Serve the connection from ``loop`` from now on; returns at once.
-        ``active`` turns false when the connection ends."""
+        ``first`` sends what must precede everything (hostkeys-00) before
+        a byte of the client's is handled.  ``active`` turns false when the
+        connection ends."""
         self.loop = loop
         self.server_mode, self.server_object, self.active = True, server, True
         self._skip_initial_kex = False  # the net-child had the banner and the first exchange
@@ -238,6 +241,8 @@ class SessionTransport(ResumedTransport):
         fd = self.packetizer.fileno()
         loop.add_reader(fd, self._readable)
         loop.add_writer(fd, self._writable, when=lambda: self.packetizer.backlog() > 0)
+        if first is not None:
+            first()
         self._guarded(self._process)  # what the net-child had read already
 
     def _guarded(self, step: Callable[[], None]) -> None:
