@@ -15,11 +15,11 @@ import os
 import secrets
 import socket
 import string
-import threading
 
 import paramiko
 
-from privsep.session.forward import splice
+from privsep.session.loop import EventLoop
+from privsep.session.splice import Splice
 from privsep.session.transport import SessionTransport
 
 log = logging.getLogger("privsep.session")
@@ -28,75 +28,78 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 class AgentForwarding:
-    def __init__(self, transport: SessionTransport, tmpdir: str = "/tmp") -> None:
+    def __init__(self, loop: EventLoop, transport: SessionTransport, tmpdir: str = "/tmp") -> None:
+        self.loop = loop
         self.transport = transport
         self.tmpdir = tmpdir
         self.directory: str | None = None
         self.path: str | None = None
         self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
 
     def start(self) -> bool:
         """Listen for the user's programs; False if it cannot (or did already)."""
-        with self._lock:
-            if self._sock is not None:
-                return False  # one agent socket per connection, as sshd
-            for _ in range(100):
-                directory = os.path.join(self.tmpdir, "ssh-" + "".join(
-                    secrets.choice(_ALPHABET) for _ in range(10)))
-                try:
-                    os.mkdir(directory, 0o700)
-                    break
-                except FileExistsError:
-                    continue
-                except OSError as exc:
-                    log.error("mkdtemp: private socket dir: %s", exc.strerror)
-                    return False
-            else:
-                return False
-            path = os.path.join(directory, f"agent.{os.getpid()}")
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self._sock is not None:
+            return False  # one agent socket per connection, as sshd
+        for _ in range(100):
+            directory = os.path.join(self.tmpdir, "ssh-" + "".join(
+                secrets.choice(_ALPHABET) for _ in range(10)))
             try:
-                old = os.umask(0o177)
-                try:
-                    sock.bind(path)
-                finally:
-                    os.umask(old)
-                sock.listen(128)
+                os.mkdir(directory, 0o700)
+                break
+            except FileExistsError:
+                continue
             except OSError as exc:
-                log.error("agent forwarding: bind %s: %s", path, exc.strerror)
-                sock.close()
-                os.rmdir(directory)
+                log.error("mkdtemp: private socket dir: %s", exc.strerror)
                 return False
-            self.directory, self.path, self._sock = directory, path, sock
-        threading.Thread(target=self._accept_loop, args=(sock,), daemon=True,
-                         name="agent-listen").start()
+        else:
+            return False
+        path = os.path.join(directory, f"agent.{os.getpid()}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old = os.umask(0o177)
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(old)
+            sock.listen(128)
+        except OSError as exc:
+            log.error("agent forwarding: bind %s: %s", path, exc.strerror)
+            sock.close()
+            os.rmdir(directory)
+            return False
+        self.directory, self.path, self._sock = directory, path, sock
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._accept)
         return True
 
-    def _accept_loop(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True, name="agent-open").start()
-
-    def _one(self, conn: socket.socket) -> None:
+    def _accept(self) -> None:
+        """A program connected to the socket: an agent channel to the client."""
         try:
-            chan = self.transport.open_channel_to_client("auth-agent@openssh.com", b"")
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+
+        def opened(chan) -> None:
+            if chan is None:
+                log.info("agent forwarding: client refused the channel")
+                conn.close()
+                return
+            Splice(self.loop, chan, conn)
+        try:
+            self.transport.open_channel_to_client("auth-agent@openssh.com", b"", opened)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             log.info("agent forwarding: client refused the channel: %s", exc)
             conn.close()
-            return
-        splice(chan, conn)
 
     def stop(self) -> None:
         """Remove the socket and its directory (logout)."""
-        with self._lock:
-            sock, path, directory = self._sock, self.path, self.directory
-            self._sock = None
+        sock, path, directory = self._sock, self.path, self.directory
+        self._sock = None
         if sock is None:
             return
+        self.loop.forget(sock.fileno())
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:

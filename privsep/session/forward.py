@@ -1,8 +1,8 @@
 """Port and Unix-socket forwarding, in the session process, as the user.
 
 ``ssh -L``/``-D`` open ``direct-tcpip`` channels: the session process connects
-(in a thread of its own, so that a slow or unreachable address holds up
-nobody) and only then confirms or refuses the channel, as sshd does.
+(without waiting: the loop goes on serving while the connect is under way)
+and only then confirms or refuses the channel, as sshd does.
 ``ssh -R`` asks for ``tcpip-forward``: the session process listens (with the
 user's rights, so ports below 1024 are refused by the kernel) and opens a
 ``forwarded-tcpip`` channel to the client for each connection.  The Unix-socket
@@ -12,8 +12,10 @@ AllowTcpForwarding, AllowStreamLocalForwarding, DisableForwarding, PermitOpen,
 PermitListen and GatewayPorts (``ForwardRules``), with a hook for the
 authorized_keys options of the key that logged in.
 
-Data moves between a channel and a socket in two threads, one per direction,
-blocking reads of up to 64 KiB: no polling, no sleeps.
+All of it runs in the session process's event loop: a connect is
+non-blocking (only the name lookup waits, as in sshd's connect_to), a
+listening socket is read when a connection comes, and the data moves
+between a channel and a socket through splice.Splice.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import errno
 import logging
 import os
 import socket
-import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,13 +33,13 @@ from paramiko.message import Message
 from privsep.common.log import verbose
 from privsep.config.match import match_pattern
 from privsep.config.servconf import ServerOptions
+from privsep.session.loop import EventLoop
+from privsep.session.splice import Splice
 from privsep.session.transport import (
     OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED, SessionTransport,
 )
 
 log = logging.getLogger("privsep.session")
-
-BUFFER = 65536
 
 
 # --- who may forward what ------------------------------------------------------
@@ -167,68 +168,6 @@ def bind_addresses_for(gateway_ports: str, requested: str) -> list[str]:
     return ForwardRules(gateway_ports=gateway_ports).bind_addresses(requested)
 
 
-# --- moving the data -------------------------------------------------------------
-
-
-def splice(chan: paramiko.Channel, sock: socket.socket, on_done=None) -> None:
-    """Copy both ways between ``chan`` and ``sock`` until both have ended.
-
-    EOF travels as EOF (shutdown of the socket's write side, CHANNEL_EOF);
-    an error on either side tears both down.
-    """
-    state = {"left": 2}
-    lock = threading.Lock()
-
-    def finished() -> None:
-        with lock:
-            state["left"] -= 1
-            last = state["left"] == 0
-        if last:
-            try:
-                chan.close()
-            except Exception:
-                pass
-            try:
-                sock.close()
-            except OSError:
-                pass
-            if on_done is not None:
-                on_done()
-
-    def abort() -> None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            chan.close()
-        except Exception:
-            pass
-
-    def copy(read, write, end_write) -> None:
-        """One direction until EOF, then half-close the other side."""
-        try:
-            while True:
-                data = read(BUFFER)
-                if not data:
-                    break
-                write(data)
-            end_write()
-        except (OSError, EOFError, paramiko.SSHException):
-            abort()
-        finally:
-            finished()
-
-    def to_channel() -> None:
-        copy(sock.recv, chan.sendall, chan.shutdown_write)
-
-    def to_socket() -> None:
-        copy(chan.recv, sock.sendall, lambda: sock.shutdown(socket.SHUT_WR))
-
-    threading.Thread(target=to_channel, daemon=True, name="fwd-up").start()
-    threading.Thread(target=to_socket, daemon=True, name="fwd-down").start()
-
-
 # --- the forwards of one connection -------------------------------------------------
 
 
@@ -239,9 +178,10 @@ class _Listener:
     path: str | None = None
     closed: bool = False
 
-    def close(self) -> None:
+    def close(self, loop: EventLoop) -> None:
         self.closed = True
         for sock in self.socks:
+            loop.forget(sock.fileno())
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -251,12 +191,13 @@ class _Listener:
 
 
 class Forwarding:
-    def __init__(self, transport: SessionTransport, rules: ForwardRules, user: str) -> None:
+    def __init__(self, loop: EventLoop, transport: SessionTransport, rules: ForwardRules,
+                 user: str) -> None:
+        self.loop = loop
         self.transport = transport
         self.rules = rules
         self.user = user
         self.listeners: dict[tuple, _Listener] = {}
-        self.lock = threading.Lock()
 
     # -- direct-tcpip / direct-streamlocal: the client asks us to connect ----------
 
@@ -273,8 +214,7 @@ class Forwarding:
                      "but the request was denied.", origin, origin_port, host, port)
             self.transport.refuse_channel(peer, OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
             return
-        threading.Thread(target=self._connect_tcp, args=(peer, host, port), daemon=True,
-                         name="fwd-connect").start()
+        self._connect_tcp(peer, host, port)
 
     def _connect_tcp(self, peer, host: str, port: int) -> None:
         try:
@@ -290,17 +230,35 @@ class Forwarding:
             log.error("connect_to %s: unknown host (%s)", host, exc)
             self._refuse_quietly(peer, OPEN_CONNECT_FAILED, "unknown host")
             return
-        error = "Connection refused"
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
+        self._try_addresses(peer, host, port, list(infos), "Connection refused")
+
+    def _try_addresses(self, peer, host: str, port: int, infos: list, error: str) -> None:
+        """Connect to the first address that answers, without waiting for any."""
+        while infos:
+            family, kind, proto, _, address = infos.pop(0)
             try:
-                sock.connect(address)
+                sock = socket.socket(family, kind, proto)
             except OSError as exc:
                 error = os.strerror(exc.errno) if exc.errno else str(exc)
-                sock.close()
                 continue
-            self._confirm(peer, sock)
-            return
+            sock.setblocking(False)
+            code = sock.connect_ex(address)
+            if code == 0:
+                self._confirm(peer, sock)
+                return
+            if code == errno.EINPROGRESS:
+                def connected(sock=sock) -> None:
+                    self.loop.forget(sock.fileno())
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if code == 0:
+                        self._confirm(peer, sock)
+                        return
+                    sock.close()
+                    self._try_addresses(peer, host, port, infos, os.strerror(code))
+                self.loop.add_writer(sock.fileno(), connected)
+                return
+            error = os.strerror(code)
+            sock.close()
         log.error("connect_to %s port %d: failed.", host, port)
         self._refuse_quietly(peer, OPEN_CONNECT_FAILED, error)
 
@@ -316,8 +274,7 @@ class Forwarding:
                      path[:100])
             self.transport.refuse_channel(peer, OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed")
             return
-        threading.Thread(target=self._connect_unix, args=(peer, path), daemon=True,
-                         name="fwd-connect").start()
+        self._connect_unix(peer, path)
 
     def _connect_unix(self, peer, path: str) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -336,7 +293,7 @@ class Forwarding:
         except Exception:
             sock.close()
             return
-        splice(chan, sock)
+        Splice(self.loop, chan, sock)
 
     def _refuse_quietly(self, peer, reason: int, text: str) -> None:
         try:
@@ -387,16 +344,14 @@ class Forwarding:
             log.error("cannot listen to port: %d", port)
             return None
         listener = _Listener(("tcp", address, port), socks)
-        with self.lock:
-            old = self.listeners.pop(listener.key, None)
-            if port == 0:
-                listener.key = ("tcp", address, bound)
-            self.listeners[listener.key] = listener
+        old = self.listeners.pop(listener.key, None)
+        if port == 0:
+            listener.key = ("tcp", address, bound)
+        self.listeners[listener.key] = listener
         if old is not None:
-            old.close()
+            old.close(self.loop)
         for sock in socks:
-            threading.Thread(target=self._accept_loop, daemon=True, name="fwd-listen",
-                             args=(listener, sock, "forwarded-tcpip", address, bound)).start()
+            self._listen(listener, sock, "forwarded-tcpip", address, bound)
         return bound
 
     def _client(self) -> tuple[str, int]:
@@ -408,12 +363,11 @@ class Forwarding:
             return "UNKNOWN", 0
 
     def cancel_tcpip_forward(self, address: str, port: int) -> bool:
-        with self.lock:
-            listener = self.listeners.pop(("tcp", address, port), None)
+        listener = self.listeners.pop(("tcp", address, port), None)
         if listener is None:
             verbose(log, "cancel-tcpip-forward: no forward for %s port %d", address, port)
             return False
-        listener.close()
+        listener.close(self.loop)
         return True
 
     def streamlocal_forward(self, path: str) -> bool:
@@ -436,29 +390,35 @@ class Forwarding:
             sock.close()
             return False
         listener = _Listener(("unix", path), [sock], path=path)
-        with self.lock:
-            self.listeners[listener.key] = listener
-        threading.Thread(target=self._accept_loop, daemon=True, name="fwd-listen",
-                         args=(listener, sock, "forwarded-streamlocal@openssh.com", path, 0)).start()
+        old = self.listeners.pop(listener.key, None)
+        if old is not None:
+            old.close(self.loop)
+        self.listeners[listener.key] = listener
+        self._listen(listener, sock, "forwarded-streamlocal@openssh.com", path, 0)
         return True
 
     def cancel_streamlocal_forward(self, path: str) -> bool:
-        with self.lock:
-            listener = self.listeners.pop(("unix", path), None)
+        listener = self.listeners.pop(("unix", path), None)
         if listener is None:
             return False
-        listener.close()
+        listener.close(self.loop)
         return True
 
-    def _accept_loop(self, listener: _Listener, sock: socket.socket, kind: str,
-                     address: str, port: int) -> None:
-        while not listener.closed:
+    def _listen(self, listener: _Listener, sock: socket.socket, kind: str, address: str,
+                port: int) -> None:
+        """Each connection to ``sock`` becomes a ``kind`` channel to the client."""
+        sock.setblocking(False)
+
+        def accept() -> None:
             try:
                 conn, origin = sock.accept()
-            except OSError:
+            except (BlockingIOError, InterruptedError):
                 return
-            threading.Thread(target=self._forward_one, daemon=True, name="fwd-open",
-                             args=(conn, origin, kind, address, port)).start()
+            except OSError as exc:
+                verbose(log, "accept on forward %s port %d: %s", address, port, exc.strerror)
+                return
+            self._forward_one(conn, origin, kind, address, port)
+        self.loop.add_reader(sock.fileno(), accept, when=lambda: not listener.closed)
 
     def _forward_one(self, conn: socket.socket, origin, kind: str, address: str, port: int) -> None:
         fields = Message()
@@ -470,17 +430,21 @@ class Forwarding:
         else:
             fields.add_string(address)
             fields.add_string("")
+
+        def opened(chan) -> None:
+            if chan is None:
+                verbose(log, "%s to %s port %d: refused by the client", kind, address, port)
+                conn.close()
+                return
+            Splice(self.loop, chan, conn)
         try:
-            chan = self.transport.open_channel_to_client(kind, fields.asbytes())
+            self.transport.open_channel_to_client(kind, fields.asbytes(), opened)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             verbose(log, "%s to %s port %d: %s", kind, address, port, exc)
             conn.close()
-            return
-        splice(chan, conn)
 
     def close_all(self) -> None:
-        with self.lock:
-            listeners = list(self.listeners.values())
-            self.listeners.clear()
+        listeners = list(self.listeners.values())
+        self.listeners.clear()
         for listener in listeners:
-            listener.close()
+            listener.close(self.loop)

@@ -9,7 +9,6 @@ import os
 import pwd
 import signal
 import socket
-import threading
 import time
 from typing import NoReturn
 
@@ -23,6 +22,7 @@ from privsep.common.channel import MonitorChannel
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.servconf import ServerOptions
+from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
 from privsep.session.session import SessionProcess, SessionServer
 from privsep.session.transport import SessionTransport
@@ -31,45 +31,59 @@ from privsep.wire import messages as wire
 log = logging.getLogger("privsep.session")
 
 
-def _client_alive(process: SessionProcess, interval: int, count_max: int) -> None:
+def _client_alive(loop: EventLoop, process: SessionProcess, interval: int, count_max: int) -> None:
     """ClientAliveInterval: a keepalive@openssh.com that wants a reply every
     ``interval`` seconds; ClientAliveCountMax unanswered ones end the connection."""
     transport = process.transport
-    while transport.is_active():
-        time.sleep(interval)
+
+    def tick() -> None:
+        if not transport.is_active():
+            return
         if process.alive_unanswered >= count_max:
             log.info("Timeout, client not responding from user %s %s", process.pw.pw_name,
                      process.peer)
             transport.close()
             return
         process.alive_unanswered += 1
-        try:
-            transport.send_global_request("keepalive@openssh.com", want_reply=True)
-        except Exception:
+        transport.send_global_request("keepalive@openssh.com", want_reply=True)
+        loop.call_later(interval, tick)
+    loop.call_later(interval, tick)
+
+
+def _rekey_timer(loop: EventLoop, transport: SessionTransport, seconds: int) -> None:
+    """The time half of RekeyLimit: a key exchange once ``seconds`` have passed
+    since the last one ended, data or none, as sshd's server loop does."""
+    def tick() -> None:
+        if not transport.is_active():
             return
+        due = transport.kex_done_at + seconds
+        if time.monotonic() >= due and transport.start_rekey():
+            trace(log, "session", "RekeyLimit %ds: key exchange started by the server", seconds)
+            due = time.monotonic() + seconds
+        loop.call_later(max(due - time.monotonic(), 1.0), tick)
+    loop.call_later(seconds, tick)
 
 
-def _rekey_timer(transport: SessionTransport, seconds: int) -> None:
-    """The time half of RekeyLimit: a key exchange every ``seconds``."""
-    while transport.is_active():
-        time.sleep(seconds)
-        try:
-            if transport.is_active() and not transport.in_kex:
-                transport.renegotiate_keys()
-        except Exception:
-            return
-
-
-def configure_rekey(transport: SessionTransport, options: ServerOptions) -> None:
+def configure_rekey(loop: EventLoop, transport: SessionTransport, options: ServerOptions) -> None:
     """RekeyLimit's byte half on our side of the packetizer (paramiko counts
-    both directions against it and starts the key exchange itself)."""
+    both directions against it and asks for the key exchange itself), and
+    its time half as a timer of the loop."""
     amount, seconds = options.rekey_limit
     if amount:
         transport.packetizer.REKEY_BYTES = amount
         transport.packetizer.REKEY_PACKETS = max(amount // 16, 1)
     if seconds:
-        threading.Thread(target=_rekey_timer, args=(transport, seconds), daemon=True,
-                         name="rekey-timer").start()
+        _rekey_timer(loop, transport, seconds)
+
+
+def _announce_hostkeys(process: SessionProcess) -> None:
+    """hostkeys-00 before anything the client sent is read, as sshd sends it
+    before serving channels: the client's prove request then comes ahead of
+    its exec, and is answered before a quick command's exit-status."""
+    try:
+        process.notify_hostkeys()
+    except Exception as exc:
+        log.debug("hostkeys-00@openssh.com not sent: %s", exc)
 
 
 def _on_monitor_gone(process: SessionProcess):
@@ -132,27 +146,22 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
     transport.peer_text = str(peer)
     transport_setup.configure(transport, options)
     hostkey_proxy.install_on(transport, host_publics, monitor.sign)
-    configure_rekey(transport, options)
-    process = SessionProcess(transport, monitor, pw, pam_env, peer, login_messages,
+    loop = EventLoop()
+    configure_rekey(loop, transport, options)
+    process = SessionProcess(loop, transport, monitor, pw, pam_env, peer, login_messages,
                              SessionPolicy(options, key_options), host_publics)
     transport.connection = process
     signal.signal(signal.SIGTERM, _on_monitor_gone(process))
-    # hostkeys-00 before anything the client sent is read, as sshd sends it
-    # before serving channels: the client's prove request then comes ahead
-    # of its exec, and is answered before a quick command's exit-status.
-    try:
-        process.notify_hostkeys()
-    except Exception as exc:
-        log.debug("hostkeys-00@openssh.com not sent: %s", exc)
-    transport.resume(SessionServer(process))
     if options.client_alive_interval > 0:
-        threading.Thread(target=_client_alive, daemon=True, name="client-alive",
-                         args=(process, options.client_alive_interval,
-                               options.client_alive_count_max)).start()
-    transport.join()
+        _client_alive(loop, process, options.client_alive_interval,
+                      options.client_alive_count_max)
+    # The connection, its channels, programs, forwards and timers: one loop,
+    # this thread, until the connection ends.
+    transport.serve(loop, SessionServer(process), first=lambda: _announce_hostkeys(process))
+    loop.run(until=lambda: not transport.is_active())
     failure = transport.saved_exception
     if failure is not None and not isinstance(failure, (EOFError, OSError, paramiko.SSHException)):
-        # paramiko's run loop caught it and (its logger being quiet) said nothing
+        # the dispatch caught it; say what it was, as sshd's fatal does
         log.error("ssh_dispatch_run_fatal: Connection from user %s %s: %s", pw.pw_name, peer,
                   transport_setup.failure_text(failure))
     process.forwarding.close_all()
@@ -165,7 +174,3 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
             except (ProcessLookupError, PermissionError):
                 pass
         process.release_pty(session)
-    # A release a program's thread began must finish before this process
-    # exits, or the monitor's answer meets a closed socket.
-    with process.release_lock:
-        pass

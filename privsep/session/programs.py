@@ -1,20 +1,22 @@
 """The user's programs, session side: fork each shell or command on a pty or
 on pipes (the child's side is privsep/shell/spawn.py), copy its output to
-the channel in large reads, and report its exit as sshd does."""
+the channel in large reads (pump.OutputPump) and its input from the channel
+(stdin.StdinSink), all in the session process's event loop, and report its
+exit as sshd does: the loop learns of it through a pidfd."""
 
 from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
-import threading
 from typing import Callable
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 
 from privsep.common.trace import trace
+from privsep.session.loop import EventLoop
+from privsep.session.pump import OutputPump
 from privsep.session.state import SessionChannel
 from privsep.session.stdin import StdinSink
 from privsep.shell import spawn
@@ -58,52 +60,49 @@ def _output_read_size(chan: paramiko.Channel) -> int:
     return 2 * min(max(payload, 1024), _MAX_READ // 2)
 
 
-def _pump_out(fd: int, send, read_size: int, stop_fd: int | None = None, owned: bool = False,
-              eow: threading.Event | None = None) -> None:
-    """Copy ``fd`` to the channel until EOF.  If ``stop_fd`` becomes readable
-    (the program exited), drain what is already buffered and stop.  An
-    ``owned`` fd is closed at the end, so that a program still writing after
-    the channel went away gets EPIPE/SIGPIPE, as with sshd (``yes | head``)."""
-    draining = False
-    try:
-        while True:
-            if stop_fd is not None and not draining:
-                ready, _, _ = select.select([fd, stop_fd], [], [])
-                if stop_fd in ready and fd not in ready:
-                    draining = True
-                    os.set_blocking(fd, False)
-            try:
-                data = os.read(fd, read_size)
-            except BlockingIOError:  # drained; or a pty master's spurious wake-up
-                if draining or stop_fd is None:
-                    return
-                continue
-            except OSError:  # EIO: the pty's last slave fd closed
-                return
-            if not data or (eow is not None and eow.is_set()):
-                return
-            try:
-                send(data)
-            except (OSError, EOFError, paramiko.SSHException):
-                return
-    finally:
-        if owned:
-            os.close(fd)
+class _Runner:
+    """What both kinds of program share: the fork's pid watched through a
+    pidfd (readable once the program exited), the exit status reported once
+    all output is delivered."""
+
+    loop: EventLoop
+    session: SessionChannel
+    #: the wait status, once the program exited
+    status: int | None = None
+    #: exit status, EOF and CLOSE sent (or the channel was gone)
+    finished: bool = False
+
+    def _watch_exit(self) -> None:
+        self.pidfd = os.pidfd_open(self.session.pid)
+        self.loop.add_reader(self.pidfd, self._reap)
+
+    def _reap(self) -> None:
+        pid, status = os.waitpid(self.session.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        self.loop.forget(self.pidfd)
+        os.close(self.pidfd)
+        self.status = status
+        self.session.exited = True
+        self._exited()
+
+    def _exited(self) -> None:
+        raise NotImplementedError
+
+    def eow(self) -> None:
+        """eow@openssh.com: the client's stdout is gone."""
 
 
-class PtyRunner:
+class PtyRunner(_Runner):
     """A program on a pty: session leader with the pts as controlling tty."""
 
-    def __init__(self, session: SessionChannel, program: spawn.Program,
+    def __init__(self, loop: EventLoop, session: SessionChannel, program: spawn.Program,
                  release_pty: Callable[[SessionChannel], None]) -> None:
-        self.session, self.release_pty = session, release_pty
+        self.loop, self.session, self.release_pty = loop, session, release_pty
         pty = session.pty
         assert pty is not None
-        self.exited_r, self.exited_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.close(self.exited_r)
-            os.close(self.exited_w)
             spawn.on_pty(program, pty.master, pty.slave)
         session.pid = pid
         trace(log, "session", "started %s (pid %d): session leader (sid %d), controlling tty %s",
@@ -111,34 +110,38 @@ class PtyRunner:
         os.close(pty.slave)
 
     def start(self) -> None:
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
         pty, chan = self.session.pty, self.session.chan
-        # (the sink makes the master non-blocking, for the reader too)
-        self.session.sink = StdinSink(chan, pty.master, close_on_eof=False)
+        self.session.sink = StdinSink(self.loop, chan, pty.master, close_on_eof=False)
         chan.attach_sink(self.session.sink)
-        reader = threading.Thread(target=_pump_out, daemon=True, args=(
-            pty.master, chan.sendall, _output_read_size(chan), self.exited_r))
-        reader.start()
-        _, status = os.waitpid(self.session.pid, 0)
-        trace(log, "session", "%d on %s exited (wait status %d)", self.session.pid, pty.tty, status)
-        self.session.exited = True
-        os.write(self.exited_w, b"x")
-        reader.join()
-        os.close(self.exited_r)
-        os.close(self.exited_w)
+        self.pump = OutputPump(self.loop, chan, pty.master, _output_read_size(chan),
+                               on_end=self._output_ended)
+        self._watch_exit()
+
+    def _exited(self) -> None:
+        trace(log, "session", "%d on %s exited (wait status %d)", self.session.pid,
+              self.session.pty.tty, self.status)
+        self.pump.drain()  # what the program wrote last, then the pump ends
+        if self.pump.ended:
+            self._output_ended(True)
+
+    def _output_ended(self, clean: bool) -> None:
+        if self.status is None or self.finished:
+            return  # the output ended first (EIO, the channel closed): wait for the exit
+        self.finished = True
+        pty = self.session.pty
         self.session.sink.stop()
         self.release_pty(self.session)
+        self.loop.forget(pty.master)
         os.close(pty.master)
-        _finish(chan, status)
+        _finish(self.session.chan, self.status)
 
 
-class PipeRunner:
+class PipeRunner(_Runner):
     """A program without a pty: stdin, stdout and stderr on separate pipes."""
 
-    def __init__(self, session: SessionChannel, program: spawn.Program) -> None:
-        self.session = session
+    def __init__(self, loop: EventLoop, session: SessionChannel, program: spawn.Program) -> None:
+        self.loop, self.session = loop, session
+        self.pumps: list[OutputPump] = []
         in_r, self.stdin = os.pipe()
         self.stdout, out_w = os.pipe()
         self.stderr, err_w = os.pipe()
@@ -152,32 +155,39 @@ class PipeRunner:
             os.close(fd)
 
     def start(self) -> None:
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
         chan = self.session.chan
-        self.session.sink = StdinSink(chan, self.stdin, close_on_eof=True)
+        self.session.sink = StdinSink(self.loop, chan, self.stdin, close_on_eof=True)
         chan.attach_sink(self.session.sink)
         read_size = _output_read_size(chan)
-        out = threading.Thread(target=_pump_out, daemon=True, args=(
-            self.stdout, chan.sendall, read_size, None, True, self.session.eow))
-        err = threading.Thread(target=_pump_out, daemon=True, args=(
-            self.stderr, chan.sendall_stderr, read_size, None, True, self.session.eow))
-        out.start()
-        err.start()
-        _, status = os.waitpid(self.session.pid, 0)
-        self.session.exited = True
-        out.join()
-        err.join()
+        self.pumps = [
+            OutputPump(self.loop, chan, self.stdout, read_size, self._output_ended, owned=True),
+            OutputPump(self.loop, chan, self.stderr, read_size, self._output_ended, stderr=True,
+                       owned=True),
+        ]
+        self._watch_exit()
+
+    def eow(self) -> None:
+        # Stop reading the program's output so that it gets EPIPE (sshd's chan_rcvd_eow).
+        for pump in self.pumps:
+            pump.end(False)
+
+    def _exited(self) -> None:
+        self._output_ended(True)
+
+    def _output_ended(self, clean: bool) -> None:
+        """Both outputs at EOF and the program gone: report, in sshd's order."""
+        if self.status is None or self.finished or not all(p.ended for p in self.pumps):
+            return
+        self.finished = True
         self.session.sink.stop()
-        _finish(chan, status)
+        _finish(self.session.chan, self.status)
 
 
 def _finish(chan: paramiko.Channel, status: int) -> None:
     """All output delivered: exit status, EOF, close, in sshd's order; the
     client closes the connection.  The exit status goes first: a client
     whose input is done answers our EOF with its CLOSE at once, the
-    transport thread answers that with ours, and an exit status sent after
+    loop answers that with ours, and an exit status sent after
     the EOF could then arrive after our CLOSE (a mux client reported 255)."""
     if chan.closed:  # the client closed it first: its id may name another channel soon
         return

@@ -11,7 +11,6 @@ loudly if the internals move.  What crosses is wire.messages.TransportState.
 from __future__ import annotations
 
 import logging
-import threading
 
 import paramiko
 from paramiko.common import MSG_KEXINIT
@@ -25,9 +24,9 @@ from privsep.wire.messages import DirectionState, TransportState
 class ResumedPacketizer(CipherPacketizer):
     """Drops the version banner paramiko writes at start: the client has it already.
 
-    Matched exactly, not as "the first write": another thread (the session's
-    hostkeys-00 announcement) may send a packet before the transport thread
-    gets to its banner."""
+    Matched exactly, not as "the first write".  (The session process's
+    packetizer, packets.SessionPacketizer, never writes it: its loop skips
+    paramiko's start-up.)"""
 
     #: The banner bytes to swallow once (set by ResumedTransport).
     banner: bytes | None = None
@@ -157,6 +156,3 @@ class ResumedTransport(CipherTransportMixin, paramiko.Transport):
         logging.getLogger("privsep.session").info(
             "Received disconnect from %s:%d: %s", self.peer_text, code, description)
 
-    def resume(self, server: paramiko.ServerInterface) -> None:
-        """Start the transport thread serving ``server``; returns at once."""
-        self.start_server(event=threading.Event(), server=server)

@@ -13,7 +13,6 @@ import os
 import pwd
 import signal
 import termios
-import threading
 
 import paramiko
 from paramiko.common import OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
@@ -27,6 +26,7 @@ from privsep.config.servconf import ServerOptions
 from privsep.session import programs, tty
 from privsep.session.agent import AgentForwarding
 from privsep.session.forward import Forwarding
+from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
 from privsep.session.state import Pty, SessionChannel
 from privsep.session.transport import SessionTransport
@@ -103,11 +103,12 @@ class SessionProcess:
     """The connection: its session channels, forwards, agent socket and the
     connection-level requests (the transport's ``connection``)."""
 
-    def __init__(self, transport: SessionTransport, monitor: MonitorClient,
+    def __init__(self, loop: EventLoop, transport: SessionTransport, monitor: MonitorClient,
                  pw: pwd.struct_passwd, pam_env: dict[str, str], peer,
                  login_messages: tuple[str, ...] = (),
                  policy: SessionPolicy | None = None,
                  host_publics: list[paramiko.PKey] | None = None) -> None:
+        self.loop = loop
         self.login_messages = login_messages
         self.policy = policy or SessionPolicy(ServerOptions().finish(), ())
         self.transport = transport
@@ -118,27 +119,19 @@ class SessionProcess:
         self.options = self.policy.options
         self.host_publics = list(host_publics or [])
         self.sessions: dict[int, SessionChannel] = {}
-        self.lock = threading.Lock()
-        #: held for the whole of a pty's release, so that the main thread's
-        #: release at the end waits for one a program's thread began: it
-        #: would otherwise exit while the monitor answers that one, and the
-        #: monitor's answer would meet a closed socket.  Found by tests/fuzz.py.
-        self.release_lock = threading.Lock()
         self.no_more_sessions = False
-        self.forwarding = Forwarding(transport, self.policy.forward_rules(), pw.pw_name)
-        self.agent = AgentForwarding(transport)
+        self.forwarding = Forwarding(loop, transport, self.policy.forward_rules(), pw.pw_name)
+        self.agent = AgentForwarding(loop, transport)
         #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
         self.alive_unanswered = 0
 
     def _session(self, channel: paramiko.Channel) -> SessionChannel:
-        with self.lock:
-            return self.sessions.setdefault(channel.get_id(), SessionChannel(channel))
+        return self.sessions.setdefault(channel.get_id(), SessionChannel(channel))
 
     def update_title(self) -> None:
         """user@pts/1,pts/2 or user@notty, as sshd's session_proctitle."""
-        with self.lock:
-            ttys = [s.pty.tty.removeprefix("/dev/") for s in self.sessions.values()
-                    if s.pty is not None and not s.pty_released]
+        ttys = [s.pty.tty.removeprefix("/dev/") for s in self.sessions.values()
+                if s.pty is not None and not s.pty_released]
         proctitle.set(roles.session_title(self.pw.pw_name, ttys))
 
     # --- the transport's questions (session_transport.Connection) -----------------
@@ -150,15 +143,12 @@ class SessionProcess:
                           "sessions disabled")
                 transport.close()
                 return True
-            with self.lock:
-                count = len(self.sessions)
-            if count >= self.options.max_sessions:
+            if len(self.sessions) >= self.options.max_sessions:
                 log.error("no more sessions")
                 transport.refuse_channel(peer, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, "open failed")
                 return True
             chan = transport.new_channel(peer)
-            with self.lock:
-                self.sessions[chan.get_id()] = SessionChannel(chan)
+            self.sessions[chan.get_id()] = SessionChannel(chan)
             return True
         if kind == "direct-tcpip":
             self.forwarding.direct_tcpip(peer, m)
@@ -207,15 +197,16 @@ class SessionProcess:
         if kind == "eow@openssh.com":
             # The client's stdout is gone: stop reading the program's output
             # so that it gets EPIPE (sshd's chan_rcvd_eow).
-            session.eow.set()
+            session.eow = True
+            if session.runner is not None:
+                session.runner.eow()
             return True
         if kind in ("exit-status", "exit-signal", "xon-xoff"):
             return False  # client-to-server, meaningless here
         return None
 
     def channel_gone(self, chanid: int) -> None:
-        with self.lock:
-            session = self.sessions.pop(chanid, None)
+        session = self.sessions.pop(chanid, None)
         if session is None:
             return
         if session.sink is not None:
@@ -417,26 +408,25 @@ class SessionProcess:
                 # a login shell first shows what PAM said (motd) and the last login
                 banner = self.policy.login_banner(self.login_messages, session.pty.last_login)
                 program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "")
-                runner = programs.PtyRunner(session, program, self.release_pty)
+                runner = programs.PtyRunner(self.loop, session, program, self.release_pty)
             else:
                 # a login shell without a pty (ssh -T) shows what PAM said too, as sshd
                 banner = "".join(f"{line}\n" for line in self.login_messages)
                 program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "")
-                runner = programs.PipeRunner(session, program)
+                runner = programs.PipeRunner(self.loop, session, program)
         except OSError as exc:
             log.error("session: could not start %s: %s", shell, exc)
             return False
+        session.runner = runner
         runner.start()
         return True
 
     def release_pty(self, session: SessionChannel) -> None:
-        with self.release_lock:
-            with self.lock:
-                if session.pty is None or session.pty_released:
-                    return
-                session.pty_released = True
-            try:
-                self.monitor.pty_cleanup(session.pty.tty)
-            except Exception as exc:
-                log.error("pty cleanup for %s failed: %s", session.pty.tty, exc)
+        if session.pty is None or session.pty_released:
+            return
+        session.pty_released = True
+        try:
+            self.monitor.pty_cleanup(session.pty.tty)
+        except Exception as exc:
+            log.error("pty cleanup for %s failed: %s", session.pty.tty, exc)
         self.update_title()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import paramiko
@@ -33,6 +32,8 @@ class SessionChannel:
     subsystem: bool = False
     exited: bool = False
     #: eow@openssh.com: the client can take no more output (its stdout broke)
-    eow: threading.Event = field(default_factory=threading.Event)
+    eow: bool = False
     #: where the channel's data goes once the program runs
     sink: StdinSink | None = None
+    #: the program's runner (programs.PtyRunner or PipeRunner), once started
+    runner: object | None = None

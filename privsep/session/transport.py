@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import paramiko
 from paramiko.channel import Channel
 from paramiko.common import (
-    MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_REQUEST, OPEN_SUCCEEDED,
-    cMSG_DISCONNECT, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
+    MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_REQUEST,
+    MSG_CHANNEL_WINDOW_ADJUST, MSG_DEBUG, MSG_DISCONNECT, MSG_IGNORE, MSG_UNIMPLEMENTED,
+    OPEN_SUCCEEDED, cMSG_DISCONNECT, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
     cMSG_CHANNEL_OPEN_SUCCESS, cMSG_CHANNEL_SUCCESS, cMSG_GLOBAL_REQUEST, cMSG_REQUEST_FAILURE,
-    cMSG_REQUEST_SUCCESS,
+    cMSG_REQUEST_SUCCESS, cMSG_UNIMPLEMENTED,
 )
 from paramiko.message import Message
+from paramiko.ssh_exception import MessageOrderError
 
-from privsep.child.packetizer import pkt_get, pkt_set
-from privsep.session.resume import ResumedPacketizer, ResumedTransport
+from privsep.session.loop import EventLoop
+from privsep.session.packets import SessionPacketizer
+from privsep.session.resume import ResumedTransport
 
 log = logging.getLogger("privsep.session")
 
@@ -67,10 +68,6 @@ OPEN_ADMINISTRATIVELY_PROHIBITED = 1
 OPEN_CONNECT_FAILED = 2
 OPEN_UNKNOWN_CHANNEL_TYPE = 3
 OPEN_RESOURCE_SHORTAGE = 4
-
-
-#: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
-_CHANNEL_MESSAGES = range(93, 101)
 
 
 #: SSH_DISCONNECT_PROTOCOL_ERROR (RFC 4253 11.1)
@@ -120,8 +117,12 @@ class WindowedChannel(Channel):
     paramiko's buffer."""
 
     window: ReceiveWindow
-    #: where accepted data goes once attached, in the transport thread
+    #: where accepted data goes once attached
     sink = None
+    #: called when the client opens the window again (a pty drained at exit)
+    on_window = None
+    #: called once the channel is closed on both sides and forgotten (a forward)
+    on_gone = None
 
     def attach_sink(self, sink) -> None:
         """From now on data goes to ``sink``; what paramiko buffered so far
@@ -172,6 +173,13 @@ class WindowedChannel(Channel):
         if sink is not None:
             sink.client_eof()
 
+    def window_adjust(self, m: Message) -> None:
+        """WINDOW_ADJUST from the client: paramiko's bookkeeping, then whoever
+        waits for room to send."""
+        Channel._window_adjust(self, m)
+        if self.on_window is not None:
+            self.on_window()
+
     def feed_extended_data(self, m: Message) -> None:
         """CHANNEL_EXTENDED_DATA from the client: no channel of a server
         reads a client's stderr, so sshd drops it (paramiko would buffer it
@@ -182,90 +190,210 @@ class WindowedChannel(Channel):
         log.info("channel %d: bad ext data", self.chanid)
 
 
-class SessionPacketizer(ResumedPacketizer):
-    """Ends the connection on a message for a channel that is gone, as sshd
-    does ("unknown channel"), where paramiko would ignore it.
-
-    And fewer system calls per packet.  paramiko reads a packet in three
-    reads (length, body, MAC), each a poll and a recv, and polls before every
-    send.  The socket is non-blocking underneath (it has a timeout), so here
-    one read(2) takes whatever the socket holds and later packets come out of
-    that, and a write is tried before anything waits; paramiko's own loops,
-    with their timeouts and rekey checks, run only when the socket has too
-    little to read or no room to write."""
-
-    transport: "SessionTransport | None" = None
-    #: how much one read may take from the socket
-    READ_AHEAD = 256 * 1024
-    #: bytes read from the socket but not yet asked for (set on first use)
-    _ahead: bytearray | None = None
-
-    def _fd(self) -> int:
-        """The socket's fd now: -1 once the transport closed it (a number
-        kept from before could by then name another file)."""
-        return pkt_get(self, "socket").fileno()
-
-    def read_all(self, n, check_rekey=False):
-        ahead = self._ahead
-        if ahead is None:  # first read: what the net-child had read comes first
-            ahead = self._ahead = bytearray(pkt_get(self, "remainder"))
-            pkt_set(self, "remainder", b"")
-        fd = self._fd()
-        if len(ahead) < n and fd >= 0:
-            try:
-                ahead += os.read(fd, max(self.READ_AHEAD, n))
-            except OSError:  # nothing there yet, or an error paramiko will see too
-                pass
-        if len(ahead) >= n:
-            out = bytes(memoryview(ahead)[:n])
-            del ahead[:n]
-            return out
-        pkt_set(self, "remainder", bytes(ahead))
-        ahead.clear()
-        return super().read_all(n, check_rekey)
-
-    def write_all(self, out) -> None:
-        fd = self._fd()
-        if self.banner is not None or fd < 0:
-            super().write_all(out)
-            return
-        try:
-            written = os.write(fd, out)
-        except OSError:  # full (paramiko waits), or gone (paramiko raises)
-            written = 0
-        pkt_set(self, "keepalive_last", time.time())
-        if written < len(out):
-            super().write_all(out[written:])
-
-    def read_message(self):
-        ptype, m = super().read_message()
-        transport = self.transport
-        if transport is not None and ptype in _CHANNEL_MESSAGES:
-            chanid = m.get_int()
-            m.rewind()
-            if transport._channels.get(chanid) is None:
-                name = paramiko.common.MSG_NAMES.get(ptype, str(ptype))
-                raise transport.disconnect(f"{name} for unknown channel {chanid}")
-        return ptype, m
+#: A program's output, a forward's data: read no more while this much waits for the socket.
+OUTPUT_HIGH_WATER = 512 * 1024
+#: How long the last packets (a DISCONNECT) may wait for room before the socket closes.
+CLOSE_FLUSH_SECONDS = 1.0
 
 
 class SessionTransport(ResumedTransport):
-    """A resumed server transport whose connection-level decisions are ours."""
+    """A resumed server transport whose connection-level decisions are ours,
+    served by the session process's event loop (``serve``) instead of
+    paramiko's transport thread.
+
+    What paramiko's run() does for each packet, ``_dispatch`` does when the
+    loop has a whole packet; the banner and the first key exchange were the
+    net-child's.  Sending never waits: a packet that is not an answer to the
+    client's message being handled waits in ``_held`` while a key exchange is
+    under way, and goes, in order, once it is over."""
 
     def __init__(self, sock, state, username: str, **kwargs) -> None:
         super().__init__(sock, state, username, **kwargs)
         self.connection: Connection | None = None
         #: paramiko's channel map holds channels weakly; a forward's channel
-        #: whose threads are done must still be known until the client's
-        #: CLOSE, or that CLOSE would name an unknown channel.
+        #: must still be known until the client's CLOSE, or that CLOSE would
+        #: name an unknown channel.
         self._live: dict[int, Channel] = {}
         self.packetizer.__class__ = SessionPacketizer
         self.packetizer.transport = self
+        self.loop: EventLoop | None = None
+        #: messages held back while a key exchange is under way
+        self._held: list[Message] = []
+        #: a client's message is being handled: its answers go at once
+        self._dispatching = False
+        #: channels we opened towards the client, waiting for its answer
+        self._opening: dict[int, Callable[[Channel | None], None]] = {}
+        #: when the last key exchange ended (RekeyLimit's time half)
+        self.kex_done_at = time.monotonic()
+
+    # --- the loop ------------------------------------------------------------------
+
+    def serve(self, loop: EventLoop, server: paramiko.ServerInterface,
+              first: Callable[[], None] | None = None) -> None:
+        """Serve the connection from ``loop`` from now on; returns at once.
+        ``first`` sends what must precede everything (hostkeys-00) before
+        a byte of the client's is handled.  ``active`` turns false when the
+        connection ends."""
+        self.loop = loop
+        self.server_mode, self.server_object, self.active = True, server, True
+        self._skip_initial_kex = False  # the net-child had the banner and the first exchange
+        self.packetizer.start_loop()
+        fd = self.packetizer.fileno()
+        loop.add_reader(fd, self._readable)
+        loop.add_writer(fd, self._writable, when=lambda: self.packetizer.backlog() > 0)
+        if first is not None:
+            first()
+        self._guarded(self._process)  # what the net-child had read already
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run ``step``; whatever it raises ends the connection, as in run()."""
+        try:
+            step()
+        except Exception as exc:
+            self._end(exc)
+
+    def _readable(self) -> None:
+        def step() -> None:
+            if not self.packetizer.take():
+                raise EOFError()
+            self._process()
+        self._guarded(step)
+
+    def _writable(self) -> None:
+        self._guarded(self.packetizer.flush)
+
+    def _process(self) -> None:
+        """Handle every whole packet buffered."""
+        packetizer = self.packetizer
+        while self.active and packetizer.packet_ready():
+            self.rekey_if_due()
+            ptype, m = packetizer.read_message()
+            if not self._dispatch(ptype, m):
+                self._end(None)
+                return
+        self.rekey_if_due()
+        self._release_held()
+
+    def rekey_if_due(self) -> None:
+        """RekeyLimit's byte half (or the client's) asks for a key exchange."""
+        if self.active and self.packetizer.need_rekey() and not self.in_kex:
+            self._send_kex_init()
+
+    def start_rekey(self) -> bool:
+        """A key exchange now, unless one is under way (RekeyLimit's time half)."""
+        if not self.active or self.in_kex:
+            return False
+        self._send_kex_init()
+        return True
+
+    def _dispatch(self, ptype: int, m: Message) -> bool:
+        """One message from the client, as paramiko's run() handles it;
+        False when the client said goodbye."""
+        self._dispatching = True
+        try:
+            if ptype == MSG_DISCONNECT:
+                self._parse_disconnect(m)
+                return False
+            if ptype in (MSG_IGNORE, MSG_DEBUG):
+                self._enforce_strict_kex(ptype)
+                if ptype == MSG_DEBUG:
+                    self._parse_debug(m)
+                return True
+            if self._expected_packet:
+                if ptype not in self._expected_packet:
+                    error = MessageOrderError if self.agreed_on_strict_kex else paramiko.SSHException
+                    raise error(f"Expecting packet from {self._expected_packet!r}, got {ptype:d}")
+                self._expected_packet = ()
+                if 30 <= ptype <= 41:  # the key exchange's own messages
+                    self.kex_engine.parse_next(ptype, m)
+                    return True
+            if ptype in self._handler_table:
+                refusal = self._ensure_authed(ptype, m)
+                if refusal:
+                    self._send_message(refusal)
+                else:
+                    self._handler_table[ptype](m)
+            elif ptype in self._channel_handler_table:
+                chan = self._channels.get(m.get_int())  # an unknown one: the packetizer refused it
+                if chan is not None:
+                    self._channel_handler_table[ptype](chan, m)
+            elif ptype in self.auth_handler._handler_table:
+                self.auth_handler._handler_table[ptype](m)
+            elif ptype != MSG_UNIMPLEMENTED:
+                reply = Message()
+                reply.add_byte(cMSG_UNIMPLEMENTED)
+                reply.add_int(m.seqno)
+                self._send_message(reply)
+            return True
+        finally:
+            self._dispatching = False
+
+    def _end(self, failure: BaseException | None) -> None:
+        """The connection is over: forget the channels, close the socket."""
+        if failure is not None and self.saved_exception is None:
+            self.saved_exception = failure
+        if not self.active:
+            return
+        self.active = False
+        for chan in list(self._channels.values()):
+            chan._unlink()
+        self.packetizer.flush_before_close(CLOSE_FLUSH_SECONDS)
+        if self.loop is not None:
+            self.loop.forget(self.packetizer.fileno())
+        self.packetizer.close()
+        self.sock.close()
+
+    def close(self) -> None:
+        """End the connection from our side (ClientAliveCountMax, an attack)."""
+        self._end(None)
+
+    def may_send_data(self) -> bool:
+        """May channel data be read and sent now?  Not during a key exchange,
+        nor while the client is slow to take what was sent."""
+        return (self.active and self.clear_to_send.is_set()
+                and self.packetizer.backlog() < OUTPUT_HIGH_WATER)
+
+    # --- sending ---------------------------------------------------------------------
+
+    def _send_user_message(self, data) -> None:
+        """paramiko's channels send through this.  An answer to the message
+        being handled goes at once, even during a key exchange, as paramiko's
+        own kex handlers send theirs; anything else waits for the exchange to
+        end (paramiko's thread would wait on clear_to_send; nobody waits here)."""
+        if not self.active:
+            return  # paramiko drops a packet for a dead connection too
+        if self._dispatching:
+            self._send_message(data)
+        else:
+            self.send_when_clear(data)
+
+    def send_when_clear(self, m) -> None:
+        """Send ``m`` now, or after the key exchange under way (WINDOW_ADJUST)."""
+        if not self.active:
+            return
+        if self.clear_to_send.is_set():
+            self._release_held()
+            self._send_message(m)
+        else:
+            self._held.append(m)
+
+    def _release_held(self) -> None:
+        if self._held and self.clear_to_send.is_set() and self.active:
+            held, self._held = self._held, []
+            for m in held:
+                self._send_message(m)
+
+    def send_reply(self, m: Message) -> None:
+        self._send_user_message(m)
+
+    def _parse_newkeys(self, m) -> None:
+        super()._parse_newkeys(m)
+        self.kex_done_at = time.monotonic()
 
     def disconnect(self, text: str) -> paramiko.SSHException:
         """Log ``text`` and tell the client why the connection ends, as
         sshd's packet_disconnect does; the caller raises what this returns,
-        which ends the transport's run loop."""
+        which ends the connection."""
         if self.connection is not None:
             self.connection.protocol_error(text)
         m = Message()
@@ -289,22 +417,28 @@ class SessionTransport(ResumedTransport):
         m.rewind()
         super()._parse_channel_open(m)
 
+    def _add_channel(self) -> WindowedChannel:
+        """A new channel of ours, known to paramiko and kept until its CLOSE."""
+        chanid = self._next_channel()
+        chan = WindowedChannel(chanid)
+        self._channels.put(chanid, chan)
+        self.channels_seen[chanid] = True
+        chan._set_transport(self)
+        chan._set_window(self.default_window_size, self.default_max_packet_size)
+        # Never wait for window in Channel.send: the loop reads no more than fits.
+        chan.settimeout(0.0)
+        self._live[chanid] = chan
+        return chan
+
     def new_channel(self, peer: tuple[int, int, int]) -> Channel:
         """Confirm a client's CHANNEL_OPEN; the channel, ready for data."""
         remote_id, window, max_packet = peer
-        with self.lock:
-            chanid = self._next_channel()
-            chan = WindowedChannel(chanid)
-            self._channels.put(chanid, chan)
-            self.channels_seen[chanid] = True
-            chan._set_transport(self)
-            chan._set_window(self.default_window_size, self.default_max_packet_size)
-            chan._set_remote_channel(remote_id, window, max_packet)
-            self._live[chanid] = chan
+        chan = self._add_channel()
+        chan._set_remote_channel(remote_id, window, max_packet)
         m = Message()
         m.add_byte(cMSG_CHANNEL_OPEN_SUCCESS)
         m.add_int(remote_id)
-        m.add_int(chanid)
+        m.add_int(chan.chanid)
         m.add_int(self.default_window_size)
         m.add_int(self.default_max_packet_size)
         self.send_reply(m)
@@ -319,70 +453,57 @@ class SessionTransport(ResumedTransport):
         m.add_string("")
         self.send_reply(m)
 
-    def send_reply(self, m: Message) -> None:
-        """Send from any thread (see _send_user_message)."""
-        self._send_user_message(m)
-
-    def _send_user_message(self, data) -> None:
-        """paramiko's handlers answer CLOSE and channel requests through this
-        in the transport thread; during a key exchange it would wait for
-        clear_to_send, which only that thread can set (30 s, then the
-        connection dies).  The transport thread sends at once instead, as
-        paramiko's own kex handlers do; so does anyone before that thread
-        starts, when nobody else writes and no key exchange can be under way
-        (paramiko would drop the packet: the transport is not active yet)."""
-        if threading.current_thread() is self or self.ident is None:
-            self._send_message(data)
-        else:
-            super()._send_user_message(data)
-
-    def send_unless_rekeying(self, m: Message) -> bool:
-        """Send ``m`` now, from any thread, unless a key exchange is under
-        way (False: nothing sent).  The lock keeps another thread from
-        starting one between the check and the send."""
-        with self.clear_to_send_lock:
-            if not self.clear_to_send.is_set():
-                return False
-            self._send_message(m)
-            return True
-
-    def open_channel_to_client(self, kind: str, fields: bytes, timeout: float = 60) -> Channel:
+    def open_channel_to_client(self, kind: str, fields: bytes,
+                               on_open: Callable[[Channel | None], None]) -> None:
         """Open a channel of ``kind`` towards the client, ``fields`` following
-        the common ones (forwarded-tcpip, forwarded-streamlocal, agent)."""
+        the common ones (forwarded-tcpip, forwarded-streamlocal, agent);
+        ``on_open`` gets the channel when the client confirms it, or None."""
         if not self.active:
             raise paramiko.SSHException("SSH session not active")
-        with self.lock:
-            chanid = self._next_channel()
-            chan = WindowedChannel(chanid)
-            self._channels.put(chanid, chan)
-            self.channel_events[chanid] = event = threading.Event()
-            self.channels_seen[chanid] = True
-            chan._set_transport(self)
-            chan._set_window(self.default_window_size, self.default_max_packet_size)
-            self._live[chanid] = chan
+        chan = self._add_channel()
+        self._opening[chan.chanid] = on_open
         m = Message()
         m.add_byte(paramiko.common.cMSG_CHANNEL_OPEN)
         m.add_string(kind)
-        m.add_int(chanid)
+        m.add_int(chan.chanid)
         m.add_int(self.default_window_size)
         m.add_int(self.default_max_packet_size)
         m.add_bytes(fields)
         self._send_user_message(m)
-        if not event.wait(timeout) or not self.active:
-            raise paramiko.SSHException("Unable to open channel.")
-        opened = self._channels.get(chanid)
-        if opened is None:
+
+    @staticmethod
+    def _channel_of(m: Message) -> int:
+        chanid = m.get_int()
+        m.rewind()
+        return chanid
+
+    def _parse_channel_open_success(self, m: Message) -> None:
+        chanid = self._channel_of(m)
+        super()._parse_channel_open_success(m)
+        on_open = self._opening.pop(chanid, None)
+        if on_open is not None:
+            on_open(self._channels.get(chanid))
+
+    def _parse_channel_open_failure(self, m: Message) -> None:
+        chanid = self._channel_of(m)
+        saved = self.saved_exception
+        super()._parse_channel_open_failure(m)
+        self.saved_exception = saved  # a refused forward does not end the connection
+        on_open = self._opening.pop(chanid, None)
+        if on_open is not None:
+            self._channels.delete(chanid)
             self._live.pop(chanid, None)
-            raise paramiko.SSHException("channel refused by the client")
-        return opened
+            on_open(None)
 
     def _queue_incoming_channel(self, channel: Channel) -> None:
         """Session channels are served through their requests; nobody calls
         accept(), so nothing is queued for it."""
 
     def _unlink_channel(self, chanid: int) -> None:
+        chan = self._live.pop(chanid, None)
         super()._unlink_channel(chanid)
-        self._live.pop(chanid, None)
+        if chan is not None and chan.on_gone is not None:
+            chan.on_gone()
         if self.connection is not None:
             self.connection.channel_gone(chanid)
 
@@ -436,7 +557,7 @@ class SessionTransport(ResumedTransport):
             answer = self.connection.channel_request(chan, kind, m)
         if answer is None:
             m.rewind()
-            m.get_int()  # the channel id, read already by the run loop
+            m.get_int()  # the channel id, read already by the dispatch
             Channel._handle_request(chan, m)
             return
         if want_reply and not chan.closed:
@@ -451,8 +572,10 @@ class SessionTransport(ResumedTransport):
         MSG_CHANNEL_DATA: WindowedChannel.feed_data,
         MSG_CHANNEL_EXTENDED_DATA: WindowedChannel.feed_extended_data,
         MSG_CHANNEL_EOF: WindowedChannel.handle_eof,
+        MSG_CHANNEL_WINDOW_ADJUST: WindowedChannel.window_adjust,
     }
 
 
-__all__ = ["SessionTransport", "WindowedChannel", "ReceiveWindow", "WindowVerdict", "OPEN_SUCCEEDED", "OPEN_ADMINISTRATIVELY_PROHIBITED",
-           "OPEN_CONNECT_FAILED", "OPEN_UNKNOWN_CHANNEL_TYPE", "OPEN_RESOURCE_SHORTAGE"]
+__all__ = ["SessionTransport", "WindowedChannel", "ReceiveWindow", "WindowVerdict", "OPEN_SUCCEEDED",
+           "OPEN_ADMINISTRATIVELY_PROHIBITED", "OPEN_CONNECT_FAILED", "OPEN_UNKNOWN_CHANNEL_TYPE",
+           "OPEN_RESOURCE_SHORTAGE"]

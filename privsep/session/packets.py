@@ -1,0 +1,195 @@
+"""The session process's packet layer: paramiko's Packetizer, fed by the
+event loop instead of blocking reads and writes.
+
+Runs in the post-auth session process, as the user.  paramiko reads a
+packet with blocking reads (length, body, MAC) in its transport thread.
+Here the loop reads whatever the socket holds into a buffer (``take``), and
+a packet is handed to paramiko's read_message only once all of it is there
+(``packet_ready``), so that a slow client never holds the loop in a read.
+Writes go out at once as far as the socket takes them; the rest waits in a
+backlog that the loop writes when the socket has room (``flush``).
+
+To know that a packet is whole, its length must be known.  With an
+encrypt-then-MAC or AEAD mode it is in clear; otherwise it is in the first
+cipher block, which can be decrypted only once (a CTR or CBC decryptor moves
+on): that block's clear text is kept and handed back to read_message when it
+asks for it (``_FirstBlock``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import struct
+import time
+
+import paramiko
+
+from privsep.child.packetizer import pkt_get, pkt_set
+from privsep.session.resume import ResumedPacketizer
+
+#: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
+_CHANNEL_MESSAGES = range(93, 101)
+#: The largest packet sshd accepts (packet.c PACKET_MAX_SIZE).
+MAX_PACKET = 256 * 1024
+
+
+class _FirstBlock:
+    """Stands in for the inbound decryptor until read_message decrypts the
+    first block of the packet whose length was read ahead: it answers with
+    the clear text kept from then, and puts the real decryptor back."""
+
+    def __init__(self, packetizer: paramiko.Packetizer, engine, block: bytes, clear: bytes) -> None:
+        self.packetizer, self.engine, self.block, self.clear = packetizer, engine, block, clear
+
+    def update(self, data: bytes) -> bytes:
+        pkt_set(self.packetizer, "block_engine_in", self.engine)
+        if bytes(data) != self.block:  # never, as read_message asks for exactly that block
+            raise paramiko.SSHException("packet layer out of step")
+        return self.clear
+
+
+class SessionPacketizer(ResumedPacketizer):
+    """Ends the connection on a message for a channel that is gone, as sshd
+    does ("unknown channel"), where paramiko would ignore it; and reads and
+    writes without blocking, the loop deciding when (see the module's text)."""
+
+    transport = None
+    #: how much one read may take from the socket
+    READ_AHEAD = 256 * 1024
+    #: bytes read from the socket and not yet handed to paramiko
+    _ahead: bytearray
+    #: encrypted packets waiting for room in the socket
+    _backlog: bytearray
+    #: the whole size of the next packet, once its length is known
+    _next_size: int | None = None
+
+    def start_loop(self) -> None:
+        """From now on the loop feeds us; what the net-child had read comes first."""
+        self._ahead = bytearray(pkt_get(self, "remainder"))
+        pkt_set(self, "remainder", b"")
+        self._backlog = bytearray()
+        self._next_size = None
+
+    def fileno(self) -> int:
+        """The socket's fd now: -1 once the transport closed it (a number
+        kept from before could by then name another file)."""
+        return pkt_get(self, "socket").fileno()
+
+    # --- reading -----------------------------------------------------------------------
+
+    def take(self) -> bool:
+        """Read what the socket holds; False when the client closed it."""
+        try:
+            data = os.read(self.fileno(), self.READ_AHEAD)
+        except (BlockingIOError, InterruptedError):
+            return True
+        if not data:
+            return False
+        self._ahead += data
+        return True
+
+    def packet_ready(self) -> bool:
+        """Is a whole packet buffered?  Raises on a length sshd would refuse."""
+        if self._next_size is None:
+            self._next_size = self._packet_size()
+            if self._next_size is None:
+                return False
+        return len(self._ahead) >= self._next_size
+
+    def _packet_size(self) -> int | None:
+        """The next packet's size on the wire, or None while its first block
+        has not arrived."""
+        block = pkt_get(self, "block_size_in")
+        if len(self._ahead) < block:
+            return None
+        first = bytes(self._ahead[:block])
+        engine = pkt_get(self, "block_engine_in")
+        clear_length = engine is None or pkt_get(self, "etm_in") or pkt_get(self, "aead_in")
+        if not clear_length:
+            clear = engine.update(first)
+            pkt_set(self, "block_engine_in", _FirstBlock(self, engine, first, clear))
+            first = clear
+        length = struct.unpack(">I", first[:4])[0]
+        if length > MAX_PACKET or length < max(5, block - 4):
+            raise self.transport.disconnect(f"Bad packet length {length}.")
+        return 4 + length + pkt_get(self, "mac_size_in")
+
+    def read_all(self, n, check_rekey=False):
+        """Bytes of a packet that packet_ready() saw whole."""
+        if len(self._ahead) < n:
+            raise paramiko.SSHException("packet layer out of step")
+        out = bytes(memoryview(self._ahead)[:n])
+        del self._ahead[:n]
+        return out
+
+    def read_message(self):
+        self._next_size = None
+        ptype, m = super().read_message()
+        transport = self.transport
+        if transport is not None and ptype in _CHANNEL_MESSAGES:
+            chanid = m.get_int()
+            m.rewind()
+            if transport._channels.get(chanid) is None:
+                name = paramiko.common.MSG_NAMES.get(ptype, str(ptype))
+                raise transport.disconnect(f"{name} for unknown channel {chanid}")
+        return ptype, m
+
+    def _trigger_rekey(self) -> None:
+        """A byte or packet limit was reached, maybe in the middle of a send
+        (the write lock held): the key exchange starts once that is done."""
+        super()._trigger_rekey()
+        transport = self.transport
+        if transport is not None and transport.loop is not None:
+            transport.loop.call_later(0, transport.rekey_if_due)
+
+    # --- writing -----------------------------------------------------------------------
+
+    def write_all(self, out) -> None:
+        pkt_set(self, "keepalive_last", time.time())
+        if self._backlog:
+            self._backlog += out
+            return
+        fd = self.fileno()
+        if fd < 0:
+            raise EOFError()
+        try:
+            written = os.write(fd, out)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError as exc:
+            raise EOFError() if exc.errno in (errno.EPIPE, errno.ECONNRESET) else exc
+        if written < len(out):
+            self._backlog += memoryview(out)[written:]
+
+    def backlog(self) -> int:
+        """Bytes waiting for the socket."""
+        return len(self._backlog)
+
+    def flush(self) -> None:
+        """Write what the socket takes of the backlog (the loop: writable)."""
+        fd = self.fileno()
+        if fd < 0 or not self._backlog:
+            return
+        try:
+            written = os.write(fd, self._backlog)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            raise EOFError() if exc.errno in (errno.EPIPE, errno.ECONNRESET) else exc
+        del self._backlog[:written]
+
+    def flush_before_close(self, timeout: float) -> None:
+        """The last packets (a DISCONNECT) before the socket closes: wait up
+        to ``timeout`` seconds for room, then give up on them."""
+        deadline = time.monotonic() + timeout
+        while self._backlog and self.fileno() >= 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                select.select([], [self.fileno()], [], left)
+                self.flush()
+            except (OSError, EOFError, ValueError):
+                return
