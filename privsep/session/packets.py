@@ -10,7 +10,8 @@ Writes go out at once as far as the socket takes them; the rest waits in a
 backlog that the loop writes when the socket has room (``flush``).
 
 To know that a packet is whole, its length must be known.  With an
-encrypt-then-MAC or AEAD mode it is in clear; otherwise it is in the first
+encrypt-then-MAC mode or AES-GCM it is in clear; chacha20-poly1305 encrypts
+it with a key of its own, which decrypts it without moving on; otherwise it is in the first
 cipher block, which can be decrypted only once (a CTR or CBC decryptor moves
 on): that block's clear text is kept and handed back to read_message when it
 asks for it (``_FirstBlock``).
@@ -26,6 +27,7 @@ import time
 
 import paramiko
 
+from privsep.child.chachapoly import TAG_SIZE
 from privsep.child.packetizer import pkt_get, pkt_set
 from privsep.session.resume import ResumedPacketizer
 
@@ -101,6 +103,8 @@ class SessionPacketizer(ResumedPacketizer):
     def _packet_size(self) -> int | None:
         """The next packet's size on the wire, or None while its first block
         has not arrived."""
+        if self._chacha_in is not None:
+            return self._chacha_packet_size()
         block = pkt_get(self, "block_size_in")
         if len(self._ahead) < block:
             return None
@@ -115,6 +119,17 @@ class SessionPacketizer(ResumedPacketizer):
         if length > MAX_PACKET or length < max(5, block - 4):
             raise self.transport.disconnect(f"Bad packet length {length}.")
         return 4 + length + pkt_get(self, "mac_size_in")
+
+    def _chacha_packet_size(self) -> int | None:
+        """chacha20-poly1305 encrypts the length with a key of its own: read
+        it (not yet authenticated, so bounded first) without consuming it."""
+        if len(self._ahead) < 4:
+            return None
+        seqno = pkt_get(self, "sequence_number_in")
+        length = self._chacha_in.open_length(seqno, bytes(self._ahead[:4]))
+        if length > MAX_PACKET or length < 5 or length % 8:
+            raise self.transport.disconnect(f"Bad packet length {length}.")
+        return 4 + length + TAG_SIZE
 
     def read_all(self, n, check_rekey=False):
         """Bytes of a packet that packet_ready() saw whole."""
