@@ -32,16 +32,20 @@ from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.monitor")
 
-#: The most of a Banner file that is sent.
-MAX_BANNER = 64 * 1024
-
-
 def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
         startup_fd: int, config: ServerConfig | None = None,
-        close_fds: tuple[int, ...] = ()) -> NoReturn:
+        close_fds: tuple[int, ...] = (), new_session: bool = True) -> NoReturn:
     """The monitor's whole life, from the listener's fork: ``close_fds`` are
-    the listener's own (its sockets, pipes and signal wake-up pipe)."""
+    the listener's own (its sockets, pipes and signal wake-up pipe).
+
+    Like sshd's [priv] (but not in inetd mode), it leads a session of its
+    own, so that nothing aimed at the listener's process group reaches it."""
     signal.set_wakeup_fd(-1)
+    if new_session:
+        try:
+            os.setsid()
+        except OSError as exc:
+            log.error("setsid: %s", exc.strerror)
     for fd in close_fds:
         os.close(fd)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -105,7 +109,7 @@ def _read_banner(path: str) -> str:
         return ""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(MAX_BANNER)
+            return handle.read()  # all of it, as sshd sends it
     except OSError as exc:
         log.error("Banner %s: %s", path, exc.strerror)
         return ""
@@ -173,7 +177,8 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
                          monitor.peer, monitor.login_messages, monitor.key_options,
                          close_fds=(ours.fileno(),), monitor_pid=parent)
     theirs.close()
-    conn.close()
+    # The connection stays open here too, as in sshd's [priv]: the kernel's
+    # TCP socket belongs to the login until its monitor is done.
     monitor.child_pid = pid
     monitor.session_unfinished = True
     trace(log, "monitor", "forked session process %d (uid %d)", pid, monitor.pw.pw_uid)

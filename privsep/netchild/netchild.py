@@ -162,7 +162,8 @@ class NetServer(paramiko.ServerInterface):
             trace(log, "net-child", "asks the monitor about user %s", username)
             answer = self._monitor.pwnam(username)
             self._methods = answer.methods  # the user's Match blocks may change them
-            proctitle.set(roles.net_title(username if answer.valid else None))
+            account = username.partition(":")[0]  # sshd's title drops a ":style"
+            proctitle.set(roles.net_title(account if answer.valid else None))
 
     def get_allowed_auths(self, username: str) -> str:
         return self._methods
