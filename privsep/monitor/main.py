@@ -22,7 +22,7 @@ from privsep.common.log import verbose
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.servconf import ServerConfig, ServerOptions
-from privsep.monitor import auth_pam, hostkeys
+from privsep.monitor import auth_pam, hostkeys, pubkey
 from privsep.monitor.monitor import Ending, Monitor, serve_phase
 from privsep.monitor.policy import Phase
 from privsep.netchild import netchild
@@ -51,6 +51,7 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     peer = Peer.of(conn)
+    pubkey.use_fingerprint_hash(options.fingerprint_hash)
     proctitle.set(roles.ACCEPTED_TITLE)
     verbose(log, "Connection from %s port %d on %s port %d", peer.addr, peer.port,
             peer.local_addr, peer.local_port)
@@ -167,6 +168,11 @@ def _open_pam_session(monitor: Monitor) -> bool:
 
 def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportState) -> int:
     assert monitor.pw is not None
+    if monitor.options.chroot_directory.lower() != "none":
+        # Never a session outside the jail the administrator asked for.
+        log.error("fatal: ChrootDirectory %s is not available in this daemon yet; "
+                  "no session for %s", monitor.options.chroot_directory, monitor.state.user)
+        return 1
     env = monitor.pam.getenvlist() if monitor.pam is not None else {}
     ours, theirs = make_pair()
     publics = hostkeys.public_keys(monitor.host_keys)
