@@ -58,9 +58,9 @@ def test_t_unreadable_host_key(tmp_path) -> None:
 
 
 def test_t_good_config_and_unsupported_option(tmp_path) -> None:
-    result = _sshd("-t", config_text="Port 2299\nGSSAPIAuthentication no\n", tmp_path=tmp_path)
+    result = _sshd("-t", config_text="Port 2299\nKerberosGetAFSToken no\n", tmp_path=tmp_path)
     assert result.returncode == 0
-    assert "line 2: Unsupported option GSSAPIAuthentication" in result.stderr
+    assert "line 2: Unsupported option KerberosGetAFSToken" in result.stderr
 
 
 def test_include_with_glob_and_first_value_wins(tmp_path) -> None:
@@ -279,7 +279,7 @@ def test_max_startups_drops_beyond_full(server_with) -> None:
         wait_until(lambda: "[listener] 2 of 2-2 startups" in title())
         extra = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         extra.settimeout(10)
-        assert extra.recv(64) == b""  # dropped before any banner
+        assert extra.recv(64) == b"Exceeded MaxStartups\r\n"  # dropped, told as by sshd
         port = extra.getsockname()[1]
         extra.close()
         server.wait_for_log(f"drop connection #2 from [127.0.0.1]:{port} on [127.0.0.1]:{server.port} "
@@ -536,10 +536,6 @@ def test_log_level_and_syslog_facility_in_T(tmp_path) -> None:
     assert "loglevel DEBUG2\n" in result.stdout and "syslogfacility LOCAL5\n" in result.stdout
 
 
-def test_x11_forwarding_only_no(tmp_path) -> None:
-    assert _sshd("-t", config_text="X11Forwarding no\n", tmp_path=tmp_path).returncode == 0
-    bad = _sshd("-t", config_text="X11Forwarding yes\n", tmp_path=tmp_path)
-    assert bad.returncode != 0 and "line 1: X11Forwarding" in bad.stderr
 
 
 def test_tcp_keep_alive(server_with, user) -> None:

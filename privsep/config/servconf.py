@@ -23,8 +23,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
-from privsep.config import authmethods
-from privsep.config import values as v
+from privsep.config import authmethods, otherkeys, values as v
 from privsep.config.algorithms import SUPPORTED_ALGORITHMS
 from privsep.config.values import Parser, parse_time
 from privsep.config.match import (
@@ -137,7 +136,7 @@ KEYWORD_LIST = [
     Keyword("PubkeyAuthOptions", "pubkey_auth_options", v.pubkey_auth_options, in_match=True),
 
     # --- every other keyword of sshd 9.2 (issue 15) ---
-
+    *(Keyword(*row) for row in otherkeys.KEYWORD_ROWS),
     # --- process generations (issue 16) ---
 
     # This daemon's own: where and as whom the pre-auth net-child runs.
@@ -148,53 +147,27 @@ KEYWORDS: dict[str, Keyword] = {k.name.lower(): k for k in KEYWORD_LIST}
 ALIASES = {
     "challengeresponseauthentication": "kbdinteractiveauthentication",
     "pubkeyacceptedkeytypes": "pubkeyacceptedalgorithms",
+    **otherkeys.ALIASES,
 }
 
 #: Keywords OpenSSH 9.2 knows that this daemon does not implement.
 UNSUPPORTED = frozenset(k.lower() for k in (
     "AuthorizedPrincipalsFile",
     "CASignatureAlgorithms",
-    "ChrootDirectory",
-    "DebianBanner",
-    "FingerprintHash",
-    "GSSAPIAuthentication",
-    "GSSAPICleanupCredentials",
-    "GSSAPIKexAlgorithms",
-    "GSSAPIKeyExchange",
-    "GSSAPIStoreCredentialsOnRekey",
-    "GSSAPIStrictAcceptorCheck",
-    "HostbasedAcceptedAlgorithms",
-    "HostbasedAuthentication",
-    "HostbasedUsesNameFromPacketOnly",
     "HostCertificate",
-    "HostKeyAgent",
-    "IgnoreRhosts",
-    "IgnoreUserKnownHosts",
-    "IPQoS",
-    "KerberosAuthentication",
     "KerberosGetAFSToken",
-    "KerberosOrLocalPasswd",
-    "KerberosTicketCleanup",
-    "LogVerbose",
+    "KerberosTgtPassing",
+    "AFSTokenPassing",
     "ModuliFile",
-    "PermitTunnel",
-    "PermitUserRC",
-    "PerSourceMaxStartups",
-    "PerSourceNetBlockSize",
-    "RDomain",
     "RequiredRSASize",
     "RevokedKeys",
-    "SecurityKeyProvider",
     "TrustedUserCAKeys",
-    "X11DisplayOffset",
-    "X11MaxDisplays",
-    "X11UseLocalhost",
-    "XAuthLocation",
 ))
 
 
 @dataclass
-class ServerOptions:
+class ServerOptions(otherkeys.OtherOptions):
+    # The fields of issue 15's keywords are otherkeys.OtherOptions's.
     port: list[int] = field(default_factory=list)
     listen_address: list[str] = field(default_factory=list)
     address_family: str = "any"
@@ -464,16 +437,26 @@ class _Parser:
         if name in UNSUPPORTED:
             log.error("%s: Unsupported option %s", where, head)
             return
+        if name in otherkeys.DEPRECATED or name in otherkeys.IGNORED:
+            (log.debug if name in otherkeys.IGNORED else log.info)(
+                "%s: Deprecated option %s", where, head)
+            return
         keyword = KEYWORDS.get(name)
         if keyword is None:
             raise ConfigError(f"{where}: Bad configuration option: {head}")
+        if not args:  # sshd checks this before looking at the keyword's value
+            raise ConfigError(f'{where}: no argument after keyword "{head}"')
         if self.block is not None and not keyword.in_match:
-            raise ConfigError(f"{where}: Directive '{keyword.name}' is not allowed within a "
+            raise ConfigError(f"{where}: Directive '{head}' is not allowed within a "
                               "Match block")
         try:
             value = keyword.parse(args)
+        except v.SshdError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         except ValueError as exc:
             raise ConfigError(f"{where}: {keyword.name}: {exc}") from None
+        if otherkeys.unavailable(keyword.attr, value):
+            log.error("%s: Unsupported option %s", where, head)
         setting = Setting(keyword, value, where)
         if self.block is not None:
             self.block[1].append(setting)
@@ -538,6 +521,8 @@ def load(path: str | None, overrides: list[str]) -> ServerOptions:
 
 
 def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list[str]:
+    if keyword.attr in otherkeys.DUMP:
+        return otherkeys.DUMP[keyword.attr](value)
     if isinstance(value, bool):
         return ["yes" if value else "no"]
     if keyword.attr == "permit_root_login":

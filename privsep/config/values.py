@@ -12,6 +12,11 @@ from privsep.config.match import match_user
 Parser = Callable[[list[str]], object]
 
 
+class SshdError(ValueError):
+    """A complaint already in sshd's whole words: servconf puts only
+    "FILE line N: " before it (no keyword name)."""
+
+
 def one(words: list[str]) -> str:
     if len(words) != 1:
         raise ValueError("takes exactly one argument" if words else "missing argument")
@@ -122,9 +127,9 @@ def set_env(words: list[str]) -> list[str]:
 
 
 def x11(words: list[str]) -> bool:
-    if flag(words):
-        raise ValueError("X11Forwarding yes is not supported by this daemon")
-    return False
+    """X11Forwarding: parsed and printed; a session asking for X11 is told
+    that there is no xauth, as sshd tells it (session/session.py)."""
+    return flag(words)
 
 
 def algorithms(kind: str) -> Parser:

@@ -68,5 +68,5 @@ def serve(options: ServerOptions, host_keys: list[HostKey], config: ServerConfig
     conn = _connection_from_stdio()
     startup_r, startup_w = os.pipe()
     os.close(startup_r)
-    monitor_main.run(conn, options, host_keys, startup_w, config)
+    monitor_main.run(conn, options, host_keys, startup_w, config, new_session=False)
     return 0  # not reached: the monitor exits

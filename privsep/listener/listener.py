@@ -23,6 +23,7 @@ closed.  The listener only logs what failed there; it keeps serving.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import random
@@ -105,6 +106,9 @@ class Listener:
     #: the listener's audit session id (that of every monitor until PAM
     #: gives its login one of its own)
     audit_session: int | None = None
+    #: startup pipe -> the source network (PerSourceNetBlockSize) of its
+    #: unauthenticated connection, for PerSourceMaxStartups
+    sources: dict[int, str] = field(default_factory=dict)
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -121,17 +125,39 @@ class Listener:
         chance = rate + (100 - rate) * (n - start) / max(1, full - start)
         return random.uniform(0, 100) < chance
 
+    def source_network(self, addr: str) -> str:
+        """The client's address masked to PerSourceNetBlockSize."""
+        ip = ipaddress.ip_address(addr.split("%")[0])
+        v4, v6 = self.options.per_source_netblock_size
+        bits = v4 if ip.version == 4 else v6
+        return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+    def source_allows(self, addr: str) -> bool:
+        """PerSourceMaxStartups: fewer unauthenticated connections from the
+        client's network than the limit (sshd's srclimit_check_allow)."""
+        limit = self.options.per_source_max_startups
+        if limit is None:
+            return True
+        network = self.source_network(addr)
+        return sum(1 for n in self.sources.values() if n == network) < limit
+
     def accept(self, sock: socket.socket) -> None:
         try:
             conn, addr = sock.accept()
         except OSError:
             return
-        if self.should_drop():
+        if self.should_drop() or not self.source_allows(addr[0]):
             log.info("drop connection #%d from [%s]:%d on [%s]:%d past MaxStartups",
                      len(self.startups), addr[0], addr[1], *conn.getsockname()[:2])
+            try:
+                conn.send(b"Exceeded MaxStartups\r\n")  # best effort, as sshd
+            except OSError:
+                pass
             conn.close()
             return
         startup_r, startup_w = os.pipe()
+        if self.options.per_source_max_startups is not None:
+            self.sources[startup_r] = self.source_network(addr[0])
         pid = os.fork()
         if pid == 0:
             listener_fds = (startup_r, *self.startups, *self.wake_fds,
@@ -208,6 +234,7 @@ class Listener:
                 elif fd in self.startups:
                     os.close(fd)  # the monitor authenticated or ended
                     del self.startups[fd]
+                    self.sources.pop(fd, None)
                     self.title()
                 else:
                     sock = next(s for s in self.sockets if s.fileno() == fd)

@@ -22,7 +22,7 @@ from privsep.common.log import verbose
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.servconf import ServerConfig, ServerOptions
-from privsep.monitor import auth_pam, hostkeys
+from privsep.monitor import auth_pam, hostkeys, pubkey
 from privsep.monitor.monitor import Ending, Monitor, serve_phase
 from privsep.monitor.policy import Phase
 from privsep.netchild import netchild
@@ -32,21 +32,26 @@ from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.monitor")
 
-#: The most of a Banner file that is sent.
-MAX_BANNER = 64 * 1024
-
-
 def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
         startup_fd: int, config: ServerConfig | None = None,
-        close_fds: tuple[int, ...] = ()) -> NoReturn:
+        close_fds: tuple[int, ...] = (), new_session: bool = True) -> NoReturn:
     """The monitor's whole life, from the listener's fork: ``close_fds`` are
-    the listener's own (its sockets, pipes and signal wake-up pipe)."""
+    the listener's own (its sockets, pipes and signal wake-up pipe).
+
+    Like sshd's [priv] (but not in inetd mode), it leads a session of its
+    own, so that nothing aimed at the listener's process group reaches it."""
     signal.set_wakeup_fd(-1)
+    if new_session:
+        try:
+            os.setsid()
+        except OSError as exc:
+            log.error("setsid: %s", exc.strerror)
     for fd in close_fds:
         os.close(fd)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     peer = Peer.of(conn)
+    pubkey.use_fingerprint_hash(options.fingerprint_hash)
     proctitle.set(roles.ACCEPTED_TITLE)
     verbose(log, "Connection from %s port %d on %s port %d", peer.addr, peer.port,
             peer.local_addr, peer.local_port)
@@ -105,7 +110,7 @@ def _read_banner(path: str) -> str:
         return ""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(MAX_BANNER)
+            return handle.read()  # all of it, as sshd sends it
     except OSError as exc:
         log.error("Banner %s: %s", path, exc.strerror)
         return ""
@@ -163,6 +168,11 @@ def _open_pam_session(monitor: Monitor) -> bool:
 
 def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportState) -> int:
     assert monitor.pw is not None
+    if monitor.options.chroot_directory.lower() != "none":
+        # Never a session outside the jail the administrator asked for.
+        log.error("fatal: ChrootDirectory %s is not available in this daemon yet; "
+                  "no session for %s", monitor.options.chroot_directory, monitor.state.user)
+        return 1
     env = monitor.pam.getenvlist() if monitor.pam is not None else {}
     auth_info_path = monitor.write_auth_info()
     if auth_info_path is not None:  # ExposeAuthInfo: handed to the session with PAM's
@@ -176,7 +186,8 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
                          monitor.peer, monitor.login_messages, monitor.key_options,
                          close_fds=(ours.fileno(),), monitor_pid=parent)
     theirs.close()
-    conn.close()
+    # The connection stays open here too, as in sshd's [priv]: the kernel's
+    # TCP socket belongs to the login until its monitor is done.
     monitor.child_pid = pid
     monitor.session_unfinished = True
     trace(log, "monitor", "forked session process %d (uid %d)", pid, monitor.pw.pw_uid)

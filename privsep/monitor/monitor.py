@@ -179,23 +179,32 @@ class Monitor:
               req.algorithm)
         return wire.SignAnswer(signature)
 
+    def split_style(self, name: str) -> str:
+        """sshd's "user:style": the account is the part before the first ':',
+        the style is kept (auth_style) as sshd keeps it."""
+        user, colon, style = name.partition(":")
+        self.state.requested_user = name
+        self.state.user = user
+        self.state.auth_style = style if colon else None
+        return user
+
     def answer_pwnam(self, req: wire.PwnamRequest) -> wire.PwnamAnswer:
-        self.state.user = req.user
+        user = self.split_style(req.user)
         if self.config is not None:
             self.options = self.config.options_for(ConnectionInfo(
-                user=req.user, host=self.remote_host, address=self.peer.addr,
+                user=user, host=self.remote_host, address=self.peer.addr,
                 local_address=self.peer.local_addr, local_port=self.peer.local_port,
-                groups=user_groups(req.user)))
+                groups=user_groups(user)))
             self.state.max_ptys = self.options.max_sessions
-        self.pw = self._lookup(req.user)
+        self.pw = self._lookup(user)
         self.state.user_valid = self.pw is not None
-        proctitle.set(roles.monitor_title(req.user if self.state.user_valid else None))
-        trace(log, "monitor", "user %s: %s", req.user, "valid" if self.state.user_valid else "invalid")
+        proctitle.set(roles.monitor_title(user if self.state.user_valid else None))
+        trace(log, "monitor", "user %s: %s", user, "valid" if self.state.user_valid else "invalid")
         self._setup_method_lists()
         if self.options.use_pam:
             # Started for unknown users too, so that they cost what known ones do.
-            self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.remote_host,
-                                         ruser=req.user)
+            self.pam = auth_pam.PamLogin(self.options.pam_service, user, rhost=self.remote_host,
+                                         ruser=user)
         return wire.PwnamAnswer(self.state.user_valid, self._methods_offered())
 
     def _setup_method_lists(self) -> None:

@@ -41,7 +41,13 @@ class MonitorState:
     phase: Phase = Phase.PREAUTH
     #: Fixed by the first signature request: the first exchange hash.
     session_id: bytes | None = None
+    #: the account's name: the login name without its ":style"
     user: str | None = None
+    #: the login name as the client sent it (what a publickey signature names)
+    requested_user: str | None = None
+    #: the authentication style after ":" (sshd keeps it for BSD auth; PAM
+    #: and keyboard-interactive on Linux use none), or None
+    auth_style: str | None = None
     user_valid: bool = False
     authenticated: bool = False
     #: The one key the monitor last said was allowed (algorithm, blob, and
@@ -237,7 +243,8 @@ def userauth_binding_error(
         return "signature over another session id"
     if signed.msg_type != SSH_MSG_USERAUTH_REQUEST:
         return f"signed message type {signed.msg_type}, not USERAUTH_REQUEST"
-    if signed.user != state.user:
+    requested = state.requested_user if state.requested_user is not None else state.user
+    if signed.user != requested:
         return f"signed request names user {signed.user!r}"
     if signed.service != "ssh-connection":
         return f"signed request names service {signed.service!r}"

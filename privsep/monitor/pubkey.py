@@ -166,10 +166,25 @@ def verify_userauth_signature(
         return False
 
 
+#: FingerprintHash, a global keyword: set once per monitor (use_fingerprint_hash).
+_fingerprint_hash = "SHA256"
+
+
+def use_fingerprint_hash(name: str) -> None:
+    """Every fingerprint this process logs from now on uses ``name`` (MD5,
+    SHA1, SHA256, SHA384 or SHA512), as sshd's FingerprintHash."""
+    global _fingerprint_hash
+    _fingerprint_hash = name.upper()
+
+
 def fingerprint(blob: bytes) -> str:
-    """OpenSSH's default fingerprint: "SHA256:" and unpadded base64 of SHA-256."""
-    digest = hashlib.sha256(blob).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    """A key's fingerprint as ssh-keygen -l and sshd's log print it:
+    "MD5:" and colon-separated hex for MD5; otherwise "SHA256:" (or SHA1,
+    SHA384, SHA512) and unpadded base64."""
+    digest = hashlib.new(_fingerprint_hash.lower(), blob).digest()
+    if _fingerprint_hash == "MD5":
+        return "MD5:" + ":".join(f"{b:02x}" for b in digest)
+    return f"{_fingerprint_hash}:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
 def key_label(keytype: str) -> str:

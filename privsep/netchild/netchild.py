@@ -121,6 +121,29 @@ class NetTransport(CapturingTransport):
         super().__init__(sock, packetizer_class=ThreadlessPacketizer)
         self.monitor = monitor
 
+    def _check_banner(self):
+        """sshd permits no line before a client's identification: the first
+        line must be it, or the client is told so and the connection ends
+        (kex_exchange_identification's words).  paramiko's own check then
+        reads the same line."""
+        read_line = self.packetizer.readline
+
+        def first_line(timeout):
+            line = read_line(timeout)
+            self.packetizer.readline = read_line
+            if not line.startswith("SSH-"):
+                log.error('kex_exchange_identification: client sent invalid protocol '
+                          'identifier "%s"', line[:256])
+                self.packetizer.write_all(b"Invalid SSH identification string.\r\n")
+                raise paramiko.SSHException("banner: invalid protocol identifier")
+            return line
+
+        self.packetizer.readline = first_line
+        try:
+            super()._check_banner()
+        finally:
+            self.packetizer.readline = read_line
+
     def _parse_debug(self, m):
         transport_setup.parse_debug(m)
 
@@ -185,7 +208,8 @@ class NetServer(paramiko.ServerInterface):
             trace(log, "net-child", "asks the monitor about user %s", username)
             answer = self._monitor.pwnam(username)
             self._methods = answer.methods  # the user's Match blocks may change them
-            proctitle.set(roles.net_title(username if answer.valid else None))
+            account = username.partition(":")[0]  # sshd's title drops a ":style"
+            proctitle.set(roles.net_title(account if answer.valid else None))
 
     def get_allowed_auths(self, username: str) -> str:
         return self._methods

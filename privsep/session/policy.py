@@ -60,6 +60,12 @@ class SessionPolicy:
     def pty_allowed(self) -> bool:
         return self.options.permit_tty and self.key_permits("pty")
 
+    def user_rc_allowed(self, subsystem: bool) -> bool:
+        """~/.ssh/rc may run (sshd's do_rc_files): not for a subsystem or a
+        ForceCommand, and only as PermitUserRC and the key (no-user-rc) allow."""
+        return (not subsystem and self.options.force_command.lower() == "none"
+                and self.options.permit_user_rc and self.key_permits("user-rc"))
+
     def forced_command(self) -> str | None:
         """ForceCommand wins over the key's command=, as in sshd."""
         if self.options.force_command.lower() != "none":

@@ -23,7 +23,7 @@ from privsep.common import proctitle, roles
 from privsep.common.log import verbose
 from privsep.config.match import match_pattern
 from privsep.config.servconf import ServerOptions
-from privsep.session import programs, tty
+from privsep.session import connopts, programs, tty
 from privsep.session.agent import AgentForwarding
 from privsep.session.forward import Forwarding
 from privsep.session.loop import EventLoop
@@ -74,6 +74,8 @@ class SessionServer(paramiko.ServerInterface):
         return self.process.forward_agent(channel)
 
     def check_channel_x11_request(self, channel, single, proto, cookie, screen) -> bool:
+        if self.process.options.x11_forwarding:  # not built yet: sshd's no-xauth answer
+            connopts.send_debug(self.process.transport, "No xauth program; cannot forward X11.")
         return False
 
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
@@ -124,6 +126,8 @@ class SessionProcess:
         self.agent = AgentForwarding(loop, transport)
         #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
         self.alive_unanswered = 0
+        #: IPQoS is set once per connection, at the first program
+        self.qos_set = False
 
     def _session(self, channel: paramiko.Channel) -> SessionChannel:
         return self.sessions.setdefault(channel.get_id(), SessionChannel(channel))
@@ -403,16 +407,22 @@ class SessionProcess:
             command = forced
         login = command is None
         argv = [f"-{name}"] if login else [name, "-c", command]
+        rc = self.policy.user_rc_allowed(session.subsystem)
+        if not self.qos_set:  # once, at the first program: sshd's packet_set_interactive
+            self.qos_set = True
+            connopts.set_ip_qos(self.transport.sock, self.options.ip_qos[session.pty is None])
         try:
             if session.pty is not None:
                 # a login shell first shows what PAM said (motd) and the last login
                 banner = self.policy.login_banner(self.login_messages, session.pty.last_login)
-                program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "")
+                program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "",
+                                        user_rc=rc)
                 runner = programs.PtyRunner(self.loop, session, program, self.release_pty)
             else:
                 # a login shell without a pty (ssh -T) shows what PAM said too, as sshd
                 banner = "".join(f"{line}\n" for line in self.login_messages)
-                program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "")
+                program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "",
+                                        user_rc=rc)
                 runner = programs.PipeRunner(self.loop, session, program)
         except OSError as exc:
             log.error("session: could not start %s: %s", shell, exc)

@@ -49,7 +49,9 @@ def apply_modes(fd: int, blob: bytes) -> None:
     attrs = termios.tcgetattr(fd)
     for opcode, value in parse_modes(blob):
         if opcode in _CC and hasattr(termios, _CC[opcode]):
-            attrs[6][getattr(termios, _CC[opcode])] = bytes([value & 0xFF])
+            # 255 is the wire's "disabled", _POSIX_VDISABLE (0) on Linux, as
+            # OpenSSH's ttymodes.c decodes it: stty then shows <undef>
+            attrs[6][getattr(termios, _CC[opcode])] = bytes([0 if value == 255 else value & 0xFF])
             continue
         for index, table in _FLAG_TABLES:
             name = table.get(opcode)

@@ -16,6 +16,11 @@ import termios
 from dataclasses import dataclass
 from typing import NoReturn
 
+#: The system-wide rc file sshd runs when the user's ~/.ssh/rc does not.
+SYSTEM_RC = "/etc/ssh/sshrc"
+#: sshd's _PATH_BSHELL: what runs either rc file.
+BSHELL = "/bin/sh"
+
 #: Signals the session process handles or ignores, given back their defaults.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP,
                   signal.SIGCHLD, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
@@ -31,6 +36,10 @@ class Program:
     home: str
     #: written to its stdout before the exec (a login shell's motd)
     banner: str = ""
+    #: ~/.ssh/rc may run (PermitUserRC, no-user-rc, not a subsystem or ForceCommand)
+    user_rc: bool = False
+    #: "proto cookie" given to the rc file on its stdin when X11 is forwarded
+    xauth: str = ""
 
 
 def on_pty(program: Program, master: int, slave: int) -> NoReturn:
@@ -72,7 +81,45 @@ def _exec(program: Program) -> NoReturn:
             os.write(2, f"Could not chdir to home directory {program.home}: "
                         "No such file or directory\n".encode())
             os.chdir("/")
+        run_rc_files(program)
         os.execve(program.path, program.argv, program.env)
     except BaseException:
         pass
     os._exit(127)
+
+
+def run_rc_files(program: Program) -> None:
+    """sshd's do_rc_files: ~/.ssh/rc through the user's shell if allowed and
+    present, else /etc/ssh/sshrc if present; the X11 authorization (if any)
+    on its stdin; its output goes where the program's will.  Waited for."""
+    user_rc = os.path.join(program.home, ".ssh", "rc")
+    if program.user_rc and os.path.exists(user_rc):
+        path, argv = program.path, [program.path, "-c", f"{BSHELL} {user_rc}"]
+    elif os.path.exists(SYSTEM_RC):
+        path, argv = BSHELL, [BSHELL, SYSTEM_RC]
+    else:
+        return
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+    except OSError:
+        os.write(2, f"Could not run {argv[-1].split()[-1]}\n".encode())
+        return
+    if pid == 0:
+        try:
+            os.dup2(read_end, 0)
+            os.close(read_end)
+            os.close(write_end)
+            os.execve(path, argv, program.env)
+        finally:
+            os._exit(127)
+    os.close(read_end)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # an rc file that reads nothing
+    try:
+        if program.xauth:
+            os.write(write_end, f"{program.xauth}\n".encode())
+    except OSError:
+        pass
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
