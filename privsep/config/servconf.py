@@ -120,6 +120,12 @@ KEYWORD_LIST = [
     # --- algorithms and transport (issue 13) ---
 
     # --- authentication: certificates, revocation (issue 14) ---
+    Keyword("TrustedUserCAKeys", "trusted_user_ca_keys", v.text, in_match=True),
+    Keyword("AuthorizedPrincipalsFile", "authorized_principals_file", v.text, in_match=True),
+    Keyword("RevokedKeys", "revoked_keys", v.text, in_match=True),
+    Keyword("CASignatureAlgorithms", "ca_signature_algorithms", v.algorithms("casig"),
+            in_match=True),
+    Keyword("HostCertificate", "host_certificate", lambda w: [v.one(w)], multi=True),
 
     # --- authentication: methods, key commands (issue 14) ---
 
@@ -144,8 +150,6 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "AuthorizedKeysCommandUser",
     "AuthorizedPrincipalsCommand",
     "AuthorizedPrincipalsCommandUser",
-    "AuthorizedPrincipalsFile",
-    "CASignatureAlgorithms",
     "ChrootDirectory",
     "DebianBanner",
     "ExposeAuthInfo",
@@ -159,7 +163,6 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "HostbasedAcceptedAlgorithms",
     "HostbasedAuthentication",
     "HostbasedUsesNameFromPacketOnly",
-    "HostCertificate",
     "HostKeyAgent",
     "IgnoreRhosts",
     "IgnoreUserKnownHosts",
@@ -177,9 +180,7 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "PubkeyAuthOptions",
     "RDomain",
     "RequiredRSASize",
-    "RevokedKeys",
     "SecurityKeyProvider",
-    "TrustedUserCAKeys",
     "X11DisplayOffset",
     "X11MaxDisplays",
     "X11UseLocalhost",
@@ -253,6 +254,12 @@ class ServerOptions:
     # --- algorithms and transport (issue 13) ---
 
     # --- authentication: certificates, revocation (issue 14) ---
+    trusted_user_ca_keys: str = "none"
+    authorized_principals_file: str = "none"
+    revoked_keys: str = "none"
+    ca_signature_algorithms: list[str] = field(
+        default_factory=lambda: list(SUPPORTED_ALGORITHMS["casig"]))
+    host_certificate: list[str] = field(default_factory=list)
 
     # --- authentication: methods, key commands (issue 14) ---
 
@@ -522,7 +529,7 @@ def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list
     if keyword.attr == "rekey_limit":
         return [f"{value[0]} {value[1]}"]  # type: ignore[index]
     if keyword.attr in ("ciphers", "macs", "kex_algorithms", "host_key_algorithms",
-                        "pubkey_accepted_algorithms"):
+                        "pubkey_accepted_algorithms", "ca_signature_algorithms"):
         return [",".join(value)]  # type: ignore[arg-type]
     if keyword.attr in ("authorized_keys_file", "permit_open"):
         return [" ".join(value)]  # type: ignore[arg-type]

@@ -28,12 +28,15 @@ from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.match import ConnectionInfo, access_refusal
 from privsep.config.servconf import ServerConfig, ServerOptions
-from privsep.monitor import auth_pam, authorized_keys, hostkeys, leftovers, loginrec, pty, pubkey
+from privsep.monitor import (
+    auth_pam, authorized_keys, certificates, hostkeys, leftovers, loginrec, pty, pubkey,
+)
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
     AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
 )
+from privsep.wire import certs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
@@ -243,20 +246,15 @@ class Monitor:
 
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
         self.state.allowed_key = None
-        found = None
+        found: tuple[KeyOption, ...] | None = None
         if (self.options.pubkey_authentication and self.pw is not None
                 and req.algorithm in self.options.pubkey_accepted_algorithms):
-            found = authorized_keys.find_key(self._authorized_keys(), req.algorithm, req.keyblob)
-            refusal = found and authorized_keys.key_refusal(found, self.state.user, self.peer.addr,
-                                                            host=self.remote_host)
-            if refusal:
-                # sshd: the from= refusal at INFO, an expired entry at DEBUG
-                log.log(logging.DEBUG if refusal.endswith("entry expired") else logging.INFO,
-                        "%s", refusal)
-                found = None
+            found = certificates.user_key_allowed(
+                self.options, self.pw, self.state.user, self.peer.addr, self.remote_host,
+                req.algorithm, req.keyblob, self._authorized_keys)
         allowed = found is not None
         if found is not None:
-            self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found.options)
+            self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found)
         verbose(log, "Public key %s %s %s for %s",
                 req.algorithm, pubkey.fingerprint(req.keyblob),
                 "allowed" if allowed else "not allowed", self._user_text())
@@ -278,11 +276,23 @@ class Monitor:
             keytype = pubkey.public_blob_type(req.keyblob)
         except ValueError as exc:
             raise PolicyViolation(f"malformed key blob: {exc}") from None
-        detail = f": {pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
+        key_text = f"{pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
+        detail = f": {key_text}"
+        if certs.is_cert_type(keytype):
+            detail = ": " + certificates.describe(certs.parse_certificate(req.keyblob),
+                                                  req.keyblob)
         allowed = self.state.allowed_key
         assert allowed is not None  # admitted only for the key last allowed
-        if pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
-                                            req.signature):
+        verified = pubkey.verify_userauth(req.algorithm, req.keyblob, req.signed_data,
+                                          req.signature)
+        refusal = verified and certificates.sk_refusal(
+            verified, allowed.options, getattr(self.options, "pubkey_auth_options", "none"))
+        if refusal:
+            log.error("public key %s signature for %s from %s port %d rejected: %s",
+                      key_text, self._user_text(),
+                      self.peer.addr, self.peer.port, refusal)
+            verified = None
+        if verified is not None:
             if self._accept("publickey", detail, allowed.options):
                 trace(log, "monitor", "signature by %s key for %s: verified, accepted", keytype,
                       self.state.user)
