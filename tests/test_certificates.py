@@ -206,12 +206,13 @@ def test_principals_file(server_with, user, work) -> None:
     ca = make_ca(work, "ed25519")
     key = user_key(user, "ed25519")
     pub = key.with_name(key.name + ".pub")
-    principals = work / "principals"
-    principals.mkdir(mode=0o755)
-    (principals / user.name).write_text("# ops team\nops\n")
+    principals = user.home / ".ssh" / f"principals_{user.name}"
+    principals.write_text("# ops team\nops\n")
+    os.chown(principals, user.uid, user.gid)
+    os.chmod(principals, 0o600)
     (user.home / ".ssh" / "authorized_keys").write_text("")
     servers = both(server_with, f"TrustedUserCAKeys {ca.public}",
-                   f"AuthorizedPrincipalsFile {principals}/%u")
+                   "AuthorizedPrincipalsFile .ssh/principals_%u")
     ca.sign(pub, "ops-cert", "ops,dev")
     good = side_by_side(servers, lambda s: attempt(s, user, key))
     assert good["exit"] == 0
