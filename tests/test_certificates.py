@@ -305,3 +305,49 @@ def test_not_revoked(server_with, user, work) -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+# --- HostCertificate ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
+def test_host_certificate(server_with, user, work, kind: str) -> None:
+    """HostCertificate: the stock client, trusting only an @cert-authority
+    line in known_hosts, verifies the certificate the key exchange offers
+    (signed through the signer child) and logs in; a certificate by another
+    CA or an expired one is refused by the client."""
+    ca = make_ca(work, "ed25519", "hostca")
+    other = make_ca(work, "ed25519", "otherca")
+    host_key = work / f"host_{kind}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(host_key)], check=True)
+    host_pub = host_key.with_name(host_key.name + ".pub")
+    cert = _host_sign(ca, host_pub, "127.0.0.1")
+    known = work / "known_hosts"
+    known.write_text(f"@cert-authority * {ca.public.read_text()}")
+    config = (f"HostKey {host_key}", f"HostCertificate {cert}")
+    servers = both(server_with, *config)
+
+    def scenario(server: Server) -> dict[str, object]:
+        result = ssh(server, user, "echo", "in", flags=["-v"],
+                     options=[f"UserKnownHostsFile={known}", "StrictHostKeyChecking=yes"])
+        line = re.search(rb"Server host certificate: (\S+) SHA256:\S+, serial (\d+) ID "
+                         rb'"([^"]+)" CA (\S+)', result.stderr)
+        return {"exit": result.returncode, "out": result.stdout,
+                "certificate": line.groups() if line else None}
+
+    seen = side_by_side(servers, scenario)
+    assert seen["exit"] == 0 and seen["out"] == b"in\n"
+    assert seen["certificate"] is not None and seen["certificate"][1:] == (
+        b"3", b"host-cert", b"ssh-ed25519")
+    # a CA the client does not trust: no host key it knows, so no login
+    known.write_text(f"@cert-authority * {other.public.read_text()}")
+    refused = side_by_side(servers, lambda s: {"exit": ssh(
+        s, user, "true", options=[f"UserKnownHostsFile={known}",
+                                  "StrictHostKeyChecking=yes"]).returncode})
+    assert refused["exit"] == 255
+
+
+def _host_sign(ca: Ca, pubfile: Path, principals: str) -> Path:
+    """``ssh-keygen -s -h``: a host certificate."""
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca.private), "-h", "-I", "host-cert",
+                    "-z", "3", "-n", principals, str(pubfile)], check=True, capture_output=True)
+    return pubfile.with_name(pubfile.name[:-len(".pub")] + "-cert.pub")
