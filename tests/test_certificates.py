@@ -351,3 +351,19 @@ def _host_sign(ca: Ca, pubfile: Path, principals: str) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-s", str(ca.private), "-h", "-I", "host-cert",
                     "-z", "3", "-n", principals, str(pubfile)], check=True, capture_output=True)
     return pubfile.with_name(pubfile.name[:-len(".pub")] + "-cert.pub")
+
+
+def test_ca_signature_algorithms(server_with, user, work) -> None:
+    """CASignatureAlgorithms without the CA's algorithm: the certificate is
+    refused before anything else, logged as sshd logs it."""
+    ca = make_ca(work, "rsa")
+    key = user_key(user, "ed25519")
+    ca.sign(key.with_name(key.name + ".pub"), "rsa-signed", user.name)
+    (user.home / ".ssh" / "authorized_keys").write_text("")
+    servers = both(server_with, f"TrustedUserCAKeys {ca.public}",
+                   "CASignatureAlgorithms ssh-ed25519,ecdsa-sha2-nistp256")
+    pattern = r"certificate signature algorithm"
+    seen = side_by_side(servers, lambda s: attempt(s, user, key, pattern))
+    assert seen["exit"] == 255
+    assert seen[pattern].endswith("certificate signature algorithm rsa-sha2-512: "
+                                  "signature algorithm not supported [preauth]")
