@@ -367,3 +367,39 @@ def test_ca_signature_algorithms(server_with, user, work) -> None:
     assert seen["exit"] == 255
     assert seen[pattern].endswith("certificate signature algorithm rsa-sha2-512: "
                                   "signature algorithm not supported [preauth]")
+
+
+# --- sshd -T ------------------------------------------------------------------------------
+
+T_KEYWORDS = ("trustedusercakeys", "authorizedprincipalsfile", "revokedkeys",
+              "casignaturealgorithms", "hostcertificate", "pubkeyacceptedalgorithms")
+
+
+@pytest.mark.parametrize("lines,context", [
+    ((), None),
+    (("TrustedUserCAKeys /etc/ssh/ca.pub", "AuthorizedPrincipalsFile .ssh/principals_%u",
+      "RevokedKeys /etc/ssh/krl", "CASignatureAlgorithms ssh-ed25519,rsa-sha2-512",
+      "HostCertificate {cert}", "Match User alice", "    TrustedUserCAKeys /etc/ssh/alice.pub",
+      "    RevokedKeys none"), "user=alice,host=h,addr=127.0.0.1,laddr=127.0.0.1,lport=22"),
+    (("CASignatureAlgorithms -rsa*", "PubkeyAcceptedAlgorithms -sk-*"), None),
+])
+def test_T_output(work, lines: tuple[str, ...], context: str | None) -> None:
+    """The keywords of this section, printed by -T as sshd -T prints them
+    (defaults, values, Match blocks, the +/- list syntax)."""
+    from tests.daemon import privsep_command
+    key = work / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    cert = _host_sign(make_ca(work, "ed25519"), key.with_name(key.name + ".pub"), "h")
+    config = work / "sshd_config"
+    config.write_text("\n".join([f"HostKey {key}", *(line.format(cert=cert) for line in lines)])
+                      + "\n")
+    extra = ["-C", context] if context else []
+    dumps = {}
+    for kind, argv in (("privsep", privsep_command()), ("openssh", ["/usr/sbin/sshd"])):
+        result = subprocess.run([*argv, "-T", "-f", str(config), *extra], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        dumps[kind] = sorted(line for line in result.stdout.splitlines()
+                             if line.split(" ", 1)[0] in T_KEYWORDS)
+    assert dumps["privsep"] == dumps["openssh"]
+    assert len(dumps["openssh"]) >= 5
