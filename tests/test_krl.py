@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import random
+import struct
 import subprocess
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from privsep.monitor import certificates, pubkey
@@ -181,3 +183,23 @@ def test_certificate_fields(material) -> None:
     assert certificates.ca_signature_refusal(cert, ("rsa-sha2-512",)) is not None
     names = [name for name, _ in cert.extensions]
     assert names == sorted(names) and "permit-pty" in names
+
+
+def test_signed_krl(tmp_path: Path, material) -> None:
+    """A KRL signature section: a good signature is accepted, a KRL changed
+    after signing refuses every key, as sshd does (ssh-keygen cannot sign
+    KRLs, so the section is appended here with the signing key)."""
+    signer_path = tmp_path / "krl_signer"
+    keygen(signer_path)
+    signer = paramiko.Ed25519Key.from_private_key_file(str(signer_path))
+    body = material["krl"].read_bytes()
+    head = body + b"\x04" + struct.pack(">I", len(signer.asbytes())) + signer.asbytes()
+    signature = signer.sign_ssh_data(head, "ssh-ed25519").asbytes()
+    signed = head + struct.pack(">I", len(signature)) + signature
+    good, bad = tmp_path / "signed", tmp_path / "tampered"
+    good.write_bytes(signed)
+    bad.write_bytes(signed[:25] + bytes([signed[25] ^ 1]) + signed[26:])  # generated_date
+    blob = blob_of(material["user"])
+    assert certificates.revocation_refusal(str(good), blob) is None
+    refusal = certificates.revocation_refusal(str(bad), blob)
+    assert refusal is not None and refusal.endswith("incorrect signature")

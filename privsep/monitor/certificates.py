@@ -335,6 +335,28 @@ def from_trusted_ca(cert: Certificate, pw: pwd.struct_passwd, ca_file: str,
     return session_options(line_options, opts)
 
 
+#: Any signature a KRL's signing key may make (sshd verifies it without
+#: naming an algorithm).
+_ANY_SIGNATURE = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                  "ecdsa-sha2-nistp521", "rsa-sha2-256", "rsa-sha2-512", "ssh-rsa",
+                  certs.SK_ED25519, certs.SK_ECDSA, certs.WEBAUTHN_SK_ECDSA)
+
+
+def krl_signature_problem(revoked: krl.Krl) -> str | None:
+    """A signed KRL's signatures, checked as sshd checks them: each must
+    verify over the KRL up to its signing key, and not every signing key
+    may be revoked by the KRL itself.  None when all is well (or unsigned)."""
+    if not revoked.signatures:
+        return None
+    for key, signature, signed_len in revoked.signatures:
+        if pubkey.verify_signature(key, revoked.raw[:signed_len], signature,
+                                   _ANY_SIGNATURE) is None:
+            return "incorrect signature"
+    if all(revoked.key_revoked(key) for key, _, _ in revoked.signatures):
+        return "All keys used to sign KRL were revoked"
+    return None
+
+
 def revocation_refusal(revoked_keys: str, keyblob: bytes) -> str | None:
     """RevokedKeys: sshd's error line if the key (or certificate, or its CA)
     is revoked, or if the file cannot be read or parsed (then every key is
@@ -351,6 +373,10 @@ def revocation_refusal(revoked_keys: str, keyblob: bytes) -> str | None:
     except ValueError:
         return (f"Error checking authentication key {label} {fp} in revoked keys file "
                 f"{revoked_keys}: invalid format")
+    signature_problem = krl_signature_problem(revoked)
+    if signature_problem:
+        return (f"Error checking authentication key {label} {fp} in revoked keys file "
+                f"{revoked_keys}: {signature_problem}")
     if certs.is_cert_type(_blob_type(keyblob)):
         hit = revoked.cert_revoked(certs.parse_certificate(keyblob))
     else:

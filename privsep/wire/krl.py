@@ -70,6 +70,8 @@ class Krl:
     signatures: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     #: a plain key list: a certificate is also revoked when its CA is listed
     plain_list: bool = False
+    #: the KRL's bytes, which its signatures cover in part
+    raw: bytes = b""
 
     def key_revoked(self, plain_blob: bytes) -> bool:
         """Whether a plain key (or a certificate's certified key) is revoked."""
@@ -144,7 +146,7 @@ def parse_krl(data: bytes) -> Krl:
     r = Reader(data[len(KRL_MAGIC):], what="KRL")
     if r.uint32() != KRL_FORMAT_VERSION:
         raise ValueError("unsupported KRL format version")
-    krl = Krl(version=r.uint64(), generated=r.uint64())
+    krl = Krl(version=r.uint64(), generated=r.uint64(), raw=data)
     r.uint64()  # flags: none defined
     r.string()  # reserved
     krl.comment = r.string().decode("utf-8", "replace")
