@@ -101,16 +101,18 @@ def log_to_file(logfile: Path) -> logging.Logger:
 
 
 def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
-                     pam_service: str, changes: dict | None = None) -> int:
-    """In the forked child: a real Monitor serving ``sock`` until it ends."""
+                     pam_service: str,
+                     configure: Callable[[ServerOptions], None] | None = None) -> int:
+    """In the forked child: a real Monitor serving ``sock`` until it ends;
+    ``configure`` may change the options first (TrustedUserCAKeys...)."""
     signal.alarm(int(TIMEOUT * 2))  # default action: never outlive a hung test
     log = log_to_file(logfile)
 
     options = ServerOptions().finish()
     options.use_pam = True
     options.pam_service = pam_service
-    for name, value in (changes or {}).items():  # a test's own settings
-        setattr(options, name, value)
+    if configure is not None:
+        configure(options)
     keys, _ = read_host_keys([str(host_key_path)])
     _, startup_fd = os.pipe()
     monitor = Monitor(options, keys, PEER, startup_fd)
@@ -139,6 +141,11 @@ class Outcome:
 
     def __str__(self) -> str:
         return f"monitor exit {CODE_NAMES.get(self.code, self.code)}; log:\n{self.log}"
+
+    def without(self, text: str) -> "Outcome":
+        """The same outcome, the log lines containing ``text`` left out."""
+        kept = [line for line in self.log.splitlines(keepends=True) if text not in line]
+        return Outcome(self.code, "".join(kept))
 
 
 def _wait(pid: int) -> int:
@@ -180,12 +187,13 @@ def fork_monitor(logfile: Path, body: Callable[[socket.socket], int]
 
 
 def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
-                drive: Callable[[MonitorChannel], None], changes: dict | None = None) -> Outcome:
+                drive: Callable[[MonitorChannel], None],
+                configure: Callable[[ServerOptions], None] | None = None) -> Outcome:
     """Fork a monitor, let ``drive`` play the net-child, return how it ended."""
     logfile = tmp_path / "monitor.log"
     pid, channel = fork_monitor(
         logfile, lambda sock: _monitor_process(sock, logfile, host_key_path, pam_service,
-                                               changes))
+                                               configure))
     failure: BaseException | None = None
     try:
         drive(channel)
@@ -315,8 +323,11 @@ def hostile(tmp_path, host_key_path, pam_service):
     """hostile(steps, **options) runs ``steps(NetChild)`` against a fresh
     forked monitor; ``options`` are ServerOptions attributes to change."""
     def run(steps: Callable[[NetChild], None], **changes) -> Outcome:
+        def configure(options: ServerOptions) -> None:
+            for name, value in changes.items():
+                setattr(options, name, value)
         return run_monitor(tmp_path, host_key_path, pam_service,
-                           lambda ch: steps(NetChild(ch, host_key_path)), changes)
+                           lambda ch: steps(NetChild(ch, host_key_path)), configure)
     return run
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 import paramiko
 from paramiko.message import Message
 
+from privsep.wire.certs import CERT_SUFFIX
 from privsep.wire.hostkey_blobs import algorithms_for_type
 
 
@@ -31,10 +32,28 @@ class MonitorSignedHostKey:
         return getattr(self._public, name)
 
 
+class MonitorSignedHostCert(MonitorSignedHostKey):
+    """A host key's HostCertificate: the key exchange sends the certificate
+    and the key signs under its plain algorithm (ssh-ed25519 for
+    ssh-ed25519-cert-v01@openssh.com, rsa-sha2-512 for
+    rsa-sha2-512-cert-v01@openssh.com)."""
+
+    def asbytes(self) -> bytes:
+        return self._public.public_blob.key_blob
+
+    def sign_ssh_data(self, data: bytes, algorithm: str | None = None) -> Message:
+        plain = (algorithm or self._public.get_name()).removesuffix(CERT_SUFFIX)
+        return super().sign_ssh_data(data, plain)
+
+
 def install_on(transport: paramiko.Transport, publics: list[paramiko.PKey],
                signer: Callable[[str, bytes], bytes]) -> None:
-    """Offer ``publics`` as host keys, signing through ``signer``."""
+    """Offer ``publics`` as host keys, signing through ``signer``; a key
+    that carries a certificate is offered under the -cert-v01 algorithms too."""
     for public in publics:
         proxy = MonitorSignedHostKey(public, signer)
         for algorithm in algorithms_for_type(public.get_name()):
             transport.server_key_dict[algorithm] = proxy
+            if getattr(public, "public_blob", None) is not None:
+                transport.server_key_dict[algorithm + CERT_SUFFIX] = \
+                    MonitorSignedHostCert(public, signer)

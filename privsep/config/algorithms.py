@@ -19,8 +19,17 @@ SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
             "diffie-hellman-group14-sha256"),
     "hostkey": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                 "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
-    "pubkey": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-               "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
+    # sshd 9.2's default: certificates first, then plain keys (issue 14).
+    "pubkey": tuple(f"{a}-cert-v01@openssh.com" for a in (
+        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519", "sk-ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")) + (
+        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256"),
+    # CASignatureAlgorithms (issue 14): what a CA may sign certificates with.
+    "casig": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+              "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256"),
 }
 
 #: Offered only when the configuration names them (``Ciphers +aes128-cbc``),
@@ -54,7 +63,10 @@ OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
           "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256",
           "ssh-rsa", "sk-ssh-ed25519@openssh.com"))},
 }
-OPENSSH_ALGORITHMS["pubkey"] = OPENSSH_ALGORITHMS["hostkey"]
+OPENSSH_ALGORITHMS["pubkey"] = OPENSSH_ALGORITHMS["hostkey"] | {
+    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "webauthn-sk-ecdsa-sha2-nistp256@openssh.com"}
+OPENSSH_ALGORITHMS["casig"] = OPENSSH_ALGORITHMS["pubkey"]
 
 
 def resolve_algorithms(kind: str, spec: str) -> list[str]:

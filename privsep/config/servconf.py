@@ -21,13 +21,12 @@ import logging
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import Callable
 
 from privsep.config import authmethods, otherkeys, values as v
 from privsep.config.algorithms import SUPPORTED_ALGORITHMS
-from privsep.config.values import Parser, parse_time
+from privsep.config.values import Parser
 from privsep.config.match import (
-    ConnectionInfo, addr_match_list, criteria_match, match_user, parse_port,
+    ConnectionInfo, addr_match_list, criteria_match, parse_port,
 )
 from privsep.wire import facts
 
@@ -122,6 +121,12 @@ KEYWORD_LIST = [
     Keyword("Compression", "compression", v.choice("yes", "no", aliases={"delayed": "yes"})),
 
     # --- authentication: certificates, revocation (issue 14) ---
+    Keyword("TrustedUserCAKeys", "trusted_user_ca_keys", v.text, in_match=True),
+    Keyword("AuthorizedPrincipalsFile", "authorized_principals_file", v.text, in_match=True),
+    Keyword("RevokedKeys", "revoked_keys", v.text, in_match=True),
+    Keyword("CASignatureAlgorithms", "ca_signature_algorithms", v.algorithms("casig"),
+            in_match=True),
+    Keyword("HostCertificate", "host_certificate", lambda w: [v.one(w)], multi=True),
 
     # --- authentication: methods, key commands (issue 14) ---
     Keyword("AuthenticationMethods", "authentication_methods", authmethods.parse,
@@ -152,16 +157,11 @@ ALIASES = {
 
 #: Keywords OpenSSH 9.2 knows that this daemon does not implement.
 UNSUPPORTED = frozenset(k.lower() for k in (
-    "AuthorizedPrincipalsFile",
-    "CASignatureAlgorithms",
-    "HostCertificate",
     "KerberosGetAFSToken",
     "KerberosTgtPassing",
     "AFSTokenPassing",
     "ModuliFile",
     "RequiredRSASize",
-    "RevokedKeys",
-    "TrustedUserCAKeys",
 ))
 
 
@@ -233,6 +233,12 @@ class ServerOptions(otherkeys.OtherOptions):
     compression: str = "yes"
 
     # --- authentication: certificates, revocation (issue 14) ---
+    trusted_user_ca_keys: str = "none"
+    authorized_principals_file: str = "none"
+    revoked_keys: str = "none"
+    ca_signature_algorithms: list[str] = field(
+        default_factory=lambda: list(SUPPORTED_ALGORITHMS["casig"]))
+    host_certificate: list[str] = field(default_factory=list)
 
     # --- authentication: methods, key commands (issue 14) ---
     #: ("any",) or the comma-lists of which one must be completed.
@@ -540,7 +546,7 @@ def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list
     if keyword.attr == "rekey_limit":
         return [f"{value[0]} {value[1]}"]  # type: ignore[index]
     if keyword.attr in ("ciphers", "macs", "kex_algorithms", "host_key_algorithms",
-                        "pubkey_accepted_algorithms"):
+                        "pubkey_accepted_algorithms", "ca_signature_algorithms"):
         return [",".join(value)]  # type: ignore[arg-type]
     if keyword.attr in ("authorized_keys_file", "permit_open"):
         return [" ".join(value)]  # type: ignore[arg-type]

@@ -78,7 +78,7 @@ def prepare(options: servconf.ServerOptions) -> list[HostKey]:
             loginrec.ensure_utmp()
         except OSError as exc:
             log.error("Cannot create utmp: %s", exc)
-    keys, problems = hostkeys.read_host_keys(options.host_key)
+    keys, problems = hostkeys.read_host_keys(options.host_key, options.host_certificate)
     for problem in problems:
         log.error("%s", problem)
     if not keys:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from privsep.common.ids import user_rights
 from privsep.monitor.pubkey import (
-    ALGORITHMS_FOR_KEY_TYPE, UNSUPPORTED_KEY_TYPES, algorithm_fits_key, load_public_key,
+    ALGORITHMS_FOR_KEY_TYPE, UNSUPPORTED_KEY_TYPES, algorithm_fits_key, check_public_key,
 )
 from privsep.config.match import match_host_and_ip
 from privsep.wire.keyoptions import BLANKS, KeyOption, key_expired, parse_key_options
@@ -112,8 +112,8 @@ def _parse_key_part(text: str) -> tuple[str, bytes, str]:
     if embedded != keytype:
         raise ValueError(f"key type mismatch: line says {keytype}, key is {embedded}")
     try:
-        load_public_key(blob)
-    except Exception as exc:  # paramiko and cryptography raise various types
+        check_public_key(blob)
+    except Exception as exc:  # cryptography raises various types
         raise ValueError(f"bad key: {exc}") from exc
     return keytype, blob, comment.rstrip(BLANKS)
 
@@ -252,7 +252,7 @@ def check_secure_path(path: str, pw: pwd.struct_passwd, strict: bool) -> str | N
     return _secure_path_reason(path, st, pw)
 
 
-def _read_limited(fd: int, limit: int) -> tuple[bytes, bool]:
+def read_limited(fd: int, limit: int) -> tuple[bytes, bool]:
     """Read up to ``limit`` bytes; the flag says whether more was there."""
     chunks: list[bytes] = []
     total = 0
@@ -266,10 +266,11 @@ def _read_limited(fd: int, limit: int) -> tuple[bytes, bool]:
     return data[:limit], len(data) > limit
 
 
-def _read_keys_file(
-    path: str, pw: pwd.struct_passwd, strict_modes: bool
+def read_keys_file(
+    path: str, pw: pwd.struct_passwd, strict_modes: bool, file_type: str = "authorized keys"
 ) -> tuple[bytes | None, list[str]]:
-    """Open and read one authorized_keys file (call with the user's rights).
+    """Open and read one authorized_keys (or ``file_type``: "authorized
+    principals") file; call with the user's rights.
 
     Returns the bytes, or None when there is nothing to use, and problems.
     A missing file is not a problem.  The file is opened non-blocking (a
@@ -283,20 +284,20 @@ def _read_keys_file(
         return None, []
     except OSError as exc:
         return None, [
-            f"Could not open user '{pw.pw_name}' authorized keys '{path}': "
+            f"Could not open user '{pw.pw_name}' {file_type} '{path}': "
             f"{exc.strerror}"
         ]
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, [
-                f"User '{pw.pw_name}' authorized keys '{path}' is not a regular file"
+                f"User '{pw.pw_name}' {file_type} '{path}' is not a regular file"
             ]
         if strict_modes:
             reason = _secure_path_reason(path, st, pw)
             if reason:
                 return None, [reason]
-        data, truncated = _read_limited(fd, MAX_AUTHORIZED_KEYS_BYTES)
+        data, truncated = read_limited(fd, MAX_AUTHORIZED_KEYS_BYTES)
     except OSError as exc:
         return None, [f"Could not read '{path}': {exc.strerror}"]
     finally:
@@ -337,7 +338,7 @@ def read_authorized_keys(
     contents: list[tuple[str, bytes]] = []
     with user_rights(pw):
         for path in paths:
-            data, file_problems = _read_keys_file(path, pw, strict_modes)
+            data, file_problems = read_keys_file(path, pw, strict_modes)
             problems.extend(file_problems)
             if data is not None:
                 contents.append((path, data))

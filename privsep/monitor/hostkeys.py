@@ -8,6 +8,8 @@ key's public half from a signer, and never reads a private key itself.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import logging
 import os
 import select
@@ -17,7 +19,7 @@ from typing import Callable
 import paramiko
 
 from privsep.signer import signer
-from privsep.wire import hostkey_blobs
+from privsep.wire import certs, hostkey_blobs
 from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
 
 log = logging.getLogger("privsep.monitor")
@@ -43,8 +45,10 @@ def sign(key: HostKey, algorithm: str, data: bytes) -> bytes:
     return _run_signer(lambda out_fd: signer.sign(key, algorithm, data, out_fd))
 
 
-def read_host_keys(paths: list[str]) -> tuple[list[HostKey], list[str]]:
-    """The keys that load, and sshd's words for those that do not."""
+def read_host_keys(paths: list[str], cert_paths: list[str] | tuple[str, ...] = ()
+                   ) -> tuple[list[HostKey], list[str]]:
+    """The keys that load, each with its HostCertificate from ``cert_paths``
+    if one certifies it, and sshd's words for what does not load."""
     report = hostkey_blobs.decode_key_checks(
         _run_signer(lambda out_fd: signer.check(list(paths), out_fd)))
     keys, problems = [], []
@@ -54,12 +58,47 @@ def read_host_keys(paths: list[str]) -> tuple[list[HostKey], list[str]]:
         else:
             problems.append(f"Unable to load host key \"{path}\": "
                             f"{payload.decode('utf-8', 'replace')}")
+    for cert_path in cert_paths:
+        keys = _attach_certificate(keys, cert_path, problems)
     return keys, problems
 
 
+def _attach_certificate(keys: list[HostKey], path: str, problems: list[str]) -> list[HostKey]:
+    """Give the host key that ``path`` certifies its certificate (a public
+    file, read as root at start-up), as sshd: the problems in its words."""
+    try:
+        with open(path, "rb") as handle:
+            words = handle.read(1024 * 1024).split()
+        blob = base64.b64decode(words[1], validate=True)
+    except OSError as exc:
+        problems.append(f"Could not load host certificate \"{path}\": {exc.strerror}")
+        return keys
+    except (IndexError, ValueError):
+        problems.append(f"Could not load host certificate \"{path}\": invalid format")
+        return keys
+    try:
+        cert = certs.parse_certificate(blob)
+    except ValueError:
+        problems.append(f"Certificate file is not a certificate: {path}")
+        return keys
+    for index, key in enumerate(keys):
+        if key.blob == cert.key_blob:
+            return keys[:index] + [dataclasses.replace(key, certificate=blob)] + keys[index + 1:]
+    problems.append(f"No matching private key for certificate: {path}")
+    return keys
+
+
 def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
-    """The public halves as paramiko keys, for the children to offer."""
-    return [paramiko.PKey.from_type_string(k.key_type, k.blob) for k in keys]
+    """The public halves as paramiko keys, for the children to offer; a key
+    with a HostCertificate carries it (paramiko's public_blob), and the
+    children offer it under the -cert-v01 algorithms as well."""
+    publics = []
+    for k in keys:
+        public = paramiko.PKey.from_type_string(k.key_type, k.blob)
+        if k.certificate:
+            public.load_certificate(paramiko.Message(k.certificate))
+        publics.append(public)
+    return publics
 
 
 def _run_signer(body: Callable[[int], object]) -> bytes:

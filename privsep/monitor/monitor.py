@@ -19,7 +19,7 @@ import pwd
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable
 
 
 from privsep.common import proctitle, roles
@@ -31,13 +31,14 @@ from privsep.config.match import ConnectionInfo, access_refusal
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.config.authmethods import MethodLists
 from privsep.monitor import (
-    auth_pam, auth_info, authorized_keys, hostkeys, keycommand, leftovers, loginrec, pty, pubkey,
+    auth_pam, auth_info, authorized_keys, certificates, hostkeys, keycommand, leftovers, loginrec, pty, pubkey,
 )
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
     AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
 )
+from privsep.wire import certs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
@@ -308,40 +309,30 @@ class Monitor:
             log.info("Authentication refused: %s", problem)
         return keys
 
-    def _key_sources(self, keyblob: bytes) -> Iterator[list[authorized_keys.AuthorizedKey]]:
+    def _key_sources(self, keyblob: bytes) -> list[Callable[[], list[authorized_keys.AuthorizedKey]]]:
         """Where a key may be found, in sshd's order, each read only if the
         ones before did not let the key in: the AuthorizedKeysFile files,
-        then AuthorizedKeysCommand's output for this key."""
+        then AuthorizedKeysCommand's output for this key (TrustedUserCAKeys
+        comes between the two: certificates.user_key_allowed)."""
         assert self.pw is not None
-        yield self._authorized_keys()
-        yield keycommand.authorized_keys_for(self.options, self.pw, self.peer, keyblob)
-
-    def _find_allowed_key(self, req: wire.KeyAllowedRequest) -> authorized_keys.AuthorizedKey | None:
-        for keys in self._key_sources(req.keyblob):
-            found = authorized_keys.find_key(keys, req.algorithm, req.keyblob)
-            refusal = found and authorized_keys.key_refusal(found, self.state.user, self.peer.addr,
-                                                            host=self.remote_host)
-            if refusal:
-                # sshd: the from= refusal at INFO, an expired entry at DEBUG
-                log.log(logging.DEBUG if refusal.endswith("entry expired") else logging.INFO,
-                        "%s", refusal)
-                found = None
-            if found is not None:
-                return found
-        return None
+        pw = self.pw
+        return [self._authorized_keys,
+                lambda: keycommand.authorized_keys_for(self.options, pw, self.peer, keyblob)]
 
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
         self.state.allowed_key = None
-        found = None
+        found: tuple[KeyOption, ...] | None = None
         if req.keyblob in self.state.used_keys:
             # AuthenticationMethods publickey,publickey wants two keys
             log.info("refusing previously-used %s key", pubkey.key_label(req.algorithm))
         elif (self.options.pubkey_authentication and self.pw is not None
                 and req.algorithm in self.options.pubkey_accepted_algorithms):
-            found = self._find_allowed_key(req)
+            found = certificates.user_key_allowed(
+                self.options, self.pw, self.state.user, self.peer.addr, self.remote_host,
+                req.algorithm, req.keyblob, self._key_sources(req.keyblob))
         allowed = found is not None
         if found is not None:
-            self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found.options)
+            self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found)
         verbose(log, "Public key %s %s %s for %s",
                 req.algorithm, pubkey.fingerprint(req.keyblob),
                 "allowed" if allowed else "not allowed", self._user_text())
@@ -363,11 +354,23 @@ class Monitor:
             keytype = pubkey.public_blob_type(req.keyblob)
         except ValueError as exc:
             raise PolicyViolation(f"malformed key blob: {exc}") from None
-        detail = f": {pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
+        key_text = f"{pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
+        detail = f": {key_text}"
+        if certs.is_cert_type(keytype):
+            detail = ": " + certificates.describe(certs.parse_certificate(req.keyblob),
+                                                  req.keyblob)
         allowed = self.state.allowed_key
         assert allowed is not None  # admitted only for the key last allowed
-        if pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
-                                            req.signature):
+        verified = pubkey.verify_userauth(req.algorithm, req.keyblob, req.signed_data,
+                                          req.signature)
+        refusal = verified and certificates.sk_refusal(
+            verified, allowed.options, self.options.pubkey_auth_options)
+        if refusal:
+            log.error("public key %s signature for %s from %s port %d rejected: %s",
+                      key_text, self._user_text(),
+                      self.peer.addr, self.peer.port, refusal)
+            verified = None
+        if verified is not None:
             outcome = self._accept("publickey", detail, allowed.options,
                                    info=auth_info.key_text(keytype, req.keyblob))
             if outcome is not Verdict.REFUSED:

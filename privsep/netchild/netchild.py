@@ -40,31 +40,39 @@ MAX_KBDINT_ANSWERS = 100
 class MonitorVerifiedKey:
     """A client public key whose signature check is the monitor's to make."""
 
-    def __init__(self, key: paramiko.PKey, algorithm: str, keyblob: bytes, monitor: MonitorClient,
+    #: paramiko signs the blob itself when this is None (_get_key_type_and_bits)
+    public_blob = None
+
+    def __init__(self, algorithm: str, keyblob: bytes, monitor: MonitorClient,
                  server: "NetServer") -> None:
-        self._key = key
         self.algorithm = algorithm
         self.keyblob = keyblob
         self._monitor = monitor
         self._server = server
+
+    def asbytes(self) -> bytes:
+        """The blob exactly as the client sent it: the monitor parses it."""
+        return self.keyblob
+
+    def get_name(self) -> str:
+        return self.algorithm
 
     def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
         trace(log, "net-child", "asks the monitor to verify a %s signature", self.algorithm)
         answer = self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
         return self._server.monitor_said(answer.verified, answer.partial, answer.methods)
 
-    def __getattr__(self, name: str):
-        return getattr(self._key, name)
-
 
 class NetAuthHandler(AuthHandler):
     """Routes publickey checks to the monitor and hands off on success."""
 
     def _generate_key_from_request(self, algorithm, keyblob):
-        key = super()._generate_key_from_request(algorithm, keyblob)
-        if key is None:
-            return None
-        return MonitorVerifiedKey(key, algorithm, keyblob, self.transport.monitor,
+        """No key parsing here: the blob goes to the monitor as it came
+        (certificates and security keys included), for an algorithm that
+        PubkeyAcceptedAlgorithms lists; paramiko refuses the others."""
+        if algorithm not in self.transport.preferred_pubkeys:
+            return super()._generate_key_from_request(algorithm, keyblob)
+        return MonitorVerifiedKey(algorithm, keyblob, self.transport.monitor,
                                   self.transport.server_object)
 
     def _parse_userauth_info_response(self, m):

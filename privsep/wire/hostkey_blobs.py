@@ -24,6 +24,8 @@ class HostKey:
 
     path: str
     blob: bytes
+    #: the HostCertificate for this key (a -cert-v01 blob), if any
+    certificate: bytes = b""
 
     @property
     def key_type(self) -> str:
