@@ -101,7 +101,7 @@ def log_to_file(logfile: Path) -> logging.Logger:
 
 
 def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
-                     pam_service: str) -> int:
+                     pam_service: str, changes: dict | None = None) -> int:
     """In the forked child: a real Monitor serving ``sock`` until it ends."""
     signal.alarm(int(TIMEOUT * 2))  # default action: never outlive a hung test
     log = log_to_file(logfile)
@@ -109,6 +109,8 @@ def _monitor_process(sock: socket.socket, logfile: Path, host_key_path: Path,
     options = ServerOptions().finish()
     options.use_pam = True
     options.pam_service = pam_service
+    for name, value in (changes or {}).items():  # a test's own settings
+        setattr(options, name, value)
     keys, _ = read_host_keys([str(host_key_path)])
     _, startup_fd = os.pipe()
     monitor = Monitor(options, keys, PEER, startup_fd)
@@ -178,11 +180,12 @@ def fork_monitor(logfile: Path, body: Callable[[socket.socket], int]
 
 
 def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
-                drive: Callable[[MonitorChannel], None]) -> Outcome:
+                drive: Callable[[MonitorChannel], None], changes: dict | None = None) -> Outcome:
     """Fork a monitor, let ``drive`` play the net-child, return how it ended."""
     logfile = tmp_path / "monitor.log"
     pid, channel = fork_monitor(
-        logfile, lambda sock: _monitor_process(sock, logfile, host_key_path, pam_service))
+        logfile, lambda sock: _monitor_process(sock, logfile, host_key_path, pam_service,
+                                               changes))
     failure: BaseException | None = None
     try:
         drive(channel)
@@ -309,10 +312,11 @@ class NetChild:
 
 @pytest.fixture
 def hostile(tmp_path, host_key_path, pam_service):
-    """hostile(steps) runs ``steps(NetChild)`` against a fresh forked monitor."""
-    def run(steps: Callable[[NetChild], None]) -> Outcome:
+    """hostile(steps, **options) runs ``steps(NetChild)`` against a fresh
+    forked monitor; ``options`` are ServerOptions attributes to change."""
+    def run(steps: Callable[[NetChild], None], **changes) -> Outcome:
         return run_monitor(tmp_path, host_key_path, pam_service,
-                           lambda ch: steps(NetChild(ch, host_key_path)))
+                           lambda ch: steps(NetChild(ch, host_key_path)), changes)
     return run
 
 

@@ -35,18 +35,19 @@ class MonitorClient:
         reply, _ = self._call(wire.KbdintRequest(start, responses), wire.KbdintAnswer)
         return reply
 
-    def auth_password(self, password: bytes) -> bool:
+    def auth_password(self, password: bytes) -> wire.PasswordAnswer:
         reply, _ = self._call(wire.PasswordRequest(password), wire.PasswordAnswer)
-        return reply.accepted
+        return reply
 
     def key_allowed(self, algorithm: str, keyblob: bytes) -> bool:
         reply, _ = self._call(wire.KeyAllowedRequest(algorithm, keyblob), wire.KeyAllowedAnswer)
         return reply.allowed
 
-    def key_verify(self, algorithm: str, keyblob: bytes, signed: bytes, signature: bytes) -> bool:
+    def key_verify(self, algorithm: str, keyblob: bytes, signed: bytes,
+                   signature: bytes) -> wire.KeyVerifyAnswer:
         request = wire.KeyVerifyRequest(algorithm, keyblob, signed, signature)
         reply, _ = self._call(request, wire.KeyVerifyAnswer)
-        return reply.verified
+        return reply
 
     def handoff(self, state: wire.TransportState) -> None:
         with self._lock:

@@ -1,11 +1,14 @@
 """Every change of uid and gid in the daemon, in one place.  Called as root
-only, at three moments:
+only, at these moments:
 
 * ``become_user``: the session process's first lines, for good;
 * ``become_sandbox_user``: the net-child's first lines, for good, with no
   groups at all (netchild/sandbox.py adds the rest of the sandbox);
 * ``user_rights``: the monitor, for the span of reading a user's files, with
   the effective ids only, as OpenSSH's temporarily_use_uid().
+* ``become_user`` again, in the child the monitor forks for an
+  AuthorizedKeysCommand or AuthorizedPrincipalsCommand (monitor/keycommand.py),
+  between fork and exec: the command's user, for good.
 
 A permanent drop is checked by trying to take root back.
 """

@@ -23,6 +23,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
+from privsep.config import authmethods
 from privsep.config import values as v
 from privsep.config.algorithms import SUPPORTED_ALGORITHMS
 from privsep.config.values import Parser, parse_time
@@ -122,6 +123,16 @@ KEYWORD_LIST = [
     # --- authentication: certificates, revocation (issue 14) ---
 
     # --- authentication: methods, key commands (issue 14) ---
+    Keyword("AuthenticationMethods", "authentication_methods", authmethods.parse,
+            in_match=True),
+    Keyword("AuthorizedKeysCommand", "authorized_keys_command", v.command, in_match=True),
+    Keyword("AuthorizedKeysCommandUser", "authorized_keys_command_user", v.text, in_match=True),
+    Keyword("AuthorizedPrincipalsCommand", "authorized_principals_command", v.command,
+            in_match=True),
+    Keyword("AuthorizedPrincipalsCommandUser", "authorized_principals_command_user", v.text,
+            in_match=True),
+    Keyword("ExposeAuthInfo", "expose_auth_info", v.flag, in_match=True),
+    Keyword("PubkeyAuthOptions", "pubkey_auth_options", v.pubkey_auth_options, in_match=True),
 
     # --- every other keyword of sshd 9.2 (issue 15) ---
 
@@ -139,16 +150,10 @@ ALIASES = {
 
 #: Keywords OpenSSH 9.2 knows that this daemon does not implement.
 UNSUPPORTED = frozenset(k.lower() for k in (
-    "AuthenticationMethods",
-    "AuthorizedKeysCommand",
-    "AuthorizedKeysCommandUser",
-    "AuthorizedPrincipalsCommand",
-    "AuthorizedPrincipalsCommandUser",
     "AuthorizedPrincipalsFile",
     "CASignatureAlgorithms",
     "ChrootDirectory",
     "DebianBanner",
-    "ExposeAuthInfo",
     "FingerprintHash",
     "GSSAPIAuthentication",
     "GSSAPICleanupCredentials",
@@ -174,7 +179,6 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "PermitUserRC",
     "PerSourceMaxStartups",
     "PerSourceNetBlockSize",
-    "PubkeyAuthOptions",
     "RDomain",
     "RequiredRSASize",
     "RevokedKeys",
@@ -255,6 +259,17 @@ class ServerOptions:
     # --- authentication: certificates, revocation (issue 14) ---
 
     # --- authentication: methods, key commands (issue 14) ---
+    #: ("any",) or the comma-lists of which one must be completed.
+    authentication_methods: tuple[str, ...] = (authmethods.ANY,)
+    #: A command line (its first word an absolute path) or "none".
+    authorized_keys_command: str = "none"
+    authorized_keys_command_user: str = "none"
+    authorized_principals_command: str = "none"
+    authorized_principals_command_user: str = "none"
+    expose_auth_info: bool = False
+    #: Empty (sshd prints "none"), or "touch-required" and/or
+    #: "verify-required": the FIDO key check reads it.
+    pubkey_auth_options: tuple[str, ...] = ()
 
     # --- every other keyword of sshd 9.2 (issue 15) ---
 
@@ -315,7 +330,9 @@ class ServerConfig:
     def global_options(self) -> ServerOptions:
         options = ServerOptions()
         _apply(options, self.settings, set())
-        return _finish(options)
+        _finish(options)
+        check_auth_options(options)
+        return options
 
     def options_for(self, conn: ConnectionInfo) -> ServerOptions:
         """The global options with every matching Match block applied on top."""
@@ -361,6 +378,19 @@ def _finish(options: ServerOptions) -> ServerOptions:
     if not options.authorized_keys_file:
         options.authorized_keys_file = [".ssh/authorized_keys", ".ssh/authorized_keys2"]
     return options
+
+
+def check_auth_options(options: ServerOptions) -> None:
+    """sshd's checks at start on the key commands and AuthenticationMethods
+    (issue 14): raises ConfigError with its words."""
+    for command, user in (("AuthorizedKeysCommand", "authorized_keys"),
+                          ("AuthorizedPrincipalsCommand", "authorized_principals")):
+        if (getattr(options, f"{user}_command") != "none"
+                and getattr(options, f"{user}_command_user") == "none"):
+            raise ConfigError(f"{command} set without {command}User")
+    error = authmethods.start_error(options.authentication_methods, options.auth_methods())
+    if error:
+        raise ConfigError(error)
 
 
 def _split(line: str, where: str) -> list[str]:
@@ -526,6 +556,10 @@ def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list
         return [",".join(value)]  # type: ignore[arg-type]
     if keyword.attr in ("authorized_keys_file", "permit_open"):
         return [" ".join(value)]  # type: ignore[arg-type]
+    if keyword.attr == "authentication_methods":
+        return [" ".join(value)]  # type: ignore[arg-type]
+    if keyword.attr == "pubkey_auth_options":
+        return [" ".join(value) or "none"]  # type: ignore[arg-type]
     if keyword.attr == "subsystem":
         return [f"{name} {command}" for name, command in value.items()]  # type: ignore[union-attr]
     if isinstance(value, list):  # one line per value, as sshd -T prints them

@@ -147,3 +147,38 @@ def rekey_limit(words: list[str]) -> tuple[int, int]:
     if len(words) == 2 and words[1].lower() not in ("none", "default"):
         seconds = parse_time(words[1])
     return (size, seconds)
+
+
+def _quote_word(word: str) -> str:
+    """A word as it must be written for the line to split back into it."""
+    if word and not any(c in word for c in " \t\"'"):
+        return word
+    return '"' + word.replace('"', '\\"') + '"'
+
+
+def command(words: list[str]) -> str:
+    """AuthorizedKeysCommand, AuthorizedPrincipalsCommand: "none" or a
+    command line whose program is an absolute path (split into arguments
+    again when it runs)."""
+    if len(words) == 1 and words[0].lower() == "none":
+        return "none"
+    if not words or not words[0].startswith("/"):
+        raise ValueError("must be an absolute path")
+    return " ".join(_quote_word(w) for w in words)
+
+
+PUBKEY_AUTH_OPTIONS = ("touch-required", "verify-required")
+
+
+def pubkey_auth_options(words: list[str]) -> tuple[str, ...]:
+    """PubkeyAuthOptions: none, touch-required, verify-required (any case),
+    kept in sshd's order."""
+    chosen = set()
+    for word in words:
+        name = word.lower()
+        if name == "none":
+            continue
+        if name not in PUBKEY_AUTH_OPTIONS:
+            raise ValueError(f"unsupported PubkeyAuthOptions option {word}")
+        chosen.add(name)
+    return tuple(o for o in PUBKEY_AUTH_OPTIONS if o in chosen)

@@ -164,6 +164,9 @@ def _open_pam_session(monitor: Monitor) -> bool:
 def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportState) -> int:
     assert monitor.pw is not None
     env = monitor.pam.getenvlist() if monitor.pam is not None else {}
+    auth_info_path = monitor.write_auth_info()
+    if auth_info_path is not None:  # ExposeAuthInfo: handed to the session with PAM's
+        env["SSH_USER_AUTH"] = auth_info_path
     ours, theirs = make_pair()
     publics = hostkeys.public_keys(monitor.host_keys)
     parent = os.getpid()

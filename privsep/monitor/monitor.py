@@ -19,16 +19,20 @@ import pwd
 import signal
 import socket
 from dataclasses import dataclass, field
+from typing import Iterator
 
 
 from privsep.common import proctitle, roles
 from privsep.common.channel import MonitorChannel
-from privsep.common.log import verbose
+from privsep.common.log import VERBOSE, verbose
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.match import ConnectionInfo, access_refusal
 from privsep.config.servconf import ServerConfig, ServerOptions
-from privsep.monitor import auth_pam, authorized_keys, hostkeys, leftovers, loginrec, pty, pubkey
+from privsep.config.authmethods import MethodLists
+from privsep.monitor import (
+    auth_pam, auth_info, authorized_keys, hostkeys, keycommand, leftovers, loginrec, pty, pubkey,
+)
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
@@ -60,6 +64,14 @@ def verified_name(addr: str) -> str:
 
 class ChildGone(Exception):
     """The connection is over: end the monitor."""
+
+
+class Verdict(enum.Enum):
+    """What a method that succeeded amounts to (AuthenticationMethods)."""
+
+    ACCEPTED = "the login is complete"
+    PARTIAL = "a list of AuthenticationMethods goes on"
+    REFUSED = "refused after all (PermitRootLogin, PAM's account check)"
 
 
 @dataclass
@@ -94,6 +106,11 @@ class Monitor:
     #: status 0: at cleanup the connection's processes are then ended too
     #: (a session process that was killed hung up nothing).
     session_unfinished: bool = False
+    #: sshd's session_info: one line per method that succeeded, for
+    #: ExposeAuthInfo (the SSH_USER_AUTH file, monitor/auth_info.py).
+    auth_info: list[str] = field(default_factory=list)
+    #: That file, once written; removed at cleanup.
+    auth_info_path: str | None = None
     _remote_host: str | None = None
     #: the audit session id inherited from the listener (pam_loginuid gives
     #: the login a new one)
@@ -174,28 +191,67 @@ class Monitor:
         self.state.user_valid = self.pw is not None
         proctitle.set(roles.monitor_title(req.user if self.state.user_valid else None))
         trace(log, "monitor", "user %s: %s", req.user, "valid" if self.state.user_valid else "invalid")
+        self._setup_method_lists()
         if self.options.use_pam:
             # Started for unknown users too, so that they cost what known ones do.
             self.pam = auth_pam.PamLogin(self.options.pam_service, req.user, rhost=self.remote_host,
                                          ruser=req.user)
-        return wire.PwnamAnswer(self.state.user_valid, ",".join(self.options.auth_methods()))
+        return wire.PwnamAnswer(self.state.user_valid, self._methods_offered())
+
+    def _setup_method_lists(self) -> None:
+        """AuthenticationMethods for this user (after Match): the lists that
+        use only enabled methods, as sshd's auth2_setup_methods_lists."""
+        try:
+            self.state.method_lists, skipped = MethodLists.setup(
+                self.options.authentication_methods, self.options.auth_methods())
+        except ValueError as exc:
+            log.error("%s", exc)
+            log.info("Disconnecting %s: no authentication methods enabled", self.peer)
+            raise ChildGone() from None
+        for line in skipped:
+            log.info("%s", line)
+
+    def _methods_offered(self) -> str:
+        """The method list of the next USERAUTH_FAILURE, as sshd's authmethods_get."""
+        return self.state.method_lists.offered(self.options.auth_methods())
 
     def _accept(self, method: str, detail: str = "",
-                key_options: tuple[KeyOption, ...] = ()) -> bool:
-        """Final checks once a method succeeded; logs the verdict.
-        ``key_options`` are those of the verified key's line (publickey)."""
-        if self._root_refused(method.split("/")[0], key_options):
-            return False
+                key_options: tuple[KeyOption, ...] = (), info: str = "") -> Verdict:
+        """Once a method succeeded: cross it off the AuthenticationMethods
+        lists; when that completes one (or there are none), the final
+        checks.  Logs the verdict in sshd's words.  ``method`` may carry a
+        submethod ("keyboard-interactive/pam"); ``key_options`` are those of
+        the verified key's line (publickey); ``info`` follows the method in
+        the SSH_USER_AUTH line (the key, for publickey)."""
+        name, _, submethod = method.partition("/")
+        try:
+            complete = self.state.method_lists.complete(name, submethod or None)
+        except ValueError as exc:  # admit() let only methods that start a list through
+            log.error("fatal: %s", exc)
+            raise ChildGone() from None
+        if key_options or name == "publickey":
+            self.key_options = key_options
+        if not complete:
+            self.auth_info.append(auth_info.line(method, info))
+            # sshd logs a partial success at INFO only for a password
+            level = logging.INFO if name == "password" else VERBOSE
+            log.log(level, "Partial %s for %s from %s ssh2%s", method, self.state.user, self.peer,
+                    detail)
+            trace(log, "monitor", "%s for %s: partial, methods left %s", method, self.state.user,
+                  self.state.method_lists.remaining)
+            return Verdict.PARTIAL
+        if self._root_refused(name, self.key_options):
+            return Verdict.REFUSED
         if self.pam is not None:
             result = self.pam.acct_mgmt()
             if not result.ok:
                 log.error("PAM: account check failed for %s from %s: %s",
                           self.state.user, self.peer, result.message)
-                return False
+                return Verdict.REFUSED
         self.state.authenticated = True
-        self.key_options = key_options
+        self.auth_info.append(auth_info.line(method, info))
         log.info("Accepted %s for %s from %s ssh2%s", method, self.state.user, self.peer, detail)
-        return True
+        return Verdict.ACCEPTED
 
     def _fail(self, method: str, detail: str = "") -> None:
         log.info("Failed %s for %s from %s ssh2%s", method, self._user_text(), self.peer, detail)
@@ -226,12 +282,14 @@ class Monitor:
             # real password for a login that is refused anyway.
             attempt = password if allowed else "\b\n\r\x7fINCORRECT"[: max(1, len(password))]
             verdict = self.pam.authenticate_password(attempt).ok and allowed
-        if verdict and self._accept("password"):
-            trace(log, "monitor", "password for %s: accepted", self.state.user)
-            return wire.PasswordAnswer(True)
+        outcome = self._accept("password") if verdict else Verdict.REFUSED
+        if outcome is not Verdict.REFUSED:
+            trace(log, "monitor", "password for %s: %s", self.state.user, outcome.name.lower())
+            return wire.PasswordAnswer(outcome is Verdict.ACCEPTED, outcome is Verdict.PARTIAL,
+                                       self._methods_offered())
         trace(log, "monitor", "password for %s: refused", self._user_text())
         self._fail("password")
-        return wire.PasswordAnswer(False)
+        return wire.PasswordAnswer(False, False, self._methods_offered())
 
     def _authorized_keys(self) -> list[authorized_keys.AuthorizedKey]:
         assert self.pw is not None
@@ -241,12 +299,17 @@ class Monitor:
             log.info("Authentication refused: %s", problem)
         return keys
 
-    def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
-        self.state.allowed_key = None
-        found = None
-        if (self.options.pubkey_authentication and self.pw is not None
-                and req.algorithm in self.options.pubkey_accepted_algorithms):
-            found = authorized_keys.find_key(self._authorized_keys(), req.algorithm, req.keyblob)
+    def _key_sources(self, keyblob: bytes) -> Iterator[list[authorized_keys.AuthorizedKey]]:
+        """Where a key may be found, in sshd's order, each read only if the
+        ones before did not let the key in: the AuthorizedKeysFile files,
+        then AuthorizedKeysCommand's output for this key."""
+        assert self.pw is not None
+        yield self._authorized_keys()
+        yield keycommand.authorized_keys_for(self.options, self.pw, self.peer, keyblob)
+
+    def _find_allowed_key(self, req: wire.KeyAllowedRequest) -> authorized_keys.AuthorizedKey | None:
+        for keys in self._key_sources(req.keyblob):
+            found = authorized_keys.find_key(keys, req.algorithm, req.keyblob)
             refusal = found and authorized_keys.key_refusal(found, self.state.user, self.peer.addr,
                                                             host=self.remote_host)
             if refusal:
@@ -254,6 +317,19 @@ class Monitor:
                 log.log(logging.DEBUG if refusal.endswith("entry expired") else logging.INFO,
                         "%s", refusal)
                 found = None
+            if found is not None:
+                return found
+        return None
+
+    def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
+        self.state.allowed_key = None
+        found = None
+        if req.keyblob in self.state.used_keys:
+            # AuthenticationMethods publickey,publickey wants two keys
+            log.info("refusing previously-used %s key", pubkey.key_label(req.algorithm))
+        elif (self.options.pubkey_authentication and self.pw is not None
+                and req.algorithm in self.options.pubkey_accepted_algorithms):
+            found = self._find_allowed_key(req)
         allowed = found is not None
         if found is not None:
             self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found.options)
@@ -283,13 +359,19 @@ class Monitor:
         assert allowed is not None  # admitted only for the key last allowed
         if pubkey.verify_userauth_signature(req.algorithm, req.keyblob, req.signed_data,
                                             req.signature):
-            if self._accept("publickey", detail, allowed.options):
-                trace(log, "monitor", "signature by %s key for %s: verified, accepted", keytype,
-                      self.state.user)
-                return wire.KeyVerifyAnswer(True)
+            outcome = self._accept("publickey", detail, allowed.options,
+                                   info=auth_info.key_text(keytype, req.keyblob))
+            if outcome is not Verdict.REFUSED:
+                # This key has done its part: it cannot count twice.
+                self.state.allowed_key = None
+                self.state.used_keys.add(req.keyblob)
+                trace(log, "monitor", "signature by %s key for %s: verified, %s", keytype,
+                      self.state.user, outcome.name.lower())
+                return wire.KeyVerifyAnswer(outcome is Verdict.ACCEPTED,
+                                            outcome is Verdict.PARTIAL, self._methods_offered())
         trace(log, "monitor", "signature by %s key for %s: refused", keytype, self._user_text())
         self._fail("publickey", detail)
-        return wire.KeyVerifyAnswer(False)
+        return wire.KeyVerifyAnswer(False, False, self._methods_offered())
 
     def answer_kbdint(self, req: wire.KbdintRequest) -> wire.KbdintAnswer:
         """Relay one step of a PAM conversation to the client and back."""
@@ -298,7 +380,7 @@ class Monitor:
                 self.kbdint.abort()
             if self.pam is None or not self.options.kbd_interactive_authentication:
                 self._fail("keyboard-interactive/pam")
-                return wire.KbdintAnswer(True, False, "", [], b"")
+                return wire.KbdintAnswer(True, False, "", [], b"", False, self._methods_offered())
             self.kbdint = KbdintConversation(self.pam)
             step = self.kbdint.begin()
         elif self.kbdint is None:
@@ -308,10 +390,13 @@ class Monitor:
         if not step.done:
             return wire.KbdintAnswer(False, False, step.instruction, step.prompts, step.echo)
         self.kbdint = None
-        if step.success and self.state.user_valid and self._accept("keyboard-interactive/pam"):
-            return wire.KbdintAnswer(True, True, step.instruction, [], b"")
-        self._fail("keyboard-interactive/pam")
-        return wire.KbdintAnswer(True, False, step.instruction, [], b"")
+        outcome = Verdict.REFUSED
+        if step.success and self.state.user_valid:
+            outcome = self._accept("keyboard-interactive/pam")
+        if outcome is Verdict.REFUSED:
+            self._fail("keyboard-interactive/pam")
+        return wire.KbdintAnswer(True, outcome is Verdict.ACCEPTED, step.instruction, [], b"",
+                                 outcome is Verdict.PARTIAL, self._methods_offered())
 
     PREAUTH_ANSWERS = {
         wire.KbdintRequest: answer_kbdint,
@@ -321,6 +406,14 @@ class Monitor:
         wire.KeyAllowedRequest: answer_key_allowed,
         wire.KeyVerifyRequest: answer_key_verify,
     }
+
+    def write_auth_info(self) -> str | None:
+        """ExposeAuthInfo: the SSH_USER_AUTH file for the session about to
+        be forked (its path), or None."""
+        if not self.options.expose_auth_info or self.pw is None:
+            return None
+        self.auth_info_path = auth_info.write(self.pw, self.auth_info)
+        return self.auth_info_path
 
     # --- post-auth answers ----------------------------------------------------
 
@@ -421,6 +514,9 @@ class Monitor:
         self.kill_child()
         if self.session_unfinished:
             self.end_connection()
+        if self.auth_info_path is not None and self.pw is not None:
+            auth_info.remove(self.auth_info_path, self.pw)
+            self.auth_info_path = None
         for tty in list(self.state.ptys):
             self.release_pty(tty)
         if self.pam is None:

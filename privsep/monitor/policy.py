@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
+from privsep.config.authmethods import MethodLists
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
@@ -57,6 +58,12 @@ class MonitorState:
     host_key_blobs: frozenset[bytes] = frozenset()
     #: Request types answered once already, for once-only rules.
     answered: set[wire.MsgType] = field(default_factory=set)
+    #: AuthenticationMethods: the lists still to complete (set up once the
+    #: user is named; methods that succeeded are crossed off by the monitor
+    #: only).  A method that starts no list is not even tried.
+    method_lists: MethodLists = field(default_factory=MethodLists)
+    #: Public keys that already succeeded (publickey,publickey needs two).
+    used_keys: set[bytes] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -126,17 +133,38 @@ def _pwnam_ok(state: MonitorState, msg: wire.PwnamRequest) -> str | None:
     return None
 
 
+def _method_allowed(method: str) -> Callable[[MonitorState, object], str | None]:
+    """A request for ``method``: only once the user is named, and only if
+    the method starts one of the AuthenticationMethods lists left."""
+    def check(state: MonitorState, msg: object) -> str | None:
+        reason = _user_named(state, msg)
+        if reason is None and not state.method_lists.allows(method):
+            return f"for {method}, which AuthenticationMethods does not allow now"
+        return reason
+    return check
+
+
+_publickey_allowed = _method_allowed("publickey")
+_password_allowed = _method_allowed("password")
+_kbdint_allowed = _method_allowed("keyboard-interactive")
+
+
 def _password_ok(state: MonitorState, msg: wire.PasswordRequest) -> str | None:
     if len(msg.password) > MAX_PASSWORD_LEN:
         return "password oversized"
-    return _user_named(state, msg)
+    return _password_allowed(state, msg)
+
+
+def _kbdint_ok(state: MonitorState, msg: wire.KbdintRequest) -> str | None:
+    # Answers to a conversation already started need no new permission.
+    return _kbdint_allowed(state, msg) if msg.start else _user_named(state, msg)
 
 
 def _verify_ok(state: MonitorState, msg: wire.KeyVerifyRequest) -> str | None:
     key = state.allowed_key
     if key is None or (msg.algorithm, msg.keyblob) != (key.algorithm, key.blob):
         return "for a key other than the one last allowed"
-    return _user_named(state, msg)
+    return _publickey_allowed(state, msg)
 
 
 def _handoff_ok(state: MonitorState, msg: wire.Handoff) -> str | None:
@@ -163,8 +191,8 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
         wire.SignRequest: Rule(when=_sign_ok),
         wire.PwnamRequest: Rule(once=True, when=_pwnam_ok),
         wire.PasswordRequest: Rule(when=_password_ok),
-        wire.KbdintRequest: Rule(when=_user_named),
-        wire.KeyAllowedRequest: Rule(when=_user_named),
+        wire.KbdintRequest: Rule(when=_kbdint_ok),
+        wire.KeyAllowedRequest: Rule(when=_publickey_allowed),
         wire.KeyVerifyRequest: Rule(when=_verify_ok),
         wire.Handoff: Rule(once=True, when=_handoff_ok),
     },

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import paramiko
 from paramiko.auth_handler import AuthHandler
-from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
+from paramiko.common import AUTH_FAILED, AUTH_PARTIALLY_SUCCESSFUL, AUTH_SUCCESSFUL
 from paramiko.server import InteractiveQuery
 from paramiko.packet import Packetizer
 
@@ -41,15 +41,18 @@ MAX_KBDINT_ANSWERS = 100
 class MonitorVerifiedKey:
     """A client public key whose signature check is the monitor's to make."""
 
-    def __init__(self, key: paramiko.PKey, algorithm: str, keyblob: bytes, monitor: MonitorClient) -> None:
+    def __init__(self, key: paramiko.PKey, algorithm: str, keyblob: bytes, monitor: MonitorClient,
+                 server: "NetServer") -> None:
         self._key = key
         self.algorithm = algorithm
         self.keyblob = keyblob
         self._monitor = monitor
+        self._server = server
 
     def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
         trace(log, "net-child", "asks the monitor to verify a %s signature", self.algorithm)
-        return self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
+        answer = self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
+        return self._server.monitor_said(answer.verified, answer.partial, answer.methods)
 
     def __getattr__(self, name: str):
         return getattr(self._key, name)
@@ -62,7 +65,8 @@ class NetAuthHandler(AuthHandler):
         key = super()._generate_key_from_request(algorithm, keyblob)
         if key is None:
             return None
-        return MonitorVerifiedKey(key, algorithm, keyblob, self.transport.monitor)
+        return MonitorVerifiedKey(key, algorithm, keyblob, self.transport.monitor,
+                                  self.transport.server_object)
 
     def _parse_userauth_info_response(self, m):
         """Only an answer to the questions asked, as sshd's
@@ -81,6 +85,11 @@ class NetAuthHandler(AuthHandler):
         super()._parse_userauth_info_response(m)
 
     def _send_auth_result(self, username, method, result):
+        # A method the monitor called a partial success (AuthenticationMethods):
+        # USERAUTH_FAILURE with partial success true and the monitor's method
+        # list (get_allowed_auths), never USERAUTH_SUCCESS.
+        if self.transport.server_object.take_partial() and result == AUTH_SUCCESSFUL:
+            result = AUTH_PARTIALLY_SUCCESSFUL
         super()._send_auth_result(username, method, result)
         if result == AUTH_SUCCESSFUL:
             self.transport.hand_off()
@@ -150,6 +159,21 @@ class NetServer(paramiko.ServerInterface):
         self._methods = ",".join(options.auth_methods())
         #: how many answers the INFO_REQUEST we sent asks for; None: none pending
         self.pending_prompts: int | None = None
+        #: the monitor's last verdict was a partial success
+        self._partial = False
+
+    def monitor_said(self, complete: bool, partial: bool, methods: str) -> bool:
+        """Record a verdict of the monitor's: the methods the next
+        USERAUTH_FAILURE names, and whether the method succeeded only in
+        part.  True if the method succeeded at all."""
+        self._methods = methods
+        self._partial = partial and not complete
+        return complete or partial
+
+    def take_partial(self) -> bool:
+        """Whether the result being sent is a partial success (asked once)."""
+        partial, self._partial = self._partial, False
+        return partial
 
     def _name_user(self, username: str) -> None:
         if self._user is None:
@@ -185,7 +209,8 @@ class NetServer(paramiko.ServerInterface):
     def _kbdint_step(self, answer):
         self.pending_prompts = None
         if answer.done:
-            return AUTH_SUCCESSFUL if answer.success else AUTH_FAILED
+            succeeded = self.monitor_said(answer.success, answer.partial, answer.methods)
+            return AUTH_SUCCESSFUL if succeeded else AUTH_FAILED
         query = InteractiveQuery("", answer.instruction)
         for text, echo in zip(answer.prompts, answer.echo):
             query.add_prompt(text, bool(echo))
@@ -202,7 +227,9 @@ class NetServer(paramiko.ServerInterface):
             return AUTH_FAILED
         raw = password if isinstance(password, bytes) else password.encode("utf-8")
         trace(log, "net-child", "asks the monitor to check a password for %s", username)
-        return AUTH_SUCCESSFUL if self._monitor.auth_password(raw) else AUTH_FAILED
+        answer = self._monitor.auth_password(raw)
+        succeeded = self.monitor_said(answer.accepted, answer.partial, answer.methods)
+        return AUTH_SUCCESSFUL if succeeded else AUTH_FAILED
 
     def check_auth_publickey(self, username: str, key) -> int:
         self._name_user(username)

@@ -119,9 +119,15 @@ class PasswordRequest:
 
 @dataclass(frozen=True)
 class PasswordAnswer:
+    """``accepted``: the login is complete.  ``partial``: the method
+    succeeded but AuthenticationMethods wants more; ``methods`` is what
+    USERAUTH_FAILURE offers next (both as for KeyVerifyAnswer)."""
+
     TYPE: ClassVar[MsgType] = MsgType.PASSWORD_ANSWER
     FDS: ClassVar[int] = 0
     accepted: bool
+    partial: bool = False
+    methods: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,8 @@ class KbdintAnswer:
     instruction: str
     prompts: list[str]
     echo: bytes
+    partial: bool = False
+    methods: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,9 +188,16 @@ class KeyVerifyRequest:
 
 @dataclass(frozen=True)
 class KeyVerifyAnswer:
+    """``verified``: the login is complete.  ``partial``: the signature was
+    good and a list of AuthenticationMethods goes on (``verified`` is then
+    false, so that no child can take it for a login); ``methods``: the
+    methods the next USERAUTH_FAILURE names, decided by the monitor."""
+
     TYPE: ClassVar[MsgType] = MsgType.KEY_VERIFY_ANSWER
     FDS: ClassVar[int] = 0
     verified: bool
+    partial: bool = False
+    methods: str = ""
 
 
 @dataclass(frozen=True)
