@@ -135,6 +135,7 @@ KEYWORD_LIST = [
     Keyword("PubkeyAuthOptions", "pubkey_auth_options", v.pubkey_auth_options, in_match=True),
 
     # --- every other keyword of sshd 9.2 (issue 15) ---
+    Keyword("ChrootDirectory", "chroot_directory", v.text, in_match=True),
 
     # --- process generations (issue 16) ---
 
@@ -152,7 +153,6 @@ ALIASES = {
 UNSUPPORTED = frozenset(k.lower() for k in (
     "AuthorizedPrincipalsFile",
     "CASignatureAlgorithms",
-    "ChrootDirectory",
     "DebianBanner",
     "FingerprintHash",
     "GSSAPIAuthentication",
@@ -272,6 +272,9 @@ class ServerOptions:
     pubkey_auth_options: tuple[str, ...] = ()
 
     # --- every other keyword of sshd 9.2 (issue 15) ---
+    #: "none", or the directory the session process chroots to (with %h %u %U
+    #: and ~ expanded for the user) before it becomes the user.
+    chroot_directory: str = "none"
 
     # --- process generations (issue 16) ---
 
