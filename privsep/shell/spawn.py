@@ -31,6 +31,8 @@ class Program:
     home: str
     #: written to its stdout before the exec (a login shell's motd)
     banner: str = ""
+    #: no word about a missing home directory (in a ChrootDirectory jail, as sshd)
+    quiet_home: bool = False
 
 
 def on_pty(program: Program, master: int, slave: int) -> NoReturn:
@@ -68,11 +70,17 @@ def _exec(program: Program) -> NoReturn:
         os.closerange(3, 65536)
         try:
             os.chdir(program.home)
-        except OSError:
-            os.write(2, f"Could not chdir to home directory {program.home}: "
-                        "No such file or directory\n".encode())
-            os.chdir("/")
-        os.execve(program.path, program.argv, program.env)
+        except OSError as exc:
+            if not program.quiet_home:
+                os.write(2, f"Could not chdir to home directory {program.home}: "
+                            f"{exc.strerror}\n".encode())
+                os.chdir("/")
+        try:
+            os.execve(program.path, program.argv, program.env)
+        except OSError as exc:
+            # sshd's perror(shell) and exit(1): a jail without the shell says so
+            os.write(2, f"{program.path}: {exc.strerror}\n".encode())
+            os._exit(1)
     except BaseException:
         pass
     os._exit(127)
