@@ -270,11 +270,3 @@ def test_monitor_is_a_session_leader_holding_socket_and_pty(server_with, user) -
             client.kill()
             client.wait()
 
-
-def test_chroot_directory_is_never_ignored(server_with, user) -> None:
-    """Until ChrootDirectory is built, a login it names gets no session at
-    all rather than one outside the jail."""
-    server = server_with("ChrootDirectory /srv")
-    result = ssh(server, user, "echo outside")
-    assert result.returncode != 0 and b"outside" not in result.stdout
-    server.wait_for_log("ChrootDirectory /srv is not available")

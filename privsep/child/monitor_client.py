@@ -19,6 +19,10 @@ class MonitorClient:
         self._channel = channel
         self._lock = threading.Lock()
 
+    def fileno(self) -> int:
+        """The monitor socket's descriptor (a forked child keeps it to log)."""
+        return self._channel.fileno()
+
     def _call(self, request: wire.Message, answer: type) -> tuple[wire.Message, list[int]]:
         with self._lock:
             return self._channel.call(request, answer)

@@ -254,6 +254,9 @@ class ServerOptions(otherkeys.OtherOptions):
     pubkey_auth_options: tuple[str, ...] = ()
 
     # --- every other keyword of sshd 9.2 (issue 15) ---
+    #: "none", or the directory the session process chroots to (with %h %u %U
+    #: and ~ expanded for the user) before it becomes the user.
+    chroot_directory: str = "none"
 
     # --- process generations (issue 16) ---
 

@@ -168,11 +168,6 @@ def _open_pam_session(monitor: Monitor) -> bool:
 
 def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportState) -> int:
     assert monitor.pw is not None
-    if monitor.options.chroot_directory.lower() != "none":
-        # Never a session outside the jail the administrator asked for.
-        log.error("fatal: ChrootDirectory %s is not available in this daemon yet; "
-                  "no session for %s", monitor.options.chroot_directory, monitor.state.user)
-        return 1
     env = monitor.pam.getenvlist() if monitor.pam is not None else {}
     auth_info_path = monitor.write_auth_info()
     if auth_info_path is not None:  # ExposeAuthInfo: handed to the session with PAM's

@@ -19,9 +19,11 @@ from privsep.child import hostkey_proxy, transport_setup
 from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
 from privsep.common import ids, proctitle, roles
 from privsep.common.channel import MonitorChannel
+from privsep.common.log import verbose
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.servconf import ServerOptions
+from privsep.session import chroot
 from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
 from privsep.session.session import SessionProcess, SessionServer
@@ -104,6 +106,20 @@ def _on_monitor_gone(process: SessionProcess):
     return handler
 
 
+def _enter_jail(options: ServerOptions, pw: pwd.struct_passwd) -> chroot.Jail:
+    """ChrootDirectory, still as root and before the uid changes (sshd's
+    do_setusercontext); a jail sshd would refuse ends the session process
+    with sshd's line and status 255, as its fatal() does."""
+    try:
+        jail = chroot.enter(options.chroot_directory, pw)
+    except chroot.ChrootRefused as exc:
+        log.error("%s", exc)
+        os._exit(255)
+    if jail.active:
+        verbose(log, "Changed root directory to \"%s\"", jail.path)
+    return jail
+
+
 def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
         pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
         host_publics: list[paramiko.PKey], peer: Peer,
@@ -128,6 +144,7 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
            pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
            host_publics: list[paramiko.PKey], peer: Peer,
            login_messages: tuple[str, ...], key_options: tuple, monitor_pid: int) -> None:
+    jail = _enter_jail(options, pw)
     ids.become_user(pw)
     # Without its monitor the session cannot clean up or get a pty: end with
     # it.  (Set after the uid change, which clears it.)  An orphan goes to
@@ -150,6 +167,7 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
     configure_rekey(loop, transport, options)
     process = SessionProcess(loop, transport, monitor, pw, pam_env, peer, login_messages,
                              SessionPolicy(options, key_options), host_publics)
+    process.jail = jail
     transport.connection = process
     signal.signal(signal.SIGTERM, _on_monitor_gone(process))
     if options.client_alive_interval > 0:

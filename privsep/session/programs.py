@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Callable
+from typing import Callable, NoReturn
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
@@ -139,7 +139,10 @@ class PtyRunner(_Runner):
 class PipeRunner(_Runner):
     """A program without a pty: stdin, stdout and stderr on separate pipes."""
 
-    def __init__(self, loop: EventLoop, session: SessionChannel, program: spawn.Program) -> None:
+    def __init__(self, loop: EventLoop, session: SessionChannel, program: spawn.Program,
+                 child: Callable[[int, int, int], NoReturn] | None = None) -> None:
+        """``child``, when given, runs in the fork with the stdin, stdout and
+        stderr ends instead of executing ``program`` (internal-sftp)."""
         self.loop, self.session = loop, session
         self.pumps: list[OutputPump] = []
         in_r, self.stdin = os.pipe()
@@ -147,6 +150,8 @@ class PipeRunner(_Runner):
         self.stderr, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            if child is not None:
+                child(in_r, out_w, err_w)
             spawn.on_pipes(program, in_r, out_w, err_w)
         session.pid = pid
         trace(log, "session", "started %s (pid %d): session leader (sid %d), no tty, pipes",

@@ -23,17 +23,18 @@ from privsep.common import proctitle, roles
 from privsep.common.log import verbose
 from privsep.config.match import match_pattern
 from privsep.config.servconf import ServerOptions
-from privsep.session import connopts, programs, tty
+from privsep.session import chroot, connopts, programs, tty
 from privsep.session.agent import AgentForwarding
 from privsep.session.forward import Forwarding
 from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
+from privsep.session.sftp import launch as sftp_launch
 from privsep.session.state import Pty, SessionChannel
 from privsep.session.transport import SessionTransport
 from privsep.shell import spawn
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
-from privsep.wire.facts import DEFAULT_RSA_ALGORITHM, INTERNAL_SFTP, RSA_ALGORITHMS, SFTP_SERVER
+from privsep.wire.facts import DEFAULT_RSA_ALGORITHM, INTERNAL_SFTP, RSA_ALGORITHMS
 
 log = logging.getLogger("privsep.session")
 
@@ -128,6 +129,8 @@ class SessionProcess:
         self.alive_unanswered = 0
         #: IPQoS is set once per connection, at the first program
         self.qos_set = False
+        #: ChrootDirectory, entered before the uid changed (main._enter_jail)
+        self.jail = chroot.Jail()
 
     def _session(self, channel: paramiko.Channel) -> SessionChannel:
         return self.sessions.setdefault(channel.get_id(), SessionChannel(channel))
@@ -283,11 +286,8 @@ class SessionProcess:
                      name, self.pw.pw_name)
             return False
         program = command.split()[0]
-        if program == INTERNAL_SFTP:
-            command = SFTP_SERVER + command[len(INTERNAL_SFTP):]
-            program = SFTP_SERVER
         verbose(log, "subsystem request for %s by user %s", name, self.pw.pw_name)
-        if not os.path.exists(program):
+        if program != INTERNAL_SFTP and not os.path.exists(program):
             log.debug("subsystem: cannot stat %s", program)
         session = self._session(channel)
         session.subsystem = True
@@ -411,18 +411,22 @@ class SessionProcess:
         if not self.qos_set:  # once, at the first program: sshd's packet_set_interactive
             self.qos_set = True
             connopts.set_ip_qos(self.transport.sock, self.options.ip_qos[session.pty is None])
+        quiet_home = self.jail.active
         try:
-            if session.pty is not None:
+            internal = sftp_launch.runner(self, session, command, forced is not None, env)
+            if internal is not None:
+                runner = internal
+            elif session.pty is not None:
                 # a login shell first shows what PAM said (motd) and the last login
                 banner = self.policy.login_banner(self.login_messages, session.pty.last_login)
                 program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "",
-                                        user_rc=rc)
+                                        user_rc=rc, quiet_home=quiet_home)
                 runner = programs.PtyRunner(self.loop, session, program, self.release_pty)
             else:
                 # a login shell without a pty (ssh -T) shows what PAM said too, as sshd
                 banner = "".join(f"{line}\n" for line in self.login_messages)
                 program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "",
-                                        user_rc=rc)
+                                        user_rc=rc, quiet_home=quiet_home)
                 runner = programs.PipeRunner(self.loop, session, program)
         except OSError as exc:
             log.error("session: could not start %s: %s", shell, exc)

@@ -40,6 +40,8 @@ class Program:
     user_rc: bool = False
     #: "proto cookie" given to the rc file on its stdin when X11 is forwarded
     xauth: str = ""
+    #: no word about a missing home directory (in a ChrootDirectory jail, as sshd)
+    quiet_home: bool = False
 
 
 def on_pty(program: Program, master: int, slave: int) -> NoReturn:
@@ -77,12 +79,18 @@ def _exec(program: Program) -> NoReturn:
         os.closerange(3, 65536)
         try:
             os.chdir(program.home)
-        except OSError:
-            os.write(2, f"Could not chdir to home directory {program.home}: "
-                        "No such file or directory\n".encode())
-            os.chdir("/")
+        except OSError as exc:
+            if not program.quiet_home:
+                os.write(2, f"Could not chdir to home directory {program.home}: "
+                            f"{exc.strerror}\n".encode())
+                os.chdir("/")
         run_rc_files(program)
-        os.execve(program.path, program.argv, program.env)
+        try:
+            os.execve(program.path, program.argv, program.env)
+        except OSError as exc:
+            # sshd's perror(shell) and exit(1): a jail without the shell says so
+            os.write(2, f"{program.path}: {exc.strerror}\n".encode())
+            os._exit(1)
     except BaseException:
         pass
     os._exit(127)
