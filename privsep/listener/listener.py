@@ -23,6 +23,7 @@ closed.  The listener only logs what failed there; it keeps serving.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import random
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 
 import prctl
 
-from privsep.monitor import leftovers
+from privsep.monitor import hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.listener import sdnotify
@@ -105,6 +106,12 @@ class Listener:
     #: the listener's audit session id (that of every monitor until PAM
     #: gives its login one of its own)
     audit_session: int | None = None
+    #: the host keys' public halves as paramiko keys, made once here rather
+    #: than in every monitor
+    host_publics: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.host_publics = hostkeys.public_keys(self.host_keys)
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -132,13 +139,17 @@ class Listener:
             conn.close()
             return
         startup_r, startup_w = os.pipe()
+        # Everything alive now goes to the collector's permanent generation:
+        # the monitor's collections then never walk (and so never write to,
+        # and copy) the pages it shares with us.  It costs no time: a list move.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             listener_fds = (startup_r, *self.startups, *self.wake_fds,
                             *(s.fileno() for s in self.sockets))
             try:
                 monitor_main.run(conn, self.options, self.host_keys, startup_w, self.config,
-                                 close_fds=listener_fds)
+                                 close_fds=listener_fds, host_publics=self.host_publics)
             finally:
                 os._exit(255)  # never back into the accept loop
         trace(log, "listener", "accepted %s port %d, forked monitor %d", addr[0], addr[1], pid)
