@@ -99,6 +99,9 @@ class Listener:
     stopping: bool = False
     #: the signal wake-up pipe: the listener's alone, never a monitor's
     wake_fds: tuple[int, ...] = ()
+    #: what serve() waits on: the listening sockets, the wake-up pipe, the
+    #: startup pipes
+    poller: select.poll | None = None
     hup: bool = False
     #: every monitor forked (and not reaped yet), by this image or the one
     #: before a re-exec
@@ -156,6 +159,7 @@ class Listener:
         os.close(startup_w)
         conn.close()
         self.startups[startup_r] = pid
+        self.poller.register(startup_r, select.POLLIN)
         self.monitors.add(pid)
         self.title()
 
@@ -206,23 +210,28 @@ class Listener:
         self.title()
         sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
         handled = 0
+        # poll, not select: with a thousand connections starting at once the
+        # startup pipes' numbers pass select's limit of 1024.
+        self.poller = select.poll()
+        listening = {sock.fileno(): sock for sock in self.sockets}
+        for fd in (*listening, wake_r, *self.startups):
+            self.poller.register(fd, select.POLLIN)
         while not self.stopping:
-            watched = [s.fileno() for s in self.sockets] + list(self.startups) + [wake_r]
             try:
-                ready, _, _ = select.select(watched, [], [])
+                ready = self.poller.poll()
             except InterruptedError:
                 continue
-            for fd in ready:
+            for fd, _ in ready:
                 if fd == wake_r:
                     os.read(wake_r, 512)
                     self.reap()
                 elif fd in self.startups:
+                    self.poller.unregister(fd)
                     os.close(fd)  # the monitor authenticated or ended
                     del self.startups[fd]
                     self.title()
-                else:
-                    sock = next(s for s in self.sockets if s.fileno() == fd)
-                    self.accept(sock)
+                elif fd in listening:
+                    self.accept(listening[fd])
                     handled += 1
             if self.one_shot and handled and not self.startups:
                 break
