@@ -158,15 +158,28 @@ def client(server: Server, user: TestUser, command: str, *, stdin=subprocess.DEV
     """The stock ssh client with its defaults (ssh_argv adds only host-key,
     key-file and batch options), unbuffered pipes, stderr kept for errors."""
     argv, env = ssh_argv(server, user, command, tty=tty)
-    return subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=tempfile.TemporaryFile(), bufsize=0)
+    return spawn(argv, env, stdin)
+
+
+def spawn(argv: list[str], env: dict[str, str], stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    """A client with stdout a pipe and stderr a temporary file, kept as
+    ``proc.stderr`` for client_error (Popen sets it only for a pipe)."""
+    errors = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=errors, bufsize=0)
+    except BaseException:
+        errors.close()
+        raise
+    proc.stderr = errors
+    return proc
 
 
 def stop_client(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
-    for stream in (proc.stdin, proc.stdout):
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             try:
                 stream.close()
@@ -430,9 +443,7 @@ def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
         with selectors.DefaultSelector() as sel:
             start = time.perf_counter()
             for index in range(sessions):
-                proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(),
-                                        bufsize=0)
+                proc = spawn(argv, env, stdin=subprocess.PIPE)
                 procs.append(proc)
                 sel.register(proc.stdout, selectors.EVENT_READ, index)
             seen = [b""] * sessions
@@ -451,7 +462,8 @@ def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
                     else:
                         sel.unregister(key.fileobj)
                         procs[index].wait()
-                        failed[index] = client_error(procs[index])
+                        failed[index] = (f"status {procs[index].returncode}: "
+                                         f"{client_error(procs[index])}")
             wall = time.perf_counter() - start
             for index in range(sessions):
                 if index not in ready and index not in failed:
