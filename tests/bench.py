@@ -31,13 +31,27 @@ concurrency  K clients started at once, each running ``echo ready`` then
              ``ready``, the failures, and the memory of the daemon's processes
              (found by walking /proc from the listener) while all are open:
              RSS, which counts pages shared after fork in every process, and
-             PSS, which divides them among their sharers.
+             PSS, which divides them among their sharers; PSS also by role
+             (monitor, session process).
+rate         N clients each running ``ssh host true`` in a loop for S seconds:
+             logins per second and failures.
+
+Opt-in (``--only NAME``), long:
+
+soak         10,000 logins one after the other; the listener's descriptors
+             and RSS at the start, the middle and the end.
+sessions1000 the concurrency benchmark with 1000 sessions.
+rekey        1 GiB each way with ``RekeyLimit 1M`` on both daemons and
+             ``-o RekeyLimit=1M`` on the client, checked by SHA-256; then an
+             upload with only the server rekeying (a key exchange the server
+             starts while data flows in).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -59,14 +73,17 @@ import paramiko
 
 from tests.daemon import (REPO, Server, descendants, install_pam_service, privsep_command,
                           remove_server, ssh_argv, start_server, wait_until)
+from privsep.common import roles
 from tests.session_util import SESSION_CONFIG
 from tests.userutil import TestUser, create_user, remove_user
 
 DAEMONS = ("privsep", "openssh")
 
-#: The same for both daemons: hundreds of unauthenticated connections at once
+#: The same for both daemons: a thousand unauthenticated connections at once
 #: must not be dropped by MaxStartups' early drop (default 10:30:100).
-BENCH_CONFIG = [*SESSION_CONFIG, "MaxStartups 1000"]
+BENCH_CONFIG = [*SESSION_CONFIG, "MaxStartups 10000"]
+#: The rekey soak's daemons: a key exchange after every MiB either way.
+REKEY_LIMIT = "1M"
 
 
 @dataclass
@@ -83,11 +100,16 @@ class Settings:
     rate_seconds: float = 30.0
     #: soak: this many logins one after the other, the listener watched throughout
     soak_logins: int = 10000
+    #: sessions1000: the concurrency benchmark at full scale (opt-in)
+    many_sessions: int = 1000
+    #: rekey: bytes each way, with RekeyLimit 1M on both sides (opt-in)
+    rekey_size: int = 1 << 30
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(login_rounds=5, size=16 << 20, bulk_rounds=2, keystrokes=30, sessions=20,
-                   rate_clients=4, rate_seconds=3.0, soak_logins=20)
+                   rate_clients=4, rate_seconds=3.0, soak_logins=20, many_sessions=30,
+                   rekey_size=8 << 20)
 
 
 # --- numbers -------------------------------------------------------------------
@@ -136,15 +158,28 @@ def client(server: Server, user: TestUser, command: str, *, stdin=subprocess.DEV
     """The stock ssh client with its defaults (ssh_argv adds only host-key,
     key-file and batch options), unbuffered pipes, stderr kept for errors."""
     argv, env = ssh_argv(server, user, command, tty=tty)
-    return subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=tempfile.TemporaryFile(), bufsize=0)
+    return spawn(argv, env, stdin)
+
+
+def spawn(argv: list[str], env: dict[str, str], stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    """A client with stdout a pipe and stderr a temporary file, kept as
+    ``proc.stderr`` for client_error (Popen sets it only for a pipe)."""
+    errors = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=errors, bufsize=0)
+    except BaseException:
+        errors.close()
+        raise
+    proc.stderr = errors
+    return proc
 
 
 def stop_client(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
-    for stream in (proc.stdin, proc.stdout):
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             try:
                 stream.close()
@@ -357,20 +392,29 @@ def memory_kib(pid: int) -> tuple[int, int] | None:
 
 def daemon_memory(server: Server) -> dict:
     """The memory of the daemon's own processes: the listener and every
-    descendant running the same executable (so not the users' programs)."""
+    descendant running the same executable (so not the users' programs),
+    in all and by role (listener, monitor, session process; the title tells,
+    with the same words for both daemons)."""
     exe = os.readlink(f"/proc/{server.pid}/exe")
-    rss = pss = count = 0
+    total = {"processes": 0, "rss_kib": 0, "pss_kib": 0}
+    by_role: dict[str, dict[str, int]] = {}
     for pid in [server.pid, *(proc.pid for proc in descendants(server.pid))]:
         try:
             if os.readlink(f"/proc/{pid}/exe") != exe:
                 continue
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
         measured = memory_kib(pid)
         if measured is None:
             continue
-        rss, pss, count = rss + measured[0], pss + measured[1], count + 1
-    return {"processes": count, "rss_kib": rss, "pss_kib": pss}
+        role = roles.role_of(title.decode(errors="replace").strip(), None)
+        for counts in (total, by_role.setdefault(role, {"processes": 0, "rss_kib": 0,
+                                                        "pss_kib": 0})):
+            counts["processes"] += 1
+            counts["rss_kib"] += measured[0]
+            counts["pss_kib"] += measured[1]
+    return {**total, "by_role": by_role}
 
 
 def daemon_cpu_seconds(server: Server) -> float:
@@ -399,9 +443,7 @@ def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
         with selectors.DefaultSelector() as sel:
             start = time.perf_counter()
             for index in range(sessions):
-                proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(),
-                                        bufsize=0)
+                proc = spawn(argv, env, stdin=subprocess.PIPE)
                 procs.append(proc)
                 sel.register(proc.stdout, selectors.EVENT_READ, index)
             seen = [b""] * sessions
@@ -420,7 +462,8 @@ def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
                     else:
                         sel.unregister(key.fileobj)
                         procs[index].wait()
-                        failed[index] = client_error(procs[index])
+                        failed[index] = (f"status {procs[index].returncode}: "
+                                         f"{client_error(procs[index])}")
             wall = time.perf_counter() - start
             for index in range(sessions):
                 if index not in ready and index not in failed:
@@ -442,12 +485,18 @@ def concurrency_once(server: Server, user: TestUser, sessions: int) -> dict:
     ok = len(ready)
     rss_each = (loaded["rss_kib"] - idle["rss_kib"]) / 1024 / max(ok, 1)
     pss_each = (loaded["pss_kib"] - idle["pss_kib"]) / 1024 / max(ok, 1)
+    # The share of each kind of process: its PSS while loaded over the
+    # sessions (the listener's, a negative share, is what its pages now
+    # shared with the sessions took off its own PSS).
+    pss_by_role = {role: (counts["pss_kib"] - idle["by_role"].get(role, {}).get("pss_kib", 0))
+                   / 1024 / max(ok, 1) for role, counts in loaded["by_role"].items()}
     errors = sorted(set(failed.values()))[:3]
     return {"sessions": sessions, "ready": ok, "failures": len(failed),
             "errors": errors, "wall_s": wall,
             "ready_median_s": median(list(ready.values())) if ready else None,
             "idle": idle, "loaded": loaded,
-            "rss_per_session_mb": rss_each, "pss_per_session_mb": pss_each}
+            "rss_per_session_mb": rss_each, "pss_per_session_mb": pss_each,
+            "pss_per_session_by_role_mb": pss_by_role}
 
 
 def rate_once(server: Server, user: TestUser, clients: int, seconds: float) -> dict:
@@ -528,11 +577,13 @@ def bench_soak(servers: dict[str, Server], user: TestUser, settings: Settings) -
                                       "sequential logins", **result}
 
 
-def bench_concurrency(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+def bench_concurrency(servers: dict[str, Server], user: TestUser, settings: Settings,
+                      sessions: int | None = None) -> dict:
+    sessions = sessions or settings.sessions
     runs: dict[str, list[dict]] = {kind: [] for kind in DAEMONS}
     for index in range(settings.concurrency_rounds):
         for kind in round_order(index):
-            run = concurrency_once(servers[kind], user, settings.sessions)
+            run = concurrency_once(servers[kind], user, sessions)
             runs[kind].append(run)
             progress(f"concurrency {kind}: {run['ready']}/{run['sessions']} ready in "
                      f"{run['wall_s']:.1f} s, {run['loaded']['processes']} daemon processes")
@@ -542,15 +593,118 @@ def bench_concurrency(servers: dict[str, Server], user: TestUser, settings: Sett
         result[kind] = {
             "value": median(walls),
             "wall_s": median(walls),
-            "sessions": settings.sessions,
+            "sessions": sessions,
             "ready": min(run["ready"] for run in runs[kind]),
             "failures": sum(run["failures"] for run in runs[kind]),
             "rss_per_session_mb": median([run["rss_per_session_mb"] for run in runs[kind]]),
             "pss_per_session_mb": median([run["pss_per_session_mb"] for run in runs[kind]]),
+            "pss_per_session_by_role_mb": {
+                role: median([run["pss_per_session_by_role_mb"].get(role, 0.0)
+                              for run in runs[kind]])
+                for role in (roles.MONITOR, roles.SESSION, roles.LISTENER)},
             "runs": runs[kind],
         }
-    return {"unit": "s", "measure": f"wall time until {settings.sessions} sessions opened at "
+    return {"unit": "s", "measure": f"wall time until {sessions} sessions opened at "
                                     "once have all printed `ready`", **result}
+
+
+# --- rekey soak ---------------------------------------------------------------------
+
+#: The rekey soak's transfers: each way with RekeyLimit on both sides, and an
+#: upload with RekeyLimit on the server alone, so that every key exchange
+#: after the first one is started by the server while data flows in.
+REKEY_LEGS = ("download", "upload", "upload, server rekeys")
+
+
+def random_file(directory: Path, size: int) -> tuple[Path, str]:
+    """A file of ``size`` random bytes that anyone may read; its SHA-256."""
+    path = directory / "payload"
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 1 << 20))
+            digest.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+    path.chmod(0o644)
+    directory.chmod(0o755)
+    return path, digest.hexdigest()
+
+
+def key_exchanges(stderr: str) -> int:
+    """How many key exchanges ``ssh -v`` completed (the first one included)."""
+    return stderr.count("SSH2_MSG_NEWKEYS received")
+
+
+def rekey_leg(server: Server, user: TestUser, leg: str, path: Path, digest: str,
+              size: int) -> dict:
+    """One transfer of the file; whether what arrived has the file's SHA-256."""
+    options = [] if leg == "upload, server rekeys" else [f"RekeyLimit={REKEY_LIMIT}"]
+    command = f"cat {path}" if leg == "download" else "sha256sum"
+    argv, env = ssh_argv(server, user, command, options=options, flags=["-v"])
+    with open(path, "rb") as payload, tempfile.TemporaryFile() as stderr:
+        stdin = subprocess.DEVNULL if leg == "download" else payload
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=stderr, bufsize=0)
+        got, received = 0, hashlib.sha256()
+        with Watchdog(proc, 120 + size / 3e6):
+            if leg == "download":
+                while chunk := proc.stdout.read(1 << 20):
+                    received.update(chunk)
+                    got += len(chunk)
+                arrived = received.hexdigest()
+            else:
+                arrived = proc.stdout.read().decode(errors="replace").split(" ")[0].strip()
+                got = size
+            proc.wait()
+        elapsed = time.perf_counter() - start
+        proc.stdout.close()
+        stderr.seek(0)
+        log = stderr.read().decode(errors="replace")
+    return {"ok": arrived == digest and got == size, "status": proc.returncode,
+            "bytes": got, "seconds": elapsed, "mb_s": got / elapsed / 1e6,
+            "key_exchanges": key_exchanges(log),
+            "error": "" if proc.returncode == 0 else log.strip()[-300:]}
+
+
+def bench_rekey(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+    """``rekey_size`` bytes each way through daemons with ``RekeyLimit 1M``
+    and a client with ``-o RekeyLimit=1M``, compared by SHA-256; then an
+    upload with only the server rekeying.  Its own pair of daemons (the
+    others keep the default RekeyLimit)."""
+    rekeying: dict[str, Server] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="bench-rekey-"))
+    result: dict[str, dict] = {}
+    try:
+        path, digest = random_file(workdir, settings.rekey_size)
+        for kind in DAEMONS:
+            rekeying[kind] = start_server(kind, [*BENCH_CONFIG, f"RekeyLimit {REKEY_LIMIT}"])
+        legs: dict[str, dict[str, dict]] = {kind: {} for kind in DAEMONS}
+        for index, leg in enumerate(REKEY_LEGS):
+            for kind in round_order(index):
+                run = rekey_leg(rekeying[kind], user, leg, path, digest, settings.rekey_size)
+                legs[kind][leg] = run
+                progress(f"rekey {kind} {leg}: {run['mb_s']:.0f} MB/s, "
+                         f"{run['key_exchanges']} key exchanges, "
+                         f"{'checksum equal' if run['ok'] else 'MISMATCH'}, status {run['status']}")
+        for kind in DAEMONS:
+            runs = legs[kind].values()
+            result[kind] = {
+                "value": median([run["mb_s"] for run in runs]),
+                "mismatches": sum(1 for run in runs if run["status"] == 0 and not run["ok"]),
+                "failures": sum(1 for run in runs if run["status"] != 0),
+                "server_initiated_rekeys": legs[kind]["upload, server rekeys"]["key_exchanges"] - 1,
+                "legs": legs[kind],
+            }
+    finally:
+        for server in rekeying.values():
+            remove_server(server)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"unit": "MB/s", "bytes": settings.rekey_size,
+            "measure": f"SHA-256 of {settings.rekey_size >> 20} MiB each way with RekeyLimit "
+                       f"{REKEY_LIMIT} on both sides (median MB/s of the transfers)", **result}
 
 
 # --- targets (the team's notes, "Speed it will be held to") ---------------------------------
@@ -575,8 +729,12 @@ def judge(name: str, result: dict, settings: Settings) -> None:
         # growth against growth says nothing (ratio nan); both are shown
         result["target"] = "flat"
         result["ok"] = (result["privsep"]["fd_growth"] == 0 and result["privsep"]["failures"] == 0)
-    elif name == "concurrency":
-        result["target"] = f"all {settings.sessions}"
+    elif name == "rekey":
+        result["target"] = "0 mismatches"
+        result["ok"] = all(result[kind]["mismatches"] == 0 and result[kind]["failures"] == 0
+                           for kind in DAEMONS)
+    elif name in CONCURRENCY:
+        result["target"] = f"all {result['privsep']['sessions']}"
         result["ok"] = result["privsep"]["failures"] == 0
         result["rss_ratio"] = (result["privsep"]["rss_per_session_mb"]
                                / result["openssh"]["rss_per_session_mb"])
@@ -592,9 +750,15 @@ BENCHMARKS = {
     "concurrency": bench_concurrency,
     "rate": bench_rate,
     "soak": bench_soak,
+    "sessions1000": lambda servers, user, settings: bench_concurrency(
+        servers, user, settings, sessions=settings.many_sessions),
+    "rekey": bench_rekey,
 }
-#: Run only when named with --only: long, and about robustness more than speed.
-OPT_IN = ("soak",)
+#: Run only when named with --only: long, and about robustness or scale more
+#: than speed.
+OPT_IN = ("soak", "sessions1000", "rekey")
+#: The benchmarks that hold many sessions open at once.
+CONCURRENCY = ("concurrency", "sessions1000")
 
 
 # --- environment ---------------------------------------------------------------------
@@ -696,18 +860,35 @@ def fmt(value: float, unit: str) -> str:
 def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
     p, o, unit = result["privsep"], result["openssh"], result["unit"]
     ok = "yes" if result["ok"] else "NO"
-    if name == "concurrency":
+    if name in CONCURRENCY:
         n = result["privsep"]["sessions"]
+        by_role = [(f"  {role} PSS", fmt(p["pss_per_session_by_role_mb"][role], "MB"),
+                    fmt(o["pss_per_session_by_role_mb"][role], "MB"),
+                    f"{p['pss_per_session_by_role_mb'][role] / o['pss_per_session_by_role_mb'][role]:.2f}",
+                    "", "")
+                   for role in (roles.MONITOR, roles.SESSION)]
         return [
-            ("concurrency", f"{p['ready']}/{n} ok", f"{o['ready']}/{n} ok", "",
+            (name, f"{p['ready']}/{n} ok", f"{o['ready']}/{n} ok", "",
              result["target"], ok),
             ("  wall time", fmt(p["wall_s"], "s"), fmt(o["wall_s"], "s"),
              f"{result['ratio']:.2f}", "", ""),
             ("  RSS/session", fmt(p["rss_per_session_mb"], "MB"),
              fmt(o["rss_per_session_mb"], "MB"), f"{result['rss_ratio']:.2f}", "", ""),
             ("  PSS/session", fmt(p["pss_per_session_mb"], "MB"),
-             fmt(o["pss_per_session_mb"], "MB"), f"{result['pss_ratio']:.2f}", "", ""),
+             fmt(o["pss_per_session_mb"], "MB"), f"{result['pss_ratio']:.2f}", "<=2.5",
+             "yes" if result["pss_ratio"] <= 2.5 else "NO"),
+            *by_role,
         ]
+    if name == "rekey":
+        rows = [(f"rekey {result['bytes'] >> 20} MiB", f"{p['mismatches']} mismatches",
+                 f"{o['mismatches']} mismatches", "", result["target"], ok)]
+        for leg in REKEY_LEGS:
+            rows.append((f"  {leg}", f"{fmt(p['legs'][leg]['mb_s'], 'MB/s')}, "
+                         f"{p['legs'][leg]['key_exchanges']} kex",
+                         f"{fmt(o['legs'][leg]['mb_s'], 'MB/s')}, "
+                         f"{o['legs'][leg]['key_exchanges']} kex",
+                         f"{p['legs'][leg]['mb_s'] / o['legs'][leg]['mb_s']:.2f}", "", ""))
+        return rows
     if name == "rate":
         return [("rate", f"{p['per_second']:.1f}/s", f"{o['per_second']:.1f}/s",
                  f"{result['ratio']:.2f}", result["target"], ok),
@@ -783,10 +964,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--rate-seconds", type=int, metavar="S")
     parser.add_argument("--soak-logins", type=int, metavar="N",
                         help="logins of the soak (run with --only soak)")
+    parser.add_argument("--many-sessions", type=int, metavar="K",
+                        help="sessions of sessions1000 (run with --only sessions1000)")
+    parser.add_argument("--rekey-size", type=size_arg, metavar="BYTES",
+                        help="bytes each way of the rekey soak (run with --only rekey)")
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
     for field in ("login_rounds", "size", "bulk_rounds", "keystrokes", "sessions",
-                  "concurrency_rounds", "rate_clients", "rate_seconds", "soak_logins"):
+                  "concurrency_rounds", "rate_clients", "rate_seconds", "soak_logins",
+                  "many_sessions", "rekey_size"):
         value = getattr(args, field)
         if value is not None:
             if value < 1:
@@ -814,9 +1000,11 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max(soft, min(hard, 65536))
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    if wanted < settings.sessions * 4 + 64:
+    most = max(settings.sessions, settings.many_sessions if "sessions1000" in (args.only or ())
+               else 0)
+    if wanted < most * 4 + 64:
         print(f"tests.bench: warning: open-file limit {wanted} is low for "
-              f"{settings.sessions} sessions", file=sys.stderr)
+              f"{most} sessions", file=sys.stderr)
 
     names = [name for name in BENCHMARKS
              if (name in args.only if args.only else name not in OPT_IN)]

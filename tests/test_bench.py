@@ -28,7 +28,8 @@ def test_quick_bench_reports_every_benchmark_for_both_daemons(tmp_path: Path) ->
     done = subprocess.run(
         [sys.executable, "-m", "tests.bench", "--quick", "--json", str(out),
          "--login-rounds", "3", "--size", "4M", "--bulk-rounds", "2",
-         "--keystrokes", "20", "--sessions", "10", "--only", ",".join(BENCHMARKS)],
+         "--keystrokes", "20", "--sessions", "10", "--many-sessions", "12",
+         "--rekey-size", "4M", "--only", ",".join(BENCHMARKS)],
         cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -51,5 +52,14 @@ def test_quick_bench_reports_every_benchmark_for_both_daemons(tmp_path: Path) ->
         assert math.isfinite(result["ratio"]) and result["ratio"] > 0, name
         assert isinstance(result["ok"], bool) and result["target"], name
         assert name in done.stdout  # a row of the table
-    for kind in DAEMONS:
-        assert results["concurrency"][kind]["rss_per_session_mb"] > 0
+    for name in ("concurrency", "sessions1000"):
+        for kind in DAEMONS:
+            assert results[name][kind]["failures"] == 0, (name, kind, results[name][kind])
+            assert results[name][kind]["rss_per_session_mb"] > 0
+            by_role = results[name][kind]["pss_per_session_by_role_mb"]
+            assert by_role["monitor"] > 0 and by_role["session"] > 0, (name, kind, by_role)
+    assert results["sessions1000"]["privsep"]["sessions"] == 12
+    for kind in DAEMONS:  # every transfer through the rekeys arrived whole
+        rekey = results["rekey"][kind]
+        assert rekey["mismatches"] == 0 and rekey["failures"] == 0, (kind, rekey)
+        assert all(leg["key_exchanges"] > 1 for leg in rekey["legs"].values()), (kind, rekey)

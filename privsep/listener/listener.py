@@ -23,6 +23,7 @@ closed.  The listener only logs what failed there; it keeps serving.
 from __future__ import annotations
 
 import errno
+import gc
 import ipaddress
 import logging
 import os
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 
 import prctl
 
-from privsep.monitor import leftovers
+from privsep.monitor import hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.listener import sdnotify
@@ -99,6 +100,9 @@ class Listener:
     stopping: bool = False
     #: the signal wake-up pipe: the listener's alone, never a monitor's
     wake_fds: tuple[int, ...] = ()
+    #: what serve() waits on: the listening sockets, the wake-up pipe, the
+    #: startup pipes
+    poller: select.poll | None = None
     hup: bool = False
     #: every monitor forked (and not reaped yet), by this image or the one
     #: before a re-exec
@@ -109,6 +113,12 @@ class Listener:
     #: startup pipe -> the source network (PerSourceNetBlockSize) of its
     #: unauthenticated connection, for PerSourceMaxStartups
     sources: dict[int, str] = field(default_factory=dict)
+    #: the host keys' public halves as paramiko keys, made once here rather
+    #: than in every monitor
+    host_publics: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.host_publics = hostkeys.public_keys(self.host_keys)
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -158,19 +168,24 @@ class Listener:
         startup_r, startup_w = os.pipe()
         if self.options.per_source_max_startups is not None:
             self.sources[startup_r] = self.source_network(addr[0])
+        # Everything alive now goes to the collector's permanent generation:
+        # the monitor's collections then never walk (and so never write to,
+        # and copy) the pages it shares with us.  It costs no time: a list move.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             listener_fds = (startup_r, *self.startups, *self.wake_fds,
                             *(s.fileno() for s in self.sockets))
             try:
                 monitor_main.run(conn, self.options, self.host_keys, startup_w, self.config,
-                                 close_fds=listener_fds)
+                                 close_fds=listener_fds, host_publics=self.host_publics)
             finally:
                 os._exit(255)  # never back into the accept loop
         trace(log, "listener", "accepted %s port %d, forked monitor %d", addr[0], addr[1], pid)
         os.close(startup_w)
         conn.close()
         self.startups[startup_r] = pid
+        self.poller.register(startup_r, select.POLLIN)
         self.monitors.add(pid)
         self.title()
 
@@ -221,24 +236,29 @@ class Listener:
         self.title()
         sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")
         handled = 0
+        # poll, not select: with a thousand connections starting at once the
+        # startup pipes' numbers pass select's limit of 1024.
+        self.poller = select.poll()
+        listening = {sock.fileno(): sock for sock in self.sockets}
+        for fd in (*listening, wake_r, *self.startups):
+            self.poller.register(fd, select.POLLIN)
         while not self.stopping:
-            watched = [s.fileno() for s in self.sockets] + list(self.startups) + [wake_r]
             try:
-                ready, _, _ = select.select(watched, [], [])
+                ready = self.poller.poll()
             except InterruptedError:
                 continue
-            for fd in ready:
+            for fd, _ in ready:
                 if fd == wake_r:
                     os.read(wake_r, 512)
                     self.reap()
                 elif fd in self.startups:
+                    self.poller.unregister(fd)
                     os.close(fd)  # the monitor authenticated or ended
                     del self.startups[fd]
                     self.sources.pop(fd, None)
                     self.title()
-                else:
-                    sock = next(s for s in self.sockets if s.fileno() == fd)
-                    self.accept(sock)
+                elif fd in listening:
+                    self.accept(listening[fd])
                     handled += 1
             if self.one_shot and handled and not self.startups:
                 break

@@ -8,6 +8,9 @@ its code loaded before it loses access to the file system.
 
 from __future__ import annotations
 
+# First, before anything imports paramiko: what the daemon never imports.
+from privsep.listener import lean  # noqa: F401  (import for its effect)
+
 import argparse
 import dataclasses
 import logging

@@ -9,12 +9,15 @@ records, closes PAM and leaves no child behind.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
 from typing import NoReturn
+
+import paramiko
 
 from privsep.common import proctitle, roles
 from privsep.common.channel import MonitorChannel, make_pair
@@ -34,9 +37,12 @@ log = logging.getLogger("privsep.monitor")
 
 def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
         startup_fd: int, config: ServerConfig | None = None,
-        close_fds: tuple[int, ...] = (), new_session: bool = True) -> NoReturn:
+        close_fds: tuple[int, ...] = (), new_session: bool = True,
+        host_publics: list[paramiko.PKey] | None = None) -> NoReturn:
     """The monitor's whole life, from the listener's fork: ``close_fds`` are
-    the listener's own (its sockets, pipes and signal wake-up pipe).
+    the listener's own (its sockets, pipes and signal wake-up pipe);
+    ``host_publics`` the host keys' public halves as paramiko keys, made
+    once by the listener (else here).
 
     Like sshd's [priv] (but not in inetd mode), it leads a session of its
     own, so that nothing aimed at the listener's process group reaches it."""
@@ -59,9 +65,10 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
     if options.tcp_keep_alive:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     _no_nagle(conn)
+    publics = host_publics if host_publics is not None else hostkeys.public_keys(host_keys)
     code = 1
     try:
-        code = _preauth_then_session(monitor, conn)
+        code = _preauth_then_session(monitor, conn, publics)
     except Exception:  # never a traceback to the client; one to the log
         log.exception("fatal: monitor error for %s", peer)
     finally:
@@ -89,10 +96,11 @@ def _no_nagle(conn: socket.socket) -> None:
         pass  # inetd mode on something that is not TCP
 
 
-def _fork_net_child(monitor: Monitor, conn: socket.socket) -> MonitorChannel:
+def _fork_net_child(monitor: Monitor, conn: socket.socket,
+                    publics: list[paramiko.PKey]) -> MonitorChannel:
     ours, theirs = make_pair()
-    publics = hostkeys.public_keys(monitor.host_keys)
     banner = _read_banner(monitor.options.banner)
+    gc.freeze()  # as the listener's: the child's collections leave our pages shared
     pid = os.fork()
     if pid == 0:
         netchild.run(conn, theirs, monitor.options, publics, banner,
@@ -116,10 +124,11 @@ def _read_banner(path: str) -> str:
         return ""
 
 
-def _preauth_then_session(monitor: Monitor, conn: socket.socket) -> int:
+def _preauth_then_session(monitor: Monitor, conn: socket.socket,
+                          publics: list[paramiko.PKey]) -> int:
     signal.signal(signal.SIGALRM, _on_grace_timeout(monitor.peer))
     signal.alarm(monitor.options.login_grace_time)
-    channel = _fork_net_child(monitor, conn)
+    channel = _fork_net_child(monitor, conn, publics)
     try:
         result = serve_phase(monitor, channel, "preauth")
     finally:
@@ -147,7 +156,7 @@ def _preauth_then_session(monitor: Monitor, conn: socket.socket) -> int:
     monitor.state.phase = Phase.POSTAUTH
     if not _open_pam_session(monitor):
         return 1
-    return _run_session(monitor, conn, handoff.state)
+    return _run_session(monitor, conn, handoff.state, publics)
 
 
 def _open_pam_session(monitor: Monitor) -> bool:
@@ -166,15 +175,16 @@ def _open_pam_session(monitor: Monitor) -> bool:
     return True
 
 
-def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportState) -> int:
+def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportState,
+                 publics: list[paramiko.PKey]) -> int:
     assert monitor.pw is not None
     env = monitor.pam.getenvlist() if monitor.pam is not None else {}
     auth_info_path = monitor.write_auth_info()
     if auth_info_path is not None:  # ExposeAuthInfo: handed to the session with PAM's
         env["SSH_USER_AUTH"] = auth_info_path
     ours, theirs = make_pair()
-    publics = hostkeys.public_keys(monitor.host_keys)
     parent = os.getpid()
+    gc.freeze()  # as the listener's: the child's collections leave our pages shared
     pid = os.fork()
     if pid == 0:
         session_main.run(conn, theirs, state, monitor.pw, env, monitor.options, publics,

@@ -297,12 +297,28 @@ MESSAGE_CLASSES: dict[MsgType, type] = {
 
 # --- encoding -----------------------------------------------------------------
 
+#: Each record class's fields and their types, worked out once.  With
+#: ``from __future__ import annotations`` the types are strings, and
+#: typing.get_type_hints compiles and evaluates each of them on every call:
+#: a few milliseconds of CPU per login in each process, and fresh objects in
+#: pages the forked processes would otherwise share.  Filled at import (so,
+#: in the daemon, before the listener forks) for every dataclass here.
+_FIELD_TYPES: dict[type, tuple[tuple[str, object], ...]] = {}
+
+
+def _field_types(cls: type) -> tuple[tuple[str, object], ...]:
+    """(name, type) of each field of the dataclass ``cls``, in order."""
+    found = _FIELD_TYPES.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = tuple((field.name, hints[field.name]) for field in dataclasses.fields(cls))
+        _FIELD_TYPES[cls] = found
+    return found
+
 
 def _encode_fields(obj: object, out: Writer) -> None:
-    hints = typing.get_type_hints(type(obj))
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        kind = hints[field.name]
+    for name, kind in _field_types(type(obj)):
+        value = getattr(obj, name)
         if kind is bool:
             out.boolean(value)
         elif kind is int:
@@ -318,7 +334,7 @@ def _encode_fields(obj: object, out: Writer) -> None:
         elif dataclasses.is_dataclass(kind):
             _encode_fields(value, out)
         else:  # a programming error, not input
-            raise TypeError(f"cannot encode field {field.name}: {kind}")
+            raise TypeError(f"cannot encode field {name}: {kind}")
 
 
 def encode(msg: Message) -> bytes:
@@ -332,28 +348,26 @@ def encode(msg: Message) -> bytes:
 
 
 def _decode_fields(cls: type, reader: Reader) -> object:
-    hints = typing.get_type_hints(cls)
     values = {}
-    for field in dataclasses.fields(cls):
-        kind = hints[field.name]
+    for name, kind in _field_types(cls):
         if kind is bool:
             byte = reader.byte()
             if byte > 1:
-                raise ProtocolError(f"{field.name}: bool must be 0 or 1")
-            values[field.name] = bool(byte)
+                raise ProtocolError(f"{name}: bool must be 0 or 1")
+            values[name] = bool(byte)
         elif kind is int:
-            values[field.name] = reader.uint64()
+            values[name] = reader.uint64()
         elif kind is str:
-            values[field.name] = reader.text(field.name)
+            values[name] = reader.text(name)
         elif kind is bytes:
-            values[field.name] = reader.string()
+            values[name] = reader.string()
         elif kind == list[str]:
             count = reader.uint32()
             if count > MAX_LIST:
-                raise ProtocolError(f"{field.name}: {count} items is too many")
-            values[field.name] = [reader.text(field.name) for _ in range(count)]
+                raise ProtocolError(f"{name}: {count} items is too many")
+            values[name] = [reader.text(name) for _ in range(count)]
         else:
-            values[field.name] = _decode_fields(kind, reader)
+            values[name] = _decode_fields(kind, reader)
     return cls(**values)
 
 
@@ -376,3 +390,9 @@ def decode(record: bytes) -> Message:
     if reader.remaining():
         raise ProtocolError(f"trailing bytes after {cls.__name__}")
     return msg  # type: ignore[return-value]
+
+
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and dataclasses.is_dataclass(_cls):
+        _field_types(_cls)
+del _cls
