@@ -195,11 +195,13 @@ def test_user_shosts_and_ignore_rhosts(server_with, keysign, system_files, make_
     assert_same(side_by_side(server_with, user, f"IgnoreRhosts {ignore}"), accepted)
 
 
-def test_group_writable_shosts_refused_with_strict_modes(server_with, keysign, system_files,
+def test_world_writable_shosts_refused_with_strict_modes(server_with, keysign, system_files,
                                                          make_user):
+    """World-writable: both refuse.  (Debian's sshd, patched, takes a file
+    writable by the user's own private group; upstream and we do not.)"""
     user = make_user("hbs", key=False)
     system_files(KNOWN_HOSTS, f"127.0.0.1 {keysign}\n")
-    write_user_file(user, ".shosts", f"127.0.0.1 {user.name}\n", mode=0o664)
+    write_user_file(user, ".shosts", f"127.0.0.1 {user.name}\n", mode=0o646)
     results = side_by_side(server_with, user, "IgnoreRhosts no")
     assert_same(results, accepted=False)
     assert (f"Rhosts authentication refused for {user.name}: bad modes for "
