@@ -83,6 +83,9 @@ SAMPLES: list[object] = [
     wire.KeyVerifyRequest("", b"", b"", b""),
     wire.KeyVerifyAnswer(True),
     wire.KeyVerifyAnswer(False),
+    wire.HostbasedRequest("ssh-ed25519", b"\x00blob", "client.example.", "alice", b"sig",
+                          b"signed\x00data"),
+    wire.HostbasedAnswer(True, False, "publickey,hostbased"),
     wire.Handoff(transport()),
     wire.Handoff(transport(pending=b"")),
     wire.Handoff(dataclasses.replace(transport(), strict_kex=False, client_ext_info=True,
@@ -163,7 +166,7 @@ def test_encode_refuses_oversized_message():
         wire.encode(wire.PasswordRequest(b"p" * (MAX_RECORD - 1 - 4 + 1)))
 
 
-@pytest.mark.parametrize("msg_type", [0, 2, 9, 22, 29, 31, 39, 44, 99, 255])
+@pytest.mark.parametrize("msg_type", [0, 2, 9, 24, 29, 31, 39, 44, 99, 255])
 def test_unknown_type(msg_type):
     assert msg_type not in {int(t) for t in wire.MsgType}
     for body in (b"", b"\x00" * 8, wire.encode(wire.PwnamRequest("alice"))[5:]):

@@ -53,6 +53,10 @@ class MonitorClient:
         reply, _ = self._call(request, wire.KeyVerifyAnswer)
         return reply
 
+    def hostbased(self, request: wire.HostbasedRequest) -> wire.HostbasedAnswer:
+        reply, _ = self._call(request, wire.HostbasedAnswer)
+        return reply
+
     def handoff(self, state: wire.TransportState) -> None:
         with self._lock:
             self._channel.send(wire.Handoff(state))

@@ -20,8 +20,8 @@ from enum import Enum
 from typing import Collection
 
 #: The methods in the order sshd offers them (its authmethods[] table);
-#: "none" is never offered.  This daemon implements the first three it
-#: offers; the others are known names that are never enabled here.
+#: "none" is never offered.  This daemon implements all but gssapi-with-mic,
+#: a known name that is never enabled here.
 METHOD_ORDER = ("none", "publickey", "gssapi-with-mic", "password", "keyboard-interactive",
                 "hostbased")
 

@@ -281,6 +281,8 @@ class ServerOptions(otherkeys.OtherOptions):
             methods.append("password")
         if self.kbd_interactive_authentication and self.use_pam:
             methods.append("keyboard-interactive")
+        if self.hostbased_authentication:
+            methods.append("hostbased")
         return methods
 
 

@@ -31,7 +31,8 @@ from privsep.config.match import ConnectionInfo, access_refusal
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.config.authmethods import MethodLists
 from privsep.monitor import (
-    auth_pam, auth_info, authorized_keys, certificates, hostkeys, keycommand, leftovers, loginrec, pty, pubkey,
+    auth_pam, auth_info, authorized_keys, certificates, hostbased, hostkeys, keycommand, leftovers,
+    loginrec, pty, pubkey,
 )
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
@@ -157,6 +158,7 @@ class Monitor:
             return False
         policy = self.options.permit_root_login
         allowed = policy == "yes" or (
+            method == "hostbased" and policy == "prohibit-password") or (
             method == "publickey" and (policy == "prohibit-password" or (
                 policy == "forced-commands-only"
                 and any(o.name == "command" for o in key_options))))
@@ -410,6 +412,24 @@ class Monitor:
         return wire.KbdintAnswer(True, outcome is Verdict.ACCEPTED, step.instruction, [], b"",
                                  outcome is Verdict.PARTIAL, self._methods_offered())
 
+    def answer_hostbased(self, req: wire.HostbasedRequest) -> wire.HostbasedAnswer:
+        """A hostbased request, checked as a whole (monitor/hostbased.py)."""
+        assert self.state.session_id is not None and self.state.user is not None  # admit()
+        result = hostbased.check(self.options, self.pw, self.state.user, self.state.session_id,
+                                 self.peer.addr, self.remote_host, req)
+        if result.verified:
+            outcome = self._accept("hostbased", result.detail,
+                                   info=auth_info.key_text(pubkey.public_blob_type(req.keyblob),
+                                                           req.keyblob))
+            if outcome is not Verdict.REFUSED:
+                return wire.HostbasedAnswer(outcome is Verdict.ACCEPTED,
+                                            outcome is Verdict.PARTIAL, self._methods_offered())
+        if result.detail:
+            self._fail("hostbased", result.detail)
+        else:  # refused before sshd's net-child would have asked its monitor
+            self._count_failure()
+        return wire.HostbasedAnswer(False, False, self._methods_offered())
+
     PREAUTH_ANSWERS = {
         wire.KbdintRequest: answer_kbdint,
         wire.SignRequest: answer_sign,
@@ -417,6 +437,7 @@ class Monitor:
         wire.PasswordRequest: answer_password,
         wire.KeyAllowedRequest: answer_key_allowed,
         wire.KeyVerifyRequest: answer_key_verify,
+        wire.HostbasedRequest: answer_hostbased,
     }
 
     def write_auth_info(self) -> str | None:

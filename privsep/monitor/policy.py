@@ -19,7 +19,7 @@ from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
 from privsep.wire.keyoptions import KeyOption
-from privsep.wire.userauth import SignedUserauth
+from privsep.wire.userauth import SignedHostbased, SignedUserauth, parse_signed_hostbased
 
 #: Longest password handed to PAM.
 MAX_PASSWORD_LEN = 1024
@@ -153,6 +153,7 @@ def _method_allowed(method: str) -> Callable[[MonitorState, object], str | None]
 _publickey_allowed = _method_allowed("publickey")
 _password_allowed = _method_allowed("password")
 _kbdint_allowed = _method_allowed("keyboard-interactive")
+_hostbased_allowed = _method_allowed("hostbased")
 
 
 def _password_ok(state: MonitorState, msg: wire.PasswordRequest) -> str | None:
@@ -171,6 +172,19 @@ def _verify_ok(state: MonitorState, msg: wire.KeyVerifyRequest) -> str | None:
     if key is None or (msg.algorithm, msg.keyblob) != (key.algorithm, key.blob):
         return "for a key other than the one last allowed"
     return _publickey_allowed(state, msg)
+
+
+def _hostbased_ok(state: MonitorState, msg: wire.HostbasedRequest) -> str | None:
+    """A hostbased request: the method may be tried now, and the data the
+    net-child says was signed belongs to this connection and this request."""
+    reason = _hostbased_allowed(state, msg)
+    if reason:
+        return reason
+    try:
+        signed = parse_signed_hostbased(msg.signed_data)
+    except ValueError as exc:
+        return f"with malformed signed data: {exc}"
+    return hostbased_binding_error(state, msg, signed)
 
 
 def _handoff_ok(state: MonitorState, msg: wire.Handoff) -> str | None:
@@ -200,6 +214,7 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
         wire.KbdintRequest: Rule(when=_kbdint_ok),
         wire.KeyAllowedRequest: Rule(when=_publickey_allowed),
         wire.KeyVerifyRequest: Rule(when=_verify_ok),
+        wire.HostbasedRequest: Rule(when=_hostbased_ok),
         wire.Handoff: Rule(once=True, when=_handoff_ok),
     },
     Phase.POSTAUTH: {
@@ -252,4 +267,27 @@ def userauth_binding_error(
         return "signed request is not a publickey request with signature"
     if signed.algorithm != req.algorithm or signed.keyblob != req.keyblob:
         return "signed request names another key or algorithm"
+    return None
+
+
+def hostbased_binding_error(
+    state: MonitorState, req: wire.HostbasedRequest, signed: SignedHostbased
+) -> str | None:
+    """Why the signed data of a hostbased request does not belong to this
+    connection and this request, or None (as userauth_binding_error)."""
+    if signed.session_id != state.session_id:
+        return "signature over another session id"
+    if signed.msg_type != SSH_MSG_USERAUTH_REQUEST:
+        return f"signed message type {signed.msg_type}, not USERAUTH_REQUEST"
+    requested = state.requested_user if state.requested_user is not None else state.user
+    if signed.user != requested:
+        return f"signed request names user {signed.user!r}"
+    if signed.service != "ssh-connection":
+        return f"signed request names service {signed.service!r}"
+    if signed.method != "hostbased":
+        return "signed request is not a hostbased request"
+    if (signed.algorithm, signed.keyblob) != (req.algorithm, req.keyblob):
+        return "signed request names another key or algorithm"
+    if (signed.client_host, signed.client_user) != (req.client_host, req.client_user):
+        return "signed request names another client host or user"
     return None

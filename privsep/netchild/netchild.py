@@ -29,7 +29,9 @@ from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
 from privsep.config.servconf import ServerOptions
 from privsep.child import hostkey_proxy, transport_setup
 from privsep.common.trace import trace
+from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN
+from privsep.wire.userauth import hostbased_signed_data
 
 log = logging.getLogger("privsep.net")
 
@@ -75,6 +77,22 @@ class NetAuthHandler(AuthHandler):
         return MonitorVerifiedKey(algorithm, keyblob, self.transport.monitor,
                                   self.transport.server_object)
 
+    def _parse_userauth_request(self, m):
+        """paramiko's server knows no "hostbased": read that method's
+        fields here (RFC 4252 section 9) and let the monitor decide; every
+        other method goes to paramiko as it came."""
+        if not self.transport.server_mode or self.authenticated:
+            return super()._parse_userauth_request(m)
+        username, service, method = m.get_text(), m.get_text(), m.get_text()
+        if method != "hostbased" or service != "ssh-connection" or (
+                self.auth_username not in (None, username)):
+            m.rewind()  # paramiko's own refusals for the service and the user
+            return super()._parse_userauth_request(m)
+        self.auth_username = username
+        request = hostbased_request(m, self.transport.session_id, username)
+        result = self.transport.server_object.check_auth_hostbased(username, request)
+        self._send_auth_result(username, method, result)
+
     def _parse_userauth_info_response(self, m):
         """Only an answer to the questions asked, as sshd's
         input_userauth_info_response: paramiko would read as many answers as
@@ -100,6 +118,32 @@ class NetAuthHandler(AuthHandler):
         super()._send_auth_result(username, method, result)
         if result == AUTH_SUCCESSFUL:
             self.transport.hand_off()
+
+
+def _cstring(m: paramiko.Message, what: str) -> str:
+    """A UTF-8 string without NUL, as sshd's sshpkt_get_cstring wants it;
+    anything else ends the connection, as it does sshd's."""
+    raw = m.get_string()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise paramiko.SSHException(f"userauth_hostbased: parse packet: invalid format ({what})")
+    return text
+
+
+def hostbased_request(m: paramiko.Message, session_id: bytes,
+                      username: str) -> wire.HostbasedRequest:
+    """The rest of a hostbased USERAUTH_REQUEST, and the data its signature
+    covers, built from the packet as the client built it."""
+    algorithm = _cstring(m, "algorithm")
+    keyblob = m.get_binary()
+    client_host, client_user = _cstring(m, "client host"), _cstring(m, "client user")
+    signature = m.get_binary()
+    signed = hostbased_signed_data(session_id, username, algorithm, keyblob, client_host,
+                                   client_user)
+    return wire.HostbasedRequest(algorithm, keyblob, client_host, client_user, signature, signed)
 
 
 class ThreadlessPacketizer(CipherPacketizer):
@@ -259,6 +303,16 @@ class NetServer(paramiko.ServerInterface):
         raw = password if isinstance(password, bytes) else password.encode("utf-8")
         trace(log, "net-child", "asks the monitor to check a password for %s", username)
         answer = self._monitor.auth_password(raw)
+        succeeded = self.monitor_said(answer.accepted, answer.partial, answer.methods)
+        return AUTH_SUCCESSFUL if succeeded else AUTH_FAILED
+
+    def check_auth_hostbased(self, username: str, request: wire.HostbasedRequest) -> int:
+        self._name_user(username)
+        if "hostbased" not in self._methods.split(","):
+            return AUTH_FAILED
+        trace(log, "net-child", "asks the monitor to check a hostbased %s signature for %s@%s",
+              request.algorithm, request.client_user, request.client_host)
+        answer = self._monitor.hostbased(request)
         succeeded = self.monitor_said(answer.accepted, answer.partial, answer.methods)
         return AUTH_SUCCESSFUL if succeeded else AUTH_FAILED
 

@@ -57,6 +57,8 @@ class MsgType(IntEnum):
     PTY_CLEANUP_ANSWER = 43
     KBDINT_REQUEST = 20
     KBDINT_ANSWER = 21
+    HOSTBASED_REQUEST = 22
+    HOSTBASED_ANSWER = 23
 
 
 # --- messages -----------------------------------------------------------------
@@ -201,6 +203,35 @@ class KeyVerifyAnswer:
 
 
 @dataclass(frozen=True)
+class HostbasedRequest:
+    """A hostbased userauth request (RFC 4252 section 9), its fields as the
+    client sent them, and the data the net-child says was signed: the
+    monitor checks that data against the fields and its own session id
+    and user, then rebuilds it itself before verifying ``signature``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.HOSTBASED_REQUEST
+    FDS: ClassVar[int] = 0
+    algorithm: str
+    keyblob: bytes
+    client_host: str
+    client_user: str
+    signature: bytes
+    signed_data: bytes
+
+
+@dataclass(frozen=True)
+class HostbasedAnswer:
+    """As KeyVerifyAnswer: ``accepted`` completes the login, ``partial``
+    means a list of AuthenticationMethods goes on."""
+
+    TYPE: ClassVar[MsgType] = MsgType.HOSTBASED_ANSWER
+    FDS: ClassVar[int] = 0
+    accepted: bool
+    partial: bool = False
+    methods: str = ""
+
+
+@dataclass(frozen=True)
 class DirectionState:
     """One direction of an SSH transport, enough to continue it elsewhere."""
 
@@ -287,7 +318,7 @@ Message = (
     Log | SignRequest | SignAnswer | PwnamRequest | PwnamAnswer | PasswordRequest
     | PasswordAnswer | KeyAllowedRequest | KeyAllowedAnswer | KeyVerifyRequest
     | KeyVerifyAnswer | Handoff | PtyRequest | PtyAnswer | PtyCleanupRequest
-    | PtyCleanupAnswer | KbdintRequest | KbdintAnswer
+    | PtyCleanupAnswer | KbdintRequest | KbdintAnswer | HostbasedRequest | HostbasedAnswer
 )
 
 MESSAGE_CLASSES: dict[MsgType, type] = {

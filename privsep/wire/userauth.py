@@ -1,5 +1,5 @@
-"""The data a client signs for publickey authentication (RFC 4252 section 7),
-decoded without judging it: pure, so that the monitor's request table
+"""The data a client signs for publickey and hostbased authentication
+(RFC 4252 sections 7 and 9), decoded without judging it: pure, so that the monitor's request table
 (monitor/policy.py) can check the session binding in tests without processes.
 """
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privsep.wire.sshbuf import Reader
+from privsep.wire.facts import SSH_MSG_USERAUTH_REQUEST
+from privsep.wire.sshbuf import Reader, Writer
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,51 @@ def parse_signed_userauth(data: bytes) -> SignedUserauth:
     )
     r.end()
     return signed
+
+
+@dataclass(frozen=True)
+class SignedHostbased:
+    """The data a client signs for hostbased auth (RFC 4252 section 9)."""
+
+    session_id: bytes
+    msg_type: int
+    user: str
+    service: str
+    method: str
+    algorithm: str
+    keyblob: bytes
+    client_host: str
+    client_user: str
+
+
+def parse_signed_hostbased(data: bytes) -> SignedHostbased:
+    """Decode the data a client signs for hostbased authentication.
+
+    Layout: string session id, byte message type, string user, string
+    service, string "hostbased", string algorithm, string host key blob,
+    string client host name, string client user name (no "has signature"
+    flag, unlike publickey).  Raises ValueError as parse_signed_userauth.
+    """
+    r = Reader(data)
+    signed = SignedHostbased(
+        session_id=r.string(),
+        msg_type=r.byte(),
+        user=r.name("user"),
+        service=r.name("service"),
+        method=r.name("method"),
+        algorithm=r.name("algorithm"),
+        keyblob=r.string(),
+        client_host=r.name("client host"),
+        client_user=r.name("client user"),
+    )
+    r.end()
+    return signed
+
+
+def hostbased_signed_data(session_id: bytes, user: str, algorithm: str, keyblob: bytes,
+                          client_host: str, client_user: str) -> bytes:
+    """The data a hostbased signature must cover, as sshd rebuilds it from
+    its own session id and user (service ssh-connection)."""
+    return bytes(Writer().string(session_id).byte(SSH_MSG_USERAUTH_REQUEST).text(user)
+                 .text("ssh-connection").text("hostbased").text(algorithm).string(keyblob)
+                 .text(client_host).text(client_user))
