@@ -10,6 +10,7 @@ import traceback
 import paramiko
 
 from privsep import __version__
+from privsep.child import kex
 from privsep.config.servconf import SUPPORTED_ALGORITHMS, ServerOptions
 
 log = logging.getLogger("privsep.transport")
@@ -89,13 +90,19 @@ def parse_debug(m: paramiko.Message) -> None:
     log.debug("Remote: %s", text.decode("utf-8", "replace"))
 
 
-def configure(transport: paramiko.Transport, options: ServerOptions) -> None:
+def configure(transport: paramiko.Transport, options: ServerOptions,
+              gex_groups: kex.GexGroupSource) -> None:
+    """Our algorithms and banner on a server transport; group exchange asks
+    ``gex_groups`` (the monitor) for its groups."""
     name_every_message_type()
     security = transport.get_security_options()
     security.ciphers = tuple(c for c in options.ciphers if c in HANDOFF_CIPHERS) or HANDOFF_CIPHERS
     security.digests = tuple(options.macs)
-    security.kex = tuple(options.kex_algorithms)
-    security.key_types = tuple(options.host_key_algorithms)
+    kex.install(transport, options.kex_algorithms, gex_groups)
+    # Set directly: paramiko's setter refuses names it has no class for
+    # (certificates, security keys), which OpenSSH's default list names and
+    # KEXINIT leaves out anyway unless a host key of that type is loaded.
+    transport._preferred_keys = tuple(options.host_key_algorithms)
     # What server-sig-algs advertises and userauth accepts.
     transport._preferred_pubkeys = tuple(options.pubkey_accepted_algorithms)
     if not transport.remote_version:  # the first banner; a resumed transport keeps its own

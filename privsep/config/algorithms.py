@@ -7,19 +7,52 @@ from __future__ import annotations
 from privsep.config.match import match_pattern_list
 
 
+#: OpenSSH 9.2's default host key and user key lists (Debian 12's ``sshd -T``),
+#: in its order: certificates first, then plain keys.  Names we cannot serve
+#: (no host certificate, no security key) are offered only when a key of
+#: that type is loaded, so listing them costs nothing and keeps ``-T`` equal.
+_KEY_ALGORITHMS_92 = (
+    *(f"{a}-cert-v01@openssh.com" for a in (
+        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519", "sk-ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")),
+    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512", "rsa-sha2-256",
+)
+
+#: What this daemon offers when nothing is configured, in its order of
+#: preference: OpenSSH 9.2's defaults (Debian 12 also knows sntrup761's
+#: IANA name), and mlkem768x25519-sha256 last, which OpenSSH 9.9 and later
+#: prefer: a client's order decides, so the 9.2 client still gets sntrup761.
 SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "ciphers": ("aes128-ctr", "aes192-ctr", "aes256-ctr",
                 "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
     "macs": ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
              "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"),
-    "kex": ("mlkem768x25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
-            "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group16-sha512",
-            "diffie-hellman-group14-sha256"),
-    "hostkey": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-                "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
-    "pubkey": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-               "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
+    "kex": ("sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
+            "curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
+            "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group-exchange-sha256",
+            "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512",
+            "diffie-hellman-group14-sha256", "mlkem768x25519-sha256"),
+    "hostkey": _KEY_ALGORITHMS_92,
+    "pubkey": _KEY_ALGORITHMS_92,
 }
+
+#: Offered only when configured (``KexAlgorithms +diffie-hellman-group14-sha1``),
+#: as sshd 9.2 allows them but leaves them out of its defaults.
+CONFIGURED_ONLY: dict[str, tuple[str, ...]] = {
+    "ciphers": (),
+    "macs": (),
+    "kex": ("diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1",
+            "diffie-hellman-group-exchange-sha1"),
+    "hostkey": ("ssh-rsa",),
+    "pubkey": ("ssh-rsa",),
+}
+
+
+def configurable(kind: str) -> tuple[str, ...]:
+    """Every name of ``kind`` this daemon can offer: defaults, then the rest."""
+    return SUPPORTED_ALGORITHMS[kind] + CONFIGURED_ONLY[kind]
 
 
 OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
@@ -30,16 +63,9 @@ OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
         "umac-64-etm@openssh.com", "umac-128-etm@openssh.com", "hmac-md5", "hmac-md5-96",
         "hmac-sha1-96", "hmac-md5-etm@openssh.com", "hmac-md5-96-etm@openssh.com",
         "hmac-sha1-96-etm@openssh.com"},
-    "kex": frozenset(SUPPORTED_ALGORITHMS["kex"]) | {
-        "curve25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
-        "diffie-hellman-group-exchange-sha256", "diffie-hellman-group-exchange-sha1",
-        "diffie-hellman-group18-sha512", "diffie-hellman-group14-sha1",
-        "diffie-hellman-group1-sha1"},
-    "hostkey": frozenset(SUPPORTED_ALGORITHMS["hostkey"]) | {
-        "ssh-rsa", "ssh-dss", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-        *(f"{a}-cert-v01@openssh.com" for a in ("ssh-ed25519", "ecdsa-sha2-nistp256",
-          "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256",
-          "ssh-rsa", "sk-ssh-ed25519@openssh.com"))},
+    "kex": frozenset(configurable("kex")),
+    "hostkey": frozenset(configurable("hostkey")) | {
+        "ssh-dss", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com"},
 }
 OPENSSH_ALGORITHMS["pubkey"] = OPENSSH_ALGORITHMS["hostkey"]
 
@@ -49,6 +75,7 @@ def resolve_algorithms(kind: str, spec: str) -> list[str]:
     appends, ``-a*`` removes, ``^a`` puts first; names may be wildcards for
     ``-``.  Known-but-unsupported names drop out; unknown names are errors."""
     default = list(SUPPORTED_ALGORITHMS[kind])
+    possible = configurable(kind)
     body = spec[1:] if spec[:1] in "+-^" else spec
     names = [n for n in body.split(",") if n]
     if not names:
@@ -56,7 +83,7 @@ def resolve_algorithms(kind: str, spec: str) -> list[str]:
     for name in names:
         if spec[0] != "-" and name not in OPENSSH_ALGORITHMS[kind]:
             raise ValueError(f"Bad SSH2 {kind} spec '{spec}'")
-    supported = [n for n in names if n in default]
+    supported = [n for n in names if n in possible]
     if spec[0] == "+":
         result = default + [n for n in supported if n not in default]
     elif spec[0] == "-":

@@ -118,6 +118,7 @@ KEYWORD_LIST = [
     Keyword("VersionAddendum", "version_addendum", v.rest),
     Keyword("RekeyLimit", "rekey_limit", v.rekey_limit, in_match=True),
     # --- algorithms and transport (issue 13) ---
+    Keyword("ModuliFile", "moduli_file", v.text),
 
     # --- authentication: certificates, revocation (issue 14) ---
 
@@ -169,7 +170,6 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "KerberosOrLocalPasswd",
     "KerberosTicketCleanup",
     "LogVerbose",
-    "ModuliFile",
     "PermitTunnel",
     "PermitUserRC",
     "PerSourceMaxStartups",
@@ -251,6 +251,8 @@ class ServerOptions:
     version_addendum: str = "none"
     rekey_limit: tuple[int, int] = (0, 0)
     # --- algorithms and transport (issue 13) ---
+    #: Groups for diffie-hellman-group-exchange, read by the monitor.
+    moduli_file: str = "/etc/ssh/moduli"
 
     # --- authentication: certificates, revocation (issue 14) ---
 

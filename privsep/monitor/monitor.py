@@ -29,6 +29,7 @@ from privsep.common.trace import trace
 from privsep.config.match import ConnectionInfo, access_refusal
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.monitor import auth_pam, authorized_keys, hostkeys, leftovers, loginrec, pty, pubkey
+from privsep.monitor.moduli import choose_moduli, int_bytes
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
@@ -313,7 +314,14 @@ class Monitor:
         self._fail("keyboard-interactive/pam")
         return wire.KbdintAnswer(True, False, step.instruction, [], b"")
 
+    def answer_moduli(self, req: wire.ModuliRequest) -> wire.ModuliAnswer:
+        """A group for group exchange, chosen from ModuliFile as sshd does."""
+        group = choose_moduli(self.options.moduli_file, req.min_bits, req.want_bits,
+                              req.max_bits)
+        return wire.ModuliAnswer(int_bytes(group.prime), int_bytes(group.generator))
+
     PREAUTH_ANSWERS = {
+        wire.ModuliRequest: answer_moduli,
         wire.KbdintRequest: answer_kbdint,
         wire.SignRequest: answer_sign,
         wire.PwnamRequest: answer_pwnam,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
+from privsep.config.moduli import gex_request_error
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
@@ -147,6 +148,12 @@ def _handoff_ok(state: MonitorState, msg: wire.Handoff) -> str | None:
     return None
 
 
+def _moduli_ok(state: MonitorState, msg: wire.ModuliRequest) -> str | None:
+    """Sizes in sshd's order and range: the net-child clamps them first, so
+    anything else is a child that is not ours (mm_answer_moduli)."""
+    return gex_request_error(msg.min_bits, msg.want_bits, msg.max_bits)
+
+
 def _pty_ok(state: MonitorState, msg: wire.PtyRequest) -> str | None:
     if len(state.ptys) >= state.max_ptys:
         return f"beyond {state.max_ptys} ptys (MaxSessions)"
@@ -167,12 +174,14 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
         wire.KeyAllowedRequest: Rule(when=_user_named),
         wire.KeyVerifyRequest: Rule(when=_verify_ok),
         wire.Handoff: Rule(once=True, when=_handoff_ok),
+        wire.ModuliRequest: Rule(when=_moduli_ok),
     },
     Phase.POSTAUTH: {
         wire.Log: Rule(),
         wire.SignRequest: Rule(when=_postauth_sign_ok),
         wire.PtyRequest: Rule(when=_pty_ok),
         wire.PtyCleanupRequest: Rule(when=_pty_cleanup_ok),
+        wire.ModuliRequest: Rule(when=_moduli_ok),  # a rekey by the session process
     },
 }
 

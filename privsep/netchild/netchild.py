@@ -239,7 +239,7 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
     trace(log, "net-child", "sandboxed: uid %d gid %d, no groups, root %s, caps none, no_new_privs, "
           "seccomp filter", os.getuid(), os.getgid(), options.privsep_dir)
     transport = NetTransport(sock, monitor)
-    transport_setup.configure(transport, options)
+    transport_setup.configure(transport, options, monitor.gex_group)
     hostkey_proxy.install_on(transport, host_publics, monitor.sign)
     transport.server_mode = True
     transport.server_object = NetServer(monitor, options, banner)

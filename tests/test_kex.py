@@ -1,0 +1,66 @@
+"""Every key exchange of OpenSSH 9.2 through the stock client (issue 13,
+section 2): a login, a command, and a rekey after the hand-off (the session
+process runs it, with the same engines); the ones sshd allows only when
+configured are refused otherwise, side by side with sshd."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import _serve
+from tests.daemon import Server, ssh, ssh_argv
+
+#: sshd 9.2's defaults (Debian's list), then mlkem, which 9.2's client lacks.
+DEFAULT_KEX = [
+    "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com", "curve25519-sha256",
+    "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521", "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+]
+CONFIGURED_ONLY_KEX = ["diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1",
+                       "diffie-hellman-group-exchange-sha1"]
+ALLOW_SHA1 = "KexAlgorithms +" + ",".join(CONFIGURED_ONLY_KEX)
+
+
+@pytest.fixture(scope="module")
+def sha1_server(pam_service: str) -> Iterator[Server]:
+    """privsep-sshd with the configured-only exchanges allowed."""
+    yield from _serve("privsep", [ALLOW_SHA1])
+
+
+def _client_options(kex: str) -> list[str]:
+    # The client also needs the old ones allowed; group1 needs a 1024-bit group.
+    return [f"KexAlgorithms={kex}"]
+
+
+def _login(server: Server, user, kex: str, command: str = "echo kex-ok",
+           extra: list[str] = (), input: bytes = b"") -> subprocess.CompletedProcess:
+    return ssh(server, user, command, options=[*_client_options(kex), *extra], flags=["-v"],
+               input=input, timeout=120)
+
+
+@pytest.mark.parametrize("kex", DEFAULT_KEX + CONFIGURED_ONLY_KEX)
+def test_login_command_and_rekey(sha1_server: Server, user, kex: str) -> None:
+    """Login, a command, 3 MB up with RekeyLimit=1M: the session process
+    rekeys with the same exchange at least twice; the data arrives whole."""
+    data = bytes(range(256)) * (3 * 4096)
+    result = _login(sha1_server, user, kex, "sha256sum", extra=["RekeyLimit=1M"], input=data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import hashlib
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    assert f"kex: algorithm: {kex}".encode() in result.stderr
+    assert result.stderr.count(b"SSH2_MSG_KEXINIT received") >= 3, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+@pytest.mark.parametrize("kex", CONFIGURED_ONLY_KEX)
+def test_configured_only_refused_by_default(server_with, user, kind: str, kex: str) -> None:
+    """Not configured, both daemons refuse the SHA-1 exchanges alike."""
+    server = server_with(kind=kind)
+    result = _login(server, user, kex)
+    assert result.returncode == 255
+    assert b"no matching key exchange method found" in result.stderr, result.stderr[-2000:]
