@@ -95,3 +95,18 @@ def test_client_logs_in_and_runs_a_command(server_with, user, kind: str, client:
         pytest.skip(f"{PROGRAMS[client]} is not installed")
     server = server_with(kind=kind)
     assert CLIENTS[client](server, user) == f"client-ok {user.name}\n"
+
+
+@pytest.mark.skipif(shutil.which("dbclient") is None, reason="dbclient is not installed")
+@pytest.mark.parametrize("config, discarded", [
+    # our first choices differ from dbclient's (curve25519-sha256, ssh-ed25519): discarded
+    ((), True),
+    # the same first choices: the guess is right and its packet is the exchange
+    (("KexAlgorithms curve25519-sha256,ecdh-sha2-nistp256", "HostKeyAlgorithms ssh-ed25519"),
+     False),
+])
+def test_kex_guess_discarded_only_when_wrong(server_with, user, config, discarded) -> None:
+    server = server_with("LogLevel DEBUG", *config)
+    assert login_dbclient(server, user) == f"client-ok {user.name}\n"
+    log = server.log_text()
+    assert ("discarded the guessed key-exchange packet (type 30)" in log) is discarded, log[-3000:]
