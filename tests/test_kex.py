@@ -64,3 +64,31 @@ def test_configured_only_refused_by_default(server_with, user, kind: str, kex: s
     result = _login(server, user, kex)
     assert result.returncode == 255
     assert b"no matching key exchange method found" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+@pytest.mark.parametrize("name", ["sntrup761x25519-sha512@openssh.com", "sntrup761x25519-sha512"])
+def test_sntrup761_with_paramiko_as_client(server_with, user, kind: str, name: str) -> None:
+    """paramiko with tests/kex_client.py's client side: against sshd (its
+    sntrup761 is the reference) and against us, a login, a command, and two
+    rekeys it starts itself, after the hand-off.  It offers only ``name``:
+    the login proves that exchange."""
+    import paramiko
+
+    from tests.kex_client import client_transport
+    server = server_with(kind=kind)
+    transport = client_transport(server.port, name)
+    try:
+        transport.start_client(timeout=20)
+        first_session_id = transport.session_id
+        transport.auth_publickey(user.name, paramiko.Ed25519Key.from_private_key_file(
+            str(user.key_path)))
+        for _ in range(2):
+            transport.renegotiate_keys()
+        assert transport.session_id == first_session_id
+        chan = transport.open_session()
+        chan.exec_command("echo sntrup-ok")
+        assert chan.makefile().read() == b"sntrup-ok\n"
+        assert chan.recv_exit_status() == 0
+    finally:
+        transport.close()
