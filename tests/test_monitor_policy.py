@@ -463,3 +463,27 @@ def test_moduli_permitted_in_both_phases(make_state):
 @pytest.mark.parametrize("make_state", [MonitorState, postauth])
 def test_moduli_bad_sizes_refused(make_state, sizes):
     refused(make_state(), wire.ModuliRequest(*sizes), "ModuliRequest bad parameters")
+
+
+# --- publickey-hostbound-v00@openssh.com: the host key of this key exchange ------
+
+HOSTKEY = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\x07" * 32
+HOSTBOUND = dataclasses.replace(GOOD, method="publickey-hostbound-v00@openssh.com",
+                                hostkey=HOSTKEY)
+
+
+def test_hostbound_naming_our_initial_host_key_binds():
+    state = bound_state()
+    state.initial_host_key = HOSTKEY
+    assert userauth_binding_error(state, REQ, HOSTBOUND) is None
+
+
+@pytest.mark.parametrize("initial", [None, OTHER_BLOB])
+@pytest.mark.parametrize("named", [HOSTKEY, b"", OTHER_BLOB])
+def test_hostbound_naming_another_host_key_refused(initial, named):
+    state = bound_state()
+    state.initial_host_key = initial
+    if initial == named:
+        return
+    signed = dataclasses.replace(HOSTBOUND, hostkey=named)
+    assert "names a host key not of this key exchange" in userauth_binding_error(state, REQ, signed)

@@ -80,6 +80,17 @@ def check_ext_info(m: paramiko.Message) -> None:
         raise paramiko.SSHException("SSH2_MSG_EXT_INFO: too many extensions")
 
 
+def send_ext_info(transport: paramiko.Transport, extensions: dict[str, str]) -> None:
+    """SSH2_MSG_EXT_INFO (RFC 8308) with ``extensions``, in their order."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_EXT_INFO)
+    m.add_int(len(extensions))
+    for name, value in extensions.items():
+        m.add_string(name)
+        m.add_string(value)
+    transport._send_message(m)
+
+
 def parse_debug(m: paramiko.Message) -> None:
     """A client's SSH2_MSG_DEBUG, in place of paramiko's _parse_debug, which
     escapes the text by concatenating bytes one at a time: for a string of

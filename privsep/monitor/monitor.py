@@ -153,6 +153,8 @@ class Monitor:
         key = hostkeys.key_for(self.host_keys, req.algorithm)
         if key is None:
             raise PolicyViolation(f"no host key for algorithm {req.algorithm!r}")
+        if self.state.session_id is None:  # publickey-hostbound requests must name this key
+            self.state.initial_host_key = key.blob
         bind_session_id(self.state, req.data)
         try:
             signature = hostkeys.sign(key, req.algorithm, req.data)

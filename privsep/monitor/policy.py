@@ -19,7 +19,7 @@ from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
 from privsep.wire.keyoptions import KeyOption
-from privsep.wire.userauth import SignedUserauth
+from privsep.wire.userauth import HOSTBOUND_METHOD, SignedUserauth
 
 #: Longest password handed to PAM.
 MAX_PASSWORD_LEN = 1024
@@ -56,6 +56,9 @@ class MonitorState:
     #: Public blobs of this server's host keys (set by the monitor at start):
     #: the only keys a hostkeys-prove signature may name.
     host_key_blobs: frozenset[bytes] = frozenset()
+    #: The host key that signed the first exchange hash: the one a
+    #: publickey-hostbound request must name.
+    initial_host_key: bytes | None = None
     #: Request types answered once already, for once-only rules.
     answered: set[wire.MsgType] = field(default_factory=set)
 
@@ -222,8 +225,11 @@ def userauth_binding_error(
         return f"signed request names user {signed.user!r}"
     if signed.service != "ssh-connection":
         return f"signed request names service {signed.service!r}"
-    if signed.method != "publickey" or not signed.has_signature:
+    if signed.method not in ("publickey", HOSTBOUND_METHOD) or not signed.has_signature:
         return "signed request is not a publickey request with signature"
+    if signed.method == HOSTBOUND_METHOD and (
+            state.initial_host_key is None or signed.hostkey != state.initial_host_key):
+        return "signed publickey-hostbound request names a host key not of this key exchange"
     if signed.algorithm != req.algorithm or signed.keyblob != req.keyblob:
         return "signed request names another key or algorithm"
     return None

@@ -22,7 +22,7 @@ from paramiko.packet import Packetizer
 
 from privsep.common import proctitle, roles
 from privsep.common.peer import Peer
-from privsep.netchild import sandbox
+from privsep.netchild import hostbound, sandbox
 from privsep.child.packetizer import pkt_get
 from privsep.netchild.capture import CapturingTransport
 from privsep.common.channel import MonitorChannel
@@ -57,6 +57,30 @@ class MonitorVerifiedKey:
 
 class NetAuthHandler(AuthHandler):
     """Routes publickey checks to the monitor and hands off on success."""
+
+    #: The host key a host-bound request in progress names (hostbound.py).
+    _hostbound_key: bytes | None = None
+
+    def _parse_userauth_request(self, m):
+        """A publickey-hostbound-v00@openssh.com request goes through
+        paramiko's publickey code as a plain one, naming our host key."""
+        self._hostbound_key = None
+        if self.transport.server_mode and not self.authenticated and hostbound.is_hostbound(m):
+            request = hostbound.HostboundRequest(m)
+            if request.hostkey != self.transport.get_server_key().asbytes():
+                # sshd: the request must name the host key of this key exchange
+                log.error("userauth_pubkey: server host key does not match")
+                self._send_auth_result(request.user, request.method, AUTH_FAILED)
+                return
+            self._hostbound_key = request.hostkey
+            m = request.as_publickey
+        super()._parse_userauth_request(m)
+
+    def _get_session_blob(self, key, service, username, algorithm):
+        if self._hostbound_key is None:
+            return super()._get_session_blob(key, service, username, algorithm)
+        return hostbound.signed_data(self.transport.session_id, username, service, algorithm,
+                                     key.asbytes(), self._hostbound_key)
 
     def _generate_key_from_request(self, algorithm, keyblob):
         key = super()._generate_key_from_request(algorithm, keyblob)
@@ -115,6 +139,23 @@ class NetTransport(CapturingTransport):
 
     def _parse_debug(self, m):
         transport_setup.parse_debug(m)
+
+    def _activate_outbound(self):
+        """sshd 9.2's EXT_INFO after the first NEWKEYS: server-sig-algs and
+        publickey-hostbound@openssh.com; paramiko's would lack the second."""
+        wanted = self.server_sig_algs
+        send = wanted and self._remote_ext_info == "ext-info-c"
+        self.server_sig_algs = False
+        try:
+            super()._activate_outbound()
+        finally:
+            self.server_sig_algs = wanted
+        if send and not self.initial_kex_done:
+            transport_setup.send_ext_info(self, {
+                # signature algorithms: sshd lists no certificate types
+                "server-sig-algs": ",".join(a for a in self.preferred_pubkeys
+                                            if not a.endswith("-cert-v01@openssh.com")),
+                hostbound.EXT_INFO_NAME: hostbound.EXT_INFO_VALUE})
 
     def _parse_ext_info(self, m):
         transport_setup.check_ext_info(m)
