@@ -119,6 +119,7 @@ KEYWORD_LIST = [
     Keyword("RekeyLimit", "rekey_limit", v.rekey_limit, in_match=True),
     # --- algorithms and transport (issue 13) ---
     Keyword("ModuliFile", "moduli_file", v.text),
+    Keyword("RequiredRSASize", "required_rsa_size", v.integer(1024, 16384)),
 
     # --- authentication: certificates, revocation (issue 14) ---
 
@@ -176,7 +177,6 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "PerSourceNetBlockSize",
     "PubkeyAuthOptions",
     "RDomain",
-    "RequiredRSASize",
     "RevokedKeys",
     "SecurityKeyProvider",
     "TrustedUserCAKeys",
@@ -253,6 +253,8 @@ class ServerOptions:
     # --- algorithms and transport (issue 13) ---
     #: Groups for diffie-hellman-group-exchange, read by the monitor.
     moduli_file: str = "/etc/ssh/moduli"
+    #: The smallest RSA key, host or user, in bits (sshd: at least 1024).
+    required_rsa_size: int = 1024
 
     # --- authentication: certificates, revocation (issue 14) ---
 

@@ -12,10 +12,12 @@ import logging
 import os
 import select
 import signal
+import warnings
 from typing import Callable
 
 import paramiko
 
+from privsep.monitor import pubkey
 from privsep.signer import signer
 from privsep.wire import hostkey_blobs
 from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
@@ -43,17 +45,35 @@ def sign(key: HostKey, algorithm: str, data: bytes) -> bytes:
     return _run_signer(lambda out_fd: signer.sign(key, algorithm, data, out_fd))
 
 
-def read_host_keys(paths: list[str]) -> tuple[list[HostKey], list[str]]:
-    """The keys that load, and sshd's words for those that do not."""
+#: What a signer's exception says, in sshd's words (ssh_err()), by prefix.
+_SSH_ERR_WORDS = (
+    ("UnknownKeyType", "unknown or unsupported key type"),
+    ("[Errno 2]", "No such file or directory"),
+    ("[Errno 13]", "Permission denied"),
+)
+
+
+def _sshd_reason(text: str) -> str:
+    return next((words for prefix, words in _SSH_ERR_WORDS if text.startswith(prefix)), text)
+
+
+def read_host_keys(paths: list[str], required_rsa_size: int = 1024
+                   ) -> tuple[list[HostKey], list[str]]:
+    """The keys that load and are usable, and sshd's words for the others,
+    which start-up skips as sshd does (it fails only when none is left)."""
+    # cryptography warns on every DSA key it reads; sshd 9.2 says nothing.
+    warnings.filterwarnings("ignore", message="SSH DSA keys are deprecated")
     report = hostkey_blobs.decode_key_checks(
         _run_signer(lambda out_fd: signer.check(list(paths), out_fd)))
     keys, problems = [], []
     for path, ok, payload in report:
-        if ok:
-            keys.append(HostKey(path, payload))
+        if not ok:
+            reason = _sshd_reason(payload.decode("utf-8", "replace"))
+            problems.append(f"Unable to load host key \"{path}\": {reason}")
+        elif (pubkey.rsa_bits(payload) or required_rsa_size) < required_rsa_size:
+            problems.append(f"main: Host key {path}: Invalid key length")
         else:
-            problems.append(f"Unable to load host key \"{path}\": "
-                            f"{payload.decode('utf-8', 'replace')}")
+            keys.append(HostKey(path, payload))
     return keys, problems
 
 

@@ -244,10 +244,23 @@ class Monitor:
             log.info("Authentication refused: %s", problem)
         return keys
 
+    def _rsa_too_small(self, keyblob: bytes) -> bool:
+        """RequiredRSASize, in sshd's words (userauth_pubkey)."""
+        try:
+            bits = pubkey.rsa_bits(keyblob)
+        except ValueError:
+            return False  # malformed: find_key matches no authorized line
+        if bits is not None and bits < self.options.required_rsa_size:
+            log.info("refusing RSA key: Invalid key length")
+            return True
+        return False
+
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
         self.state.allowed_key = None
         found = None
-        if (self.options.pubkey_authentication and self.pw is not None
+        if self._rsa_too_small(req.keyblob):
+            pass  # refused, as sshd refuses it before asking whether it is authorized
+        elif (self.options.pubkey_authentication and self.pw is not None
                 and req.algorithm in self.options.pubkey_accepted_algorithms):
             found = authorized_keys.find_key(self._authorized_keys(), req.algorithm, req.keyblob)
             refusal = found and authorized_keys.key_refusal(found, self.state.user, self.peer.addr,

@@ -105,6 +105,16 @@ def public_blob_type(blob: bytes) -> str:
     return keytype
 
 
+def rsa_bits(blob: bytes) -> int | None:
+    """The modulus size of an RSA public key blob, None for other types
+    (for RequiredRSASize).  Raises ValueError for a malformed RSA blob."""
+    r = Reader(blob)
+    if r.name("key type") != "ssh-rsa":
+        return None
+    r.mpint()  # exponent
+    return r.mpint().bit_length()
+
+
 def load_public_key(blob: bytes) -> paramiko.PKey:
     """A paramiko public key from a blob that public_blob_type accepted.
 
