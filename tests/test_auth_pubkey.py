@@ -287,7 +287,7 @@ def test_bad_key_lines(keys: dict[str, KeyPair]) -> None:
     assert problems[1] == "line 2: key type mismatch: line says ssh-rsa, key is ssh-ed25519"
     assert problems[2] == "line 3: key type mismatch: line says ssh-ed25519, key is ssh-rsa"
     assert problems[3] == "line 4: key type sk-ssh-ed25519@openssh.com is not supported"
-    assert problems[4] == "line 5: key type ssh-dss is not supported"
+    assert problems[4] == "line 5: key type mismatch: line says ssh-dss, key is ssh-ed25519"
     assert problems[5] == "line 6: missing key data"
     assert problems[6] == "line 7: no key"
     assert problems[7].startswith("line 8: bad key")

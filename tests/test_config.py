@@ -635,7 +635,7 @@ def test_use_dns_names_the_client_for_match_host(server_with, user) -> None:
     ["KexAlgorithms -sntrup*,*sha1"],
     ["KexAlgorithms ^diffie-hellman-group1-sha1"],
     ["KexAlgorithms curve25519-sha256,diffie-hellman-group-exchange-sha256"],
-    ["HostKeyAlgorithms +ssh-rsa", "PubkeyAcceptedAlgorithms ^ssh-rsa"],
+    ["HostKeyAlgorithms +ssh-dss", "PubkeyAcceptedAlgorithms ^ssh-dss"],
     ["ModuliFile /etc/ssh/moduli.other"],
 ])
 def test_T_algorithm_lists_as_sshd(tmp_path, lines: list[str]) -> None:

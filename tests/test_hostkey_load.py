@@ -41,15 +41,31 @@ def test_small_rsa_host_key_skipped_as_sshd(tmp_path, keys, host_keys, code) -> 
     assert f"main: Host key {keys['rsa1024']}: Invalid key length" in ours.stderr
 
 
+def test_unloadable_host_key_as_sshd(tmp_path, keys) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.write_text("not a key\n")
+    garbage.chmod(0o600)
+    config = tmp_path / "sshd_config"
+    config.write_text(f"HostKey {garbage}\nHostKey {keys['ed25519']}\n")
+    ours = _test_config(privsep_command(), config)
+    theirs = _test_config(["/usr/sbin/sshd"], config)
+    assert ours.returncode == theirs.returncode == 0
+    assert ours.stderr.splitlines() == theirs.stderr.splitlines() == [
+        f'Unable to load host key "{garbage}": error in libcrypto',
+        f"Unable to load host key: {garbage}"]
+
+
 def test_unloadable_host_key_logged_and_start_up_goes_on(server_with, user, tmp_path) -> None:
-    """A DSA HostKey among others (what OpenSSH's test harnesses generate):
-    logged, skipped, the daemon starts and logs users in with the others."""
-    dsa = _keygen(tmp_path / "dsa", "dsa")
-    server = server_with(f"HostKey {dsa}", f"HostKey {_keygen(tmp_path / 'ed', 'ed25519')}")
+    """A HostKey that cannot be loaded among others: logged, skipped, the
+    daemon starts and logs users in with the others."""
+    garbage = tmp_path / "garbage"
+    garbage.write_text("not a key\n")
+    garbage.chmod(0o600)
+    server = server_with(f"HostKey {garbage}", f"HostKey {_keygen(tmp_path / 'ed', 'ed25519')}")
     result = ssh(server, user, "echo up")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"up\n"
-    assert f'Unable to load host key "{dsa}"' in server.log_text()
+    assert f"Unable to load host key: {garbage}" in server.log_text()
 
 
 @pytest.mark.parametrize("kind", ["privsep", "openssh"])

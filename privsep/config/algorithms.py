@@ -45,8 +45,8 @@ CONFIGURED_ONLY: dict[str, tuple[str, ...]] = {
     "macs": (),
     "kex": ("diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1",
             "diffie-hellman-group-exchange-sha1"),
-    "hostkey": ("ssh-rsa",),
-    "pubkey": ("ssh-rsa",),
+    "hostkey": ("ssh-dss",),
+    "pubkey": ("ssh-dss",),
 }
 
 
@@ -65,7 +65,7 @@ OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
         "hmac-sha1-96-etm@openssh.com"},
     "kex": frozenset(configurable("kex")),
     "hostkey": frozenset(configurable("hostkey")) | {
-        "ssh-dss", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com"},
+        "ssh-rsa", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com"},
 }
 OPENSSH_ALGORITHMS["pubkey"] = OPENSSH_ALGORITHMS["hostkey"]
 

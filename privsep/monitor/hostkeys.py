@@ -20,6 +20,7 @@ import paramiko
 from privsep.monitor import pubkey
 from privsep.signer import signer
 from privsep.wire import hostkey_blobs
+from privsep.wire.dss import DSSPublicKey
 from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
 
 log = logging.getLogger("privsep.monitor")
@@ -50,6 +51,9 @@ _SSH_ERR_WORDS = (
     ("UnknownKeyType", "unknown or unsupported key type"),
     ("[Errno 2]", "No such file or directory"),
     ("[Errno 13]", "Permission denied"),
+    ("Unable to load PEM file", "error in libcrypto"),
+    ("Could not deserialize", "error in libcrypto"),
+    ("Not OpenSSH private key format", "invalid format"),
 )
 
 
@@ -68,8 +72,11 @@ def read_host_keys(paths: list[str], required_rsa_size: int = 1024
     keys, problems = [], []
     for path, ok, payload in report:
         if not ok:
+            # sshd: the private half's reason, then that the public half failed too
             reason = _sshd_reason(payload.decode("utf-8", "replace"))
-            problems.append(f"Unable to load host key \"{path}\": {reason}")
+            if reason != "No such file or directory":
+                problems.append(f"Unable to load host key \"{path}\": {reason}")
+            problems.append(f"Unable to load host key: {path}")
         elif (pubkey.rsa_bits(payload) or required_rsa_size) < required_rsa_size:
             problems.append(f"main: Host key {path}: Invalid key length")
         else:
@@ -79,7 +86,8 @@ def read_host_keys(paths: list[str], required_rsa_size: int = 1024
 
 def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
     """The public halves as paramiko keys, for the children to offer."""
-    return [paramiko.PKey.from_type_string(k.key_type, k.blob) for k in keys]
+    return [DSSPublicKey.from_blob(k.blob) if k.key_type == "ssh-dss"
+            else paramiko.PKey.from_type_string(k.key_type, k.blob) for k in keys]
 
 
 def _run_signer(body: Callable[[int], object]) -> bytes:

@@ -13,6 +13,7 @@ import hashlib
 
 import paramiko
 
+from privsep.wire import dss
 from privsep.wire.sshbuf import Reader
 
 
@@ -34,6 +35,7 @@ _ECDSA_CURVES: dict[str, tuple[str, int]] = {
 ALGORITHMS_FOR_KEY_TYPE: dict[str, tuple[str, ...]] = {
     "ssh-ed25519": ("ssh-ed25519",),
     "ssh-rsa": ("rsa-sha2-256", "rsa-sha2-512"),
+    dss.NAME: (dss.NAME,),  # only when PubkeyAcceptedAlgorithms names it
     **{name: (name,) for name in _ECDSA_CURVES},
 }
 
@@ -45,7 +47,6 @@ UNSUPPORTED_KEY_TYPES = frozenset(
     {
         "sk-ssh-ed25519@openssh.com",
         "sk-ecdsa-sha2-nistp256@openssh.com",
-        "ssh-dss",
         "ssh-ed25519-cert-v01@openssh.com",
         "ssh-rsa-cert-v01@openssh.com",
         "ssh-dss-cert-v01@openssh.com",
@@ -92,6 +93,9 @@ def public_blob_type(blob: bytes) -> str:
                 f"RSA key of {modulus.bit_length()} bits is below the "
                 f"{RSA_MIN_BITS}-bit minimum"
             )
+    elif keytype == dss.NAME:
+        dss.DSSPublicKey.from_blob(blob)  # strict, to the end
+        return keytype
     elif keytype in _ECDSA_CURVES:
         curve, size = _ECDSA_CURVES[keytype]
         if r.name("curve") != curve:
@@ -123,6 +127,8 @@ def load_public_key(blob: bytes) -> paramiko.PKey:
     which callers treat alike).
     """
     keytype = public_blob_type(blob)
+    if keytype == dss.NAME:
+        return dss.DSSPublicKey.from_blob(blob)  # type: ignore[return-value]
     return paramiko.PKey.from_type_string(keytype, blob)
 
 
@@ -139,6 +145,8 @@ def _signature_shape_ok(key: paramiko.PKey, keytype: str, sig: bytes) -> bool:
     """Check the inner signature encoding paramiko would read leniently."""
     if keytype == "ssh-ed25519":
         return len(sig) == 64
+    if keytype == dss.NAME:
+        return len(sig) == dss.SIGNATURE_BYTES
     if keytype == "ssh-rsa":
         return 0 < len(sig) <= (key.get_bits() + 7) // 8
     r = Reader(sig)  # ECDSA: mpint r, mpint s, nothing else

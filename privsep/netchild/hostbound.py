@@ -51,6 +51,20 @@ def is_hostbound(m: paramiko.Message) -> bool:
         m.packet.seek(start)
 
 
+def publickey_algorithm(m: paramiko.Message) -> tuple[str, str] | None:
+    """(user, signature algorithm) of a publickey or host-bound request, None
+    for other methods; the read position is left where it was."""
+    start = m.packet.tell()
+    try:
+        user, _service, method = m.get_text(), m.get_text(), m.get_text()
+        if method not in ("publickey", HOSTBOUND_METHOD):
+            return None
+        m.get_boolean()
+        return user, m.get_text()
+    finally:
+        m.packet.seek(start)
+
+
 def signed_data(session_id: bytes, user: str, service: str, algorithm: str, keyblob: bytes,
                 hostkey: bytes) -> bytes:
     """The data a client signs for a host-bound request."""

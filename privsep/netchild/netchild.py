@@ -30,6 +30,7 @@ from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
 from privsep.config.servconf import ServerOptions
 from privsep.child import hostkey_proxy, transport_setup
 from privsep.common.trace import trace
+from privsep.wire import dss
 from privsep.wire.facts import MAX_USER_LEN
 
 log = logging.getLogger("privsep.net")
@@ -65,6 +66,13 @@ class NetAuthHandler(AuthHandler):
         """A publickey-hostbound-v00@openssh.com request goes through
         paramiko's publickey code as a plain one, naming our host key."""
         self._hostbound_key = None
+        asked = hostbound.publickey_algorithm(m) if self.transport.server_mode else None
+        if asked and asked[1] not in self.transport.preferred_pubkeys and not self.authenticated:
+            # sshd fails this attempt; paramiko would end the connection
+            log.info("userauth_pubkey: signature algorithm %s not in PubkeyAcceptedAlgorithms",
+                     asked[1])
+            self._send_auth_result(asked[0], "publickey", AUTH_FAILED)
+            return
         if self.transport.server_mode and not self.authenticated and hostbound.is_hostbound(m):
             request = hostbound.HostboundRequest(m)
             if request.hostkey != self.transport.get_server_key().asbytes():
@@ -83,6 +91,13 @@ class NetAuthHandler(AuthHandler):
                                      key.asbytes(), self._hostbound_key)
 
     def _generate_key_from_request(self, algorithm, keyblob):
+        if algorithm == dss.NAME and algorithm in self.transport.preferred_pubkeys:
+            # paramiko 5 has no DSA: ours, when PubkeyAcceptedAlgorithms names it
+            try:
+                key = dss.DSSPublicKey.from_blob(keyblob)
+            except ValueError:
+                return None
+            return MonitorVerifiedKey(key, algorithm, keyblob, self.transport.monitor)
         key = super()._generate_key_from_request(algorithm, keyblob)
         if key is None:
             return None
