@@ -5,8 +5,12 @@ names the host key of this connection's key exchange."""
 
 from __future__ import annotations
 
+import threading
+
 import paramiko
 import pytest
+from paramiko.auth_handler import AuthHandler
+from paramiko.common import cMSG_USERAUTH_REQUEST
 
 from privsep.wire import userauth
 from tests.daemon import ssh
@@ -71,3 +75,53 @@ def test_hostbound_naming_another_host_key_refused(hostile, user, user_key, stra
 
     assert_refused(hostile(steps),
                    "signed publickey-hostbound request names a host key not of this key exchange")
+
+
+class HostboundClientAuth(AuthHandler):
+    """paramiko's client publickey request, made host-bound, naming ``hostkey``."""
+
+    hostkey = b""
+
+    def _parse_service_accept(self, m):
+        assert m.get_text() == "ssh-userauth"
+        algorithm = self.private_key.get_name()
+        keyblob = self.private_key.asbytes()
+        blob = hostbound_blob(self.transport.session_id, self.username, keyblob, self.hostkey)
+        request = paramiko.Message()
+        request.add_byte(cMSG_USERAUTH_REQUEST)
+        for text in (self.username, "ssh-connection", METHOD):
+            request.add_string(text)
+        request.add_boolean(True)
+        request.add_string(algorithm)
+        request.add_string(keyblob)
+        request.add_string(self.hostkey)
+        request.add_string(self.private_key.sign_ssh_data(blob, algorithm))
+        self.transport._send_message(request)
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+@pytest.mark.parametrize("right_key", [True, False], ids=["our-host-key", "another-host-key"])
+def test_hostbound_request_names_the_host_key(server_with, user, user_key, stranger_key,
+                                              kind, right_key) -> None:
+    server = server_with(kind=kind)
+    transport = paramiko.Transport(("127.0.0.1", server.port))
+    try:
+        transport.start_client(timeout=20)
+        handler = HostboundClientAuth(transport)
+        handler.hostkey = (transport.get_remote_server_key().asbytes() if right_key
+                           else stranger_key.asbytes())
+        transport.auth_handler = handler
+        event = threading.Event()
+        handler.auth_publickey(user.name, user_key, event)
+        if right_key:
+            assert handler.wait_for_response(event) == []
+            assert transport.is_authenticated()
+        else:
+            with pytest.raises(paramiko.SSHException):
+                handler.wait_for_response(event)
+            assert not transport.is_authenticated()
+    finally:
+        transport.close()
+    if not right_key:
+        line = f"userauth_pubkey: {METHOD} packet contained wrong host key"
+        assert line in server.wait_for_log(line)

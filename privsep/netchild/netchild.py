@@ -76,10 +76,9 @@ class NetAuthHandler(AuthHandler):
         if self.transport.server_mode and not self.authenticated and hostbound.is_hostbound(m):
             request = hostbound.HostboundRequest(m)
             if request.hostkey != self.transport.get_server_key().asbytes():
-                # sshd: the request must name the host key of this key exchange
-                log.error("userauth_pubkey: server host key does not match")
-                self._send_auth_result(request.user, request.method, AUTH_FAILED)
-                return
+                # sshd ends the connection: the request names another host key
+                raise paramiko.SSHException(f"userauth_pubkey: {request.method} packet "
+                                            "contained wrong host key")
             self._hostbound_key = request.hostkey
             m = request.as_publickey
         super()._parse_userauth_request(m)
