@@ -5,6 +5,7 @@ configured are refused otherwise, side by side with sshd."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Iterator
 
@@ -50,7 +51,6 @@ def test_login_command_and_rekey(sha1_server: Server, user, kex: str) -> None:
     data = bytes(range(256)) * (3 * 4096)
     result = _login(sha1_server, user, kex, "sha256sum", extra=["RekeyLimit=1M"], input=data)
     assert result.returncode == 0, result.stderr[-3000:]
-    import hashlib
     assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
     assert f"kex: algorithm: {kex}".encode() in result.stderr
     assert result.stderr.count(b"SSH2_MSG_KEXINIT received") >= 3, result.stderr[-3000:]
@@ -92,3 +92,36 @@ def test_sntrup761_with_paramiko_as_client(server_with, user, kind: str, name: s
         assert chan.recv_exit_status() == 0
     finally:
         transport.close()
+
+
+class _BadGexRequest:
+    """A client group-exchange request with its sizes out of order."""
+
+    def start_kex(self, _test_old_style=False):
+        from paramiko.message import Message
+        m = Message()
+        m.add_byte(bytes([34]))
+        for bits in (4096, 3072, 2048):
+            m.add_int(bits)
+        self.transport._send_message(m)
+        self.transport._expect_packet(31)
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+def test_gex_sizes_out_of_order_refused_as_sshd(server_with, kind: str) -> None:
+    import paramiko
+    from paramiko.kex_gex import KexGexSHA256
+    server = server_with(kind=kind)
+    name = "diffie-hellman-group-exchange-sha256"
+    transport = paramiko.Transport(("127.0.0.1", server.port))
+    transport._kex_info = {name: type("BadGex", (_BadGexRequest, KexGexSHA256), {})}
+    transport._preferred_kex = (name,)
+    try:
+        with pytest.raises((paramiko.SSHException, EOFError)):
+            transport.start_client(timeout=20)
+    finally:
+        transport.close()
+    import re
+    log = server.wait_for_log("DH GEX group out of range")
+    assert re.search(r"^ssh_dispatch_run_fatal: Connection from 127\.0\.0\.1 port \d+: "
+                     r"DH GEX group out of range \[preauth\]$", log, re.M), log

@@ -81,8 +81,8 @@ class MonitorGexMixin:
     def _parse_kexdh_gex_request(self, m: Message) -> None:
         lo, want, hi = m.get_int(), m.get_int(), m.get_int()
         if hi < lo or want < lo or hi < want or hi < GEX_MIN_BITS:
-            raise SSHException(f"DH GEX group out of range (client asked for {lo} <= {want} "
-                               f"<= {hi})")
+            log.debug("SSH2_MSG_KEX_DH_GEX_REQUEST: %d <= %d <= %d", lo, want, hi)
+            raise SSHException("DH GEX group out of range")  # sshd's words (ssh_err)
         # The exchange hash covers what the client sent, not the clamped sizes.
         self.min_bits, self.preferred_bits, self.max_bits = lo, want, hi
         source: GexGroupSource = self.transport.gex_group_source

@@ -60,8 +60,8 @@ class KexSntrup761X25519(KexMLKEM768X25519):
     def _parse_hybrid_init(self, m: Message) -> None:
         c_init = m.get_string()
         if len(c_init) != self._C_INIT_BYTES:
-            raise SSHException(f"{self.name}: client key of {len(c_init)} bytes, "
-                               f"not {self._C_INIT_BYTES}")
+            # sshd's words for a client key of the wrong size (kex_kem_sntrup761x25519_enc)
+            raise SSHException("incorrect signature")
         kem_public, x25519_public = (c_init[:self._MLKEM_PUBKEY_BYTES],
                                      c_init[self._MLKEM_PUBKEY_BYTES:])
         ciphertext, kem_secret = sntrup_761.encaps(kem_public)
