@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import _serve
-from tests.daemon import Server, ssh, ssh_argv
+from tests.daemon import Server, ssh
 
 #: sshd 9.2's defaults (Debian's list), then mlkem, which 9.2's client lacks.
 DEFAULT_KEX = [
@@ -33,14 +33,9 @@ def sha1_server(pam_service: str) -> Iterator[Server]:
     yield from _serve("privsep", [ALLOW_SHA1])
 
 
-def _client_options(kex: str) -> list[str]:
-    # The client also needs the old ones allowed; group1 needs a 1024-bit group.
-    return [f"KexAlgorithms={kex}"]
-
-
 def _login(server: Server, user, kex: str, command: str = "echo kex-ok",
            extra: list[str] = (), input: bytes = b"") -> subprocess.CompletedProcess:
-    return ssh(server, user, command, options=[*_client_options(kex), *extra], flags=["-v"],
+    return ssh(server, user, command, options=[f"KexAlgorithms={kex}", *extra], flags=["-v"],
                input=input, timeout=120)
 
 
@@ -57,13 +52,34 @@ def test_login_command_and_rekey(sha1_server: Server, user, kex: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["privsep", "openssh"])
+@pytest.mark.parametrize("configured", [False, True])
 @pytest.mark.parametrize("kex", CONFIGURED_ONLY_KEX)
-def test_configured_only_refused_by_default(server_with, user, kind: str, kex: str) -> None:
-    """Not configured, both daemons refuse the SHA-1 exchanges alike."""
-    server = server_with(kind=kind)
+def test_configured_only_side_by_side(server_with, user, kind: str, configured: bool,
+                                      kex: str) -> None:
+    """Both daemons refuse the SHA-1 exchanges unless configured, and use
+    them once configured."""
+    server = server_with(*([ALLOW_SHA1] if configured else []), kind=kind)
     result = _login(server, user, kex)
-    assert result.returncode == 255
-    assert b"no matching key exchange method found" in result.stderr, result.stderr[-2000:]
+    if configured:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout == b"kex-ok\n"
+    else:
+        assert result.returncode == 255
+        assert b"no matching key exchange method found" in result.stderr, result.stderr[-2000:]
+
+
+def test_stock_client_defaults_negotiate_as_with_sshd(server_with, user) -> None:
+    """With the client's defaults both daemons give it the same key
+    exchange and host key algorithm (sntrup761x25519-sha512, ssh-ed25519)."""
+    agreed = []
+    for kind in ("privsep", "openssh"):
+        result = ssh(server_with(kind=kind), user, "true", flags=["-v"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        agreed.append([line for line in result.stderr.decode().splitlines()
+                       if line.startswith(("debug1: kex: algorithm:",
+                                           "debug1: kex: host key algorithm:"))])
+    assert agreed[0] == agreed[1] == ["debug1: kex: algorithm: sntrup761x25519-sha512",
+                                      "debug1: kex: host key algorithm: ssh-ed25519"]
 
 
 @pytest.mark.parametrize("kind", ["privsep", "openssh"])
