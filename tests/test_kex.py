@@ -141,3 +141,23 @@ def test_gex_sizes_out_of_order_refused_as_sshd(server_with, kind: str) -> None:
     log = server.wait_for_log("DH GEX group out of range")
     assert re.search(r"^ssh_dispatch_run_fatal: Connection from 127\.0\.0\.1 port \d+: "
                      r"DH GEX group out of range \[preauth\]$", log, re.M), log
+
+
+def test_mlkem768x25519_with_paramiko_as_client(privsep_server: Server, user) -> None:
+    """Kept beside 9.2's list (OpenSSH 9.9 and later prefer it; Debian 12's
+    client lacks it, paramiko has it): a login, a command and a rekey after
+    the hand-off."""
+    import paramiko
+    transport = paramiko.Transport(("127.0.0.1", privsep_server.port))
+    transport.get_security_options().kex = ("mlkem768x25519-sha256",)
+    try:
+        transport.start_client(timeout=20)
+        transport.auth_publickey(user.name, paramiko.Ed25519Key.from_private_key_file(
+            str(user.key_path)))
+        transport.renegotiate_keys()
+        chan = transport.open_session()
+        chan.exec_command("echo mlkem-ok")
+        assert chan.makefile().read() == b"mlkem-ok\n"
+        assert chan.recv_exit_status() == 0
+    finally:
+        transport.close()

@@ -102,9 +102,10 @@ def parse_debug(m: paramiko.Message) -> None:
 
 
 def configure(transport: paramiko.Transport, options: ServerOptions,
-              gex_groups: kex.GexGroupSource) -> None:
+              gex_groups: kex.GexGroupSource | None = None) -> None:
     """Our algorithms and banner on a server transport; group exchange asks
-    ``gex_groups`` (the monitor) for its groups."""
+    ``gex_groups`` (the monitor: MonitorClient.gex_group) for its groups,
+    and is not offered without it."""
     name_every_message_type()
     security = transport.get_security_options()
     security.ciphers = tuple(c for c in options.ciphers if c in HANDOFF_CIPHERS) or HANDOFF_CIPHERS

@@ -14,6 +14,8 @@ from privsep.child.kex.groups import (GexGroupSource, KexCurve25519RFC8731, KexG
 from privsep.child.kex.guess import with_guesses
 from privsep.child.kex.sntrup import KexSntrup761X25519, KexSntrup761X25519OpenSSH
 
+GEX_PREFIX = "diffie-hellman-group-exchange-"
+
 _OURS: dict[str, type] = {
     e.name: e for e in (
         KexSntrup761X25519, KexSntrup761X25519OpenSSH, KexCurve25519RFC8731,
@@ -28,11 +30,15 @@ ENGINES: dict[str, type] = {
 }
 
 
-def install(transport: paramiko.Transport, names: list[str], gex_groups: GexGroupSource) -> None:
+def install(transport: paramiko.Transport, names: list[str],
+            gex_groups: GexGroupSource | None) -> None:
     """Offer the key exchanges ``names`` (in that order) on ``transport``;
-    group exchange gets its groups from ``gex_groups`` (the monitor)."""
+    group exchange gets its groups from ``gex_groups`` (the monitor), and is
+    left out without it."""
     transport._kex_info = ENGINES  # the instance's, not paramiko's class table
-    transport._preferred_kex = tuple(n for n in names if n in ENGINES)
+    transport._preferred_kex = tuple(
+        n for n in names
+        if n in ENGINES and (gex_groups is not None or not n.startswith(GEX_PREFIX)))
     transport.gex_group_source = gex_groups
     # paramiko drops group exchange from a server's KEXINIT without a
     # modulus pack of its own; the monitor is ours.
