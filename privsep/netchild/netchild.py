@@ -63,8 +63,10 @@ class NetAuthHandler(AuthHandler):
     _hostbound_key: bytes | None = None
 
     def _parse_userauth_request(self, m):
-        """A publickey-hostbound-v00@openssh.com request goes through
-        paramiko's publickey code as a plain one, naming our host key."""
+        """A publickey request for an algorithm PubkeyAcceptedAlgorithms does
+        not name fails as with sshd (paramiko would end the connection); a
+        publickey-hostbound-v00@openssh.com request goes through paramiko's
+        publickey code as a plain one, naming our host key."""
         self._hostbound_key = None
         asked = hostbound.publickey_algorithm(m) if self.transport.server_mode else None
         if asked and asked[1] not in self.transport.preferred_pubkeys and not self.authenticated:
