@@ -57,7 +57,7 @@ def login_dbclient(server: Server, user) -> str:
 
 
 def login_asyncssh(server: Server, user) -> str:
-    import asyncssh
+    asyncssh = pytest.importorskip("asyncssh")  # the test extra installs it
 
     async def run() -> str:
         async with asyncssh.connect("127.0.0.1", server.port, username=user.name,
