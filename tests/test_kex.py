@@ -161,3 +161,26 @@ def test_mlkem768x25519_with_paramiko_as_client(privsep_server: Server, user) ->
         assert chan.recv_exit_status() == 0
     finally:
         transport.close()
+
+
+
+@pytest.mark.parametrize("ciphers, macs, prime_bits, bits", [
+    (("aes128-ctr", "aes128-ctr"), ("hmac-sha2-256-etm@openssh.com",) * 2, 8192, 512),
+    (("aes256-gcm@openssh.com",) * 2, (None, None), 8192, 512),
+    (("aes128-ctr", "aes256-ctr"), ("hmac-sha2-512", "hmac-sha1"), 8192, 1024),
+    (("chacha20-poly1305@openssh.com",) * 2, (None, None), 8192, 1024),  # not paramiko's
+    (("aes128-ctr",) * 2, ("hmac-sha2-512",) * 2, 1024, 1023),  # group1: below the prime
+])
+def test_private_exponent_of_sshds_size(ciphers, macs, prime_bits, bits) -> None:
+    """Twice the largest key, block, IV or MAC key of the session, at least
+    512 bits (sshd's dh_gen_key), from paramiko's own algorithm tables."""
+    import types
+
+    import paramiko
+
+    from privsep.child.kex.groups import exponent_bits
+    transport = types.SimpleNamespace(
+        local_cipher=ciphers[0], remote_cipher=ciphers[1], local_mac=macs[0],
+        remote_mac=macs[1], _cipher_info=paramiko.Transport._cipher_info,
+        _mac_info=paramiko.Transport._mac_info)
+    assert exponent_bits(transport, prime_bits) == bits

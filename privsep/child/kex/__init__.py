@@ -10,6 +10,7 @@ import paramiko
 
 from privsep.child.kex.groups import (GexGroupSource, KexCurve25519RFC8731, KexGexSHA1Monitor,
                                       KexGexSHA256Monitor, KexGroup1SHA1, KexGroup14SHA1,
+                                      KexGroup14SHA256Sshd, KexGroup16SHA512Sshd,
                                       KexGroup18SHA512)
 from privsep.child.kex.guess import with_guesses
 from privsep.child.kex.sntrup import KexSntrup761X25519, KexSntrup761X25519OpenSSH
@@ -19,8 +20,8 @@ GEX_PREFIX = "diffie-hellman-group-exchange-"
 _OURS: dict[str, type] = {
     e.name: e for e in (
         KexSntrup761X25519, KexSntrup761X25519OpenSSH, KexCurve25519RFC8731,
-        KexGexSHA256Monitor, KexGexSHA1Monitor, KexGroup18SHA512, KexGroup14SHA1,
-        KexGroup1SHA1)
+        KexGexSHA256Monitor, KexGexSHA1Monitor, KexGroup14SHA256Sshd, KexGroup16SHA512Sshd,
+        KexGroup18SHA512, KexGroup14SHA1, KexGroup1SHA1)
 }
 
 #: Every key exchange by name, each with guess handling.

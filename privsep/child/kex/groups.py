@@ -1,7 +1,9 @@
 """Finite-field and curve key exchanges paramiko lacks, as small subclasses
 of its engines: the RFC 8731 name of curve25519, group 18, the SHA-1 groups
 sshd 9.2 allows when configured, and group exchange with the group chosen by
-the monitor (the net-child is chrooted and cannot read ModuliFile)."""
+the monitor (the net-child is chrooted and cannot read ModuliFile).  Every
+finite-field group draws its private exponent as sshd does
+(``exponent_bits``)."""
 
 from __future__ import annotations
 
@@ -26,9 +28,6 @@ log = logging.getLogger("privsep.transport")
 #: to (prime, generator).  Set by privsep.child.kex.install.
 GexGroupSource = Callable[[int, int, int], "tuple[int, int]"]
 
-#: Bits of our private exponent in group exchange (see MonitorGexMixin._generate_x).
-GEX_EXPONENT_BITS = 1024
-
 _MSG_KEX_DH_GEX_REQUEST = 34
 _MSG_KEX_DH_GEX_INIT = 32
 c_MSG_KEX_DH_GEX_GROUP = byte_chr(31)
@@ -41,21 +40,62 @@ class KexCurve25519RFC8731(KexCurve25519):
     name = "curve25519-sha256"
 
 
-class KexGroup18SHA512(KexGroup16SHA512):
+def exponent_bits(transport, prime_bits: int) -> int:
+    """The size of our private exponent, as sshd's dh_gen_key: twice what
+    the session needs (kex->we_need: the largest key, block, IV or MAC key
+    of the agreed algorithms), at least 512 bits, below the prime's size.
+    paramiko's engines draw 1024 bits for the fixed groups and as many as
+    the prime for group exchange; each bit is Python modular arithmetic."""
+    need = 0
+    for name in (transport.local_cipher, transport.remote_cipher):
+        info = transport._cipher_info.get(name)
+        if info is None:  # a cipher paramiko does not describe: assume the largest need
+            need = max(need, 64)
+            continue
+        need = max(need, info["key-size"], info["block-size"], info.get("iv-size", 0))
+    for name in (transport.local_mac, transport.remote_mac):
+        info = transport._mac_info.get(name) if name else None
+        if info is not None:
+            need = max(need, info["class"]().digest_size)  # an HMAC key is a digest long
+    return min(2 * max(256, 8 * need), prime_bits - 1)
+
+
+class SshdExponentMixin:
+    """A private exponent of sshd's size (``exponent_bits``)."""
+
+    transport: object
+
+    def _prime(self) -> int:
+        return getattr(self, "p", None) or self.P  # group exchange's, or the fixed group's
+
+    def _generate_x(self) -> None:
+        bits = exponent_bits(self.transport, self._prime().bit_length())
+        self.x = secrets.randbits(bits) | (1 << (bits - 1))
+
+
+class KexGroup14SHA256Sshd(SshdExponentMixin, KexGroup14SHA256):
+    """diffie-hellman-group14-sha256."""
+
+
+class KexGroup16SHA512Sshd(SshdExponentMixin, KexGroup16SHA512):
+    """diffie-hellman-group16-sha512."""
+
+
+class KexGroup18SHA512(SshdExponentMixin, KexGroup16SHA512):
     """diffie-hellman-group18-sha512 (RFC 8268): the 8192-bit MODP group."""
 
     name = "diffie-hellman-group18-sha512"
     P = GROUP18_P
 
 
-class KexGroup14SHA1(KexGroup14SHA256):
+class KexGroup14SHA1(SshdExponentMixin, KexGroup14SHA256):
     """diffie-hellman-group14-sha1 (RFC 4253): only when configured."""
 
     name = "diffie-hellman-group14-sha1"
     hash_algo = hashlib.sha1
 
 
-class KexGroup1SHA1(KexGroup14SHA256):
+class KexGroup1SHA1(SshdExponentMixin, KexGroup14SHA256):
     """diffie-hellman-group1-sha1 (RFC 4253, the 1024-bit group 2 of
     RFC 2409): only when configured."""
 
@@ -64,7 +104,7 @@ class KexGroup1SHA1(KexGroup14SHA256):
     hash_algo = hashlib.sha1
 
 
-class MonitorGexMixin:
+class MonitorGexMixin(SshdExponentMixin):
     """Server side of group exchange as sshd's kexgexs.c: only the current
     GEX_REQUEST (sshd 9.2 has no handler for the old one), sizes refused
     unless min <= n <= max and max >= 2048, then brought into 2048..8192
@@ -96,13 +136,6 @@ class MonitorGexMixin:
         reply.add_mpint(self.g)
         self.transport._send_message(reply)
         self.transport._expect_packet(_MSG_KEX_DH_GEX_INIT)
-
-    def _generate_x(self) -> None:
-        """A private exponent of 1024 bits, as sshd's dh_gen_key (twice the
-        largest key the session needs, at most 512 bits for hmac-sha2-512),
-        not one as long as the prime: paramiko draws up to 8191 bits for an
-        8192-bit group, which made a login take 8 s instead of 1."""
-        self.x = secrets.randbits(GEX_EXPONENT_BITS) | (1 << (GEX_EXPONENT_BITS - 1))
 
     def _parse_kexdh_gex_request_old(self, m: Message) -> None:
         raise SSHException("kex protocol error: type 30 (GEX_REQUEST_OLD) is not supported")
