@@ -184,3 +184,30 @@ def test_private_exponent_of_sshds_size(ciphers, macs, prime_bits, bits) -> None
         remote_mac=macs[1], _cipher_info=paramiko.Transport._cipher_info,
         _mac_info=paramiko.Transport._mac_info)
     assert exponent_bits(transport, prime_bits) == bits
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+def test_sntrup761_client_key_of_wrong_size_as_sshd(server_with, kind: str) -> None:
+    """A client's sntrup761 key of 100 bytes ends the connection with
+    sshd's line (its words for it: "incorrect signature")."""
+    import re
+
+    import paramiko
+
+    from tests.kex_client import ClientSntrup761X25519, client_transport
+
+    class ShortKey(ClientSntrup761X25519):
+        def _client_init(self) -> bytes:
+            return b"\x01" * 100
+
+    server = server_with(kind=kind)
+    transport = client_transport(server.port)
+    transport._kex_info = {**transport._kex_info, "sntrup761x25519-sha512@openssh.com": ShortKey}
+    try:
+        with pytest.raises((paramiko.SSHException, EOFError)):
+            transport.start_client(timeout=20)
+    finally:
+        transport.close()
+    log = server.wait_for_log("incorrect signature")
+    assert re.search(r"^ssh_dispatch_run_fatal: Connection from 127\.0\.0\.1 port \d+: "
+                     r"incorrect signature \[preauth\]$", log, re.M), log
