@@ -289,7 +289,7 @@ def test_bad_key_lines(keys: dict[str, KeyPair]) -> None:
     # security keys are supported (issue 14): this one is only mislabelled
     assert problems[3] == ("line 4: key type mismatch: line says sk-ssh-ed25519@openssh.com, "
                            "key is ssh-ed25519")
-    assert problems[4] == "line 5: key type ssh-dss is not supported"
+    assert problems[4] == "line 5: key type mismatch: line says ssh-dss, key is ssh-ed25519"
     assert problems[5] == "line 6: missing key data"
     assert problems[6] == "line 7: no key"
     assert problems[7].startswith("line 8: bad key")

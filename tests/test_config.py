@@ -131,7 +131,9 @@ COMPARED = (
 )
 
 
-ALGORITHM_LISTS = {"kexalgorithms", "hostkeyalgorithms", "pubkeyacceptedalgorithms"}
+#: Our one addition to sshd 9.2's lists, offered last: OpenSSH 9.9 and later
+#: prefer it (issue 13).
+OUR_ADDITIONS = {"kexalgorithms": ",mlkem768x25519-sha256"}
 
 
 def _dump(text: str) -> dict[str, list[str]]:
@@ -158,12 +160,14 @@ def test_T_matches_openssh_key_by_key(tmp_path, context: str | None) -> None:
     assert ours.returncode == 0, ours.stderr
     assert theirs.returncode == 0, theirs.stderr
     mine, reference = _dump(ours.stdout), _dump(theirs.stdout)
+    for keyword, addition in OUR_ADDITIONS.items():
+        assert mine[keyword][0].endswith(addition), mine[keyword]
+        mine[keyword] = [mine[keyword][0].removesuffix(addition)]
     for keyword in COMPARED:
         assert mine.get(keyword) == reference.get(keyword), keyword
-    # Every other keyword both print is printed alike, but the algorithm lists
-    # (this daemon offers fewer algorithms: see the README's Known limits).
+    # Every other keyword both print is printed alike, the algorithm lists too.
     differ = {k for k in set(mine) & set(reference) if mine[k] != reference[k]}
-    assert differ <= ALGORITHM_LISTS, {k: (mine[k], reference[k]) for k in differ - ALGORITHM_LISTS}
+    assert not differ, {k: (mine[k], reference[k]) for k in differ}
     if context and "user=alice" in context:
         assert mine["passwordauthentication"] == ["yes"] and mine["maxauthtries"] == ["2"]
 
@@ -621,3 +625,31 @@ def test_use_dns_names_the_client_for_match_host(server_with, user) -> None:
     assert ssh(with_dns, user, "true").returncode == 255
     without = server_with("UseDNS no", tail=match)
     assert ssh(without, user, "true").returncode == 0
+
+
+# --- algorithm lists as sshd resolves them (issue 13) ---------------------------
+
+@pytest.mark.parametrize("lines", [
+    ["KexAlgorithms +diffie-hellman-group14-sha1,diffie-hellman-group-exchange-sha1"],
+    ["KexAlgorithms -sntrup*,*sha1"],
+    ["KexAlgorithms ^diffie-hellman-group1-sha1"],
+    ["KexAlgorithms curve25519-sha256,diffie-hellman-group-exchange-sha256"],
+    ["HostKeyAlgorithms +ssh-dss", "PubkeyAcceptedAlgorithms ^ssh-dss"],
+    ["ModuliFile /etc/ssh/moduli.other"],
+])
+def test_T_algorithm_lists_as_sshd(tmp_path, lines: list[str]) -> None:
+    key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "sshd_config"
+    config.write_text(f"HostKey {key}\n" + "\n".join(lines) + "\n")
+    printed = []
+    for argv in ([*privsep_command(), "-T", "-f", str(config)],
+                 ["/usr/sbin/sshd", "-T", "-f", str(config)]):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        table = _dump(result.stdout)
+        printed.append({k: table[k] for k in ("kexalgorithms", "hostkeyalgorithms",
+                                              "pubkeyacceptedalgorithms", "modulifile")})
+    mine, reference = printed
+    mine["kexalgorithms"] = [mine["kexalgorithms"][0].replace(",mlkem768x25519-sha256", "")]
+    assert mine == reference

@@ -441,3 +441,49 @@ def test_ptys_beyond_max_sessions_are_refused() -> None:
     refused(state, PTY_REQUEST, r"beyond 2 ptys \(MaxSessions\)")
     state.ptys.discard("/dev/pts/7")
     admit(state, PTY_REQUEST)
+
+
+# --- group exchange: the monitor chooses the group (MONITOR_REQ_MODULI) ---------
+
+
+@pytest.mark.parametrize("make_state", [MonitorState, after_kex, user_named, postauth])
+def test_moduli_permitted_in_both_phases(make_state):
+    """Before login (the first exchange, before any session id) and after
+    (the session process rekeys), as often as key exchanges come."""
+    state = make_state()
+    admit(state, wire.ModuliRequest(2048, 3072, 8192))
+    admit(state, wire.ModuliRequest(2048, 2048, 2048))
+    admit(state, wire.ModuliRequest(8192, 8192, 8192))
+
+
+@pytest.mark.parametrize("sizes", [
+    (3072, 2048, 8192), (2048, 8192, 4096), (4096, 3072, 2048),  # out of order
+    (1024, 2048, 8192), (2048, 3072, 16384), (0, 0, 0), (2048, 2048, 2**64 - 1),  # out of range
+])
+@pytest.mark.parametrize("make_state", [MonitorState, postauth])
+def test_moduli_bad_sizes_refused(make_state, sizes):
+    refused(make_state(), wire.ModuliRequest(*sizes), "ModuliRequest bad parameters")
+
+
+# --- publickey-hostbound-v00@openssh.com: the host key of this key exchange ------
+
+HOSTKEY = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\x07" * 32
+HOSTBOUND = dataclasses.replace(GOOD, method="publickey-hostbound-v00@openssh.com",
+                                hostkey=HOSTKEY)
+
+
+def test_hostbound_naming_our_initial_host_key_binds():
+    state = bound_state()
+    state.initial_host_key = HOSTKEY
+    assert userauth_binding_error(state, REQ, HOSTBOUND) is None
+
+
+@pytest.mark.parametrize("initial", [None, OTHER_BLOB])
+@pytest.mark.parametrize("named", [HOSTKEY, b"", OTHER_BLOB])
+def test_hostbound_naming_another_host_key_refused(initial, named):
+    state = bound_state()
+    state.initial_host_key = initial
+    if initial == named:
+        return
+    signed = dataclasses.replace(HOSTBOUND, hostkey=named)
+    assert "names a host key not of this key exchange" in userauth_binding_error(state, REQ, signed)

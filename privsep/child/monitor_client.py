@@ -57,6 +57,11 @@ class MonitorClient:
         reply, _ = self._call(request, wire.HostbasedAnswer)
         return reply
 
+    def gex_group(self, min_bits: int, want_bits: int, max_bits: int) -> tuple[int, int]:
+        """(prime, generator) of a group-exchange group the monitor chose."""
+        reply, _ = self._call(wire.ModuliRequest(min_bits, want_bits, max_bits), wire.ModuliAnswer)
+        return int.from_bytes(reply.prime, "big"), int.from_bytes(reply.generator, "big")
+
     def handoff(self, state: wire.TransportState) -> None:
         with self._lock:
             self._channel.send(wire.Handoff(state))

@@ -10,6 +10,7 @@ import traceback
 import paramiko
 
 from privsep import __version__
+from privsep.child import kex
 from privsep.child.ciphers import compression_for
 from privsep.config.algorithms import implemented
 from privsep.config.servconf import ServerOptions
@@ -81,6 +82,17 @@ def check_ext_info(m: paramiko.Message) -> None:
         raise paramiko.SSHException("SSH2_MSG_EXT_INFO: too many extensions")
 
 
+def send_ext_info(transport: paramiko.Transport, extensions: dict[str, str]) -> None:
+    """SSH2_MSG_EXT_INFO (RFC 8308) with ``extensions``, in their order."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_EXT_INFO)
+    m.add_int(len(extensions))
+    for name, value in extensions.items():
+        m.add_string(name)
+        m.add_string(value)
+    transport._send_message(m)
+
+
 def parse_debug(m: paramiko.Message) -> None:
     """A client's SSH2_MSG_DEBUG, in place of paramiko's _parse_debug, which
     escapes the text by concatenating bytes one at a time: for a string of
@@ -91,14 +103,21 @@ def parse_debug(m: paramiko.Message) -> None:
     log.debug("Remote: %s", text.decode("utf-8", "replace"))
 
 
-def configure(transport: paramiko.Transport, options: ServerOptions) -> None:
+def configure(transport: paramiko.Transport, options: ServerOptions,
+              gex_groups: kex.GexGroupSource | None = None) -> None:
+    """Our algorithms and banner on a server transport; group exchange asks
+    ``gex_groups`` (the monitor: MonitorClient.gex_group) for its groups,
+    and is not offered without it."""
     name_every_message_type()
     security = transport.get_security_options()
     security.ciphers = tuple(c for c in options.ciphers if c in HANDOFF_CIPHERS) or HANDOFF_CIPHERS
     security.digests = tuple(options.macs)
     security.compression = compression_for(options.compression)
-    security.kex = tuple(options.kex_algorithms)
-    security.key_types = tuple(options.host_key_algorithms)
+    kex.install(transport, options.kex_algorithms, gex_groups)
+    # Set directly: paramiko's setter refuses names it has no class for
+    # (certificates, security keys), which OpenSSH's default list names and
+    # KEXINIT leaves out anyway unless a host key of that type is loaded.
+    transport._preferred_keys = tuple(options.host_key_algorithms)
     # What server-sig-algs advertises and userauth accepts.
     transport._preferred_pubkeys = tuple(options.pubkey_accepted_algorithms)
     if not transport.remote_version:  # the first banner; a resumed transport keeps its own

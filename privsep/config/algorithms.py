@@ -7,37 +7,70 @@ from __future__ import annotations
 from privsep.config.match import match_pattern_list
 
 
+#: OpenSSH 9.2's default host key and user key lists (Debian 12's ``sshd -T``),
+#: in its order: certificates first, then plain keys.  Names we cannot serve
+#: (no host certificate, no security key) are offered only when a key of
+#: that type is loaded, so listing them costs nothing and keeps ``-T`` equal.
+_KEY_ALGORITHMS_92 = (
+    *(f"{a}-cert-v01@openssh.com" for a in (
+        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519", "sk-ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")),
+    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512", "rsa-sha2-256",
+)
+
+#: What this daemon offers when nothing is configured, in its order of
+#: preference: OpenSSH 9.2's defaults (Debian 12 also knows sntrup761's
+#: IANA name), and mlkem768x25519-sha256 last, which OpenSSH 9.9 and later
+#: prefer: a client's order decides, so the 9.2 client still gets sntrup761.
+#: OpenSSH 9.2's default host key and user key lists (Debian 12's ``sshd -T``),
+#: in its order: certificates first, then plain keys.  A host key algorithm
+#: is offered only when a key (or certificate) of that type is loaded, so
+#: listing them all costs nothing and keeps ``-T`` equal.
+_KEY_ALGORITHMS_92 = (
+    *(f"{a}-cert-v01@openssh.com" for a in (
+        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519", "sk-ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")),
+    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512", "rsa-sha2-256",
+)
+
+#: What this daemon offers when nothing is configured, in its order of
+#: preference: OpenSSH 9.2's defaults (myproposal.h; Debian 12 also knows
+#: sntrup761's IANA name) less the umac MACs (README, "Algorithms": no fast
+#: UMAC here), and mlkem768x25519-sha256 last, which OpenSSH 9.9 and later
+#: prefer: a client's order decides, so the 9.2 client still gets sntrup761.
 SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
-    # OpenSSH 9.2's defaults in its order (myproposal.h), less the umac MACs
-    # (README, "Algorithms": no fast UMAC here).
     "ciphers": ("chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr",
                 "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
     "macs": ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
              "hmac-sha1-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"),
-    "kex": ("mlkem768x25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
-            "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group16-sha512",
-            "diffie-hellman-group14-sha256"),
-    "hostkey": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-                "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256"),
-    # sshd 9.2's default: certificates first, then plain keys (issue 14).
-    "pubkey": tuple(f"{a}-cert-v01@openssh.com" for a in (
-        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519", "sk-ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")) + (
-        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256"),
+    "kex": ("sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
+            "curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
+            "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group-exchange-sha256",
+            "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512",
+            "diffie-hellman-group14-sha256", "mlkem768x25519-sha256"),
+    "hostkey": _KEY_ALGORITHMS_92,
+    "pubkey": _KEY_ALGORITHMS_92,
     # CASignatureAlgorithms (issue 14): what a CA may sign certificates with.
     "casig": ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
               "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
               "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256"),
 }
 
-#: Offered only when the configuration names them (``Ciphers +aes128-cbc``),
-#: as sshd 9.2 does: implemented, but not among the defaults.
+#: Offered only when the configuration names them (``Ciphers +aes128-cbc``,
+#: ``KexAlgorithms +diffie-hellman-group14-sha1``), as sshd 9.2 does:
+#: implemented, but not among the defaults.
 CONFIGURABLE_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "ciphers": ("aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc"),
     "macs": ("hmac-sha1-96", "hmac-md5", "hmac-md5-96", "hmac-sha1-96-etm@openssh.com",
              "hmac-md5-etm@openssh.com", "hmac-md5-96-etm@openssh.com"),
+    "kex": ("diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1",
+            "diffie-hellman-group-exchange-sha1"),
+    "hostkey": ("ssh-dss",),
+    "pubkey": ("ssh-dss",),
 }
 
 
@@ -47,21 +80,16 @@ def implemented(kind: str) -> tuple[str, ...]:
     return SUPPORTED_ALGORITHMS[kind] + CONFIGURABLE_ALGORITHMS.get(kind, ())
 
 
+#: Every name OpenSSH 9.2 knows: accepted in a configuration, and dropped
+#: from it when this daemon cannot use it (umac, ssh-rsa).
 OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
     "ciphers": frozenset(implemented("ciphers")),
     "macs": frozenset(implemented("macs")) | {
         "umac-64@openssh.com", "umac-128@openssh.com", "umac-64-etm@openssh.com",
         "umac-128-etm@openssh.com"},
-    "kex": frozenset(SUPPORTED_ALGORITHMS["kex"]) | {
-        "curve25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
-        "diffie-hellman-group-exchange-sha256", "diffie-hellman-group-exchange-sha1",
-        "diffie-hellman-group18-sha512", "diffie-hellman-group14-sha1",
-        "diffie-hellman-group1-sha1"},
-    "hostkey": frozenset(SUPPORTED_ALGORITHMS["hostkey"]) | {
-        "ssh-rsa", "ssh-dss", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-        *(f"{a}-cert-v01@openssh.com" for a in ("ssh-ed25519", "ecdsa-sha2-nistp256",
-          "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256",
-          "ssh-rsa", "sk-ssh-ed25519@openssh.com"))},
+    "kex": frozenset(implemented("kex")),
+    "hostkey": frozenset(implemented("hostkey")) | {
+        "ssh-rsa", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com"},
 }
 OPENSSH_ALGORITHMS["pubkey"] = OPENSSH_ALGORITHMS["hostkey"] | {
     "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",

@@ -119,6 +119,8 @@ KEYWORD_LIST = [
     # --- algorithms and transport (issue 13) ---
     # sshd 9.2 has no pre-auth compression left: "delayed" is "yes", printed so.
     Keyword("Compression", "compression", v.choice("yes", "no", aliases={"delayed": "yes"})),
+    Keyword("ModuliFile", "moduli_file", v.text),
+    Keyword("RequiredRSASize", "required_rsa_size", v.integer(1024, 16384)),
 
     # --- authentication: certificates, revocation (issue 14) ---
     Keyword("TrustedUserCAKeys", "trusted_user_ca_keys", v.text, in_match=True),
@@ -160,8 +162,6 @@ UNSUPPORTED = frozenset(k.lower() for k in (
     "KerberosGetAFSToken",
     "KerberosTgtPassing",
     "AFSTokenPassing",
-    "ModuliFile",
-    "RequiredRSASize",
 ))
 
 
@@ -231,6 +231,10 @@ class ServerOptions(otherkeys.OtherOptions):
     rekey_limit: tuple[int, int] = (0, 0)
     # --- algorithms and transport (issue 13) ---
     compression: str = "yes"
+    #: Groups for diffie-hellman-group-exchange, read by the monitor.
+    moduli_file: str = "/etc/ssh/moduli"
+    #: The smallest RSA key, host or user, in bits (sshd: at least 1024).
+    required_rsa_size: int = 1024
 
     # --- authentication: certificates, revocation (issue 14) ---
     trusted_user_ca_keys: str = "none"

@@ -81,7 +81,8 @@ def prepare(options: servconf.ServerOptions) -> list[HostKey]:
             loginrec.ensure_utmp()
         except OSError as exc:
             log.error("Cannot create utmp: %s", exc)
-    keys, problems = hostkeys.read_host_keys(options.host_key, options.host_certificate)
+    keys, problems = hostkeys.read_host_keys(options.host_key, options.host_certificate,
+                                             options.required_rsa_size)
     for problem in problems:
         log.error("%s", problem)
     if not keys:
@@ -138,12 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         return 255
     if args.test or args.dump:
         existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
-        problems = hostkeys.read_host_keys(existing)[1] if os.geteuid() == 0 else []
+        keys, problems = (hostkeys.read_host_keys(existing, options.required_rsa_size)
+                          if os.geteuid() == 0 and existing else ([None], []))
         for problem in problems:
             print(problem, file=sys.stderr)
+        if not keys:  # sshd skips the keys it cannot load, and fails only without any
+            print("sshd: no hostkeys available -- exiting.", file=sys.stderr)
+            return 1
         if args.dump:
             sys.stdout.write(servconf.dump(options))
-        return 255 if problems else 0
+        return 0
     logsetup.setup(options.log_level, options.syslog_facility,
                    stderr=args.stderr or bool(args.debug), logfile=args.logfile)
     if os.geteuid() != 0:

@@ -14,12 +14,15 @@ import logging
 import os
 import select
 import signal
+import warnings
 from typing import Callable
 
 import paramiko
 
+from privsep.monitor import pubkey
 from privsep.signer import signer
 from privsep.wire import certs, hostkey_blobs
+from privsep.wire.dss import DSSPublicKey
 from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
 
 log = logging.getLogger("privsep.monitor")
@@ -45,19 +48,42 @@ def sign(key: HostKey, algorithm: str, data: bytes) -> bytes:
     return _run_signer(lambda out_fd: signer.sign(key, algorithm, data, out_fd))
 
 
-def read_host_keys(paths: list[str], cert_paths: list[str] | tuple[str, ...] = ()
-                   ) -> tuple[list[HostKey], list[str]]:
-    """The keys that load, each with its HostCertificate from ``cert_paths``
-    if one certifies it, and sshd's words for what does not load."""
+#: What a signer's exception says, in sshd's words (ssh_err()), by prefix.
+_SSH_ERR_WORDS = (
+    ("UnknownKeyType", "unknown or unsupported key type"),
+    ("[Errno 2]", "No such file or directory"),
+    ("[Errno 13]", "Permission denied"),
+    ("Unable to load PEM file", "error in libcrypto"),
+    ("Could not deserialize", "error in libcrypto"),
+    ("Not OpenSSH private key format", "invalid format"),
+)
+
+
+def _sshd_reason(text: str) -> str:
+    return next((words for prefix, words in _SSH_ERR_WORDS if text.startswith(prefix)), text)
+
+
+def read_host_keys(paths: list[str], cert_paths: list[str] | tuple[str, ...] = (),
+                   required_rsa_size: int = 1024) -> tuple[list[HostKey], list[str]]:
+    """The keys that load and are usable, each with its HostCertificate from
+    ``cert_paths`` if one certifies it, and sshd's words for the others,
+    which start-up skips as sshd does (it fails only when none is left)."""
+    # cryptography warns on every DSA key it reads; sshd 9.2 says nothing.
+    warnings.filterwarnings("ignore", message="SSH DSA keys are deprecated")
     report = hostkey_blobs.decode_key_checks(
         _run_signer(lambda out_fd: signer.check(list(paths), out_fd)))
     keys, problems = [], []
     for path, ok, payload in report:
-        if ok:
-            keys.append(HostKey(path, payload))
+        if not ok:
+            # sshd: the private half's reason, then that the public half failed too
+            reason = _sshd_reason(payload.decode("utf-8", "replace"))
+            if reason != "No such file or directory":
+                problems.append(f"Unable to load host key \"{path}\": {reason}")
+            problems.append(f"Unable to load host key: {path}")
+        elif (pubkey.rsa_bits(payload) or required_rsa_size) < required_rsa_size:
+            problems.append(f"main: Host key {path}: Invalid key length")
         else:
-            problems.append(f"Unable to load host key \"{path}\": "
-                            f"{payload.decode('utf-8', 'replace')}")
+            keys.append(HostKey(path, payload))
     for cert_path in cert_paths:
         keys = _attach_certificate(keys, cert_path, problems)
     return keys, problems
@@ -94,7 +120,10 @@ def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
     children offer it under the -cert-v01 algorithms as well."""
     publics = []
     for k in keys:
-        public = paramiko.PKey.from_type_string(k.key_type, k.blob)
+        if k.key_type == "ssh-dss":
+            public = DSSPublicKey.from_blob(k.blob)
+        else:
+            public = paramiko.PKey.from_type_string(k.key_type, k.blob)
         if k.certificate:
             public.load_certificate(paramiko.Message(k.certificate))
         publics.append(public)

@@ -34,6 +34,7 @@ from privsep.monitor import (
     auth_pam, auth_info, authorized_keys, certificates, hostbased, hostkeys, keycommand, leftovers,
     loginrec, pty, pubkey,
 )
+from privsep.monitor.moduli import choose_moduli, int_bytes
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
@@ -172,6 +173,8 @@ class Monitor:
         key = hostkeys.key_for(self.host_keys, req.algorithm)
         if key is None:
             raise PolicyViolation(f"no host key for algorithm {req.algorithm!r}")
+        if self.state.session_id is None:  # publickey-hostbound requests must name this key
+            self.state.initial_host_key = key.blob
         bind_session_id(self.state, req.data)
         try:
             signature = hostkeys.sign(key, req.algorithm, req.data)
@@ -311,6 +314,17 @@ class Monitor:
             log.info("Authentication refused: %s", problem)
         return keys
 
+    def _rsa_too_small(self, keyblob: bytes) -> bool:
+        """RequiredRSASize, in sshd's words (userauth_pubkey)."""
+        try:
+            bits = pubkey.rsa_bits(keyblob)
+        except ValueError:
+            return False  # malformed: find_key matches no authorized line
+        if bits is not None and bits < self.options.required_rsa_size:
+            log.info("refusing RSA key: Invalid key length")
+            return True
+        return False
+
     def _key_sources(self, keyblob: bytes) -> list[Callable[[], list[authorized_keys.AuthorizedKey]]]:
         """Where a key may be found, in sshd's order, each read only if the
         ones before did not let the key in: the AuthorizedKeysFile files,
@@ -324,7 +338,9 @@ class Monitor:
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
         self.state.allowed_key = None
         found: tuple[KeyOption, ...] | None = None
-        if req.keyblob in self.state.used_keys:
+        if self._rsa_too_small(req.keyblob):
+            pass  # refused, as sshd refuses it before asking whether it is authorized
+        elif req.keyblob in self.state.used_keys:
             # AuthenticationMethods publickey,publickey wants two keys
             log.info("refusing previously-used %s key", pubkey.key_label(req.algorithm))
         elif (self.options.pubkey_authentication and self.pw is not None
@@ -430,7 +446,14 @@ class Monitor:
             self._count_failure()
         return wire.HostbasedAnswer(False, False, self._methods_offered())
 
+    def answer_moduli(self, req: wire.ModuliRequest) -> wire.ModuliAnswer:
+        """A group for group exchange, chosen from ModuliFile as sshd does."""
+        group = choose_moduli(self.options.moduli_file, req.min_bits, req.want_bits,
+                              req.max_bits)
+        return wire.ModuliAnswer(int_bytes(group.prime), int_bytes(group.generator))
+
     PREAUTH_ANSWERS = {
+        wire.ModuliRequest: answer_moduli,
         wire.KbdintRequest: answer_kbdint,
         wire.SignRequest: answer_sign,
         wire.PwnamRequest: answer_pwnam,

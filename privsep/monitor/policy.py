@@ -15,11 +15,13 @@ from enum import Enum
 from typing import Callable
 
 from privsep.config.authmethods import MethodLists
+from privsep.config.moduli import gex_request_error
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
 from privsep.wire.keyoptions import KeyOption
 from privsep.wire.userauth import SignedHostbased, SignedUserauth, parse_signed_hostbased
+from privsep.wire.userauth import HOSTBOUND_METHOD, SignedUserauth
 
 #: Longest password handed to PAM.
 MAX_PASSWORD_LEN = 1024
@@ -62,6 +64,9 @@ class MonitorState:
     #: Public blobs of this server's host keys (set by the monitor at start):
     #: the only keys a hostkeys-prove signature may name.
     host_key_blobs: frozenset[bytes] = frozenset()
+    #: The host key that signed the first exchange hash: the one a
+    #: publickey-hostbound request must name.
+    initial_host_key: bytes | None = None
     #: Request types answered once already, for once-only rules.
     answered: set[wire.MsgType] = field(default_factory=set)
     #: AuthenticationMethods: the lists still to complete (set up once the
@@ -195,6 +200,12 @@ def _handoff_ok(state: MonitorState, msg: wire.Handoff) -> str | None:
     return None
 
 
+def _moduli_ok(state: MonitorState, msg: wire.ModuliRequest) -> str | None:
+    """Sizes in sshd's order and range: the net-child clamps them first, so
+    anything else is a child that is not ours (mm_answer_moduli)."""
+    return gex_request_error(msg.min_bits, msg.want_bits, msg.max_bits)
+
+
 def _pty_ok(state: MonitorState, msg: wire.PtyRequest) -> str | None:
     if len(state.ptys) >= state.max_ptys:
         return f"beyond {state.max_ptys} ptys (MaxSessions)"
@@ -216,12 +227,14 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
         wire.KeyVerifyRequest: Rule(when=_verify_ok),
         wire.HostbasedRequest: Rule(when=_hostbased_ok),
         wire.Handoff: Rule(once=True, when=_handoff_ok),
+        wire.ModuliRequest: Rule(when=_moduli_ok),
     },
     Phase.POSTAUTH: {
         wire.Log: Rule(),
         wire.SignRequest: Rule(when=_postauth_sign_ok),
         wire.PtyRequest: Rule(when=_pty_ok),
         wire.PtyCleanupRequest: Rule(when=_pty_cleanup_ok),
+        wire.ModuliRequest: Rule(when=_moduli_ok),  # a rekey by the session process
     },
 }
 
@@ -263,8 +276,11 @@ def userauth_binding_error(
         return f"signed request names user {signed.user!r}"
     if signed.service != "ssh-connection":
         return f"signed request names service {signed.service!r}"
-    if signed.method != "publickey" or not signed.has_signature:
+    if signed.method not in ("publickey", HOSTBOUND_METHOD) or not signed.has_signature:
         return "signed request is not a publickey request with signature"
+    if signed.method == HOSTBOUND_METHOD and (
+            state.initial_host_key is None or signed.hostkey != state.initial_host_key):
+        return "signed publickey-hostbound request names a host key not of this key exchange"
     if signed.algorithm != req.algorithm or signed.keyblob != req.keyblob:
         return "signed request names another key or algorithm"
     return None

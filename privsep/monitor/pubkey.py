@@ -17,7 +17,7 @@ from typing import Collection
 
 import paramiko
 
-from privsep.wire import certs
+from privsep.wire import certs, dss
 from privsep.wire.certs import SK_ECDSA, SK_ED25519, WEBAUTHN_SK_ECDSA
 from privsep.wire.sshbuf import Reader, Writer
 
@@ -43,6 +43,7 @@ ALGORITHMS_FOR_KEY_TYPE: dict[str, tuple[str, ...]] = {
     "ssh-rsa": ("rsa-sha2-256", "rsa-sha2-512"),
     SK_ED25519: (SK_ED25519,),
     SK_ECDSA: (SK_ECDSA,),
+    dss.NAME: (dss.NAME,),  # only when PubkeyAcceptedAlgorithms names it
     **{name: (name,) for name in _ECDSA_CURVES},
 }
 CERT_ALGORITHMS_FOR_TYPE: dict[str, tuple[str, ...]] = {
@@ -54,9 +55,9 @@ CERT_ALGORITHMS_FOR_TYPE: dict[str, tuple[str, ...]] = {
 
 
 #: Key types that OpenSSH knows but authorized_keys lines here do not
-#: take: DSA, and certificates (which are offered, not listed).  A line with
-#: one of these is reported as such rather than as garbage.
-UNSUPPORTED_KEY_TYPES = frozenset({"ssh-dss", *certs.PLAIN_OF_CERT})
+#: take: certificates (which are offered, not listed).  A line with one of
+#: these is reported as such rather than as garbage.
+UNSUPPORTED_KEY_TYPES = frozenset(certs.PLAIN_OF_CERT)
 
 
 #: Log labels, as OpenSSH's sshkey_type() prints them.
@@ -96,6 +97,9 @@ def _plain_key_type(r: Reader, keytype: str) -> None:
                 f"RSA key of {modulus.bit_length()} bits is below the "
                 f"{RSA_MIN_BITS}-bit minimum"
             )
+    elif keytype == dss.NAME:
+        for _ in range(4):  # p, q, g, y: their sizes are dss.DSSPublicKey's to check
+            r.mpint()
     elif keytype in _ECDSA_CURVES or keytype == SK_ECDSA:
         curve, size = _ECDSA_CURVES.get(keytype, _ECDSA_CURVES["ecdsa-sha2-nistp256"])[:2]
         if r.name("curve") != curve:
@@ -141,12 +145,25 @@ def _plain_blob(blob: bytes) -> bytes:
     return blob
 
 
+def rsa_bits(blob: bytes) -> int | None:
+    """The modulus size of an RSA public key blob, None for other types
+    (for RequiredRSASize).  Raises ValueError for a malformed RSA blob."""
+    r = Reader(blob)
+    if r.name("key type") != "ssh-rsa":
+        return None
+    r.mpint()  # exponent
+    return r.mpint().bit_length()
+
+
 def _crypto_key(blob: bytes) -> paramiko.PKey:
     """paramiko's public key for a plain (or sk) blob, which checks what
     the blob parser does not (the ECDSA point is on its curve...).
     paramiko and cryptography raise various errors for a bad one."""
     plain = _plain_blob(blob)
-    return paramiko.PKey.from_type_string(Reader(plain).name(), plain)
+    keytype = Reader(plain).name()
+    if keytype == dss.NAME:  # paramiko 5 has no DSA
+        return dss.DSSPublicKey.from_blob(plain)  # type: ignore[return-value]
+    return paramiko.PKey.from_type_string(keytype, plain)
 
 
 def check_public_key(blob: bytes) -> str:
@@ -199,6 +216,8 @@ def _verify_plain(key: paramiko.PKey, keytype: str, sig_type: str, raw: bytes,
     leniently."""
     if keytype in ("ssh-ed25519", SK_ED25519):
         ok = len(raw) == 64
+    elif keytype == dss.NAME:
+        ok = len(raw) == dss.SIGNATURE_BYTES
     elif keytype == "ssh-rsa":
         ok = 0 < len(raw) <= (key.get_bits() + 7) // 8
     else:

@@ -21,7 +21,7 @@ from paramiko.server import InteractiveQuery
 
 from privsep.common import proctitle, roles
 from privsep.common.peer import Peer
-from privsep.netchild import sandbox
+from privsep.netchild import hostbound, sandbox
 from privsep.child.packetizer import CipherPacketizer, pkt_get
 from privsep.netchild.capture import CapturingTransport
 from privsep.common.channel import MonitorChannel
@@ -68,6 +68,41 @@ class MonitorVerifiedKey:
 class NetAuthHandler(AuthHandler):
     """Routes publickey checks to the monitor and hands off on success."""
 
+    #: The host key a host-bound request in progress names (hostbound.py).
+    _hostbound_key: bytes | None = None
+
+    def _parse_userauth_request(self, m):
+        """A publickey request for an algorithm PubkeyAcceptedAlgorithms does
+        not name fails as with sshd (paramiko would end the connection); a
+        publickey-hostbound-v00@openssh.com request goes through paramiko's
+        publickey code as a plain one, naming our host key; hostbased is
+        ours to read (_hostbased)."""
+        if self._hostbased(m):
+            return
+        self._hostbound_key = None
+        asked = hostbound.publickey_algorithm(m) if self.transport.server_mode else None
+        if asked and asked[1] not in self.transport.preferred_pubkeys and not self.authenticated:
+            # sshd fails this attempt; paramiko would end the connection
+            log.info("userauth_pubkey: signature algorithm %s not in PubkeyAcceptedAlgorithms",
+                     asked[1])
+            self._send_auth_result(asked[0], "publickey", AUTH_FAILED)
+            return
+        if self.transport.server_mode and not self.authenticated and hostbound.is_hostbound(m):
+            request = hostbound.HostboundRequest(m)
+            if request.hostkey != self.transport.get_server_key().asbytes():
+                # sshd ends the connection: the request names another host key
+                raise paramiko.SSHException(f"userauth_pubkey: {request.method} packet "
+                                            "contained wrong host key")
+            self._hostbound_key = request.hostkey
+            m = request.as_publickey
+        super()._parse_userauth_request(m)
+
+    def _get_session_blob(self, key, service, username, algorithm):
+        if self._hostbound_key is None:
+            return super()._get_session_blob(key, service, username, algorithm)
+        return hostbound.signed_data(self.transport.session_id, username, service, algorithm,
+                                     key.asbytes(), self._hostbound_key)
+
     def _generate_key_from_request(self, algorithm, keyblob):
         """No key parsing here: the blob goes to the monitor as it came
         (certificates and security keys included), for an algorithm that
@@ -77,21 +112,22 @@ class NetAuthHandler(AuthHandler):
         return MonitorVerifiedKey(algorithm, keyblob, self.transport.monitor,
                                   self.transport.server_object)
 
-    def _parse_userauth_request(self, m):
+    def _hostbased(self, m) -> bool:
         """paramiko's server knows no "hostbased": read that method's
-        fields here (RFC 4252 section 9) and let the monitor decide; every
-        other method goes to paramiko as it came."""
+        fields here (RFC 4252 section 9) and let the monitor decide.  False,
+        with ``m`` rewound, for every other request."""
         if not self.transport.server_mode or self.authenticated:
-            return super()._parse_userauth_request(m)
+            return False
         username, service, method = m.get_text(), m.get_text(), m.get_text()
         if method != "hostbased" or service != "ssh-connection" or (
                 self.auth_username not in (None, username)):
             m.rewind()  # paramiko's own refusals for the service and the user
-            return super()._parse_userauth_request(m)
+            return False
         self.auth_username = username
         request = hostbased_request(m, self.transport.session_id, username)
         result = self.transport.server_object.check_auth_hostbased(username, request)
         self._send_auth_result(username, method, result)
+        return True
 
     def _parse_userauth_info_response(self, m):
         """Only an answer to the questions asked, as sshd's
@@ -198,6 +234,23 @@ class NetTransport(CapturingTransport):
 
     def _parse_debug(self, m):
         transport_setup.parse_debug(m)
+
+    def _activate_outbound(self):
+        """sshd 9.2's EXT_INFO after the first NEWKEYS: server-sig-algs and
+        publickey-hostbound@openssh.com; paramiko's would lack the second."""
+        wanted = self.server_sig_algs
+        send = wanted and self._remote_ext_info == "ext-info-c"
+        self.server_sig_algs = False
+        try:
+            super()._activate_outbound()
+        finally:
+            self.server_sig_algs = wanted
+        if send and not self.initial_kex_done:
+            transport_setup.send_ext_info(self, {
+                # signature algorithms: sshd lists no certificate types
+                "server-sig-algs": ",".join(a for a in self.preferred_pubkeys
+                                            if not a.endswith("-cert-v01@openssh.com")),
+                hostbound.EXT_INFO_NAME: hostbound.EXT_INFO_VALUE})
 
     def _parse_ext_info(self, m):
         transport_setup.check_ext_info(m)
@@ -351,7 +404,7 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
     trace(log, "net-child", "sandboxed: uid %d gid %d, no groups, root %s, caps none, no_new_privs, "
           "seccomp filter", os.getuid(), os.getgid(), options.privsep_dir)
     transport = NetTransport(sock, monitor)
-    transport_setup.configure(transport, options)
+    transport_setup.configure(transport, options, monitor.gex_group)
     hostkey_proxy.install_on(transport, host_publics, monitor.sign)
     transport.server_mode = True
     transport.server_object = NetServer(monitor, options, banner)

@@ -161,7 +161,7 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
           state.inbound.seqno, state.outbound.seqno)
     transport = SessionTransport(conn, state, pw.pw_name)
     transport.peer_text = str(peer)
-    transport_setup.configure(transport, options)
+    transport_setup.configure(transport, options, monitor.gex_group)
     hostkey_proxy.install_on(transport, host_publics, monitor.sign)
     loop = EventLoop()
     configure_rekey(loop, transport, options)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from privsep.wire import dss
 
 _OPENSSH_PEM = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 
@@ -27,7 +31,39 @@ def load_private(path: str) -> paramiko.PKey:
                                                  unsafe_skip_rsa_key_validation=True)
     if isinstance(key, rsa.RSAPrivateKey):
         return paramiko.RSAKey(key=key)
+    if isinstance(key, dsa.DSAPrivateKey):
+        return DSSPrivateKey(key)  # type: ignore[return-value]
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return paramiko.ECDSAKey(vals=(key, key.public_key()))
     # ed25519 (and whatever else paramiko reads itself)
     return paramiko.PKey.from_path(path)
+
+
+class DSSPrivateKey:
+    """A DSA host key (paramiko 5 has none): its public blob, and ssh-dss
+    signatures (SHA-1, r and s of 20 bytes each)."""
+
+    def __init__(self, key: dsa.DSAPrivateKey) -> None:
+        self._key = key
+        numbers = key.public_key().public_numbers()
+        params = numbers.parameter_numbers
+        self.public = dss.DSSPublicKey(params.p, params.q, params.g, numbers.y)
+
+    def get_name(self) -> str:
+        return dss.NAME
+
+    def asbytes(self) -> bytes:
+        return self.public.asbytes()
+
+    def sign_ssh_data(self, data: bytes, algorithm: str | None = None) -> paramiko.Message:
+        if algorithm not in (None, dss.NAME):
+            raise ValueError(f"a DSA key cannot sign with {algorithm}")
+        r, s = decode_dss_signature(self._key.sign(data, hashes.SHA1()))
+        return paramiko.Message(dss.signature_blob(r, s))
+
+
+def public_key(key_type: str, blob: bytes):
+    """The public half of a host key as a verifier (paramiko's, or ours for DSA)."""
+    if key_type == dss.NAME:
+        return dss.DSSPublicKey.from_blob(blob)
+    return paramiko.PKey.from_type_string(key_type, blob)

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import paramiko
 
-from privsep.signer.keyfiles import load_private
+from privsep.signer.keyfiles import load_private, public_key
 from privsep.wire import hostkey_blobs
 from privsep.wire.hostkey_blobs import HostKey
 
@@ -23,7 +23,7 @@ def sign(host_key: HostKey, algorithm: str, data: bytes, out_fd: int) -> NoRetur
         if key.asbytes() != host_key.blob:
             raise ValueError("the key file changed since start-up")
         signature = key.sign_ssh_data(data, algorithm).asbytes()
-        public = paramiko.PKey.from_type_string(key.get_name(), host_key.blob)
+        public = public_key(key.get_name(), host_key.blob)
         if not public.verify_ssh_sig(data, paramiko.Message(signature)):
             raise ValueError("the signature does not verify")
         _write_all(out_fd, signature)

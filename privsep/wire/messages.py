@@ -59,6 +59,8 @@ class MsgType(IntEnum):
     KBDINT_ANSWER = 21
     HOSTBASED_REQUEST = 22
     HOSTBASED_ANSWER = 23
+    MODULI_REQUEST = 24
+    MODULI_ANSWER = 25
 
 
 # --- messages -----------------------------------------------------------------
@@ -314,11 +316,35 @@ class PtyCleanupAnswer:
     done: bool
 
 
+@dataclass(frozen=True)
+class ModuliRequest:
+    """A group for diffie-hellman-group-exchange: the sizes the client asked
+    for, already brought into 2048..8192 (OpenSSH's MONITOR_REQ_MODULI).
+    The net-child is chrooted and cannot read the moduli file itself."""
+
+    TYPE: ClassVar[MsgType] = MsgType.MODULI_REQUEST
+    FDS: ClassVar[int] = 0
+    min_bits: int
+    want_bits: int
+    max_bits: int
+
+
+@dataclass(frozen=True)
+class ModuliAnswer:
+    """The group chosen: prime and generator, unsigned big-endian."""
+
+    TYPE: ClassVar[MsgType] = MsgType.MODULI_ANSWER
+    FDS: ClassVar[int] = 0
+    prime: bytes
+    generator: bytes
+
+
 Message = (
     Log | SignRequest | SignAnswer | PwnamRequest | PwnamAnswer | PasswordRequest
     | PasswordAnswer | KeyAllowedRequest | KeyAllowedAnswer | KeyVerifyRequest
     | KeyVerifyAnswer | Handoff | PtyRequest | PtyAnswer | PtyCleanupRequest
     | PtyCleanupAnswer | KbdintRequest | KbdintAnswer | HostbasedRequest | HostbasedAnswer
+    | ModuliRequest | ModuliAnswer
 )
 
 MESSAGE_CLASSES: dict[MsgType, type] = {

@@ -11,6 +11,12 @@ from privsep.wire.facts import SSH_MSG_USERAUTH_REQUEST
 from privsep.wire.sshbuf import Reader, Writer
 
 
+#: OpenSSH's host-bound publickey method (PROTOCOL, section 3.1): the signed
+#: request also names the server's host key, which ssh-agent destination
+#: constraints rely on.
+HOSTBOUND_METHOD = "publickey-hostbound-v00@openssh.com"
+
+
 @dataclass(frozen=True)
 class SignedUserauth:
     """The data a client signs for publickey auth (RFC 4252 section 7)."""
@@ -23,6 +29,8 @@ class SignedUserauth:
     has_signature: bool
     algorithm: str
     keyblob: bytes
+    #: The server host key a publickey-hostbound request names (else empty).
+    hostkey: bytes = b""
 
 
 def parse_signed_userauth(data: bytes) -> SignedUserauth:
@@ -30,24 +38,20 @@ def parse_signed_userauth(data: bytes) -> SignedUserauth:
 
     Layout: string session id, byte message type, string user, string
     service, string method, boolean "has signature", string algorithm, string
-    key blob.  Only decoding happens here; whether the fields fit this
+    key blob, and for the host-bound method the server's host key blob.
+    Only decoding happens here; whether the fields fit this
     connection is the monitor's decision (monitor/policy.py).  Raises
     ValueError on truncation, a length running past the end, trailing bytes,
     or names that are not UTF-8 (or contain NUL).
     """
     r = Reader(data)
-    signed = SignedUserauth(
-        session_id=r.string(),
-        msg_type=r.byte(),
-        user=r.name("user"),
-        service=r.name("service"),
-        method=r.name("method"),
-        has_signature=r.boolean(),
-        algorithm=r.name("algorithm"),
-        keyblob=r.string(),
-    )
+    session_id, msg_type = r.string(), r.byte()
+    user, service, method = r.name("user"), r.name("service"), r.name("method")
+    has_signature, algorithm, keyblob = r.boolean(), r.name("algorithm"), r.string()
+    hostkey = r.string() if method == HOSTBOUND_METHOD else b""
     r.end()
-    return signed
+    return SignedUserauth(session_id, msg_type, user, service, method, has_signature, algorithm,
+                          keyblob, hostkey)
 
 
 @dataclass(frozen=True)
