@@ -168,12 +168,13 @@ def _log_preauth_end(monitor: Monitor, status: int) -> None:
         return
     if code == netchild.EXIT_NO_BANNER:
         log.error("kex_exchange_identification: Connection closed by remote host")
-        log.error("Connection closed by %s", monitor.peer)
+        log.info("Connection closed by %s", monitor.peer)
         return
+    # sshd's logdie writes at INFO whatever its caller's level
     if monitor.state.user is None:
-        log.error("Connection closed by %s [preauth]", monitor.peer)
+        log.info("Connection closed by %s [preauth]", monitor.peer)
     else:
-        log.error("Connection closed by %s %s [preauth]", monitor.connection_id(), monitor.peer)
+        log.info("Connection closed by %s %s [preauth]", monitor.connection_id(), monitor.peer)
 
 
 def _open_pam_session(monitor: Monitor) -> bool:

@@ -69,6 +69,7 @@ class MonitorVerifiedKey:
 
     def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
         trace(log, "net-child", "asks the monitor to verify a %s signature", self.algorithm)
+        self._server.take_key_query()  # a signed request: no PK_OK follows
         answer = self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
         return self._server.monitor_said(answer.verified, answer.partial, answer.methods)
 
@@ -173,7 +174,9 @@ class NetTransport(CapturingTransport):
     def _send_message(self, data):
         """sshd's net-child logs "Postponed publickey" as it answers a key
         query with PK_OK (auth2.c's userauth_finish, postponed)."""
-        if data.asbytes()[:1] == bytes([paramiko.common.MSG_USERAUTH_PK_OK]):
+        # PK_OK shares its number (60) with keyboard-interactive's INFO_REQUEST
+        if (data.asbytes()[:1] == bytes([paramiko.common.MSG_USERAUTH_PK_OK])
+                and self.server_object.take_key_query()):
             self.server_object.log_postponed("publickey")
         super()._send_message(data)
 
@@ -214,6 +217,8 @@ class NetServer(paramiko.ServerInterface):
         self._user: str | None = None
         self._valid = False
         self._peer = peer
+        #: a key the monitor allowed, not yet signed with or answered by PK_OK
+        self._key_query = False
         self._methods = ",".join(options.auth_methods())
         #: how many answers the INFO_REQUEST we sent asks for; None: none pending
         self.pending_prompts: int | None = None
@@ -227,6 +232,12 @@ class NetServer(paramiko.ServerInterface):
         self._methods = methods
         self._partial = partial and not complete
         return complete or partial
+
+    def take_key_query(self) -> bool:
+        """Whether the last publickey request the monitor allowed is still
+        unanswered: a query, which PK_OK answers (asked once)."""
+        pending, self._key_query = self._key_query, False
+        return pending
 
     def take_partial(self) -> bool:
         """Whether the result being sent is a partial success (asked once)."""
@@ -318,6 +329,7 @@ class NetServer(paramiko.ServerInterface):
         trace(log, "net-child", "asks the monitor whether a %s key is allowed for %s", key.algorithm,
               username)
         allowed = self._monitor.key_allowed(key.algorithm, key.keyblob)
+        self._key_query = bool(allowed)
         return AUTH_SUCCESSFUL if allowed else AUTH_FAILED
 
 
@@ -359,7 +371,7 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
     line = describe_failure(exc, server.remote_id(peer))
     if line is None:
         return EXIT_CLOSED
-    log.error("%s", line)  # sshd's logdie
+    log.info("%s", line)  # sshd's logdie, which writes at INFO
     return EXIT_LOGGED
 
 
