@@ -593,7 +593,8 @@ def _nothing_left(scene: Scene) -> None:
 
 @pytest.mark.parametrize("phase,victim", CASES, ids=[f"{p}-{v}" for p, v in CASES])
 def test_kill(phase: str, victim: str, server_with, make_user) -> None:
-    server = server_with("KbdInteractiveAuthentication yes")
+    # LogLevel DEBUG: the scenes wait for lines of the phase trace
+    server = server_with("KbdInteractiveAuthentication yes", "LogLevel DEBUG")
     bystander = Bystander(server, make_user("psb"))
     scene = Scene(server, make_user("pst"), phase, detached=victim != "shell")
     try:

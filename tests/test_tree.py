@@ -210,6 +210,14 @@ def test_tree_from_pidfile(live_login) -> None:
 
 # --- the phase trace --------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def privsep_server(pam_service: str):
+    """privsep-sshd at LogLevel DEBUG, where the phase trace is written
+    (at VERBOSE and below the log holds only sshd's own lines)."""
+    from tests.conftest import _serve
+    yield from _serve("privsep", ["LogLevel DEBUG"])
+
+
 TRACE = re.compile(r"^trace: pid (\d+) uid (\d+) ([\w-]+): (.*?)(?: \[(?:preauth|session)\])?$")
 
 

@@ -1,4 +1,6 @@
-"""The phase trace: one log line per step of a login, at LogLevel VERBOSE.
+"""The phase trace: one log line per step of a login, at LogLevel DEBUG
+(DEBUG1 to DEBUG3, or -d), where sshd writes its own monitor chatter: at
+VERBOSE and below the log holds sshd 9.2's lines and only those.
 
 Each line names the process that took the step and the rights it had then::
 
@@ -8,7 +10,7 @@ Each line names the process that took the step and the rights it had then::
 read with getpid/getuid/geteuid only, system calls the net-child's seccomp
 filter allows: a trace line never opens a file.  Lines from the net-child and
 the session process reach the log through the monitor, like their other lines
-(with " [preauth]" / " [session]" appended by the monitor).
+(with " [preauth]" appended by the monitor to the net-child's).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 
-from privsep.common.log import VERBOSE
 
 PREFIX = "trace: "
 
@@ -31,5 +32,5 @@ def rights() -> str:
 def trace(logger: logging.Logger, role: str, step: str, *args) -> None:
     """Log one step taken by this process, in its ``role``
     (listener, monitor, net-child, session)."""
-    if logger.isEnabledFor(VERBOSE):
-        logger.log(VERBOSE, f"{PREFIX}{rights()} {role}: {step}", *args)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(f"{PREFIX}{rights()} {role}: {step}", *args)

@@ -439,7 +439,12 @@ def _allowed_by(cert, algorithm: str, keyblob: bytes, keys: list[authorized_keys
         log.log(logging.DEBUG if refusal.endswith("entry expired") else logging.INFO,
                 "%s", refusal)
         return None
-    return found.options if found is not None else None
+    if found is None:
+        return None
+    # sshd's auth_check_authkey_line, once the entry's options allow it
+    log.log(VERBOSE, "Accepted key %s %s found at %s:%d", pubkey.key_label(found.keytype),
+            pubkey.fingerprint(found.blob), found.source, found.lineno)
+    return found.options
 
 
 def key_flag(options: tuple[KeyOption, ...], name: str, default: bool) -> bool:

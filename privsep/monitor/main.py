@@ -59,8 +59,8 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
     peer = Peer.of(conn)
     pubkey.use_fingerprint_hash(options.fingerprint_hash)
     proctitle.set(roles.ACCEPTED_TITLE)
-    verbose(log, "Connection from %s port %d on %s port %d", peer.addr, peer.port,
-            peer.local_addr, peer.local_port)
+    verbose(log, "Connection from %s port %d on %s port %d%s", peer.addr, peer.port,
+            peer.local_addr, peer.local_port, _rdomain_text(conn))
     monitor = Monitor(options, host_keys, peer, startup_fd, config=config)
     if options.tcp_keep_alive:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -75,6 +75,17 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
         monitor.cleanup()
     sys.stdout.flush()
     os._exit(code)
+
+
+def _rdomain_text(conn: socket.socket) -> str:
+    """' rdomain "dev"' as sshd 9.2 on Linux appends to "Connection from":
+    the device the socket is bound to, "" when none; nothing when the
+    connection is not a socket (inetd mode on a pipe)."""
+    try:
+        device = conn.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
+    except OSError:
+        return ""
+    return ' rdomain "%s"' % device.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 def _on_grace_timeout(peer: Peer):
@@ -137,12 +148,7 @@ def _preauth_then_session(monitor: Monitor, conn: socket.socket,
     if result.ending is Ending.CLOSED:
         net_pid, status = monitor.child_pid, monitor.wait_child()
         trace(log, "monitor", "net-child %d exited (wait status %d) before authentication", net_pid, status)
-        if monitor.state.user is None:
-            log.info("Connection closed by %s [preauth]", monitor.peer)
-        else:
-            who = ("authenticating user " + monitor.state.user if monitor.state.user_valid
-                   else "invalid user " + monitor.state.user)
-            log.info("Connection closed by %s %s [preauth]", who, monitor.peer)
+        _log_preauth_end(monitor, status)
         return 0 if os.WIFEXITED(status) else 1
     if result.handoff is None:
         return 1
@@ -157,6 +163,27 @@ def _preauth_then_session(monitor: Monitor, conn: socket.socket,
     if not _open_pam_session(monitor):
         return 1
     return _run_session(monitor, conn, handoff.state, publics)
+
+
+def _log_preauth_end(monitor: Monitor, status: int) -> None:
+    """sshd's last line for a connection that ended before authentication,
+    chosen by how the net-child ended (netchild.EXIT_*): nothing when it
+    wrote its own fatal line; the banner exchange's words, unmarked, when
+    the client left before its identification string (sshd's [priv] reads
+    that itself); else "Connection closed by", as sshd's net-child writes
+    it when the client hangs up."""
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+    if code == netchild.EXIT_LOGGED:
+        return
+    if code == netchild.EXIT_NO_BANNER:
+        log.error("kex_exchange_identification: Connection closed by remote host")
+        log.info("Connection closed by %s", monitor.peer)
+        return
+    # sshd's logdie writes at INFO whatever its caller's level
+    if monitor.state.user is None:
+        log.info("Connection closed by %s [preauth]", monitor.peer)
+    else:
+        log.info("Connection closed by %s %s [preauth]", monitor.connection_id(), monitor.peer)
 
 
 def _open_pam_session(monitor: Monitor) -> bool:
@@ -196,6 +223,7 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     monitor.child_pid = pid
     monitor.session_unfinished = True
     trace(log, "monitor", "forked session process %d (uid %d)", pid, monitor.pw.pw_uid)
+    verbose(log, "User child is on pid %d", pid)
     channel = MonitorChannel(ours)
     try:
         result = serve_phase(monitor, channel, "session")

@@ -24,7 +24,7 @@ from typing import Callable
 
 from privsep.common import proctitle, roles
 from privsep.common.channel import MonitorChannel
-from privsep.common.log import VERBOSE, verbose
+from privsep.common.log import VERBOSE
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.match import ConnectionInfo, access_refusal
@@ -138,6 +138,12 @@ class Monitor:
     def _user_text(self) -> str:
         """'alice' or 'invalid user bob', as sshd's log lines put it."""
         return self.state.user if self.state.user_valid else f"invalid user {self.state.user}"
+
+    def connection_id(self) -> str:
+        """'authenticating user alice' or 'invalid user bob': who the
+        connection is for, in sshd's sshpkt_fmt_connection_id words."""
+        kind = "authenticating user" if self.state.user_valid else "invalid user"
+        return f"{kind} {self.state.user}"
 
     def _lookup(self, name: str) -> pwd.struct_passwd | None:
         """The account, if it exists and the Allow/Deny rules let it in."""
@@ -269,18 +275,25 @@ class Monitor:
         return Verdict.ACCEPTED
 
     def _fail(self, method: str, detail: str = "") -> None:
-        log.info("Failed %s for %s from %s ssh2%s", method, self._user_text(), self.peer, detail)
+        """sshd's auth_log for a failure: at VERBOSE, raised to INFO for a
+        password, an invalid user, or once half of MaxAuthTries is spent."""
+        level = VERBOSE
+        if (method == "password" or not self.state.user_valid
+                or self.failures >= self.options.max_auth_tries // 2):
+            level = logging.INFO
+        log.log(level, "Failed %s for %s from %s ssh2%s", method, self._user_text(), self.peer,
+                detail)
         self._count_failure()
 
     def _count_failure(self) -> None:
         """One more failed attempt; past MaxAuthTries the connection ends."""
         self.failures += 1
         if self.failures >= self.options.max_auth_tries:
-            log.error("maximum authentication attempts exceeded for %s from %s ssh2",
+            # sshd's net-child counts the tries and says so: [preauth]
+            log.error("maximum authentication attempts exceeded for %s from %s ssh2 [preauth]",
                       self._user_text(), self.peer)
             log.info("Disconnecting %s %s: Too many authentication failures [preauth]",
-                     "authenticating user " + self.state.user if self.state.user_valid
-                     else "invalid user " + str(self.state.user), self.peer)
+                     self.connection_id(), self.peer)
             raise ChildGone()
 
     def answer_password(self, req: wire.PasswordRequest) -> wire.PasswordAnswer:
@@ -351,13 +364,10 @@ class Monitor:
         allowed = found is not None
         if found is not None:
             self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found)
-        verbose(log, "Public key %s %s %s for %s",
-                req.algorithm, pubkey.fingerprint(req.keyblob),
-                "allowed" if allowed else "not allowed", self._user_text())
         trace(log, "monitor", "key %s for %s: %s", req.algorithm, self._user_text(),
               "allowed" if allowed else "not allowed")
         if not allowed:
-            self._count_failure()
+            self._fail("publickey", _key_detail(req.keyblob))
         return wire.KeyAllowedAnswer(bool(allowed))
 
     def answer_key_verify(self, req: wire.KeyVerifyRequest) -> wire.KeyVerifyAnswer:
@@ -373,10 +383,7 @@ class Monitor:
         except ValueError as exc:
             raise PolicyViolation(f"malformed key blob: {exc}") from None
         key_text = f"{pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
-        detail = f": {key_text}"
-        if certs.is_cert_type(keytype):
-            detail = ": " + certificates.describe(certs.parse_certificate(req.keyblob),
-                                                  req.keyblob)
+        detail = _key_detail(req.keyblob)
         allowed = self.state.allowed_key
         assert allowed is not None  # admitted only for the key last allowed
         verified = pubkey.verify_userauth(req.algorithm, req.keyblob, req.signed_data,
@@ -539,8 +546,11 @@ class Monitor:
                 self.kbdint.abort()  # the client moved on to another method
                 self.kbdint = None
             if isinstance(msg, wire.Log):
+                # sshd marks its net-child's lines " [preauth]"; its
+                # post-auth child logs for itself, with no mark.
                 log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
-                        "%s [%s]", msg.text[:MAX_CHILD_LOG], child_role)
+                        "%s [preauth]" if child_role == "preauth" else "%s",
+                        msg.text[:MAX_CHILD_LOG])
             elif isinstance(msg, wire.Handoff):
                 return msg
             elif isinstance(msg, wire.PtyRequest):
@@ -626,6 +636,19 @@ class Ending(enum.Enum):
 class PhaseResult:
     ending: Ending
     handoff: wire.Handoff | None = None
+
+
+def _key_detail(keyblob: bytes) -> str:
+    """What follows "ssh2" in sshd's auth_log line for a key: ": ED25519
+    SHA256:...", or the certificate's description; "" for a blob that is
+    not a key."""
+    try:
+        keytype = pubkey.public_blob_type(keyblob)
+        if certs.is_cert_type(keytype):
+            return ": " + certificates.describe(certs.parse_certificate(keyblob), keyblob)
+        return f": {pubkey.key_label(keytype)} {pubkey.fingerprint(keyblob)}"
+    except ValueError:
+        return ""
 
 
 def serve_phase(monitor: Monitor, channel: MonitorChannel, child_role: str) -> PhaseResult:

@@ -20,8 +20,9 @@ from paramiko.common import AUTH_FAILED, AUTH_PARTIALLY_SUCCESSFUL, AUTH_SUCCESS
 from paramiko.server import InteractiveQuery
 
 from privsep.common import proctitle, roles
+from privsep.common.log import verbose
 from privsep.common.peer import Peer
-from privsep.netchild import hostbound, sandbox
+from privsep.netchild import hostbound, negotiation, sandbox
 from privsep.child.packetizer import CipherPacketizer, pkt_get
 from privsep.netchild.capture import CapturingTransport
 from privsep.common.channel import MonitorChannel
@@ -37,6 +38,15 @@ log = logging.getLogger("privsep.net")
 
 #: sshd's limit on keyboard-interactive answers in one INFO_RESPONSE
 MAX_KBDINT_ANSWERS = 100
+
+#: The net-child's exit status before authentication tells the monitor which
+#: last line is still to be written (monitor/main._log_preauth_end): 1, the
+#: client hung up ("Connection closed by"); EXIT_LOGGED, the net-child wrote
+#: its own fatal line; EXIT_NO_BANNER, the client left before sending its
+#: identification string, which sshd's [priv] reads and logs unmarked.
+EXIT_CLOSED = 1
+EXIT_LOGGED = 2
+EXIT_NO_BANNER = 3
 
 
 class MonitorVerifiedKey:
@@ -61,6 +71,7 @@ class MonitorVerifiedKey:
 
     def verify_ssh_sig(self, data: bytes, msg: paramiko.Message) -> bool:
         trace(log, "net-child", "asks the monitor to verify a %s signature", self.algorithm)
+        self._server.take_key_query()  # a signed request: no PK_OK follows
         answer = self._monitor.key_verify(self.algorithm, self.keyblob, data, msg.asbytes())
         return self._server.monitor_said(answer.verified, answer.partial, answer.methods)
 
@@ -232,6 +243,23 @@ class NetTransport(CapturingTransport):
         finally:
             self.packetizer.readline = read_line
 
+    def _parse_kex_init(self, m):
+        """sshd's words when nothing is in common: which kind, and the
+        client's offer (netchild/negotiation.py)."""
+        try:
+            super()._parse_kex_init(m)
+        except paramiko.IncompatiblePeer as exc:
+            raise negotiation.explain(exc, self, m.asbytes()) from None
+
+    def _send_message(self, data):
+        """sshd's net-child logs "Postponed publickey" as it answers a key
+        query with PK_OK (auth2.c's userauth_finish, postponed)."""
+        # PK_OK shares its number (60) with keyboard-interactive's INFO_REQUEST
+        if (data.asbytes()[:1] == bytes([paramiko.common.MSG_USERAUTH_PK_OK])
+                and self.server_object.take_key_query()):
+            self.server_object.log_postponed("publickey")
+        super()._send_message(data)
+
     def _parse_debug(self, m):
         transport_setup.parse_debug(m)
 
@@ -278,11 +306,16 @@ class NetTransport(CapturingTransport):
 class NetServer(paramiko.ServerInterface):
     """Every answer here comes from the monitor."""
 
-    def __init__(self, monitor: MonitorClient, options: ServerOptions, banner: str) -> None:
+    def __init__(self, monitor: MonitorClient, options: ServerOptions, banner: str,
+                 peer: Peer) -> None:
         self._monitor = monitor
         self._options = options
         self._banner = banner
         self._user: str | None = None
+        self._valid = False
+        self._peer = peer
+        #: a key the monitor allowed, not yet signed with or answered by PK_OK
+        self._key_query = False
         self._methods = ",".join(options.auth_methods())
         #: how many answers the INFO_REQUEST we sent asks for; None: none pending
         self.pending_prompts: int | None = None
@@ -297,10 +330,32 @@ class NetServer(paramiko.ServerInterface):
         self._partial = partial and not complete
         return complete or partial
 
+    def take_key_query(self) -> bool:
+        """Whether the last publickey request the monitor allowed is still
+        unanswered: a query, which PK_OK answers (asked once)."""
+        pending, self._key_query = self._key_query, False
+        return pending
+
     def take_partial(self) -> bool:
         """Whether the result being sent is a partial success (asked once)."""
         partial, self._partial = self._partial, False
         return partial
+
+    def remote_id(self, peer: Peer) -> str:
+        """sshd's sshpkt_fmt_connection_id: "authenticating user alice
+        127.0.0.1 port 40000", "invalid user bob ...", or just the peer."""
+        if self._user is None:
+            return str(peer)
+        kind = "authenticating user" if self._valid else "invalid user"
+        return f"{kind} {self._user.partition(':')[0]} {peer}"
+
+    def log_postponed(self, method: str) -> None:
+        """sshd's auth_log for a method that awaits the client's next
+        message (a key query answered, a keyboard-interactive prompt)."""
+        if self._user is not None:
+            verbose(log, "Postponed %s for %s%s from %s ssh2", method,
+                    "" if self._valid else "invalid user ", self._user.partition(":")[0],
+                    self._peer)
 
     def _name_user(self, username: str) -> None:
         if self._user is None:
@@ -312,6 +367,7 @@ class NetServer(paramiko.ServerInterface):
             self._user = username
             trace(log, "net-child", "asks the monitor about user %s", username)
             answer = self._monitor.pwnam(username)
+            self._valid = answer.valid
             self._methods = answer.methods  # the user's Match blocks may change them
             account = username.partition(":")[0]  # sshd's title drops a ":style"
             proctitle.set(roles.net_title(account if answer.valid else None))
@@ -327,14 +383,17 @@ class NetServer(paramiko.ServerInterface):
         self._name_user(username)
         if "keyboard-interactive" not in self._methods.split(","):
             return AUTH_FAILED
-        return self._kbdint_step(self._monitor.kbdint(True, []))
+        return self._kbdint_step(self._monitor.kbdint(True, []), "keyboard-interactive")
 
     def check_auth_interactive_response(self, responses):
         answers = [r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r)
                    for r in responses]
-        return self._kbdint_step(self._monitor.kbdint(False, answers))
+        return self._kbdint_step(self._monitor.kbdint(False, answers),
+                                 "keyboard-interactive/pam")
 
-    def _kbdint_step(self, answer):
+    def _kbdint_step(self, answer, method: str):
+        """``method`` names the step as sshd's Postponed line does: the
+        first prompt before the device (pam) is chosen, the later ones after."""
         self.pending_prompts = None
         if answer.done:
             succeeded = self.monitor_said(answer.success, answer.partial, answer.methods)
@@ -343,6 +402,7 @@ class NetServer(paramiko.ServerInterface):
         for text, echo in zip(answer.prompts, answer.echo):
             query.add_prompt(text, bool(echo))
         self.pending_prompts = len(query.prompts)
+        self.log_postponed(method)
         return query
 
     def check_auth_none(self, username: str) -> int:
@@ -376,6 +436,7 @@ class NetServer(paramiko.ServerInterface):
         trace(log, "net-child", "asks the monitor whether a %s key is allowed for %s", key.algorithm,
               username)
         allowed = self._monitor.key_allowed(key.algorithm, key.keyblob)
+        self._key_query = bool(allowed)
         return AUTH_SUCCESSFUL if allowed else AUTH_FAILED
 
 
@@ -387,15 +448,16 @@ def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions
         for fd in close_fds:
             os.close(fd)
         proctitle.set(roles.NET_TITLE)
-        _serve(sock, channel_sock, options, host_publics, banner)
+        code = _serve(sock, channel_sock, options, host_publics, banner)
     except BaseException:
-        pass
-    os._exit(1)  # the connection ended before authentication
+        code = EXIT_CLOSED
+    os._exit(code)  # the connection ended before authentication
 
 
 def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions,
-           host_publics: list[paramiko.PKey], banner: str) -> None:
-    where = f"Connection from {Peer.of(sock)}"
+           host_publics: list[paramiko.PKey], banner: str) -> int:
+    """Serve until authentication (no return) or the end; the exit status."""
+    peer = Peer.of(sock)
     sandbox.enter(options.privsep_user, options.privsep_dir,
                   keep_fds={sock.fileno(), channel_sock.fileno()})
     monitor = MonitorClient(MonitorChannel(channel_sock))
@@ -407,16 +469,29 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
     transport_setup.configure(transport, options, monitor.gex_group)
     hostkey_proxy.install_on(transport, host_publics, monitor.sign)
     transport.server_mode = True
-    transport.server_object = NetServer(monitor, options, banner)
+    transport.server_object = server = NetServer(monitor, options, banner, peer)
     transport.active = True
     transport.run()  # in this thread: no thread may be created here
-    log.info("%s", describe_failure(transport.saved_exception, where))
+    exc = transport.saved_exception
+    if not transport.remote_version and isinstance(getattr(exc, "__context__", None), EOFError):
+        return EXIT_NO_BANNER
+    line = describe_failure(exc, server.remote_id(peer))
+    if line is None:
+        return EXIT_CLOSED
+    log.info("%s", line)  # sshd's logdie, which writes at INFO
+    return EXIT_LOGGED
 
 
-def describe_failure(exc: BaseException | None, where: str) -> str:
-    """Why the connection ended, in the words sshd's log uses."""
+def describe_failure(exc: BaseException | None, remote_id: str) -> str | None:
+    """Why the connection ended, in the words sshd's log uses; None when
+    the client hung up (the monitor says so: "Connection closed by")."""
     if isinstance(exc, EOFError) or exc is None:
-        return f"{where}: closed by remote host"
+        return None
+    if isinstance(exc, negotiation.NegotiationFailed):
+        return exc.log_line(remote_id)
+    if isinstance(exc, ConnectionResetError):
+        return f"Connection reset by {remote_id}"
+    where = f"Connection from {remote_id}"
     text = str(exc)
     if isinstance(exc, paramiko.SSHException) and ("banner" in text or "protocol version" in text):
         return f"banner exchange: {where}: invalid format"

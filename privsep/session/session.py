@@ -155,7 +155,9 @@ class SessionProcess:
                 transport.refuse_channel(peer, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, "open failed")
                 return True
             chan = transport.new_channel(peer)
-            self.sessions[chan.get_id()] = SessionChannel(chan)
+            taken = {s.number for s in self.sessions.values()}
+            number = next(n for n in range(len(taken) + 1) if n not in taken)
+            self.sessions[chan.get_id()] = SessionChannel(chan, number=number)
             return True
         if kind == "direct-tcpip":
             self.forwarding.direct_tcpip(peer, m)
@@ -291,6 +293,7 @@ class SessionProcess:
             log.debug("subsystem: cannot stat %s", program)
         session = self._session(channel)
         session.subsystem = True
+        session.subsystem_name = name
         return self.start(channel, command)
 
     def forward_agent(self, channel: paramiko.Channel) -> bool:
@@ -401,6 +404,7 @@ class SessionProcess:
         name = os.path.basename(shell)
         env = self.environment(session)
         forced = self.policy.forced_command()
+        self._log_start(session, command, forced)
         if forced is not None:
             if command is not None:
                 env["SSH_ORIGINAL_COMMAND"] = command
@@ -434,6 +438,22 @@ class SessionProcess:
         session.runner = runner
         runner.start()
         return True
+
+    def _log_start(self, session: SessionChannel, command: str | None,
+                   forced: str | None) -> None:
+        """sshd's "Starting session" line (session.c do_exec): what starts,
+        on which tty, for whom.  A command the client chose is not named
+        (sshd keeps it private); a forced one is."""
+        if forced is not None:
+            source = "(config)" if self.options.force_command.lower() != "none" else "(key-option)"
+            what = f"forced-command {source} '{forced[:900]}'"
+        elif session.subsystem:
+            what = f"subsystem '{session.subsystem_name[:900]}'"
+        else:
+            what = "shell" if command is None else "command"
+        on = f" on {session.pty.tty.removeprefix('/dev/')}" if session.pty is not None else ""
+        verbose(log, "Starting session: %s%s for %s from %s port %d id %d", what, on,
+                self.pw.pw_name, self.peer.addr, self.peer.port, session.number)
 
     def release_pty(self, session: SessionChannel) -> None:
         if session.pty is None or session.pty_released:

@@ -37,3 +37,8 @@ class SessionChannel:
     sink: StdinSink | None = None
     #: the program's runner (programs.PtyRunner or PipeRunner), once started
     runner: object | None = None
+    #: sshd's session number ("id 0" in "Starting session"): the lowest
+    #: one no open session holds, given at the channel's opening
+    number: int = 0
+    #: the subsystem's name as the client asked for it ("sftp")
+    subsystem_name: str = ""

@@ -1,0 +1,182 @@
+"""The log, line for line: the same scenario against Debian's sshd 9.2 and
+this daemon, at LogLevel VERBOSE and INFO (and ERROR for a few), compared
+whole after normalising only what must differ: pids, ports, and the
+fingerprint of a key that differs between the two runs (none here: the same
+user and key log in to both)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from tests.daemon import Server, ssh
+from tests.userutil import TestUser
+
+# the port the harness's readiness probe and each client came from, pids
+_NORMALISE = [
+    (re.compile(r"\bport \d+"), "port N"),
+    (re.compile(r"\bpid \d+"), "pid N"),
+    # the kernel's next free pty, shared with whatever else runs here
+    (re.compile(r"\bpts/\d+"), "pts/N"),
+]
+
+
+def normalised(text: str) -> list[str]:
+    """The log's lines with ports and pids made equal, the listener's
+    start-up line dropped (its wording is the daemon's own)."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("Server listening on "):
+            continue
+        for pattern, repl in _NORMALISE:
+            line = pattern.sub(repl, line)
+        lines.append(line)
+    return lines
+
+
+def settled_log(server: Server, last: str, timeout: float = 15) -> list[str]:
+    """The server's normalised log once ``last`` (a regular expression) has
+    been written and nothing more came for a moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = server.log_text()
+        if re.search(last, text, re.M):
+            time.sleep(0.5)  # anything that follows the last line
+            return normalised(server.log_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{last!r} not in {server.kind} log:\n{server.log_text()}")
+
+
+Scenario = Callable[[Server, TestUser], None]
+
+
+def _key(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true").returncode == 0
+
+
+def _key_tty(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", tty=True).returncode == 0
+
+
+def _password(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", password=user.password).returncode == 0
+
+
+def _bad_password(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", password="not-" + str(user.password)).returncode == 255
+
+
+def _invalid_user(server: Server, user: TestUser) -> None:
+    ghost = replace(user, name="nosuchuser" + user.name[-6:])
+    assert ssh(server, ghost, "true", password="x").returncode == 255
+
+
+def _too_many(server: Server, user: TestUser) -> None:
+    result = ssh(server, user, "true", password="wrong",
+                 options=["NumberOfPasswordPrompts=8"])
+    assert result.returncode == 255
+
+
+def _no_kex(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true",
+               options=["KexAlgorithms=diffie-hellman-group1-sha1"]).returncode == 255
+
+
+def _no_cipher(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", options=["Ciphers=3des-cbc"]).returncode == 255
+
+
+def _no_host_key(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", options=["HostKeyAlgorithms=ssh-dss"]).returncode == 255
+
+
+def _no_mac(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", options=["Ciphers=aes128-ctr",
+                                              "MACs=hmac-sha1"]).returncode == 255
+
+
+# name: (scenario, extra server config, regular expression of the last line)
+SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
+    "publickey": (_key, (), r"^Disconnected from user "),
+    "publickey-pty": (_key_tty, (), r"^Disconnected from user "),
+    "password": (_password, (), r"^Disconnected from user "),
+    "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
+    "invalid-user": (_invalid_user, (), r"^Connection closed by invalid user "),
+    "too-many-failures": (_too_many, ("MaxAuthTries 3",), r"Too many authentication failures"),
+    "no-kex": (_no_kex, (), r"^Unable to negotiate"),
+    "no-cipher": (_no_cipher, (), r"^Unable to negotiate"),
+    "no-host-key": (_no_host_key, (), r"^Unable to negotiate"),
+    "no-mac": (_no_mac, ("MACs hmac-sha2-512",), r"^Unable to negotiate"),
+}
+
+
+def _compare(server_with, user: TestUser, level: str, name: str,
+             last_at_level: str | None = None) -> list[str]:
+    scenario, extra, last = SCENARIOS[name]
+    logs = {}
+    for kind in ("openssh", "privsep"):
+        server = server_with(f"LogLevel {level}", *extra, kind=kind)
+        # the harness's readiness probe (connect, close) comes first in both
+        settled_log(server, r"^Connection closed by 127\.0\.0\.1 port \d+$"
+                    if level != "ERROR" else r"^kex_exchange_identification")
+        scenario(server, user)
+        logs[kind] = settled_log(server, last_at_level or last)
+    assert logs["privsep"] == logs["openssh"], \
+        "\n".join(["--- sshd", *logs["openssh"], "--- privsep-sshd", *logs["privsep"]])
+    return logs["openssh"]
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_verbose(server_with, user: TestUser, name: str) -> None:
+    lines = _compare(server_with, user, "VERBOSE", name)
+    assert not any(line.startswith("trace: ") for line in lines)
+
+
+@pytest.mark.parametrize("name", ["publickey", "password", "bad-password", "invalid-user",
+                                  "too-many-failures", "no-kex"])
+def test_info(server_with, user: TestUser, name: str) -> None:
+    lines = _compare(server_with, user, "INFO", name)
+    assert not any(line.startswith(("Connection from ", "Postponed ", "Accepted key "))
+                   for line in lines)
+
+
+def test_verbose_publickey_words(server_with, user: TestUser) -> None:
+    """The lines the issue named, there in sshd's order (the comparison
+    above could pass with both daemons silent)."""
+    lines = _compare(server_with, user, "VERBOSE", "publickey")
+    fp = r"ED25519 SHA256:[A-Za-z0-9+/]{43}"
+    expected = [
+        r'Connection from 127\.0\.0\.1 port N on 127\.0\.0\.1 port N rdomain ""',
+        rf"Accepted key {fp} found at {user.home}/\.ssh/authorized_keys:1",
+        rf"Postponed publickey for {user.name} from 127\.0\.0\.1 port N ssh2 \[preauth\]",
+        rf"Accepted key {fp} found at {user.home}/\.ssh/authorized_keys:1",
+        rf"Accepted publickey for {user.name} from 127\.0\.0\.1 port N ssh2: {fp}",
+        r"User child is on pid N",
+        rf"Starting session: command for {user.name} from 127\.0\.0\.1 port N id 0",
+        r"Received disconnect from 127\.0\.0\.1 port N:11: disconnected by user",
+        rf"Disconnected from user {user.name} 127\.0\.0\.1 port N",
+    ]
+    start = max(i for i, line in enumerate(lines) if line.startswith("Connection from"))
+    assert len(lines[start:]) == len(expected), lines
+    for line, pattern in zip(lines[start:], expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def test_error_level(server_with, user: TestUser) -> None:
+    """At LogLevel ERROR a refused password leaves only the probe's
+    banner-exchange error in both logs."""
+    lines = _compare(server_with, user, "ERROR", "bad-password",
+                     last_at_level=r"^kex_exchange_identification")
+    assert lines == ["kex_exchange_identification: Connection closed by remote host"]
+
+
+def test_trace_only_at_debug(server_with, user: TestUser) -> None:
+    """The phase trace is DEBUG chatter: there at LogLevel DEBUG."""
+    server = server_with("LogLevel DEBUG")
+    assert ssh(server, user, "true").returncode == 0
+    log = server.wait_for_log("monitor: PAM pam_end")
+    assert re.search(r"^trace: pid \d+ uid 0 monitor: forked session process", log, re.M)
