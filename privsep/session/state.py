@@ -37,3 +37,8 @@ class SessionChannel:
     sink: StdinSink | None = None
     #: the program's runner (programs.PtyRunner or PipeRunner), once started
     runner: object | None = None
+    #: sshd's channel type once the program runs, for a subsystem
+    #: ("session:subsystem:sftp"; ChannelTimeout's patterns)
+    xtype: str = ""
+    #: the forwarded X11 display (x11.X11Display), after an x11-req
+    x11: object | None = None
