@@ -21,7 +21,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from tests.daemon import ssh_argv
