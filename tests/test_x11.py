@@ -153,8 +153,10 @@ def test_x11_round_trip_as_sshd(server_with, user, xserver) -> None:
     seen = {}
     for kind in KINDS:
         xserver.seen.clear()
-        result = _run_x11(server_with("X11Forwarding yes", kind=kind), user, xserver)
+        server = server_with("X11Forwarding yes", kind=kind)
+        result = _run_x11(server, user, xserver)
         assert result.returncode == 0, (kind, result.stderr.decode())
+        assert "Traceback" not in server.log_text() and "error" not in server.log_text()
         fields = _fields(result.stdout)
         assert re.fullmatch(r"localhost:\d+\.0", fields["DISPLAY"]), (kind, fields)
         number = fields["DISPLAY"][len("localhost:"):-2]
