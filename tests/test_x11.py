@@ -21,6 +21,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from tests.daemon import ssh_argv
@@ -253,3 +254,26 @@ def test_single_connection_as_sshd(server_with, user) -> None:
         seen[kind] = [_shape(line) for line in fields if not line.startswith("XAUTH")]
     assert seen["privsep"] == seen["openssh"]
     assert seen["privsep"][-1] == "CONNECT=Connection refused", seen
+
+
+@pytest.mark.parametrize("proto,cookie", [
+    ("MIT-MAGIC-COOKIE-1", "00ff\nadd evil:0 x y"), ("MIT MAGIC", "00ff"), ("proto;id", "00"),
+])
+def test_hostile_auth_data_refused_as_sshd(server_with, user, proto, cookie) -> None:
+    """What would reach xauth's or the rc file's stdin is checked as sshd
+    checks it: a refusal and sshd's line, and the session goes on."""
+    for kind in KINDS:
+        server = server_with("X11Forwarding yes", kind=kind)
+        client = paramiko_client(server, user)
+        try:
+            chan = client.get_transport().open_session()
+            with pytest.raises(paramiko.SSHException):
+                chan.request_x11(auth_protocol=proto, auth_cookie=cookie)
+            # paramiko closes a channel whose request failed: the connection goes on
+            chan = client.get_transport().open_session()
+            chan.exec_command("echo ok")
+            assert chan.makefile("rb").read() == b"ok\n", kind
+        finally:
+            client.close()
+        server.wait_for_log("Invalid X11 forwarding data")
+        assert "Traceback" not in server.log_text()
