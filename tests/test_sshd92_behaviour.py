@@ -1,6 +1,6 @@
 """What issue 15's keywords and section 6's details change, through the
 stock client, side by side with Debian's sshd: ~/.ssh/rc and PermitUserRC,
-PerSourceMaxStartups, IPQoS, FingerprintHash, X11Forwarding yes, login
+PerSourceMaxStartups, IPQoS, FingerprintHash, login
 names with a ":style", a Banner beyond 64 KiB, a client without an SSH
 banner, the session's environment and pty modes, and the monitor as a
 session leader holding the connection."""
@@ -143,16 +143,6 @@ def test_fingerprint_hash_in_the_log(server_with, user, hash_name: str) -> None:
         assert ssh(server, user, "true").returncode == 0
         log = server.wait_for_log(f"ssh2: ED25519 {fingerprint}")
         assert expected in log
-
-
-def test_x11_forwarding_yes_is_accepted_and_told_no_xauth(server_with, user) -> None:
-    server = server_with("X11Forwarding yes")
-    argv, env = ssh_argv(server, user, "echo ok", flags=["-v", "-X"],
-                         options=["ForwardX11Trusted=yes"])
-    env["DISPLAY"] = ":77"  # none there: the client sends a made-up cookie
-    result = subprocess.run(argv, env=env, capture_output=True, timeout=60)
-    assert result.returncode == 0 and result.stdout == b"ok\n"
-    assert b"Remote: No xauth program; cannot forward X11." in result.stderr
 
 
 def test_login_name_with_a_style(server_with, user) -> None:

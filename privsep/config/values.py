@@ -127,8 +127,7 @@ def set_env(words: list[str]) -> list[str]:
 
 
 def x11(words: list[str]) -> bool:
-    """X11Forwarding: parsed and printed; a session asking for X11 is told
-    that there is no xauth, as sshd tells it (session/session.py)."""
+    """X11Forwarding: a session's x11-req is served (session/x11.py)."""
     return flag(words)
 
 

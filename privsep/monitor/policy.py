@@ -20,8 +20,9 @@ from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
 from privsep.wire.keyoptions import KeyOption
-from privsep.wire.userauth import SignedHostbased, SignedUserauth, parse_signed_hostbased
-from privsep.wire.userauth import HOSTBOUND_METHOD, SignedUserauth
+from privsep.wire.userauth import (
+    HOSTBOUND_METHOD, SignedHostbased, SignedUserauth, parse_signed_hostbased,
+)
 
 #: Longest password handed to PAM.
 MAX_PASSWORD_LEN = 1024

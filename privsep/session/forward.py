@@ -244,14 +244,14 @@ class Forwarding:
             sock.setblocking(False)
             code = sock.connect_ex(address)
             if code == 0:
-                self._confirm(peer, sock)
+                self._confirm(peer, sock, "direct-tcpip")
                 return
             if code == errno.EINPROGRESS:
                 def connected(sock=sock) -> None:
                     self.loop.forget(sock.fileno())
                     code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if code == 0:
-                        self._confirm(peer, sock)
+                        self._confirm(peer, sock, "direct-tcpip")
                         return
                     sock.close()
                     self._try_addresses(peer, host, port, infos, os.strerror(code))
@@ -285,11 +285,11 @@ class Forwarding:
             log.error("connect_to path %s: failed.", path)
             self._refuse_quietly(peer, OPEN_CONNECT_FAILED, os.strerror(exc.errno or errno.EIO))
             return
-        self._confirm(peer, sock)
+        self._confirm(peer, sock, "direct-streamlocal@openssh.com")
 
-    def _confirm(self, peer, sock: socket.socket) -> None:
+    def _confirm(self, peer, sock: socket.socket, ctype: str) -> None:
         try:
-            chan = self.transport.new_channel(peer)
+            chan = self.transport.new_channel(peer, ctype)
         except Exception:
             sock.close()
             return

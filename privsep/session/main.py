@@ -27,6 +27,7 @@ from privsep.session import chroot
 from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
 from privsep.session.session import SessionProcess, SessionServer
+from privsep.session.timeouts import ChannelTimeouts, UnusedConnection
 from privsep.session.transport import SessionTransport
 from privsep.wire import messages as wire
 
@@ -76,6 +77,24 @@ def configure_rekey(loop: EventLoop, transport: SessionTransport, options: Serve
         transport.packetizer.REKEY_PACKETS = max(amount // 16, 1)
     if seconds:
         _rekey_timer(loop, transport, seconds)
+
+
+def configure_timeouts(loop: EventLoop, process: SessionProcess, options: ServerOptions) -> None:
+    """ChannelTimeout's clocks on every channel, and UnusedConnectionTimeout
+    counted from now (the login), as timers of the loop (timeouts.py)."""
+    process.transport.channel_timeouts = ChannelTimeouts(loop, options.channel_timeout)
+    if not options.unused_connection_timeout:
+        return
+    transport = process.transport
+
+    def expire() -> None:
+        if not transport.is_active():
+            return
+        log.info("terminating inactive connection from user %s %s", process.pw.pw_name,
+                 process.peer)
+        transport.close()
+    process.unused = UnusedConnection(loop, options.unused_connection_timeout,
+                                      process.channels_open, expire)
 
 
 def _announce_hostkeys(process: SessionProcess) -> None:
@@ -170,6 +189,7 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
     process.jail = jail
     transport.connection = process
     signal.signal(signal.SIGTERM, _on_monitor_gone(process))
+    configure_timeouts(loop, process, options)
     if options.client_alive_interval > 0:
         _client_alive(loop, process, options.client_alive_interval,
                       options.client_alive_count_max)

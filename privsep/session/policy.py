@@ -1,5 +1,5 @@
 """What the configuration and the authorized_keys line allow a session:
-ForceCommand and command=, PermitTTY and no-pty, SetEnv, environment= and
+ForceCommand and command=, PermitTTY and no-pty, no-x11-forwarding, SetEnv, environment= and
 ~/.ssh/environment (PermitUserEnvironment), PrintMotd and PrintLastLog.
 
 Used by the session process (the user's rights): pure decisions, plus reading
@@ -56,6 +56,11 @@ class SessionPolicy:
 
     def agent_allowed(self) -> bool:
         return self.options.allow_agent_forwarding and self.key_permits("agent-forwarding")
+
+    def x11_key_permitted(self) -> bool:
+        """no-x11-forwarding (or restrict, or a certificate without
+        permit-X11-forwarding) refuses X11 whatever sshd_config says."""
+        return self.key_permits("x11-forwarding")
 
     def pty_allowed(self) -> bool:
         return self.options.permit_tty and self.key_permits("pty")

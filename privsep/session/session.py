@@ -30,7 +30,9 @@ from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
 from privsep.session.sftp import launch as sftp_launch
 from privsep.session.state import Pty, SessionChannel
+from privsep.session.timeouts import UnusedConnection
 from privsep.session.transport import SessionTransport
+from privsep.session.x11 import X11Forwarding
 from privsep.shell import spawn
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
@@ -75,9 +77,7 @@ class SessionServer(paramiko.ServerInterface):
         return self.process.forward_agent(channel)
 
     def check_channel_x11_request(self, channel, single, proto, cookie, screen) -> bool:
-        if self.process.options.x11_forwarding:  # not built yet: sshd's no-xauth answer
-            connopts.send_debug(self.process.transport, "No xauth program; cannot forward X11.")
-        return False
+        return self.process.x11_request(channel, single, proto, cookie, screen)
 
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
                                   pixelheight, modes) -> bool:
@@ -125,6 +125,9 @@ class SessionProcess:
         self.no_more_sessions = False
         self.forwarding = Forwarding(loop, transport, self.policy.forward_rules(), pw.pw_name)
         self.agent = AgentForwarding(loop, transport)
+        self.x11 = X11Forwarding(loop, transport, self.options)
+        #: UnusedConnectionTimeout's clock, when set (main.py)
+        self.unused: UnusedConnection | None = None
         #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
         self.alive_unanswered = 0
         #: IPQoS is set once per connection, at the first program
@@ -214,10 +217,23 @@ class SessionProcess:
             return False  # client-to-server, meaningless here
         return None
 
+    def channels_open(self) -> bool:
+        """Whether any channel is open, as sshd's channel_still_open counts:
+        not one closed on our side, nor a session whose program has not run."""
+        for chanid, chan in self.transport.live_channels():
+            session = self.sessions.get(chanid)
+            if not chan.closed and (session is None or session.started):
+                return True
+        return False
+
     def channel_gone(self, chanid: int) -> None:
+        if self.unused is not None:
+            self.unused.channel_closed()
         session = self.sessions.pop(chanid, None)
         if session is None:
             return
+        if session.x11 is not None:
+            session.x11.close(self.loop)  # the display goes with its session, as in sshd
         if session.sink is not None:
             session.sink.stop()
         if session.pty is not None and session.started and not session.exited and session.pid:
@@ -294,7 +310,23 @@ class SessionProcess:
         session = self._session(channel)
         session.subsystem = True
         session.subsystem_name = name
+        session.xtype = f"session:subsystem:{name}"
         return self.start(channel, command)
+
+    def x11_request(self, channel: paramiko.Channel, single: bool, proto, cookie,
+                    screen: int) -> bool:
+        """x11-req: a display for this session's programs (x11.py)."""
+        session = self.sessions.get(channel.get_id())
+        if session is None:
+            return False
+        proto = proto.decode("utf-8", "replace") if isinstance(proto, bytes) else proto
+        cookie = cookie.decode("utf-8", "replace") if isinstance(cookie, bytes) else cookie
+        display = self.x11.request(self.policy.x11_key_permitted(), session.x11, single,
+                                   proto, cookie, screen)
+        if display is None:
+            return False
+        session.x11 = display
+        return True
 
     def forward_agent(self, channel: paramiko.Channel) -> bool:
         if channel.get_id() not in self.sessions:
@@ -382,6 +414,8 @@ class SessionProcess:
         })
         if session.pty is not None:
             env["TERM"] = session.pty.term or "dumb"
+        if session.x11 is not None:
+            env["DISPLAY"] = session.x11.display
         if self.agent.path is not None:
             env["SSH_AUTH_SOCK"] = self.agent.path
         env.update(self.policy.extra_environment(pw, self.pam_env))
@@ -400,6 +434,8 @@ class SessionProcess:
         if session.started:
             return False
         session.started = True
+        # sshd's channel_set_xtype, by the request (whatever ForceCommand runs)
+        xtype = session.xtype or ("session:shell" if command is None else "session:command")
         shell = self.pw.pw_shell or "/bin/sh"
         name = os.path.basename(shell)
         env = self.environment(session)
@@ -414,8 +450,11 @@ class SessionProcess:
         rc = self.policy.user_rc_allowed(session.subsystem)
         if not self.qos_set:  # once, at the first program: sshd's packet_set_interactive
             self.qos_set = True
-            connopts.set_ip_qos(self.transport.sock, self.options.ip_qos[session.pty is None])
+            # interactive with a pty or an X11 display, as sshd's do_exec_no_pty
+            bulk = session.pty is None and session.x11 is None
+            connopts.set_ip_qos(self.transport.sock, self.options.ip_qos[bulk])
         quiet_home = self.jail.active
+        x11_auth = session.x11.auth if session.x11 is not None else None
         try:
             internal = sftp_launch.runner(self, session, command, forced is not None, env)
             if internal is not None:
@@ -424,19 +463,20 @@ class SessionProcess:
                 # a login shell first shows what PAM said (motd) and the last login
                 banner = self.policy.login_banner(self.login_messages, session.pty.last_login)
                 program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "",
-                                        user_rc=rc, quiet_home=quiet_home)
+                                        user_rc=rc, x11=x11_auth, quiet_home=quiet_home)
                 runner = programs.PtyRunner(self.loop, session, program, self.release_pty)
             else:
                 # a login shell without a pty (ssh -T) shows what PAM said too, as sshd
                 banner = "".join(f"{line}\n" for line in self.login_messages)
                 program = spawn.Program(shell, argv, env, self.pw.pw_dir, banner if login else "",
-                                        user_rc=rc, quiet_home=quiet_home)
+                                        user_rc=rc, x11=x11_auth, quiet_home=quiet_home)
                 runner = programs.PipeRunner(self.loop, session, program)
         except OSError as exc:
             log.error("session: could not start %s: %s", shell, exc)
             return False
         session.runner = runner
         runner.start()
+        self.transport.channel_opened(channel, xtype)  # ChannelTimeout's clock starts
         return True
 
     def _log_start(self, session: SessionChannel, command: str | None,

@@ -42,3 +42,8 @@ class SessionChannel:
     number: int = 0
     #: the subsystem's name as the client asked for it ("sftp")
     subsystem_name: str = ""
+    #: sshd's channel type once the program runs, for a subsystem
+    #: ("session:subsystem:sftp"; ChannelTimeout's patterns)
+    xtype: str = ""
+    #: the forwarded X11 display (x11.X11Display), after an x11-req
+    x11: object | None = None

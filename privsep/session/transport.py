@@ -34,6 +34,7 @@ from paramiko.ssh_exception import MessageOrderError
 from privsep.session.loop import EventLoop
 from privsep.session.packets import SessionPacketizer
 from privsep.session.resume import ResumedTransport
+from privsep.session.timeouts import SERVER_OPENED_TYPES
 
 log = logging.getLogger("privsep.session")
 
@@ -123,6 +124,10 @@ class WindowedChannel(Channel):
     on_window = None
     #: called once the channel is closed on both sides and forgotten (a forward)
     on_gone = None
+    #: when data last moved either way (ChannelTimeout's clock, timeouts.py)
+    lastused: float = 0.0
+    #: sshd's name for the channel's type (ChannelTimeout's patterns)
+    ctype: str = "session"
 
     def attach_sink(self, sink) -> None:
         """From now on data goes to ``sink``; what paramiko buffered so far
@@ -141,6 +146,11 @@ class WindowedChannel(Channel):
         super()._set_window(window_size, max_packet_size)
         self.window = ReceiveWindow(window_size, max_packet_size)
 
+    def _send(self, s, m) -> int:
+        """Data (or extended data) to the client: the channel is in use."""
+        self.lastused = time.monotonic()
+        return super()._send(s, m)
+
     def _check_add_window(self, n: int) -> int:
         granted = super()._check_add_window(n)
         if granted:
@@ -157,6 +167,7 @@ class WindowedChannel(Channel):
             if verdict is WindowVerdict.ACCEPT and sink is None:
                 self._feed(data)
         if verdict is WindowVerdict.ACCEPT:
+            self.lastused = time.monotonic()
             if sink is not None:
                 sink.deliver(data)
         elif verdict is WindowVerdict.BIG_PACKET:
@@ -225,6 +236,9 @@ class SessionTransport(ResumedTransport):
         self._opening: dict[int, Callable[[Channel | None], None]] = {}
         #: when the last key exchange ended (RekeyLimit's time half)
         self.kex_done_at = time.monotonic()
+        #: ChannelTimeout's clocks (timeouts.ChannelTimeouts), told of each
+        #: channel once it is open
+        self.channel_timeouts = None
 
     # --- the loop ------------------------------------------------------------------
 
@@ -430,8 +444,10 @@ class SessionTransport(ResumedTransport):
         self._live[chanid] = chan
         return chan
 
-    def new_channel(self, peer: tuple[int, int, int]) -> Channel:
-        """Confirm a client's CHANNEL_OPEN; the channel, ready for data."""
+    def new_channel(self, peer: tuple[int, int, int], ctype: str = "session") -> Channel:
+        """Confirm a client's CHANNEL_OPEN of type ``ctype``; the channel,
+        ready for data.  A session's inactivity clock starts with its
+        program; any other channel's now."""
         remote_id, window, max_packet = peer
         chan = self._add_channel()
         chan._set_remote_channel(remote_id, window, max_packet)
@@ -442,7 +458,18 @@ class SessionTransport(ResumedTransport):
         m.add_int(self.default_window_size)
         m.add_int(self.default_max_packet_size)
         self.send_reply(m)
+        if ctype != "session":
+            self.channel_opened(chan, ctype)
         return chan
+
+    def live_channels(self) -> list[tuple[int, Channel]]:
+        """Every channel not yet closed on both sides (UnusedConnectionTimeout)."""
+        return list(self._live.items())
+
+    def channel_opened(self, chan: Channel, ctype: str) -> None:
+        """``chan`` is open as ``ctype`` (ChannelTimeout's clock starts)."""
+        if self.channel_timeouts is not None:
+            self.channel_timeouts.opened(chan, ctype)
 
     def refuse_channel(self, peer: tuple[int, int, int], reason: int, text: str) -> None:
         m = Message()
@@ -462,6 +489,7 @@ class SessionTransport(ResumedTransport):
             raise paramiko.SSHException("SSH session not active")
         chan = self._add_channel()
         self._opening[chan.chanid] = on_open
+        chan.ctype = SERVER_OPENED_TYPES.get(kind, kind)
         m = Message()
         m.add_byte(paramiko.common.cMSG_CHANNEL_OPEN)
         m.add_string(kind)
@@ -481,8 +509,11 @@ class SessionTransport(ResumedTransport):
         chanid = self._channel_of(m)
         super()._parse_channel_open_success(m)
         on_open = self._opening.pop(chanid, None)
+        chan = self._channels.get(chanid)
+        if chan is not None and on_open is not None:
+            self.channel_opened(chan, chan.ctype)
         if on_open is not None:
-            on_open(self._channels.get(chanid))
+            on_open(chan)
 
     def _parse_channel_open_failure(self, m: Message) -> None:
         chanid = self._channel_of(m)
@@ -502,6 +533,8 @@ class SessionTransport(ResumedTransport):
     def _unlink_channel(self, chanid: int) -> None:
         chan = self._live.pop(chanid, None)
         super()._unlink_channel(chanid)
+        if self.channel_timeouts is not None:
+            self.channel_timeouts.gone(chanid)
         if chan is not None and chan.on_gone is not None:
             chan.on_gone()
         if self.connection is not None:

@@ -27,6 +27,28 @@ _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
 
 
 @dataclass(frozen=True)
+class X11Auth:
+    """A forwarded X11 display's authorization, as the rc files and xauth get it."""
+
+    #: the authorization protocol and the (fake) cookie the client sent
+    proto: str
+    cookie: str
+    #: the display name xauth files it under ("unix:10.0" for a localhost display)
+    auth_display: str
+    #: XAuthLocation
+    xauth_path: str
+
+    def rc_line(self) -> str:
+        """What an rc file reads on its stdin: "proto cookie"."""
+        return f"{self.proto} {self.cookie}\n"
+
+    def xauth_input(self) -> str:
+        """xauth's commands: drop any old entry for the display, add ours."""
+        return (f"remove {self.auth_display}\n"
+                f"add {self.auth_display} {self.proto} {self.cookie}\n")
+
+
+@dataclass(frozen=True)
 class Program:
     """What to execute, and where."""
 
@@ -38,8 +60,8 @@ class Program:
     banner: str = ""
     #: ~/.ssh/rc may run (PermitUserRC, no-user-rc, not a subsystem or ForceCommand)
     user_rc: bool = False
-    #: "proto cookie" given to the rc file on its stdin when X11 is forwarded
-    xauth: str = ""
+    #: the X11 display's authorization, when X11 is forwarded on this session
+    x11: X11Auth | None = None
     #: no word about a missing home directory (in a ChrootDirectory jail, as sshd)
     quiet_home: bool = False
 
@@ -98,34 +120,48 @@ def _exec(program: Program) -> NoReturn:
 
 def run_rc_files(program: Program) -> None:
     """sshd's do_rc_files: ~/.ssh/rc through the user's shell if allowed and
-    present, else /etc/ssh/sshrc if present; the X11 authorization (if any)
-    on its stdin; its output goes where the program's will.  Waited for."""
+    present, else /etc/ssh/sshrc if present, each given the X11
+    authorization ("proto cookie") on its stdin; with neither, xauth
+    (XAuthLocation) files the X11 cookie in ~/.Xauthority.  Their output
+    goes where the program's will.  Waited for."""
     user_rc = os.path.join(program.home, ".ssh", "rc")
+    x11 = program.x11
     if program.user_rc and os.path.exists(user_rc):
         path, argv = program.path, [program.path, "-c", f"{BSHELL} {user_rc}"]
+        feed, what = (x11.rc_line() if x11 else ""), user_rc
     elif os.path.exists(SYSTEM_RC):
         path, argv = BSHELL, [BSHELL, SYSTEM_RC]
+        feed, what = (x11.rc_line() if x11 else ""), SYSTEM_RC
+    elif x11 is not None:
+        path, argv = x11.xauth_path, [x11.xauth_path, "-q", "-"]
+        feed, what = x11.xauth_input(), f"{x11.xauth_path} -q -"
     else:
         return
+    _feed_and_wait(path, argv, program.env, feed, what)
+
+
+def _feed_and_wait(path: str, argv: list[str], env: dict[str, str], feed: str,
+                   what: str) -> None:
+    """Run ``argv`` with ``feed`` on its stdin (popen(3) "w", as sshd) and wait."""
     try:
         read_end, write_end = os.pipe()
         pid = os.fork()
     except OSError:
-        os.write(2, f"Could not run {argv[-1].split()[-1]}\n".encode())
+        os.write(2, f"Could not run {what}\n".encode())
         return
     if pid == 0:
         try:
             os.dup2(read_end, 0)
             os.close(read_end)
             os.close(write_end)
-            os.execve(path, argv, program.env)
+            os.execve(path, argv, env)
         finally:
             os._exit(127)
     os.close(read_end)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # an rc file that reads nothing
     try:
-        if program.xauth:
-            os.write(write_end, f"{program.xauth}\n".encode())
+        if feed:
+            os.write(write_end, feed.encode())
     except OSError:
         pass
     os.close(write_end)
