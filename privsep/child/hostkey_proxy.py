@@ -11,7 +11,20 @@ import paramiko
 from paramiko.message import Message
 
 from privsep.wire.certs import CERT_SUFFIX
-from privsep.wire.hostkey_blobs import algorithms_for_type
+from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
+
+
+def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
+    """The public halves as paramiko keys, for the children to offer; a key
+    with a HostCertificate carries it (paramiko's public_blob), and the
+    children offer it under the -cert-v01 algorithms as well."""
+    publics = []
+    for k in keys:
+        public = paramiko.PKey.from_type_string(k.key_type, k.blob)
+        if k.certificate:
+            public.load_certificate(Message(k.certificate))
+        publics.append(public)
+    return publics
 
 
 class MonitorSignedHostKey:
