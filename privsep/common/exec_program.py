@@ -67,6 +67,20 @@ def exec_program(module: str, bundle: object, fds: dict[str, int]) -> NoReturn:
     os._exit(255)
 
 
+#: Modules paramiko imports only for an SSH client's own configuration
+#: (``Match exec`` in ssh_config, through invoke, which pulls in
+#: unittest.mock): a server never uses them, and they cost an exec'd
+#: interpreter about 160 ms of a login (measured with -X importtime).
+CLIENT_ONLY_MODULES = ("invoke",)
+
+
+def skip_client_only_modules() -> None:
+    """Make their imports fail as if they were not installed (paramiko then
+    does without): called by an exec'd program before it imports paramiko."""
+    for name in CLIENT_ONLY_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def receive() -> tuple[object, dict[str, int]]:
     """In the exec'd program: the parent's bundle and the descriptors it
     named (the bundle's memfd read and closed).  Raises RuntimeError when

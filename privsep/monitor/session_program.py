@@ -27,12 +27,15 @@ class SessionBundle:
 def main() -> int:
     proctitle.use_program(roles.SESSION_PROGRAM_PREFIX, roles.SESSION_PROGRAM_COMM)
     proctitle.set(roles.REEXECED_TITLE)
+    from privsep.common import exec_program
+
+    exec_program.skip_client_only_modules()
     # Everything the monitor, the net-child and the session process will
     # need is imported now, as the listener of generation 9 does before it
     # forks (the session process may chroot).
     import socket
 
-    from privsep.common import exec_program, log as logsetup
+    from privsep.common import log as logsetup
     from privsep.monitor import main as monitor_main
 
     bundle, fds = exec_program.receive()

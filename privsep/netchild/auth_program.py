@@ -32,10 +32,13 @@ class AuthBundle:
 def main() -> int:
     proctitle.use_program(roles.AUTH_PROGRAM_PREFIX, roles.AUTH_PROGRAM_COMM)
     proctitle.set(roles.AUTH_EARLY_TITLE)
+    from privsep.common import exec_program
+
+    exec_program.skip_client_only_modules()
     import socket
 
     from privsep.child import hostkey_proxy
-    from privsep.common import exec_program, log as logsetup
+    from privsep.common import log as logsetup
     from privsep.netchild import netchild
 
     bundle, fds = exec_program.receive()
