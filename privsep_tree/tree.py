@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from privsep.common import roles
 from privsep.wire.facts import DEFAULT_PID_FILE
 from privsep_tree.proc import (
     NO_LOGINUID, Gone, Proc, _all_pids, _group, _last_cap, _read, _user, descendants,
@@ -36,12 +37,17 @@ class Tree:
     procs: list[Proc]
     notes: list[str]
     daemon: str = "?"
+    #: the OpenSSH process model the tree shows: "9" (forks only, every
+    #: process sshd), "10" (exec'd sshd-session and sshd-auth), "?" (no
+    #: connection yet)
+    generation: str = "?"
 
     def by_pid(self) -> dict[int, Proc]:
         return {p.pid: p for p in self.procs}
 
     def to_json(self) -> dict:
-        return {"listener": self.root, "daemon": self.daemon, "notes": self.notes,
+        return {"listener": self.root, "daemon": self.daemon, "generation": self.generation,
+                "notes": self.notes,
                 "processes": [p.to_json() for p in self.procs]}
 
 
@@ -74,12 +80,26 @@ def build(root: int) -> Tree:
     title = first.title or ""
     tree.daemon = ("privsep-sshd" if title.startswith("privsep-sshd") or "privsep" in title
                    else "sshd" if "sshd" in title or first.comm == "sshd" else "?")
+    tree.generation = generation_of(procs)
     if first.role != "listener":
         notes.insert(0, f"pid {root} ({first.title or first.comm}) does not look like an sshd "
                         "listener: no '[listener]' in its title; showing its descendants anyway")
     _link_fds(tree)
     _hidden_notes(tree)
     return tree
+
+
+def generation_of(procs: list[Proc]) -> str:
+    """OpenSSH 10's model when a process below the listener is an exec'd
+    sshd-session or sshd-auth (by its title, or its comm name when the title
+    is hidden); 9's when a monitor is titled as sshd itself."""
+    programs = set()
+    for p in procs[1:]:
+        program = roles.program_of(p.title or "")[0]
+        programs.add(program or (p.comm if p.comm in ("sshd-session", "sshd-auth") else ""))
+    if programs & {"sshd-session", "sshd-auth"}:
+        return "10"
+    return "9" if "sshd" in programs else "?"
 
 
 def _link_fds(tree: Tree) -> None:
@@ -312,20 +332,22 @@ def _fd_shape(p: Proc) -> str:
     return ", ".join(sorted(kinds)) or "none"
 
 
-COMPARED = ("title", "uid", "groups", "session", "tty", "root", "no_new_privs", "seccomp",
+COMPARED = ("program", "title", "uid", "groups", "session", "tty", "root", "no_new_privs", "seccomp",
             "CapEff", "CapBnd", "loginuid", "fds")
 
 
 def shape(p: Proc, tree: Tree) -> dict[str, str]:
     """What should match between two sshds, with pids, names and numbers taken out."""
-    title = p.title or ""
-    title = re.sub(r"^(privsep-sshd|sshd): ", "", title)
+    # the program a title names (sshd, sshd-session, sshd-auth: privsep-sshd's
+    # own prefixes say which OpenSSH program they stand for), then the rest
+    program, title = roles.program_of(p.title or "")
     title = re.sub(r"pts/\d+", "pts/N", title)
     if p.role == "listener":
         title = re.sub(r"^.*\[listener\]", "... [listener]", title)
     login = ("unset" if p.loginuid in (None, NO_LOGINUID) else
              "root" if p.loginuid == 0 else "login user")
     return {
+        "program": program or "none",
         "title": title,
         "uid": _uid_kind(p, tree),
         "groups": "none" if not p.groups else "some",
@@ -376,8 +398,10 @@ def compare(left: Tree, right: Tree) -> list[dict]:
 
 def render_compare(left: Tree, right: Tree, width: int = 72) -> list[str]:
     rows = compare(left, right)
-    out = [f"{'left: ' + left.daemon + ' ' + str(left.root):<{width}} | "
-           f"right: {right.daemon} {right.root}", "-" * (width * 2 + 3)]
+    def name(tree: Tree) -> str:
+        model = f" (OpenSSH {tree.generation} model)" if tree.generation != "?" else ""
+        return f"{tree.daemon} {tree.root}{model}"
+    out = [f"{'left: ' + name(left):<{width}} | right: {name(right)}", "-" * (width * 2 + 3)]
     lmap, rmap = left.by_pid(), right.by_pid()
     for row in rows:
         depth = row["path"].count("/")
@@ -390,6 +414,7 @@ def render_compare(left: Tree, right: Tree, width: int = 72) -> list[str]:
         marks = {"uid": "uid ", "groups": "uid ", "session": "sid ", "tty": "sid ",
                  "root": "root ", "no_new_privs": "root ", "seccomp": "root ",
                  "loginuid": "root ", "CapEff": "CapEff ", "CapBnd": "CapEff ", "title": None,
+                 "program": None,
                  "fds": "fd "}
         diffs = row["differences"]
         for i in range(max(len(llines), len(rlines))):

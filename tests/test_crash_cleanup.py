@@ -281,7 +281,7 @@ def _new_monitor(server: Server, known: set[int]) -> int:
 
 
 def _net_child(monitor: int) -> int:
-    return wait_until(lambda: [p for p in _children(monitor) if "[net]" in _cmdline(p)])[0]
+    return wait_until(lambda: [p for p in _children(monitor) if re.search(r"\[(net|session-auth)\]", _cmdline(p))])[0]
 
 
 def _session_process(monitor: int, user: TestUser) -> int:

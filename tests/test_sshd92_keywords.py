@@ -35,7 +35,7 @@ PENDING_OTHER_BRANCHES = {
     "pubkeyauthoptions",
 }
 #: This daemon's own keywords, which sshd does not know.
-OURS_ONLY = {"privilegeseparationuser", "privilegeseparationdirectory"}
+OURS_ONLY = {"privilegeseparationuser", "privilegeseparationdirectory", "processgeneration"}
 #: Values that differ by design: this daemon's port, addresses and pid file
 #: are its own (so that it runs beside sshd), and UsePAM is yes by default.
 OWN_DEFAULTS = {"port", "listenaddress", "pidfile", "usepam"}

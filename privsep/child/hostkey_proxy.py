@@ -10,8 +10,25 @@ from typing import Callable
 import paramiko
 from paramiko.message import Message
 
+from privsep.wire import dss
 from privsep.wire.certs import CERT_SUFFIX
-from privsep.wire.hostkey_blobs import algorithms_for_type
+from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
+
+
+def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
+    """The public halves as paramiko keys, for the children to offer; a key
+    with a HostCertificate carries it (paramiko's public_blob), and the
+    children offer it under the -cert-v01 algorithms as well."""
+    publics = []
+    for k in keys:
+        if k.key_type == dss.NAME:  # paramiko 5 has no DSA
+            public = dss.DSSPublicKey.from_blob(k.blob)
+        else:
+            public = paramiko.PKey.from_type_string(k.key_type, k.blob)
+        if k.certificate:
+            public.load_certificate(Message(k.certificate))
+        publics.append(public)
+    return publics
 
 
 class MonitorSignedHostKey:

@@ -56,7 +56,14 @@ class VisFormatter(logging.Formatter):
         return vis(super().format(record))
 
 
+#: The arguments of the last ``setup``: an exec'd program of the daemon
+#: (process generation 10) is given them to log where its parent logs.
+current: tuple[str, str, bool, str | None] = ("INFO", "AUTH", False, None)
+
+
 def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str | None = None) -> None:
+    global current
+    current = (level, facility, stderr, logfile)
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(LEVELS.get(level, logging.INFO))

@@ -33,7 +33,7 @@ class Role:
 ROLES = (
     Role(LISTENER, re.compile(r"\[listener\]")),
     Role(MONITOR, re.compile(r"\[(priv|accepted)\]$")),
-    Role(NET_CHILD, re.compile(r"\[(net|preauth)\]$")),
+    Role(NET_CHILD, re.compile(r"\[(net|preauth|session-auth|session-auth early)\]$")),
     Role(SESSION, re.compile(r"[^\s:]+@(pts/\d+|notty)$")),
 )
 
@@ -58,6 +58,43 @@ ACCEPTED_TITLE = "[accepted]"
 NET_TITLE = "[net]"
 #: The inetd-mode relay between stdin/stdout and the connection's socket.
 INETD_RELAY_TITLE = "[inetd relay]"
+
+
+# --- process generation 10: OpenSSH 10's exec'd programs ----------------------------
+
+#: The exec'd per-connection program (the monitor and the session process),
+#: as ps shows its titles, and its comm name (OpenSSH 10's binary).
+SESSION_PROGRAM_PREFIX = "privsep-sshd-session: "
+SESSION_PROGRAM_COMM = "sshd-session"
+#: The exec'd pre-auth program.
+AUTH_PROGRAM_PREFIX = "privsep-sshd-auth: "
+AUTH_PROGRAM_COMM = "sshd-auth"
+#: sshd-auth's titles before it reaches the network, and until a user is named.
+AUTH_EARLY_TITLE = "[session-auth early]"
+AUTH_TITLE = "[session-auth]"
+#: A per-connection program before it has read what the listener passed on.
+REEXECED_TITLE = "[rexeced]"
+
+#: What each program's titles start with, OpenSSH's and this daemon's, and
+#: the OpenSSH program it corresponds to (for privsep-tree's comparison).
+PROGRAMS = (
+    ("privsep-sshd-session: ", "sshd-session"),
+    ("privsep-sshd-auth: ", "sshd-auth"),
+    ("privsep-sshd: ", "sshd"),
+    ("sshd-session: ", "sshd-session"),
+    ("sshd-auth: ", "sshd-auth"),
+    ("sshd: ", "sshd"),
+)
+
+
+def program_of(title: str) -> tuple[str, str]:
+    """The OpenSSH program a title belongs to and the title without its
+    prefix: ``("sshd-session", "alice [priv]")``; ``("", title)`` for a title
+    of neither daemon (a shell)."""
+    for prefix, program in PROGRAMS:
+        if title.startswith(prefix):
+            return program, title[len(prefix):]
+    return "", title
 
 
 def monitor_title(user: str | None) -> str:

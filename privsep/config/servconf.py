@@ -48,6 +48,15 @@ class Keyword:
     multi: bool = False
     in_match: bool = False
 
+    def __reduce__(self):
+        """Pickled by name (its parser is a lambda): process generation 10
+        passes the parsed configuration to the exec'd per-connection program."""
+        return (_keyword_named, (self.name,))
+
+
+def _keyword_named(name: str) -> "Keyword":
+    return KEYWORDS[name.lower()]
+
 
 KEYWORD_LIST = [
     Keyword("Port", "port", v.port, multi=True),
@@ -145,7 +154,11 @@ KEYWORD_LIST = [
     # --- every other keyword of sshd 9.2 (issue 15) ---
     *(Keyword(*row) for row in otherkeys.KEYWORD_ROWS),
     # --- process generations (issue 16) ---
-
+    # This daemon's own: 9 is OpenSSH 9.2's process model (forks only), 10 is
+    # OpenSSH 10's (exec'd sshd-session and sshd-auth programs).  Unset, it
+    # follows the OpenSSH installed here (ServerConfig.default_generation).
+    Keyword("ProcessGeneration", "process_generation",
+            lambda w: int(v.choice("9", "10")(w))),
     # This daemon's own: where and as whom the pre-auth net-child runs.
     Keyword("PrivilegeSeparationUser", "privsep_user", v.text),
     Keyword("PrivilegeSeparationDirectory", "privsep_dir", v.text),
@@ -263,7 +276,8 @@ class ServerOptions(otherkeys.OtherOptions):
     chroot_directory: str = "none"
 
     # --- process generations (issue 16) ---
-
+    #: 9 or 10; 0 until ServerConfig.global_options fills in the default
+    process_generation: int = 0
     privsep_user: str = "privsep-sshd"
     privsep_dir: str = "/run/privsep-sshd"
     pam_service: str = "privsep-sshd"
@@ -317,11 +331,16 @@ class ServerConfig:
     matches: list[MatchBlock] = field(default_factory=list)
     #: Keywords set on the command line: the file cannot add to their lists.
     cmdline: set[str] = field(default_factory=set)
+    #: ProcessGeneration when the file does not set it: the listener sets it
+    #: from the OpenSSH installed on the machine (listener/generation.py).
+    default_generation: int = 9
 
     def global_options(self) -> ServerOptions:
         options = ServerOptions()
         _apply(options, self.settings, set())
         _finish(options)
+        if not options.process_generation:
+            options.process_generation = self.default_generation
         check_auth_options(options)
         return options
 

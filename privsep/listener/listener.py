@@ -41,7 +41,7 @@ import prctl
 from privsep.monitor import hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
-from privsep.listener import sdnotify
+from privsep.listener import exec_session, sdnotify
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.common.trace import trace
 from privsep.wire.hostkey_blobs import HostKey
@@ -176,9 +176,11 @@ class Listener:
         if pid == 0:
             listener_fds = (startup_r, *self.startups, *self.wake_fds,
                             *(s.fileno() for s in self.sockets))
+            # Generation 10 execs OpenSSH 10's sshd-session instead.
+            run = exec_session.run if self.options.process_generation == 10 else monitor_main.run
             try:
-                monitor_main.run(conn, self.options, self.host_keys, startup_w, self.config,
-                                 close_fds=listener_fds, host_publics=self.host_publics)
+                run(conn, self.options, self.host_keys, startup_w, self.config,
+                    close_fds=listener_fds, host_publics=self.host_publics)
             finally:
                 os._exit(255)  # never back into the accept loop
         trace(log, "listener", "accepted %s port %d, forked monitor %d", addr[0], addr[1], pid)

@@ -21,7 +21,7 @@ import sys
 from privsep.common import log as logsetup
 from privsep.config import servconf
 from privsep.config.match import ConnectionInfo
-from privsep.listener import hostkey_files, inetd, listener
+from privsep.listener import generation, hostkey_files, inetd, listener
 from privsep.monitor import hostkeys, loginrec
 from privsep.monitor.accounts import user_groups
 from privsep.wire.hostkey_blobs import HostKey
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(message)s", level=logging.INFO)  # until log.setup
     try:
         config = load_config(args)
+        config.default_generation = generation.installed()  # ProcessGeneration unset
         options = config.global_options()
         if args.conn_spec:
             spec = ConnectionInfo.from_spec(",".join(args.conn_spec))

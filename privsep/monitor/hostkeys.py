@@ -19,6 +19,7 @@ from typing import Callable
 
 import paramiko
 
+from privsep.child import hostkey_proxy
 from privsep.monitor import pubkey
 from privsep.signer import signer
 from privsep.wire import certs, hostkey_blobs
@@ -115,19 +116,9 @@ def _attach_certificate(keys: list[HostKey], path: str, problems: list[str]) -> 
 
 
 def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
-    """The public halves as paramiko keys, for the children to offer; a key
-    with a HostCertificate carries it (paramiko's public_blob), and the
-    children offer it under the -cert-v01 algorithms as well."""
-    publics = []
-    for k in keys:
-        if k.key_type == "ssh-dss":
-            public = DSSPublicKey.from_blob(k.blob)
-        else:
-            public = paramiko.PKey.from_type_string(k.key_type, k.blob)
-        if k.certificate:
-            public.load_certificate(paramiko.Message(k.certificate))
-        publics.append(public)
-    return publics
+    """The public halves as paramiko keys (child/hostkey_proxy.py's, which
+    the exec'd sshd-auth of generation 10 uses as well)."""
+    return hostkey_proxy.public_keys(keys)
 
 
 def _run_signer(body: Callable[[int], object]) -> bytes:

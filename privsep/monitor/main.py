@@ -25,7 +25,7 @@ from privsep.common.log import verbose
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.servconf import ServerConfig, ServerOptions
-from privsep.monitor import auth_pam, hostkeys, pubkey
+from privsep.monitor import auth_pam, exec_auth, hostkeys, pubkey
 from privsep.monitor.monitor import Ending, Monitor, serve_phase
 from privsep.monitor.policy import Phase
 from privsep.netchild import netchild
@@ -113,6 +113,9 @@ def _fork_net_child(monitor: Monitor, conn: socket.socket,
     banner = _read_banner(monitor.options.banner)
     gc.freeze()  # as the listener's: the child's collections leave our pages shared
     pid = os.fork()
+    if pid == 0 and monitor.options.process_generation == 10:  # OpenSSH 10's sshd-auth
+        exec_auth.run(conn, theirs, monitor.options, monitor.host_keys, banner,
+                      close_fds=(ours.fileno(), monitor.startup_fd))
     if pid == 0:
         netchild.run(conn, theirs, monitor.options, publics, banner,
                      close_fds=(ours.fileno(), monitor.startup_fd))

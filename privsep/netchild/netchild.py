@@ -441,13 +441,16 @@ class NetServer(paramiko.ServerInterface):
 
 
 def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions,
-        host_publics: list[paramiko.PKey], banner: str, close_fds: tuple[int, ...]) -> NoReturn:
+        host_publics: list[paramiko.PKey], banner: str, close_fds: tuple[int, ...],
+        title: str = roles.NET_TITLE) -> NoReturn:
     """The net-child's whole life, from the fork in the monitor (still root)
-    to its exit: ``close_fds`` are the monitor's own, closed first."""
+    to its exit: ``close_fds`` are the monitor's own, closed first.  In
+    generation 10 the exec'd sshd-auth (auth_program.py) runs it, titled
+    as OpenSSH 10's until a user is named."""
     try:
         for fd in close_fds:
             os.close(fd)
-        proctitle.set(roles.NET_TITLE)
+        proctitle.set(title)
         code = _serve(sock, channel_sock, options, host_publics, banner)
     except BaseException:
         code = EXIT_CLOSED
