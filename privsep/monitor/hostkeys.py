@@ -23,7 +23,6 @@ from privsep.child import hostkey_proxy
 from privsep.monitor import pubkey
 from privsep.signer import signer
 from privsep.wire import certs, hostkey_blobs
-from privsep.wire.dss import DSSPublicKey
 from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
 
 log = logging.getLogger("privsep.monitor")
