@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return 255
     if args.test or args.dump:
         existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
-        keys, problems = (hostkeys.read_host_keys(existing, options.required_rsa_size)
+        keys, problems = (hostkeys.read_host_keys(existing, options.host_certificate,
+                                                  options.required_rsa_size)
                           if os.geteuid() == 0 and existing else ([None], []))
         for problem in problems:
             print(problem, file=sys.stderr)
