@@ -45,9 +45,13 @@ MAX_OUTPUT = authorized_keys.MAX_AUTHORIZED_KEYS_BYTES
 #: Debian's _PATH_STDPATH, the command's PATH.
 STD_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 
-#: The program's path is checked as sshd's safe_path() does with no home
-#: directory: owned by root, and every directory up to "/".
-_ROOT_ONLY = pwd.struct_passwd(("root", "x", 0, 0, "", "/", ""))
+
+def _root_only() -> pwd.struct_passwd:
+    """Whom the program's path is checked for, as sshd's safe_path() with no
+    home directory: owned by root, and every directory up to "/".  Made at
+    each call: a struct_passwd built in Python and kept in a module global
+    makes CPython 3.11's finalization report a SystemError at exit."""
+    return pwd.struct_passwd(("root", "x", 0, 0, "", "/", ""))
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def _program_refusal(tag: str, program: str, runas: pwd.struct_passwd) -> str | 
             os.stat(program)
         except OSError as exc:
             return f'Could not stat {tag} "{program}": {exc.strerror}'
-        reason = authorized_keys.check_secure_path(program, _ROOT_ONLY, True)
+        reason = authorized_keys.check_secure_path(program, _root_only(), True)
     if reason:
         return f'Unsafe {tag} "{program}": {reason}'
     return None
