@@ -103,6 +103,13 @@ def parse_debug(m: paramiko.Message) -> None:
     log.debug("Remote: %s", text.decode("utf-8", "replace"))
 
 
+def identification(options: ServerOptions) -> str:
+    """Our identification string (without CR LF), VersionAddendum included."""
+    if options.version_addendum.lower() != "none":
+        return f"{VERSION} {options.version_addendum}"
+    return VERSION
+
+
 def configure(transport: paramiko.Transport, options: ServerOptions,
               gex_groups: kex.GexGroupSource | None = None) -> None:
     """Our algorithms and banner on a server transport; group exchange asks
@@ -121,6 +128,4 @@ def configure(transport: paramiko.Transport, options: ServerOptions,
     # What server-sig-algs advertises and userauth accepts.
     transport._preferred_pubkeys = tuple(options.pubkey_accepted_algorithms)
     if not transport.remote_version:  # the first banner; a resumed transport keeps its own
-        transport.local_version = VERSION
-        if options.version_addendum.lower() != "none":
-            transport.local_version += " " + options.version_addendum
+        transport.local_version = identification(options)

@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import paramiko
 
+from privsep.child import transport_setup
 from privsep.common import proctitle, roles
 from privsep.common.channel import MonitorChannel, make_pair
 from privsep.common.log import verbose
@@ -111,6 +112,14 @@ def _fork_net_child(monitor: Monitor, conn: socket.socket,
                     publics: list[paramiko.PKey]) -> MonitorChannel:
     ours, theirs = make_pair()
     banner = _read_banner(monitor.options.banner)
+    # Our identification line goes out now, as sshd's [priv] sends it before
+    # it forks the pre-auth child: a client waits for it under its
+    # ConnectTimeout, and on a loaded machine the fork, the sandbox and the
+    # child's start could outlast that.  The net-child does not send it again.
+    try:
+        conn.sendall(f"{transport_setup.identification(monitor.options)}\r\n".encode())
+    except OSError:
+        pass  # the client is gone: the net-child finds out and says so
     gc.freeze()  # as the listener's: the child's collections leave our pages shared
     pid = os.fork()
     if pid == 0 and monitor.options.process_generation == 10:  # OpenSSH 10's sshd-auth

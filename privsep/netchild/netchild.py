@@ -203,8 +203,20 @@ class ThreadlessPacketizer(CipherPacketizer):
     third of a whole login.  sshd's kex reply and NEWKEYS leave in one write,
     which makes the client answer in one too; paramiko's leave in two."""
 
+    #: Our identification line, which the monitor already sent (as sshd's
+    #: [priv] does, before it forks the pre-auth child): paramiko's run()
+    #: writes it again as its first write, which is dropped.
+    already_sent: bytes | None = None
+
     def start_handshake(self, timeout) -> None:
         pass
+
+    def write_all(self, out) -> None:
+        if self.already_sent is not None:
+            sent, self.already_sent = self.already_sent, None
+            if bytes(out) == sent:
+                return
+        super().write_all(out)
 
     def read_all(self, n, check_rekey=False):
         data = super().read_all(n, check_rekey)
@@ -460,7 +472,10 @@ def run(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions
 def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOptions,
            host_publics: list[paramiko.PKey], banner: str) -> int:
     """Serve until authentication (no return) or the end; the exit status."""
-    peer = Peer.of(sock)
+    try:
+        peer = Peer.of(sock)
+    except OSError:  # reset already: the client left before its identification
+        return EXIT_NO_BANNER
     sandbox.enter(options.privsep_user, options.privsep_dir,
                   keep_fds={sock.fileno(), channel_sock.fileno()})
     monitor = MonitorClient(MonitorChannel(channel_sock))
@@ -470,13 +485,17 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
           "seccomp filter", os.getuid(), os.getgid(), options.privsep_dir)
     transport = NetTransport(sock, monitor)
     transport_setup.configure(transport, options, monitor.gex_group)
+    transport.packetizer.already_sent = f"{transport.local_version}\r\n".encode()
     hostkey_proxy.install_on(transport, host_publics, monitor.sign)
     transport.server_mode = True
     transport.server_object = server = NetServer(monitor, options, banner, peer)
     transport.active = True
     transport.run()  # in this thread: no thread may be created here
     exc = transport.saved_exception
-    if not transport.remote_version and isinstance(getattr(exc, "__context__", None), EOFError):
+    # Gone before its identification: EOF, or a reset when our own line
+    # (sent by the monitor) met a socket the client had already closed.
+    if not transport.remote_version and isinstance(getattr(exc, "__context__", None),
+                                                   (EOFError, ConnectionResetError)):
         return EXIT_NO_BANNER
     line = describe_failure(exc, server.remote_id(peer))
     if line is None:
