@@ -337,7 +337,6 @@ UNAVAILABLE = {
     "gssapi_key_exchange": lambda v: v is True,
     "kerberos_authentication": lambda v: v is True,
     "hostbased_authentication": lambda v: v is True,
-    "permit_tunnel": lambda v: v != "no",
 }
 
 

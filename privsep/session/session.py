@@ -31,9 +31,11 @@ from privsep.session.policy import SessionPolicy
 from privsep.session.sftp import launch as sftp_launch
 from privsep.session.state import Pty, SessionChannel
 from privsep.session.transport import SessionTransport
+from privsep.session.tunnel import Tunnels
 from privsep.shell import spawn
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
+from privsep.wire import tunnel as wire_tunnel
 from privsep.wire.facts import DEFAULT_RSA_ALGORITHM, INTERNAL_SFTP, RSA_ALGORITHMS
 
 log = logging.getLogger("privsep.session")
@@ -125,6 +127,8 @@ class SessionProcess:
         self.no_more_sessions = False
         self.forwarding = Forwarding(loop, transport, self.policy.forward_rules(), pw.pw_name)
         self.agent = AgentForwarding(loop, transport)
+        self.tunnels = Tunnels(loop, transport, monitor, self.options.permit_tunnel,
+                               wire_tunnel.forced_unit(self.policy.key_options))
         #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
         self.alive_unanswered = 0
         #: IPQoS is set once per connection, at the first program
@@ -162,6 +166,9 @@ class SessionProcess:
             return True
         if kind == "direct-streamlocal@openssh.com":
             self.forwarding.direct_streamlocal(peer, m)
+            return True
+        if kind == wire_tunnel.CHANNEL_TYPE:
+            self.tunnels.open(peer, m)
             return True
         return False
 
@@ -385,6 +392,8 @@ class SessionProcess:
         env["SSH_CLIENT"] = f"{self.peer.addr} {self.peer.port} {self.peer.local_port}"
         env["SSH_CONNECTION"] = (f"{self.peer.addr} {self.peer.port} "
                                  f"{self.peer.local_addr} {self.peer.local_port}")
+        if self.tunnels.ifnames:
+            env["SSH_TUNNEL"] = ",".join(self.tunnels.ifnames)
         if session.pty is not None:
             env["SSH_TTY"] = session.pty.tty
         return env

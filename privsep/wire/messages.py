@@ -57,6 +57,9 @@ class MsgType(IntEnum):
     PTY_CLEANUP_ANSWER = 43
     KBDINT_REQUEST = 20
     KBDINT_ANSWER = 21
+    TUN_REQUEST = 60
+    TUN_ANSWER = 61
+    TUN_REFUSED = 62
 
 
 # --- messages -----------------------------------------------------------------
@@ -283,11 +286,40 @@ class PtyCleanupAnswer:
     done: bool
 
 
+@dataclass(frozen=True)
+class TunRequest:
+    """Open a tun (point-to-point) or tap (ethernet) device: ``mode`` and
+    ``unit`` as in the client's tun@openssh.com (privsep/wire/tunnel.py)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TUN_REQUEST
+    FDS: ClassVar[int] = 0
+    mode: int
+    unit: int
+
+
+@dataclass(frozen=True)
+class TunAnswer:
+    """The device's name (``tun6``); its descriptor follows."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TUN_ANSWER
+    FDS: ClassVar[int] = 1
+    ifname: str
+
+
+@dataclass(frozen=True)
+class TunRefused:
+    """The device could not be opened with the user's rights."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TUN_REFUSED
+    FDS: ClassVar[int] = 0
+    reason: str
+
+
 Message = (
     Log | SignRequest | SignAnswer | PwnamRequest | PwnamAnswer | PasswordRequest
     | PasswordAnswer | KeyAllowedRequest | KeyAllowedAnswer | KeyVerifyRequest
     | KeyVerifyAnswer | Handoff | PtyRequest | PtyAnswer | PtyCleanupRequest
-    | PtyCleanupAnswer | KbdintRequest | KbdintAnswer
+    | PtyCleanupAnswer | KbdintRequest | KbdintAnswer | TunRequest | TunAnswer | TunRefused
 )
 
 MESSAGE_CLASSES: dict[MsgType, type] = {
