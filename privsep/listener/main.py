@@ -21,6 +21,7 @@ from privsep.config.match import ConnectionInfo
 from privsep.listener import hostkey_files, inetd, listener
 from privsep.monitor import hostkeys, loginrec
 from privsep.monitor.accounts import user_groups
+from privsep.signer import agent_signer
 from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.sshd")
@@ -78,6 +79,9 @@ def prepare(options: servconf.ServerOptions) -> list[HostKey]:
             loginrec.ensure_utmp()
         except OSError as exc:
             log.error("Cannot create utmp: %s", exc)
+    agent_problem = agent_signer.configure(options.host_key_agent)
+    if agent_problem:
+        log.error("%s", agent_problem)
     keys, problems = hostkeys.read_host_keys(options.host_key, options.host_certificate)
     for problem in problems:
         log.error("%s", problem)
@@ -135,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         return 255
     if args.test or args.dump:
         existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
-        problems = hostkeys.read_host_keys(existing)[1] if os.geteuid() == 0 else []
+        problems = []
+        if os.geteuid() == 0:
+            agent_problem = agent_signer.configure(options.host_key_agent)
+            if agent_problem:  # logged, as sshd: the keys' own files may still do
+                print(agent_problem, file=sys.stderr)
+            problems = hostkeys.read_host_keys(existing)[1]
         for problem in problems:
             print(problem, file=sys.stderr)
         if args.dump:
