@@ -35,6 +35,8 @@ log = logging.getLogger("privsep.session")
 
 #: One read from the device: the largest tun/tap packet (64 KiB MTU) fits.
 _READ_SIZE = 65536 + 64
+#: The most packets read from the device in one wake-up of the loop.
+_BURST = 32
 #: paramiko keeps this much of the client's maximum packet for the header.
 _PACKET_OVERHEAD = 64
 
@@ -133,28 +135,40 @@ class TunnelSplice(StdinSink):
         return self.chan.out_window_size > 0 and self.chan.transport.may_send_data()
 
     def _readable(self) -> None:
+        """Up to a burst of packets per wake-up: the device queues many
+        between two waits, and one wait per packet would cost more than
+        the packet."""
         if self.chan.closed or self.chan.eof_sent:
             self.close()
             return
+        for _ in range(_BURST):
+            if self.closed or not self._read_packet() or not self._may_read():
+                return
+
+    def _read_packet(self) -> bool:
+        """One packet from the device to the channel; False when the device
+        had none or the tunnel ended."""
         try:
             packet = os.read(self.fd, _READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:  # the interface was deleted under us
             log.debug("channel %d: tun read: %s", self.chan.chanid, exc.strerror)
             self._close_channel()
-            return
+            return False
         data = tunnel.to_channel(packet) if self.pointopoint else packet
         if not data:
-            return
+            return True
         if len(data) > self.chan.out_window_size or \
                 len(data) > self.chan.out_max_packet_size - _PACKET_OVERHEAD:
             log.debug("channel %d: datagram too big", self.chan.chanid)
-            return
+            return True
         try:
             self.chan.send(data)
         except (OSError, EOFError, socket.timeout, paramiko.SSHException):
             self._close_channel()
+            return False
+        return True
 
     # --- the end -----------------------------------------------------------------
 
