@@ -223,7 +223,7 @@ def test_preauth_requests_refused_in_postauth(msg):
 @pytest.mark.parametrize("msg", [
     wire.SignAnswer(b""), wire.PwnamAnswer(True), wire.PasswordAnswer(True),
     wire.KeyAllowedAnswer(True), wire.KeyVerifyAnswer(True), wire.PtyAnswer("/dev/pts/0"),
-    wire.PtyCleanupAnswer(True),
+    wire.PtyCleanupAnswer(True), wire.TunAnswer("tun6"), wire.TunRefused("no"),
 ], ids=lambda m: type(m).__name__)
 @pytest.mark.parametrize("make_state", [MonitorState, user_named, postauth])
 def test_answers_are_never_requests(msg, make_state):
@@ -246,6 +246,25 @@ def test_pty_cleanup_only_of_allocated_tty():
     refused(state, wire.PtyCleanupRequest("/dev/pts/4"), "/dev/pts/4 is not this session's pty")
     refused(state, wire.PtyCleanupRequest("/dev/tty1"), "not this session's pty")
     admit(state, wire.PtyCleanupRequest("/dev/pts/3"))
+
+
+def test_tun_only_as_permit_tunnel_and_the_key_allow():
+    """The session process may ask for a device only where sshd would open
+    one: a mode PermitTunnel allows, the unit tunnel="N" forces."""
+    refused(user_named("alice"), wire.TunRequest(1, 6), "TunRequest not permitted in preauth")
+    state = postauth()
+    refused(state, wire.TunRequest(1, 6), "PermitTunnel no does not allow")
+    state.permit_tunnel = "ethernet"
+    refused(state, wire.TunRequest(1, 6), "mode 1, which PermitTunnel ethernet")
+    admit(state, wire.TunRequest(2, 6))
+    state.permit_tunnel = "yes"
+    refused(state, wire.TunRequest(3, 6), "mode 3")
+    refused(state, wire.TunRequest(1, 2**32), "for unit 4294967296")
+    admit(state, wire.TunRequest(1, 0x7FFFFFFF))
+    state.forced_tun = 7
+    refused(state, wire.TunRequest(1, 6), "but the key forces 7")
+    refused(state, wire.TunRequest(1, 0x7FFFFFFF), "but the key forces 7")
+    admit(state, wire.TunRequest(1, 7))
 
 
 # --- the signed userauth request must belong to this connection -------------------

@@ -102,6 +102,10 @@ SAMPLES: list[object] = [
     wire.PtyCleanupRequest("/dev/pts/3"),
     wire.PtyCleanupAnswer(True),
     wire.PtyCleanupAnswer(False),
+    wire.TunRequest(1, 6),
+    wire.TunRequest(2, 0x7FFFFFFF),
+    wire.TunAnswer("tun6"),
+    wire.TunRefused('sys_tun_open: failed to open tunnel control device "/dev/net/tun"'),
 ]
 
 

@@ -193,7 +193,7 @@ def test_t_refuses_what_sshd_refuses_in_its_words(tmp_path, line: str) -> None:
 
 
 @pytest.mark.parametrize("line", ["GSSAPIAuthentication yes", "KerberosAuthentication yes",
-                                  "GSSAPIKeyExchange yes", "PermitTunnel yes"])
+                                  "GSSAPIKeyExchange yes"])
 def test_unavailable_features_are_logged_and_accepted(tmp_path, line: str) -> None:
     ours, _ = _both(tmp_path, "-t", BASE + line + "\n")
     assert ours.returncode == 0, ours.stderr

@@ -23,7 +23,8 @@ class MonitorClient:
         """The monitor socket's descriptor (a forked child keeps it to log)."""
         return self._channel.fileno()
 
-    def _call(self, request: wire.Message, answer: type) -> tuple[wire.Message, list[int]]:
+    def _call(self, request: wire.Message,
+              answer: type | tuple[type, ...]) -> tuple[wire.Message, list[int]]:
         with self._lock:
             return self._channel.call(request, answer)
 
@@ -75,6 +76,14 @@ class MonitorClient:
 
     def pty_cleanup(self, tty: str) -> None:
         self._call(wire.PtyCleanupRequest(tty), wire.PtyCleanupAnswer)
+
+    def tun(self, mode: int, unit: int) -> tuple[str, int] | str:
+        """(interface name, descriptor) of a tun or tap device the monitor
+        opened with the user's rights, or the reason it could not."""
+        reply, fds = self._call(wire.TunRequest(mode, unit), (wire.TunAnswer, wire.TunRefused))
+        if isinstance(reply, wire.TunAnswer):
+            return reply.ifname, fds[0]
+        return reply.reason
 
     def log(self, level: int, text: str) -> None:
         with self._lock:

@@ -70,14 +70,18 @@ class MonitorChannel:
             raise
         return msg, fds
 
-    def call(self, msg: wire.Message, answer: type) -> tuple[wire.Message, list[int]]:
-        """Send a request and wait for its answer, which must be of type ``answer``."""
+    def call(self, msg: wire.Message,
+             answer: type | tuple[type, ...]) -> tuple[wire.Message, list[int]]:
+        """Send a request and wait for its answer, which must be of type
+        ``answer`` (or one of them: a refusal travels without descriptors)."""
         self.send(msg)
         reply, fds = self.recv()
         if not isinstance(reply, answer):
             for fd in fds:
                 os.close(fd)
-            raise wire.ProtocolError(f"expected {answer.__name__}, got {type(reply).__name__}")
+            wanted = " or ".join(a.__name__ for a in (answer if isinstance(answer, tuple)
+                                                      else (answer,)))
+            raise wire.ProtocolError(f"expected {wanted}, got {type(reply).__name__}")
         return reply, fds
 
     def close(self) -> None:

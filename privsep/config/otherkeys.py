@@ -336,7 +336,6 @@ UNAVAILABLE = {
     "gssapi_authentication": lambda v: v is True,
     "gssapi_key_exchange": lambda v: v is True,
     "kerberos_authentication": lambda v: v is True,
-    "permit_tunnel": lambda v: v != "no",
 }
 
 

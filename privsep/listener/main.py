@@ -24,6 +24,7 @@ from privsep.config.match import ConnectionInfo
 from privsep.listener import generation, hostkey_files, inetd, listener
 from privsep.monitor import hostkeys, loginrec
 from privsep.monitor.accounts import user_groups
+from privsep.signer import agent_signer
 from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.sshd")
@@ -81,6 +82,9 @@ def prepare(options: servconf.ServerOptions) -> list[HostKey]:
             loginrec.ensure_utmp()
         except OSError as exc:
             log.error("Cannot create utmp: %s", exc)
+    agent_problem = agent_signer.configure(options.host_key_agent)
+    if agent_problem:
+        log.error("%s", agent_problem)
     keys, problems = hostkeys.read_host_keys(options.host_key, options.host_certificate,
                                              options.required_rsa_size)
     for problem in problems:
@@ -140,9 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         return 255
     if args.test or args.dump:
         existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
-        keys, problems = (hostkeys.read_host_keys(existing, options.host_certificate,
-                                                  options.required_rsa_size)
-                          if os.geteuid() == 0 and existing else ([None], []))
+        keys, problems = [None], []
+        if os.geteuid() == 0:
+            agent_problem = agent_signer.configure(options.host_key_agent)
+            if agent_problem:  # logged, as sshd: the keys' own files may still do
+                print(agent_problem, file=sys.stderr)
+            if existing:
+                keys, problems = hostkeys.read_host_keys(existing, options.host_certificate,
+                                                         options.required_rsa_size)
         for problem in problems:
             print(problem, file=sys.stderr)
         if not keys:  # sshd skips the keys it cannot load, and fails only without any

@@ -32,6 +32,7 @@ from privsep.monitor.policy import Phase
 from privsep.netchild import netchild
 from privsep.session import main as session_main
 from privsep.wire import messages as wire
+from privsep.wire import tunnel
 from privsep.wire.hostkey_blobs import HostKey
 
 log = logging.getLogger("privsep.monitor")
@@ -172,6 +173,9 @@ def _preauth_then_session(monitor: Monitor, conn: socket.socket,
     trace(log, "monitor", "net-child %d exited (wait status %d)", net_pid, status)
     os.close(monitor.startup_fd)
     monitor.state.phase = Phase.POSTAUTH
+    # What a TunRequest may ask for: this login's PermitTunnel and tunnel="N".
+    monitor.state.permit_tunnel = monitor.options.permit_tunnel
+    monitor.state.forced_tun = tunnel.forced_unit(monitor.key_options)
     if not _open_pam_session(monitor):
         return 1
     return _run_session(monitor, conn, handoff.state, publics)

@@ -32,8 +32,9 @@ from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.config.authmethods import MethodLists
 from privsep.monitor import (
     auth_pam, auth_info, authorized_keys, certificates, hostbased, hostkeys, keycommand, leftovers,
-    loginrec, pty, pubkey,
+    loginrec, pty, pubkey, tun,
 )
+from privsep.common.ids import user_rights
 from privsep.monitor.moduli import choose_moduli, int_bytes
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
@@ -522,6 +523,18 @@ class Monitor:
         self.release_pty(req.tty)
         return wire.PtyCleanupAnswer(True)
 
+    def answer_tun(self, req: wire.TunRequest) -> tuple[wire.Message, tuple[int, ...]]:
+        """A tun/tap device opened with the user's rights (monitor/tun.py
+        says why), and its descriptor; or why not, as sshd logs it."""
+        assert self.pw is not None
+        try:
+            with user_rights(self.pw):
+                fd, ifname = tun.open_device(req.mode, req.unit)
+        except tun.TunError as exc:
+            log.debug("%s", exc)
+            return wire.TunRefused(str(exc)), ()
+        return wire.TunAnswer(ifname), (fd,)
+
     # --- the loop ---------------------------------------------------------------
 
     def serve(self, channel: MonitorChannel, child_role: str) -> wire.Handoff | None:
@@ -561,6 +574,13 @@ class Monitor:
                     os.close(slave)  # the master stays ours until release_pty
             elif isinstance(msg, wire.PtyCleanupRequest):
                 channel.send(self.answer_pty_cleanup(msg))
+            elif isinstance(msg, wire.TunRequest):
+                answer, fds = self.answer_tun(msg)
+                try:
+                    channel.send(answer, fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)  # the session process has its own now
             else:
                 channel.send(self.PREAUTH_ANSWERS[type(msg)](self, msg))
 

@@ -18,6 +18,7 @@ from privsep.config.authmethods import MethodLists
 from privsep.config.moduli import gex_request_error
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
+from privsep.wire import tunnel
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
 from privsep.wire.keyoptions import KeyOption
 from privsep.wire.userauth import (
@@ -76,6 +77,10 @@ class MonitorState:
     method_lists: MethodLists = field(default_factory=MethodLists)
     #: Public keys that already succeeded (publickey,publickey needs two).
     used_keys: set[bytes] = field(default_factory=set)
+    #: PermitTunnel after the user's Match blocks, and the unit the key's
+    #: tunnel="N" forces (None: none); set when the session process starts.
+    permit_tunnel: str = "no"
+    forced_tun: int | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,18 @@ def _pty_cleanup_ok(state: MonitorState, msg: wire.PtyCleanupRequest) -> str | N
     return None if msg.tty in state.ptys else f"{msg.tty} is not this session's pty"
 
 
+def _tun_ok(state: MonitorState, msg: wire.TunRequest) -> str | None:
+    """Only what sshd itself would try to open: a mode PermitTunnel admits,
+    and the unit the key forces (the session process resolved "any")."""
+    if not tunnel.mode_permitted(state.permit_tunnel, msg.mode):
+        return f"for mode {msg.mode}, which PermitTunnel {state.permit_tunnel} does not allow"
+    if msg.unit > tunnel.TUNID_ANY:
+        return f"for unit {msg.unit}"
+    if state.forced_tun is not None and msg.unit != state.forced_tun:
+        return f"for unit {msg.unit}, but the key forces {state.forced_tun}"
+    return None
+
+
 REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
     Phase.PREAUTH: {
         wire.Log: Rule(),
@@ -236,6 +253,7 @@ REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
         wire.PtyRequest: Rule(when=_pty_ok),
         wire.PtyCleanupRequest: Rule(when=_pty_cleanup_ok),
         wire.ModuliRequest: Rule(when=_moduli_ok),  # a rekey by the session process
+        wire.TunRequest: Rule(when=_tun_ok),
     },
 }
 

@@ -33,9 +33,11 @@ from privsep.session.state import Pty, SessionChannel
 from privsep.session.timeouts import UnusedConnection
 from privsep.session.transport import SessionTransport
 from privsep.session.x11 import X11Forwarding
+from privsep.session.tunnel import Tunnels
 from privsep.shell import spawn
 from privsep.wire import hostkey_blobs
 from privsep.wire import messages as wire
+from privsep.wire import tunnel as wire_tunnel
 from privsep.wire.facts import DEFAULT_RSA_ALGORITHM, INTERNAL_SFTP, RSA_ALGORITHMS
 
 log = logging.getLogger("privsep.session")
@@ -128,6 +130,8 @@ class SessionProcess:
         self.x11 = X11Forwarding(loop, transport, self.options)
         #: UnusedConnectionTimeout's clock, when set (main.py)
         self.unused: UnusedConnection | None = None
+        self.tunnels = Tunnels(loop, transport, monitor, self.options.permit_tunnel,
+                               wire_tunnel.forced_unit(self.policy.key_options))
         #: keepalive@openssh.com requests sent and not answered (ClientAlive*)
         self.alive_unanswered = 0
         #: IPQoS is set once per connection, at the first program
@@ -167,6 +171,9 @@ class SessionProcess:
             return True
         if kind == "direct-streamlocal@openssh.com":
             self.forwarding.direct_streamlocal(peer, m)
+            return True
+        if kind == wire_tunnel.CHANNEL_TYPE:
+            self.tunnels.open(peer, m)
             return True
         return False
 
@@ -422,6 +429,8 @@ class SessionProcess:
         env["SSH_CLIENT"] = f"{self.peer.addr} {self.peer.port} {self.peer.local_port}"
         env["SSH_CONNECTION"] = (f"{self.peer.addr} {self.peer.port} "
                                  f"{self.peer.local_addr} {self.peer.local_port}")
+        if self.tunnels.ifnames:
+            env["SSH_TUNNEL"] = ",".join(self.tunnels.ifnames)
         if session.pty is not None:
             env["SSH_TTY"] = session.pty.tty
         return env

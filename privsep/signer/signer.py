@@ -9,7 +9,8 @@ from typing import NoReturn
 
 import paramiko
 
-from privsep.signer.keyfiles import load_private, public_key
+from privsep.signer.agent_signer import load_host_key
+from privsep.signer.keyfiles import public_key
 from privsep.wire import hostkey_blobs
 from privsep.wire.hostkey_blobs import HostKey
 
@@ -19,7 +20,7 @@ def sign(host_key: HostKey, algorithm: str, data: bytes, out_fd: int) -> NoRetur
     key the daemon started with; write the SSH signature blob to ``out_fd``."""
     code = 1
     try:
-        key = load_private(host_key.path)
+        key = load_host_key(host_key.path)
         if key.asbytes() != host_key.blob:
             raise ValueError("the key file changed since start-up")
         signature = key.sign_ssh_data(data, algorithm).asbytes()
@@ -38,7 +39,7 @@ def check(paths: list[str], out_fd: int) -> NoReturn:
     results = []
     for path in paths:
         try:
-            key = load_private(path)
+            key = load_host_key(path)
             results.append((path, True, key.asbytes()))
         except Exception as exc:
             results.append((path, False, str(exc).encode("utf-8", "replace")))

@@ -61,6 +61,9 @@ class MsgType(IntEnum):
     HOSTBASED_ANSWER = 23
     MODULI_REQUEST = 24
     MODULI_ANSWER = 25
+    TUN_REQUEST = 60
+    TUN_ANSWER = 61
+    TUN_REFUSED = 62
 
 
 # --- messages -----------------------------------------------------------------
@@ -339,12 +342,41 @@ class ModuliAnswer:
     generator: bytes
 
 
+@dataclass(frozen=True)
+class TunRequest:
+    """Open a tun (point-to-point) or tap (ethernet) device: ``mode`` and
+    ``unit`` as in the client's tun@openssh.com (privsep/wire/tunnel.py)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TUN_REQUEST
+    FDS: ClassVar[int] = 0
+    mode: int
+    unit: int
+
+
+@dataclass(frozen=True)
+class TunAnswer:
+    """The device's name (``tun6``); its descriptor follows."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TUN_ANSWER
+    FDS: ClassVar[int] = 1
+    ifname: str
+
+
+@dataclass(frozen=True)
+class TunRefused:
+    """The device could not be opened with the user's rights."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TUN_REFUSED
+    FDS: ClassVar[int] = 0
+    reason: str
+
+
 Message = (
     Log | SignRequest | SignAnswer | PwnamRequest | PwnamAnswer | PasswordRequest
     | PasswordAnswer | KeyAllowedRequest | KeyAllowedAnswer | KeyVerifyRequest
     | KeyVerifyAnswer | Handoff | PtyRequest | PtyAnswer | PtyCleanupRequest
     | PtyCleanupAnswer | KbdintRequest | KbdintAnswer | HostbasedRequest | HostbasedAnswer
-    | ModuliRequest | ModuliAnswer
+    | ModuliRequest | ModuliAnswer | TunRequest | TunAnswer | TunRefused
 )
 
 MESSAGE_CLASSES: dict[MsgType, type] = {
