@@ -101,15 +101,12 @@ for arg in "$@"; do
 done
 
 # An ordinary user (`make run` without sudo) is told at once, before
-# anything is looked at or changed; the make target is named when make ran us.
+# anything is looked at or changed.
 if [[ $EUID -ne 0 ]]; then
-    target=run
-    [[ $WITH_TEST -eq 0 ]] || target=test
-    [[ $MODE != uninstall ]] || target=uninstall
     if [[ -n ${MAKELEVEL:-} ]]; then
-        die "must be run as root (it installs system-wide: sudo make $target)"
+        die "must be run as root (it installs system-wide: run make as root, e.g. with sudo)"
     fi
-    die "must be run as root (it installs system-wide: sudo $0 $*)"
+    die "must be run as root (it installs system-wide: sudo $0${*:+ $*})"
 fi
 
 # Two installs at once (two checkouts, two `make test`) would write into the
