@@ -607,11 +607,12 @@ def test_readme_make_test_from_a_clean_clone(vm) -> None:
     import contracts, pytest; narrowed by PYTEST_ADDOPTS to the install
     tests (the whole suite runs in CI, on the host, from a clean clone)."""
     env = " ".join(f"{k}={v}" for k, v in PIP_ENV.items())
-    done = vm.ssh(f"cd {CLONE} && {env} PYTEST_ADDOPTS='-k test_install' make test",
-                  timeout=1800)
+    # PRIVSEP_SKIP_VM: this module's own test_install_* are not for a guest.
+    done = vm.ssh(f"cd {CLONE} && {env} PRIVSEP_SKIP_VM=1 PYTEST_ADDOPTS='-k test_install' "
+                  "make test", timeout=1800)
     assert done.returncode == 0, done
     assert "Contracts: " in done.stdout and " kept, 0 broken." in done.stdout, done.stdout
-    assert re.search(r"^=+ \d+ passed", done.stdout, re.M), done.stdout[-3000:]
+    assert re.search(r"^=+ 6 passed\b[^=]*deselected", done.stdout, re.M), done.stdout[-3000:]
     out = vm.root(f"cd {CLONE} && ./install.sh --uninstall")
     assert "removed /opt/privsep-sshd" in out, out
 
