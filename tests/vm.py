@@ -62,10 +62,12 @@ GUEST_PACKAGES = [
 
 #: What a standard install of each release has that the minimal one lacks
 #: and the README's commands use: trixie's `last` is wtmpdb's (util-linux
-#: dropped it), fed by pam_wtmpdb in common-session.
+#: dropped it), fed by pam_wtmpdb in common-session. (libre2-11: debootstrap
+#: does not resolve virtual packages, and trixie's libgrpc, under vagrant,
+#: depends on one that libre2-11 provides.)
 SUITE_PACKAGES = {
     "bookworm": [],
-    "trixie": ["wtmpdb", "libpam-wtmpdb"],
+    "trixie": ["wtmpdb", "libpam-wtmpdb", "libre2-11"],
 }
 
 #: Files written into the tree after debootstrap (path -> content).
@@ -179,8 +181,13 @@ def _build(suite: str, work: Path, log) -> None:
     # without downloading again what it already had.
     debs = CACHE / f"debs-{suite}"
     debs.mkdir(exist_ok=True)
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(guest_packages(suite))}",
-          f"--cache-dir={debs}", suite, str(tree), MIRROR], stdout=subprocess.DEVNULL)
+    done = subprocess.run(["debootstrap", "--variant=minbase",
+                           f"--include={','.join(guest_packages(suite))}", f"--cache-dir={debs}",
+                           suite, str(tree), MIRROR], capture_output=True, text=True)
+    if done.returncode != 0:
+        log_file = tree / "debootstrap/debootstrap.log"
+        detail = log_file.read_text(errors="replace")[-4000:] if log_file.exists() else ""
+        raise RuntimeError(f"debootstrap {suite} failed:\n{done.stderr[-2000:]}\n{detail}")
     for rel, content in GUEST_FILES.items():
         path = tree / rel
         path.parent.mkdir(parents=True, exist_ok=True)
