@@ -156,14 +156,11 @@ def image(suite: str, log=print) -> Image:
         if (target / "done").exists():
             return result
         started = time.monotonic()
-        work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
-        try:
-            _build(suite, work, log)
-            shutil.rmtree(target, ignore_errors=True)
-            os.rename(work, target)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        # A build that failed after debootstrap resumes from its tree.
+        work = CACHE / f"build-{suite}-{digest}"
+        _build(suite, work, log)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(work, target)
         (target / "recipe").write_text(recipe(suite) + "\n")
         (target / "done").write_text(f"{time.monotonic() - started:.0f} s\n")
         log(f"vm: built {target} in {time.monotonic() - started:.0f} s")
@@ -176,6 +173,15 @@ def image(suite: str, log=print) -> Image:
 
 def _build(suite: str, work: Path, log) -> None:
     tree = work / "tree"
+    if not (work / "debootstrapped").exists():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        _debootstrap(suite, tree, log)
+        (work / "debootstrapped").touch()
+    _finish(suite, work, tree, log)
+
+
+def _debootstrap(suite: str, tree: Path, log) -> None:
     log(f"vm: debootstrap {suite} into {tree}")
     # The downloaded .debs are kept per release: a new recipe rebuilds
     # without downloading again what it already had.
@@ -187,7 +193,13 @@ def _build(suite: str, work: Path, log) -> None:
     if done.returncode != 0:
         log_file = tree / "debootstrap/debootstrap.log"
         detail = log_file.read_text(errors="replace")[-4000:] if log_file.exists() else ""
+        shutil.rmtree(tree, ignore_errors=True)
         raise RuntimeError(f"debootstrap {suite} failed:\n{done.stderr[-2000:]}\n{detail}")
+
+
+def _finish(suite: str, work: Path, tree: Path, log) -> None:
+    """The rest of the image after debootstrap: files, set-up, root's key,
+    kernel, wheelhouse, mkfs. Each step may run again on a resumed build."""
     for rel, content in GUEST_FILES.items():
         path = tree / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +207,8 @@ def _build(suite: str, work: Path, log) -> None:
     for command in GUEST_SETUP:
         _run(["chroot", str(tree), "sh", "-c", command], stdout=subprocess.DEVNULL,
              stderr=subprocess.DEVNULL)
+    for name in ("id_ed25519", "id_ed25519.pub"):
+        (work / name).unlink(missing_ok=True)
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "privsep-vm-root",
           "-f", str(work / "id_ed25519")])
     ssh_dir = tree / "root/.ssh"
@@ -445,6 +459,7 @@ def _build_wheelhouse_in(tree: Path, dest: Path) -> None:
     through chroot (the host's network; the host's CA store, as install.sh
     gives pip)."""
     inside = tree / "tmp/wheelhouse"
+    shutil.rmtree(inside, ignore_errors=True)
     inside.mkdir(parents=True)
     shutil.copy(REPO / "constraints.txt", inside / "constraints.txt")
     if os.path.exists("/etc/ssl/certs/ca-certificates.crt"):
@@ -455,12 +470,14 @@ def _build_wheelhouse_in(tree: Path, dest: Path) -> None:
     if os.path.exists("/etc/resolv.conf"):
         resolv.unlink(missing_ok=True)
         shutil.copy("/etc/resolv.conf", resolv)
-    script = ("set -e; python3 -m venv /tmp/wheelhouse/venv; "
-              "PIP_CERT=${PIP_CERT:-$(test -e /tmp/wheelhouse/ca.crt && echo /tmp/wheelhouse/ca.crt)} "
+    script = ("set -e; rm -rf /tmp/wheelhouse/venv; python3 -m venv /tmp/wheelhouse/venv; "
+              "test ! -e /tmp/wheelhouse/ca.crt || export PIP_CERT=/tmp/wheelhouse/ca.crt; "
               "/tmp/wheelhouse/venv/bin/pip wheel -q --disable-pip-version-check --use-pep517 "
               "-w /tmp/wheelhouse/wheels -c /tmp/wheelhouse/constraints.txt "
               + " ".join(f"'{r}'" for r in pinned_requirements(("test",))))
-    env = {k: v for k, v in os.environ.items() if k.endswith("_proxy") or k.startswith("PIP_")}
+    # The host's PIP_* name host paths (a find-links directory, a CA file)
+    # the tree has not: only the proxy settings go in.
+    env = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
     env.update(PATH="/usr/sbin:/usr/bin:/sbin:/bin", HOME="/root", LC_ALL="C.UTF-8")
     done = subprocess.run(["chroot", str(tree), "sh", "-c", script], env=env,
                           capture_output=True, text=True)
@@ -468,6 +485,7 @@ def _build_wheelhouse_in(tree: Path, dest: Path) -> None:
         resolv.write_bytes(saved)
     if done.returncode != 0:
         raise RuntimeError(f"pip wheel in the {tree} chroot failed:\n{done.stdout}{done.stderr}")
+    shutil.rmtree(dest, ignore_errors=True)
     shutil.move(str(inside / "wheels"), dest)
     shutil.rmtree(inside)
 
