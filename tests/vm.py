@@ -151,8 +151,8 @@ def image(suite: str, log=print) -> Image:
     os.chmod(CACHE, 0o700)
     result = Image(target, target / "rootfs.ext4", target / "vmlinuz",
                    target / "initrd.img", target / "id_ed25519", target / "wheels", suite)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per machine
+    with open(CACHE / f".lock-{suite}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per release
         if (target / "done").exists():
             return result
         started = time.monotonic()
@@ -242,7 +242,7 @@ def build_deb(image: Image, dest: Path) -> Path:
     python3.X (3.11 on bookworm, 3.13 on trixie), so each release gets its
     own build; building in the TCG guest instead would cost minutes."""
     build = image.tree / "tmp/privsep-sshd-deb"
-    with open(CACHE / ".lock", "w") as lock:
+    with open(CACHE / f".lock-{image.suite}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one user of a tree at a time
         shutil.rmtree(build, ignore_errors=True)
         (build / "src").mkdir(parents=True)
