@@ -428,7 +428,9 @@ def git_bundle() -> bytes:
         path = Path(tmp) / "head.bundle"
         branch = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--abbrev-ref", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        _run(["git", "-C", str(REPO), "bundle", "create", "-q", str(path), branch],
+        # HEAD too, or the clone has nothing to check out.
+        refs = ["HEAD"] + ([branch] if branch != "HEAD" else [])
+        _run(["git", "-C", str(REPO), "bundle", "create", "-q", str(path), *refs],
              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return path.read_bytes()
 
