@@ -57,7 +57,7 @@ GUEST_PACKAGES = [
     "openssh-server", "openssh-client",                  # the reference sshd, root's way in
     "iproute2", "less", "sudo",                         # the README's commands
     "make", "git",                                      # a clean clone, the README's make
-    "debhelper", "dh-virtualenv", "dpkg-dev",           # make deb (built in each guest)
+    "build-essential", "debhelper", "dh-virtualenv",    # make deb (in the tree, chroot)
 ]
 
 #: What a standard install of each release has that the minimal one lacks
