@@ -85,7 +85,8 @@ GUEST_FILES = {
 GUEST_SETUP = [
     "systemctl enable systemd-networkd.service",
     "systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer "
-    "e2scrub_all.timer fstrim.timer systemd-networkd-wait-online.service",
+    "e2scrub_all.timer fstrim.timer systemd-networkd-wait-online.service "
+    "fail2ban.service",  # installed for `make test`'s fail2ban-regex only
     "passwd -l root",
 ]
 
