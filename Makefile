@@ -9,10 +9,13 @@
 #   make bench       install with the test dependencies, then compare the
 #                    installed server's speed with OpenSSH's sshd (tests/bench.py)
 #   make uninstall   remove everything install.sh added
+#   make deb         build dist/privsep-sshd_<version>_<arch>.deb with debhelper
+#                    and dh-virtualenv, for the Debian release it runs on (any
+#                    user; needs the Build-Depends of debian/control)
 
 HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 
-.PHONY: install run test bench uninstall
+.PHONY: install run test bench uninstall deb
 
 install:
 	$(HERE)/install.sh
@@ -37,3 +40,17 @@ bench:
 
 uninstall:
 	$(HERE)/install.sh --uninstall
+
+# dpkg-buildpackage in a copy of the checkout (its build/, debian/ output
+# and the .deb it writes beside the source stay out of the tree), then the
+# .deb into dist/. Python packages come from PyPI, or from the wheelhouse
+# that PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR name.
+deb:
+	set -e; build=$$(mktemp -d /tmp/privsep-sshd-deb.XXXXXX); \
+	trap 'rm -rf "$$build"' EXIT; \
+	mkdir "$$build/src"; \
+	cd $(HERE) && tar -cf - --exclude=./.git --exclude=./dist --exclude=__pycache__ \
+	    --exclude='*.pyc' --exclude=./build --exclude='*.egg-info' . | tar -xf - -C "$$build/src"; \
+	cd "$$build/src" && dpkg-buildpackage -b -us -uc; \
+	mkdir -p $(HERE)/dist; \
+	for deb in "$$build"/*.deb; do mv "$$deb" $(HERE)/dist/; echo "built dist/$${deb##*/}"; done

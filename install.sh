@@ -68,12 +68,13 @@ PACKAGES=(
 )
 
 # With --test, also what tests/test_vm.py needs on the host to build and boot
-# a Debian 12 VM (tests/vm.py), and vagrant for tests/test_vagrantfile.py.
+# Debian 12 and 13 VMs (tests/vm.py), and vagrant for tests/test_vagrantfile.py.
 TEST_PACKAGES=(
     debootstrap e2fsprogs        # the guest's tree; mkfs.ext4 -d
     qemu-system-x86 qemu-utils   # qemu-system-x86_64 -accel tcg; qemu-img
     seabios                      # the firmware qemu loads (a Recommends)
     vagrant vagrant-libvirt      # `vagrant validate` of the Vagrantfile
+    fail2ban                     # the tests read the log with fail2ban-regex
 )
 
 say() { printf 'install.sh: %s\n' "$*"; }
@@ -99,7 +100,14 @@ for arg in "$@"; do
     esac
 done
 
-[[ $EUID -eq 0 ]] || die "must be run as root"
+# An ordinary user (`make run` without sudo) is told at once, before
+# anything is looked at or changed.
+if [[ $EUID -ne 0 ]]; then
+    if [[ -n ${MAKELEVEL:-} ]]; then
+        die "must be run as root (it installs system-wide: run make as root, e.g. with sudo)"
+    fi
+    die "must be run as root (it installs system-wide: sudo $0${*:+ $*})"
+fi
 
 # Two installs at once (two checkouts, two `make test`) would write into the
 # same venv: take turns. The lock is on /opt itself so that no lock file is
@@ -190,11 +198,6 @@ if [[ $MODE == uninstall ]]; then
 fi
 
 # ------------------------------------------------------------------- install
-
-# The tests also read the daemon's log with fail2ban's own fail2ban-regex.
-if [[ $WITH_TEST -eq 1 ]]; then
-    PACKAGES+=(fail2ban)
-fi
 
 # 1. Debian packages. The package lists are refreshed only when something
 # has to be installed and they are missing or more than a day old; if the

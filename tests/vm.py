@@ -1,23 +1,28 @@
-"""A real Debian 12 VM with systemd as PID 1, for tests/test_vm.py.
+"""Real Debian 12 and 13 VMs with systemd as PID 1, for tests/test_vm.py.
 
-``image()`` builds a bootable root file system with debootstrap and
-``mkfs.ext4 -d`` (no loop devices, no partition table) and caches it under
-/var/cache/privsep-sshd-vm/<hash of the recipe>/, with the image's own kernel
-and initrd next to it and a root ssh key whose public half is in the image.
-The recipe is this file's build constants plus install.sh's package list, so
-the guest already has every Debian package install.sh wants (the guest can
-reach Debian's mirror and PyPI through qemu's user-mode NAT, but it runs
-about 17 times slower than the host under TCG: what can be done once on the
-host is done once on the host).
+``image(suite)`` builds a bootable root file system of one release
+(``SUITES``: bookworm, trixie) with debootstrap and ``mkfs.ext4 -d`` (no
+loop devices, no partition table) and caches it under
+/var/cache/privsep-sshd-vm/<suite>-<hash of the recipe>/, with the image's
+own kernel and initrd next to it, a root ssh key whose public half is in the
+image, and a wheelhouse of the pinned Python packages built in the release's
+own tree (chroot) by its own Python (3.11 on bookworm, 3.13 on trixie:
+compiled wheels of one do not load in the other). The recipe is this file's
+build constants plus install.sh's package lists (with --test's) and the
+pins, so the guest already has every Debian package `make test` wants (the
+guest can reach Debian's mirror and PyPI through qemu's user-mode NAT, but it
+runs about 17 times slower than the host under TCG: what can be done once on
+the host is done once on the host).
 
 ``VM`` boots a throwaway copy-on-write overlay of that image with
 ``qemu-system-x86_64 -accel tcg`` and user-mode networking that forwards two
 loopback ports of the host to the guest's 22 (Debian's sshd, used to run
 commands as root and as the reference) and 2222 (privsep-sshd).
-``push_checkout()`` copies the checkout's files and a wheelhouse of the
-pinned Python dependencies (built on the host with pip) into the guest, so
-that install.sh runs there exactly as on any machine, with pip pointed at
-the wheelhouse (``install.sh --wheels DIR``).
+``push_checkout()`` copies the checkout's files, a git bundle of its HEAD
+(for a clean clone in the guest) and the image's wheelhouse into the guest,
+so that install.sh runs there exactly as on any machine, with pip pointed at
+the wheelhouse (``install.sh --wheels DIR``, or PIP_NO_INDEX and
+PIP_FIND_LINKS in the environment of the README's own commands).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
 import textwrap
@@ -42,16 +46,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("PRIVSEP_VM_CACHE", "/var/cache/privsep-sshd-vm"))
 MIRROR = os.environ.get("PRIVSEP_VM_MIRROR", "http://deb.debian.org/debian")
-SUITE = "bookworm"
-IMAGE_SIZE = "4G"
+#: The releases the VM test boots, oldest first: Debian 12 and Debian 13.
+SUITES = ("bookworm", "trixie")
+IMAGE_SIZE = "6G"
 
-#: Debian packages the guest needs besides install.sh's own list.
+#: Debian packages the guest needs besides install.sh's own lists.
 GUEST_PACKAGES = [
     "systemd-sysv", "udev", "dbus", "libpam-systemd",  # systemd as PID 1, logind
     "linux-image-amd64", "initramfs-tools",             # its own kernel and initrd
     "openssh-server", "openssh-client",                  # the reference sshd, root's way in
     "iproute2", "less", "sudo",                         # the README's commands
+    "make", "git",                                      # a clean clone, the README's make
+    "build-essential", "debhelper", "dh-virtualenv",    # make deb (in the tree, chroot)
 ]
+
+#: What a standard install of each release has that the minimal one lacks
+#: and the README's commands use: trixie's `last` is wtmpdb's (util-linux
+#: dropped it), fed by pam_wtmpdb in common-session. (libre2-11: debootstrap
+#: does not resolve virtual packages, and trixie's libgrpc, under vagrant,
+#: depends on one that libre2-11 provides.)
+SUITE_PACKAGES = {
+    "bookworm": [],
+    "trixie": ["wtmpdb", "libpam-wtmpdb", "libre2-11"],
+}
 
 #: Files written into the tree after debootstrap (path -> content).
 GUEST_FILES = {
@@ -68,29 +85,35 @@ GUEST_FILES = {
 GUEST_SETUP = [
     "systemctl enable systemd-networkd.service",
     "systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer "
-    "e2scrub_all.timer fstrim.timer systemd-networkd-wait-online.service",
+    "e2scrub_all.timer fstrim.timer systemd-networkd-wait-online.service "
+    "fail2ban.service",  # installed for `make test`'s fail2ban-regex only
     "passwd -l root",
 ]
 
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 
 
-def install_sh_packages() -> list[str]:
-    """The PACKAGES=( ... ) array of install.sh, comments stripped."""
+def install_sh_packages(array: str = "PACKAGES") -> list[str]:
+    """An array of install.sh (PACKAGES, TEST_PACKAGES), comments stripped."""
     text = (REPO / "install.sh").read_text()
-    block = re.search(r"^PACKAGES=\((.*?)^\)", text, re.S | re.M)
+    block = re.search(rf"^{array}=\((.*?)^\)", text, re.S | re.M)
     if not block:
-        raise RuntimeError("install.sh has no PACKAGES=( ... ) array")
+        raise RuntimeError(f"install.sh has no {array}=( ... ) array")
     words = []
     for line in block.group(1).splitlines():
         words += line.split("#", 1)[0].split()
     return words
 
 
-def recipe() -> str:
-    packages = sorted(set(GUEST_PACKAGES + install_sh_packages()))
-    return repr((SUITE, MIRROR, IMAGE_SIZE, packages, sorted(GUEST_FILES.items()),
-                 GUEST_SETUP, KERNEL_CMDLINE, 1))
+def guest_packages(suite: str) -> list[str]:
+    return sorted(set(GUEST_PACKAGES + SUITE_PACKAGES[suite] + install_sh_packages()
+                      + install_sh_packages("TEST_PACKAGES")))
+
+
+def recipe(suite: str) -> str:
+    return repr((suite, MIRROR, IMAGE_SIZE, guest_packages(suite), sorted(GUEST_FILES.items()),
+                 GUEST_SETUP, KERNEL_CMDLINE, pinned_requirements(("test",)),
+                 (REPO / "constraints.txt").read_text(), 3))
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,13 @@ class Image:
     kernel: Path
     initrd: Path
     key: Path            # root's ssh private key
+    wheels: Path         # the release's wheelhouse of the pinned packages
+    suite: str
+
+    @property
+    def tree(self) -> Path:
+        """The release's debootstrapped tree the image was made from."""
+        return self.root / "tree"
 
     @property
     def cmdline(self) -> str:
@@ -110,43 +140,67 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, **kwargs)
 
 
-def image(log=print) -> Image:
-    """The cached image for the current recipe, built first if missing."""
-    digest = hashlib.sha256(recipe().encode()).hexdigest()[:16]
-    target = CACHE / f"bookworm-{digest}"
+def image(suite: str, log=print) -> Image:
+    """The cached image of ``suite`` for the current recipe, built first if
+    missing. Each release has its own cache entry; a new recipe replaces
+    only that release's older one."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; known: {SUITES}")
+    digest = hashlib.sha256(recipe(suite).encode()).hexdigest()[:16]
+    target = CACHE / f"{suite}-{digest}"
     CACHE.mkdir(parents=True, exist_ok=True)
     os.chmod(CACHE, 0o700)
     result = Image(target, target / "rootfs.ext4", target / "vmlinuz",
-                   target / "initrd.img", target / "id_ed25519")
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per machine
+                   target / "initrd.img", target / "id_ed25519", target / "wheels", suite)
+    with open(CACHE / f".lock-{suite}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per release
         if (target / "done").exists():
             return result
         started = time.monotonic()
-        work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
-        try:
-            _build(work, log)
-            shutil.rmtree(target, ignore_errors=True)
-            os.rename(work, target)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        (target / "recipe").write_text(recipe() + "\n")
+        # A build that failed after debootstrap resumes from its tree.
+        work = CACHE / f"build-{suite}-{digest}"
+        _build(suite, work, log)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(work, target)
+        (target / "recipe").write_text(recipe(suite) + "\n")
         (target / "done").write_text(f"{time.monotonic() - started:.0f} s\n")
         log(f"vm: built {target} in {time.monotonic() - started:.0f} s")
-        # Older recipes' images are no use any more.
-        for old in CACHE.glob("bookworm-*"):
+        # This release's older recipes are no use any more.
+        for old in CACHE.glob(f"{suite}-*"):
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
     return result
 
 
-def _build(work: Path, log) -> None:
+def _build(suite: str, work: Path, log) -> None:
     tree = work / "tree"
-    packages = sorted(set(GUEST_PACKAGES + install_sh_packages()))
-    log(f"vm: debootstrap {SUITE} into {tree}")
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-          SUITE, str(tree), MIRROR], stdout=subprocess.DEVNULL)
+    if not (work / "debootstrapped").exists():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        _debootstrap(suite, tree, log)
+        (work / "debootstrapped").touch()
+    _finish(suite, work, tree, log)
+
+
+def _debootstrap(suite: str, tree: Path, log) -> None:
+    log(f"vm: debootstrap {suite} into {tree}")
+    # The downloaded .debs are kept per release: a new recipe rebuilds
+    # without downloading again what it already had.
+    debs = CACHE / f"debs-{suite}"
+    debs.mkdir(exist_ok=True)
+    done = subprocess.run(["debootstrap", "--variant=minbase",
+                           f"--include={','.join(guest_packages(suite))}", f"--cache-dir={debs}",
+                           suite, str(tree), MIRROR], capture_output=True, text=True)
+    if done.returncode != 0:
+        log_file = tree / "debootstrap/debootstrap.log"
+        detail = log_file.read_text(errors="replace")[-4000:] if log_file.exists() else ""
+        shutil.rmtree(tree, ignore_errors=True)
+        raise RuntimeError(f"debootstrap {suite} failed:\n{done.stderr[-2000:]}\n{detail}")
+
+
+def _finish(suite: str, work: Path, tree: Path, log) -> None:
+    """The rest of the image after debootstrap: files, set-up, root's key,
+    kernel, wheelhouse, mkfs. Each step may run again on a resumed build."""
     for rel, content in GUEST_FILES.items():
         path = tree / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +208,8 @@ def _build(work: Path, log) -> None:
     for command in GUEST_SETUP:
         _run(["chroot", str(tree), "sh", "-c", command], stdout=subprocess.DEVNULL,
              stderr=subprocess.DEVNULL)
+    for name in ("id_ed25519", "id_ed25519.pub"):
+        (work / name).unlink(missing_ok=True)
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "privsep-vm-root",
           "-f", str(work / "id_ed25519")])
     ssh_dir = tree / "root/.ssh"
@@ -167,13 +223,48 @@ def _build(work: Path, log) -> None:
         raise RuntimeError("debootstrap left no kernel or initrd in /boot")
     shutil.copy(kernels[-1], work / "vmlinuz")
     shutil.copy(initrds[-1], work / "initrd.img")
+    log(f"vm: wheelhouse with {suite}'s python3 (chroot)")
+    _build_wheelhouse_in(tree, work / "wheels")
     # Without apt's downloaded .debs the image is much smaller.
     for deb in (tree / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
     log("vm: mkfs.ext4 -d")
     _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree),
           str(work / "rootfs.ext4"), IMAGE_SIZE])
-    shutil.rmtree(tree)
+    # The tree stays: build_deb() builds this release's .deb in it (chroot).
+
+
+def build_deb(image: Image, dest: Path) -> Path:
+    """``make deb`` for the image's release, at host speed: run in the
+    release's own tree (chroot) on a copy of the checkout, with pip held to
+    the image's wheelhouse. Returns the .deb, moved into ``dest``.
+
+    A .deb made with dh-virtualenv holds a venv of the building release's
+    python3.X (3.11 on bookworm, 3.13 on trixie), so each release gets its
+    own build; building in the TCG guest instead would cost minutes."""
+    build = image.tree / "tmp/privsep-sshd-deb"
+    with open(CACHE / f".lock-{image.suite}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one user of a tree at a time
+        shutil.rmtree(build, ignore_errors=True)
+        (build / "src").mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(checkout_tar())) as tar:
+            tar.extractall(build / "src")
+        shutil.copytree(image.wheels, build / "wheels")
+        env = {k: v for k, v in os.environ.items() if k.endswith("_proxy")}
+        env.update(PATH="/usr/sbin:/usr/bin:/sbin:/bin", HOME="/root", LC_ALL="C.UTF-8",
+                   PIP_NO_INDEX="1", PIP_FIND_LINKS="/tmp/privsep-sshd-deb/wheels")
+        try:
+            done = subprocess.run(["chroot", str(image.tree), "make", "-C",
+                                   "/tmp/privsep-sshd-deb/src", "deb"],
+                                  env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"make deb in {image.tree} failed:\n{done.stdout[-4000:]}"
+                                   f"{done.stderr[-4000:]}")
+            (deb,) = (build / "src/dist").glob("privsep-sshd_*.deb")
+            dest.mkdir(parents=True, exist_ok=True)
+            return Path(shutil.move(str(deb), dest / deb.name))
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
 
 
 def _die_with_parent() -> None:
@@ -287,11 +378,13 @@ class VM:
         self.root(f"rm -rf {dest} && mkdir -p {dest} && tar -x -C {dest}", input=data)
 
     def push_checkout(self, dest: str = "/root/privsep-sshd",
-                      wheels_dest: str = "/root/wheels") -> None:
+                      wheels_dest: str = "/root/wheels",
+                      bundle_dest: str = "/root/privsep-sshd.bundle") -> None:
+        """The checkout's files (with uncommitted edits) in ``dest``, its
+        HEAD as a git bundle to clone from, and the wheelhouse."""
         self.push_tar(checkout_tar(), dest)
-        with tempfile.TemporaryDirectory(prefix="wheels-") as tmp:
-            build_wheelhouse(Path(tmp))
-            self.push_tar(tar_directory(Path(tmp)), wheels_dest)
+        self.root(f"cat > {bundle_dest}", input=git_bundle())
+        self.push_tar(tar_directory(self.image.wheels), wheels_dest)
 
     def stop(self) -> None:
         if self.process is None:
@@ -329,6 +422,20 @@ def checkout_tar() -> bytes:
     return buf.getvalue()
 
 
+def git_bundle() -> bytes:
+    """The checkout's HEAD (committed work only) as a git bundle: what a
+    clean clone in the guest is made from."""
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+        path = Path(tmp) / "head.bundle"
+        branch = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--abbrev-ref", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        # HEAD too, or the clone has nothing to check out.
+        refs = ["HEAD"] + ([branch] if branch != "HEAD" else [])
+        _run(["git", "-C", str(REPO), "bundle", "create", "-q", str(path), *refs],
+             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return path.read_bytes()
+
+
 def tar_directory(path: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -348,19 +455,42 @@ def pinned_requirements(extras: tuple[str, ...] = ()) -> list[str]:
     return wanted + data.get("build-system", {}).get("requires", []) + ["wheel"]
 
 
-def build_wheelhouse(dest: Path) -> None:
-    """Wheels for every pinned requirement and their dependencies (at the
-    versions of constraints.txt, which install.sh holds the guest to), built
-    on the host with this Python's pip (Debian's Python 3.11, as in the guest)."""
-    env = dict(os.environ)
-    if not env.get("PIP_CERT") and os.path.exists("/etc/ssl/certs/ca-certificates.crt"):
-        env["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q",
-                           "--disable-pip-version-check", "--use-pep517", "-w", str(dest),
-                           "-c", str(REPO / "constraints.txt"), *pinned_requirements()],
-                          env=env, capture_output=True, text=True)
+def _build_wheelhouse_in(tree: Path, dest: Path) -> None:
+    """Wheels for every pinned requirement (the test extra's too, for `make
+    test` in the guest) and their dependencies, at the versions of
+    constraints.txt, built in the release's tree by its own python3 and pip
+    through chroot (the host's network; the host's CA store, as install.sh
+    gives pip)."""
+    inside = tree / "tmp/wheelhouse"
+    shutil.rmtree(inside, ignore_errors=True)
+    inside.mkdir(parents=True)
+    shutil.copy(REPO / "constraints.txt", inside / "constraints.txt")
+    if os.path.exists("/etc/ssl/certs/ca-certificates.crt"):
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", inside / "ca.crt")
+    # The host's resolver for the build, the tree's own back afterwards.
+    resolv = tree / "etc/resolv.conf"
+    saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    if os.path.exists("/etc/resolv.conf"):
+        resolv.unlink(missing_ok=True)
+        shutil.copy("/etc/resolv.conf", resolv)
+    script = ("set -e; rm -rf /tmp/wheelhouse/venv; python3 -m venv /tmp/wheelhouse/venv; "
+              "test ! -e /tmp/wheelhouse/ca.crt || export PIP_CERT=/tmp/wheelhouse/ca.crt; "
+              "/tmp/wheelhouse/venv/bin/pip wheel -q --disable-pip-version-check --use-pep517 "
+              "-w /tmp/wheelhouse/wheels -c /tmp/wheelhouse/constraints.txt "
+              + " ".join(f"'{r}'" for r in pinned_requirements(("test",))))
+    # The host's PIP_* name host paths (a find-links directory, a CA file)
+    # the tree has not: only the proxy settings go in.
+    env = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
+    env.update(PATH="/usr/sbin:/usr/bin:/sbin:/bin", HOME="/root", LC_ALL="C.UTF-8")
+    done = subprocess.run(["chroot", str(tree), "sh", "-c", script], env=env,
+                          capture_output=True, text=True)
+    if saved is not None:
+        resolv.write_bytes(saved)
     if done.returncode != 0:
-        raise RuntimeError(f"pip wheel failed:\n{done.stdout}{done.stderr}")
+        raise RuntimeError(f"pip wheel in the {tree} chroot failed:\n{done.stdout}{done.stderr}")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.move(str(inside / "wheels"), dest)
+    shutil.rmtree(inside)
 
 
 def vagrantfile_demo_user_script() -> str:
