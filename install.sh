@@ -75,6 +75,10 @@ TEST_PACKAGES=(
     seabios                      # the firmware qemu loads (a Recommends)
     vagrant vagrant-libvirt      # `vagrant validate` of the Vagrantfile
     fail2ban                     # the tests read the log with fail2ban-regex
+    putty-tools dropbear-bin     # plink and dbclient: tests/test_clients.py
+    xauth                        # X11 forwarding, both daemons: tests/test_x11.py
+    iproute2                     # ip: tests/test_tunnel.py's interfaces and namespaces
+    lintian                      # the .deb's check in tests/test_vm.py
 )
 
 say() { printf 'install.sh: %s\n' "$*"; }
