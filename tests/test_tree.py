@@ -161,11 +161,13 @@ def test_tree_matches_proc(live_login) -> None:
     assert ss[monitor, m_end["fd"]] == (m_end["inode"], s_end["inode"])
     assert ss[session, s_end["fd"]] == (s_end["inode"], m_end["inode"])
 
-    # the TCP connection is carried by the session process (the monitor closed its copy)
+    # the TCP connection is carried by the session process; the monitor keeps
+    # its copy of the same socket, as sshd's [priv] does
     (conn,) = fd_entries(procs[session], "tcp")
     assert conn["state"] == "ESTABLISHED" and conn["local"] == f"127.0.0.1:{server.port}"
     assert ss_tcp(session) == [(conn["local"], conn["remote"], conn["fd"])]
-    assert fd_entries(procs[monitor], "tcp") == []
+    (kept,) = fd_entries(procs[monitor], "tcp")
+    assert kept["inode"] == conn["inode"]
 
     # nothing the root listener holds reaches a monitor or the user's processes
     # (its signal wake-up pipe once did)
