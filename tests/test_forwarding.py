@@ -133,6 +133,62 @@ def test_unix_socket_forwards(session_server: Server, user, shared_dir) -> None:
     assert os.path.exists(remote)
 
 
+def test_data_before_the_clients_close_reaches_the_socket(session_server: Server, user,
+                                                          shared_dir) -> None:
+    """The client's CLOSE can arrive while what it sent before still waits
+    for room in the forwarded socket (its reader is slow): that data is
+    still written, then the socket ends, as sshd drains a channel's output
+    after the peer's CLOSE (nchan.c, CHAN_OUTPUT_WAIT_DRAIN).  The session
+    process's loop dropped it (a truncated echo under load).
+
+    The target never reads until the server has handled the CLOSE; which
+    the server shows by handling the CHANNEL_OPEN that the client sends
+    after it, for a second connection."""
+    data = os.urandom(1536 * 1024)  # within the 2 MiB window; far above a Unix socket's buffer
+    target_path = os.path.join(shared_dir, "target.sock")
+    target = socket.socket(socket.AF_UNIX)
+    target.bind(target_path)
+    os.chmod(target_path, 0o777)
+    target.listen(4)
+    target.settimeout(20)
+    local = os.path.join(shared_dir, f"drain-{session_server.kind}.sock")
+    proc = forwarder(session_server, user, ["-vv", "-L", f"{local}:{target_path}"])
+    closes = threading.Semaphore(0)
+
+    def watch_client_log() -> None:  # -vv: "channel N: send close"; keep the pipe drained
+        for line in proc.stderr:
+            if b": send close" in line:
+                closes.release()
+    threading.Thread(target=watch_client_log, daemon=True).start()
+    conns = []
+    try:
+        wait_until(lambda: os.path.exists(local) or proc.poll() is not None)
+        first = socket.socket(socket.AF_UNIX)
+        first.settimeout(20)
+        first.connect(local)
+        conn, _ = target.accept()
+        conns.append(conn)
+        conn.settimeout(20)
+        conn.shutdown(socket.SHUT_WR)  # the server's EOF to the client, at once
+        assert recv_all(first) == b""  # which the client has passed on
+        first.sendall(data)
+        first.shutdown(socket.SHUT_WR)  # the client's EOF, and then its CLOSE
+        assert closes.acquire(timeout=20), "the client never closed the channel"
+        second = socket.socket(socket.AF_UNIX)
+        second.connect(local)  # opened after the CLOSE: handled after it
+        conns.append(target.accept()[0])
+        got = recv_all(conn)
+        assert len(got) == len(data)
+        assert got == data
+        second.close()
+        first.close()
+    finally:
+        stop_forwarder(proc)
+        for sock in conns:
+            sock.close()
+        target.close()
+
+
 def test_forward_to_closed_port(session_server: Server, user, echo) -> None:
     """The channel fails with "Connection refused", a log line, nothing else disturbed."""
     dead = free_port()

@@ -18,6 +18,7 @@ import paramiko
 import pytest
 
 from tests.daemon import Server, remove_server, ssh_argv, start_server
+from tests.session_util import paramiko_client
 
 MB = 1024 * 1024
 SIZE_MB = int(os.environ.get("PRIVSEP_REKEY_MB", "1024"))
@@ -137,3 +138,27 @@ def test_rekey_before_authentication(privsep_session_server: Server, user) -> No
         assert chan.recv_exit_status() == 0
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("kind", ["privsep", "openssh"])
+def test_no_channel_message_amid_a_key_exchange(server_with, user, kind: str) -> None:
+    """The server rekeys every 16 KiB and the client opens its window a KiB
+    or a few at a time, so its WINDOW_ADJUSTs, sent before it saw the
+    server's KEXINIT, keep arriving amid exchanges.  What the server sends
+    for them (a pty's last output, drained as the program exits) must wait
+    for the exchange's end (RFC 4253 7.1), in order.  The session process's
+    loop sent it at once, as an answer: paramiko's client, which then expects
+    nothing but the exchange's messages, ended the connection ("Expecting
+    packet from (31,), got 94") and the output was cut."""
+    server = server_with("RekeyLimit 16K", kind=kind)
+    expected = b"".join(b"%d\r\n" % i for i in range(1, 30001))
+    client = paramiko_client(server, user)
+    try:
+        for window in (1024, 4096) * 2:
+            chan = client.get_transport().open_session(window_size=window, max_packet_size=1024)
+            chan.get_pty()
+            chan.exec_command("seq 1 30000")
+            assert chan.makefile().read() == expected
+            assert chan.recv_exit_status() == 0
+    finally:
+        client.close()

@@ -9,7 +9,7 @@ import time
 import paramiko
 import pytest
 
-from tests.daemon import Server, ssh, ssh_background
+from tests.daemon import Server, ssh, ssh_background, wait_until
 from tests.session_util import channel_request, install_reply_recorder, paramiko_client
 
 
@@ -287,3 +287,32 @@ def test_server_alive_interval_keeps_connection(session_server: Server, user) ->
     result = ssh(session_server, user, "sleep 3; echo ok",
                  options=["ServerAliveInterval=1", "ServerAliveCountMax=2"])
     assert result.returncode == 0 and result.stdout == b"ok\n"
+
+
+def test_input_before_the_clients_close_reaches_the_program(session_server: Server,
+                                                            user) -> None:
+    """A client that sends its input, EOF and CLOSE at once, to a program
+    that reads none of it yet (the pipe is full): the input still reaches
+    the program, then its stdin ends, as sshd drains a channel's output
+    after the peer's CLOSE (nchan.c, CHAN_OUTPUT_WAIT_DRAIN).  The session
+    process's loop dropped what waited for the pipe.  The keepalive's answer
+    shows that the server handled the CLOSE sent before it; only then may
+    the program read."""
+    data = bytes(range(256)) * 4096  # 1 MiB: within the 2 MiB window, far above a pipe
+    flag, out = user.home / "may-read", user.home / "stdin-copy"
+    client, chan = _run_with_paramiko(
+        session_server, user,
+        f"while [ ! -e {flag} ]; do sleep 0.05; done; exec cat > {out}")
+    try:
+        chan.sendall(data)
+        chan.shutdown_write()
+        chan.close()
+        client.get_transport().global_request("keepalive@openssh.com", wait=True)
+        flag.touch()
+        try:
+            wait_until(lambda: out.exists() and out.stat().st_size >= len(data))
+        finally:
+            got = out.read_bytes() if out.exists() else b""
+        assert got == data
+    finally:
+        client.close()

@@ -242,7 +242,13 @@ class SessionProcess:
         if session.x11 is not None:
             session.x11.close(self.loop)  # the display goes with its session, as in sshd
         if session.sink is not None:
-            session.sink.stop()
+            if session.pty is None:
+                # What the client sent before its CLOSE still goes to the
+                # program, then its stdin ends, as sshd drains a channel's
+                # output after the peer's CLOSE (CHAN_OUTPUT_WAIT_DRAIN).
+                session.sink.client_eof()
+            else:
+                session.sink.stop()  # the program is hung up below
         if session.pty is not None and session.started and not session.exited and session.pid:
             # The client closed the channel first: hang up the program, as
             # closing sshd's pty master does.

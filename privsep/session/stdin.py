@@ -70,7 +70,8 @@ class StdinSink:
         self._consumed(written)
 
     def client_eof(self) -> None:
-        """The client sent EOF: end the fd's input once the backlog is written."""
+        """The client sent EOF (or closed the channel): end the fd's input
+        once the backlog is written."""
         self._eof = True
         if not self._backlog:
             self._end_input()

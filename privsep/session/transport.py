@@ -201,6 +201,20 @@ class WindowedChannel(Channel):
         log.info("channel %d: bad ext data", self.chanid)
 
 
+#: The transport layer's own messages (RFC 4253: 1 to 49), the only ones a
+#: key exchange lets through.
+TRANSPORT_MESSAGES = range(1, 50)
+
+
+def _message_type(data) -> int:
+    """The type byte of an outgoing message (a Message or its bytes), without
+    copying the packet."""
+    if isinstance(data, Message):
+        with data.packet.getbuffer() as view:
+            return view[0] if len(view) else 0
+    return data[0] if data else 0
+
+
 #: A program's output, a forward's data: read no more while this much waits for the socket.
 OUTPUT_HIGH_WATER = 512 * 1024
 #: How long the last packets (a DISCONNECT) may wait for room before the socket closes.
@@ -214,9 +228,9 @@ class SessionTransport(ResumedTransport):
 
     What paramiko's run() does for each packet, ``_dispatch`` does when the
     loop has a whole packet; the banner and the first key exchange were the
-    net-child's.  Sending never waits: a packet that is not an answer to the
-    client's message being handled waits in ``_held`` while a key exchange is
-    under way, and goes, in order, once it is over."""
+    net-child's.  Sending never waits: a packet above the transport layer
+    waits in ``_held`` while a key exchange is under way, and goes, in order,
+    once it is over (``_send_message``)."""
 
     def __init__(self, sock, state, username: str, **kwargs) -> None:
         super().__init__(sock, state, username, **kwargs)
@@ -230,8 +244,6 @@ class SessionTransport(ResumedTransport):
         self.loop: EventLoop | None = None
         #: messages held back while a key exchange is under way
         self._held: list[Message] = []
-        #: a client's message is being handled: its answers go at once
-        self._dispatching = False
         #: channels we opened towards the client, waiting for its answer
         self._opening: dict[int, Callable[[Channel | None], None]] = {}
         #: when the last key exchange ended (RekeyLimit's time half)
@@ -303,44 +315,40 @@ class SessionTransport(ResumedTransport):
     def _dispatch(self, ptype: int, m: Message) -> bool:
         """One message from the client, as paramiko's run() handles it;
         False when the client said goodbye."""
-        self._dispatching = True
-        try:
-            if ptype == MSG_DISCONNECT:
-                self._parse_disconnect(m)
-                return False
-            if ptype in (MSG_IGNORE, MSG_DEBUG):
-                self._enforce_strict_kex(ptype)
-                if ptype == MSG_DEBUG:
-                    self._parse_debug(m)
-                return True
-            if self._expected_packet:
-                if ptype not in self._expected_packet:
-                    error = MessageOrderError if self.agreed_on_strict_kex else paramiko.SSHException
-                    raise error(f"Expecting packet from {self._expected_packet!r}, got {ptype:d}")
-                self._expected_packet = ()
-                if 30 <= ptype <= 41:  # the key exchange's own messages
-                    self.kex_engine.parse_next(ptype, m)
-                    return True
-            if ptype in self._handler_table:
-                refusal = self._ensure_authed(ptype, m)
-                if refusal:
-                    self._send_message(refusal)
-                else:
-                    self._handler_table[ptype](m)
-            elif ptype in self._channel_handler_table:
-                chan = self._channels.get(m.get_int())  # an unknown one: the packetizer refused it
-                if chan is not None:
-                    self._channel_handler_table[ptype](chan, m)
-            elif ptype in self.auth_handler._handler_table:
-                self.auth_handler._handler_table[ptype](m)
-            elif ptype != MSG_UNIMPLEMENTED:
-                reply = Message()
-                reply.add_byte(cMSG_UNIMPLEMENTED)
-                reply.add_int(m.seqno)
-                self._send_message(reply)
+        if ptype == MSG_DISCONNECT:
+            self._parse_disconnect(m)
+            return False
+        if ptype in (MSG_IGNORE, MSG_DEBUG):
+            self._enforce_strict_kex(ptype)
+            if ptype == MSG_DEBUG:
+                self._parse_debug(m)
             return True
-        finally:
-            self._dispatching = False
+        if self._expected_packet:
+            if ptype not in self._expected_packet:
+                error = MessageOrderError if self.agreed_on_strict_kex else paramiko.SSHException
+                raise error(f"Expecting packet from {self._expected_packet!r}, got {ptype:d}")
+            self._expected_packet = ()
+            if 30 <= ptype <= 41:  # the key exchange's own messages
+                self.kex_engine.parse_next(ptype, m)
+                return True
+        if ptype in self._handler_table:
+            refusal = self._ensure_authed(ptype, m)
+            if refusal:
+                self._send_message(refusal)
+            else:
+                self._handler_table[ptype](m)
+        elif ptype in self._channel_handler_table:
+            chan = self._channels.get(m.get_int())  # an unknown one: the packetizer refused it
+            if chan is not None:
+                self._channel_handler_table[ptype](chan, m)
+        elif ptype in self.auth_handler._handler_table:
+            self.auth_handler._handler_table[ptype](m)
+        elif ptype != MSG_UNIMPLEMENTED:
+            reply = Message()
+            reply.add_byte(cMSG_UNIMPLEMENTED)
+            reply.add_int(m.seqno)
+            self._send_message(reply)
+        return True
 
     def _end(self, failure: BaseException | None) -> None:
         """The connection is over: forget the channels, close the socket."""
@@ -369,33 +377,39 @@ class SessionTransport(ResumedTransport):
 
     # --- sending ---------------------------------------------------------------------
 
+    def _send_message(self, data) -> None:
+        """Every packet of ours goes through here.  During a key exchange only
+        the transport layer's messages go (the exchange's own, DISCONNECT,
+        IGNORE, UNIMPLEMENTED); anything else (a channel's data, EOF and
+        CLOSE, a reply, a WINDOW_ADJUST) waits in ``_held`` and goes, in
+        order, once it is over, as RFC 4253 7.1 asks and OpenSSH's packet
+        layer does (a strict client ends the connection on a CHANNEL_DATA
+        amid the exchange).  Nothing overtakes what waits: a channel's data
+        must arrive whole and in order, before its EOF and CLOSE."""
+        if _message_type(data) in TRANSPORT_MESSAGES:
+            super()._send_message(data)
+        elif self.clear_to_send.is_set():
+            self._release_held()
+            super()._send_message(data)
+        else:
+            self._held.append(data)
+
     def _send_user_message(self, data) -> None:
-        """paramiko's channels send through this.  An answer to the message
-        being handled goes at once, even during a key exchange, as paramiko's
-        own kex handlers send theirs; anything else waits for the exchange to
-        end (paramiko's thread would wait on clear_to_send; nobody waits here)."""
+        """paramiko's channels send through this; its thread would wait on
+        clear_to_send, nobody waits here (``_send_message`` holds it)."""
         if not self.active:
             return  # paramiko drops a packet for a dead connection too
-        if self._dispatching:
-            self._send_message(data)
-        else:
-            self.send_when_clear(data)
+        self._send_message(data)
 
     def send_when_clear(self, m) -> None:
         """Send ``m`` now, or after the key exchange under way (WINDOW_ADJUST)."""
-        if not self.active:
-            return
-        if self.clear_to_send.is_set():
-            self._release_held()
-            self._send_message(m)
-        else:
-            self._held.append(m)
+        self._send_user_message(m)
 
     def _release_held(self) -> None:
         if self._held and self.clear_to_send.is_set() and self.active:
             held, self._held = self._held, []
             for m in held:
-                self._send_message(m)
+                super()._send_message(m)
 
     def send_reply(self, m: Message) -> None:
         self._send_user_message(m)
@@ -403,6 +417,7 @@ class SessionTransport(ResumedTransport):
     def _parse_newkeys(self, m) -> None:
         super()._parse_newkeys(m)
         self.kex_done_at = time.monotonic()
+        self._release_held()  # before anything sent from now on
 
     def disconnect(self, text: str) -> paramiko.SSHException:
         """Log ``text`` and tell the client why the connection ends, as
