@@ -58,6 +58,9 @@ GUEST_PACKAGES = [
     "iproute2", "less", "sudo",                         # the README's commands
     "make", "git",                                      # a clean clone, the README's make
     "build-essential", "debhelper", "dh-virtualenv",    # make deb (in the tree, chroot)
+    # debootstrap does not resolve virtual packages: lintian's perl TLS
+    # modules need perl-openssl-abi-3, which this one provides
+    "perl-openssl-defaults",
 ]
 
 #: What a standard install of each release has that the minimal one lacks
