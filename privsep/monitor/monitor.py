@@ -182,6 +182,7 @@ class Monitor:
             raise PolicyViolation(f"no host key for algorithm {req.algorithm!r}")
         if self.state.session_id is None:  # publickey-hostbound requests must name this key
             self.state.initial_host_key = key.blob
+            self.state.initial_host_cert = key.certificate
         bind_session_id(self.state, req.data)
         try:
             signature = hostkeys.sign(key, req.algorithm, req.data)

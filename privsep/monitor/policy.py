@@ -66,9 +66,11 @@ class MonitorState:
     #: Public blobs of this server's host keys (set by the monitor at start):
     #: the only keys a hostkeys-prove signature may name.
     host_key_blobs: frozenset[bytes] = frozenset()
-    #: The host key that signed the first exchange hash: the one a
-    #: publickey-hostbound request must name.
+    #: The host key that signed the first exchange hash: a publickey-hostbound
+    #: request must name it, or its HostCertificate when the key exchange
+    #: offered that (the client names the key as it received it).
     initial_host_key: bytes | None = None
+    initial_host_cert: bytes = b""
     #: Request types answered once already, for once-only rules.
     answered: set[wire.MsgType] = field(default_factory=set)
     #: AuthenticationMethods: the lists still to complete (set up once the
@@ -298,7 +300,8 @@ def userauth_binding_error(
     if signed.method not in ("publickey", HOSTBOUND_METHOD) or not signed.has_signature:
         return "signed request is not a publickey request with signature"
     if signed.method == HOSTBOUND_METHOD and (
-            state.initial_host_key is None or signed.hostkey != state.initial_host_key):
+            state.initial_host_key is None
+            or signed.hostkey not in (state.initial_host_key, state.initial_host_cert or None)):
         return "signed publickey-hostbound request names a host key not of this key exchange"
     if signed.algorithm != req.algorithm or signed.keyblob != req.keyblob:
         return "signed request names another key or algorithm"
