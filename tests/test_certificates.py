@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +222,66 @@ def test_principals_file(server_with, user, work) -> None:
     reason = "Certificate does not contain an authorized principal"
     bad = side_by_side(servers, lambda s: attempt(s, user, key, reason))
     assert bad["exit"] == 255 and bad[reason].endswith(reason)
+
+
+@pytest.fixture
+def principals_command():
+    """An AuthorizedPrincipalsCommand sshd trusts (root's, in root's 755
+    directories up to "/") that prints "ops" and records its arguments."""
+    directory = Path(tempfile.mkdtemp(prefix="privsep-principals-", dir="/usr/local/lib"))
+    os.chmod(directory, 0o755)
+    seen = directory / "seen"  # where nobody can reach and write it
+    seen.touch()
+    os.chmod(seen, 0o666)
+    program = directory / "principals"
+    program.write_text(f'#!/bin/sh\necho "$@" >> {seen}\necho ops\n')
+    os.chmod(program, 0o755)
+    yield program, seen
+    shutil.rmtree(directory)
+
+
+def test_principals_command(server_with, user, work, principals_command) -> None:
+    """AuthorizedPrincipalsCommand (run as nobody): a certificate naming a
+    principal it prints logs in; one naming only the user is refused; the
+    command gets the same %-token values from both daemons."""
+    program, seen = principals_command
+    ca = make_ca(work, "ed25519")
+    key = user_key(user, "ed25519")
+    pub = key.with_name(key.name + ".pub")
+    (user.home / ".ssh" / "authorized_keys").write_text("")
+    servers = both(server_with, f"TrustedUserCAKeys {ca.public}",
+                   f"AuthorizedPrincipalsCommand {program} %u %i %s %T %t %F",
+                   "AuthorizedPrincipalsCommandUser nobody")
+    ca.sign(pub, "ops-cert", "ops,dev")
+    good = side_by_side(servers, lambda s: {**attempt(s, user, key),
+                                           "args": seen.read_text().splitlines()[-1:]})
+    assert good["exit"] == 0
+    assert good["args"] == [f"{user.name} ops-cert 7 ssh-ed25519 "
+                            f"ssh-ed25519-cert-v01@openssh.com {ca.fingerprint()}"]
+    ca.sign(pub, "own-name", user.name)
+    reason = "Certificate does not contain an authorized principal"
+    bad = side_by_side(servers, lambda s: attempt(s, user, key, reason))
+    assert bad["exit"] == 255 and bad[reason].endswith(reason)
+
+
+def test_principals_line_from(server_with, user, work) -> None:
+    """A from= option on the principals line that lets the certificate in
+    is honoured: from 127.0.0.1 only logs in, from elsewhere is refused."""
+    ca = make_ca(work, "ed25519")
+    key = user_key(user, "ed25519")
+    pub = key.with_name(key.name + ".pub")
+    principals = user.home / ".ssh" / f"principals_{user.name}"
+    os.makedirs(principals.parent, exist_ok=True)
+    (user.home / ".ssh" / "authorized_keys").write_text("")
+    ca.sign(pub, "ops-cert", "ops")
+    for origin, expected in (("127.0.0.1", 0), ("10.9.9.9", 255)):
+        principals.write_text(f'from="{origin}" ops\n')
+        os.chown(principals, user.uid, user.gid)
+        os.chmod(principals, 0o600)
+        servers = both(server_with, f"TrustedUserCAKeys {ca.public}",
+                       "AuthorizedPrincipalsFile .ssh/principals_%u")
+        seen = side_by_side(servers, lambda s: attempt(s, user, key))
+        assert seen["exit"] == expected, origin
 
 
 # --- cert-authority in authorized_keys --------------------------------------------------

@@ -28,11 +28,12 @@ from typing import Callable, Sequence
 
 from privsep.common.ids import user_rights
 from privsep.common.log import VERBOSE
+from privsep.config.match import match_host_and_ip
 from privsep.monitor import authorized_keys, pubkey
 from privsep.monitor.authorized_keys import AuthorizedKey
 from privsep.wire import certs, krl
 from privsep.wire.certs import Certificate
-from privsep.wire.keyoptions import KeyOption, parse_key_options
+from privsep.wire.keyoptions import KeyOption, key_expired, parse_key_options
 
 log = logging.getLogger("privsep.monitor")
 
@@ -294,17 +295,46 @@ def _principals_file(cert: Certificate, pw: pwd.struct_passwd, template: str,
         log.info("Authentication refused: %s", problem)
     if data is None:
         return None
-    for line in data.decode("utf-8", "surrogateescape").split("\n"):
+    return principals_from_lines(data.decode("utf-8", "surrogateescape").split("\n"), cert)
+
+
+def principals_from_lines(lines: Sequence[str], cert: Certificate) -> tuple[KeyOption, ...] | None:
+    """The options of the first authorized_principals line (from the file or
+    AuthorizedPrincipalsCommand) naming one of the certificate's principals."""
+    for line in lines:
         options = _principals_line(line, cert)
         if options is not None:
             return options
     return None
 
 
+def _principals_line_refusal(options: tuple[KeyOption, ...], user: str, addr: str) -> str | None:
+    """A principals line's own from= and expiry-time=, as sshd's
+    auth_authorise_keyopts(..., "principals") checks them."""
+    for option in options:
+        if option.name == "expiry-time" and option.value and \
+                key_expired(option.value):
+            return "principals: entry expired"
+        if option.name == "from" and option.value is not None and \
+                match_host_and_ip(addr, addr, option.value) != 1:
+            return (f"principals: Authentication tried for {user} with correct key but not "
+                    f"from a permitted host (host={addr}, ip={addr}, required={option.value}).")
+    return None
+
+
+#: AuthorizedPrincipalsCommand for a certificate: its output lines, or None
+#: (not configured, refused or failed).  The monitor binds the connection.
+PrincipalsCommand = Callable[[Certificate], "list[str] | None"]
+
+
 def from_trusted_ca(cert: Certificate, pw: pwd.struct_passwd, ca_file: str,
-                    principals_template: str, strict_modes: bool, addr: str
+                    principals_template: str, strict_modes: bool, addr: str,
+                    principals_command: PrincipalsCommand | None = None,
                     ) -> tuple[KeyOption, ...] | None:
-    """TrustedUserCAKeys (user_cert_trusted_ca): the options to run under, or None."""
+    """TrustedUserCAKeys (user_cert_trusted_ca): the options to run under, or
+    None.  With AuthorizedPrincipalsFile or AuthorizedPrincipalsCommand, a
+    principal must come from one of them (the file first); else the user's
+    name must be one of the certificate's principals."""
     if ca_file.lower() == "none":
         return None
     try:
@@ -315,13 +345,22 @@ def from_trusted_ca(cert: Certificate, pw: pwd.struct_passwd, ca_file: str,
     if cert.signature_key not in trusted:
         return None
     use_principals_file = principals_template.lower() != "none"
+    use_principals = use_principals_file or principals_command is not None
     try:
         line_options = None
         if use_principals_file:
             line_options = _principals_file(cert, pw, principals_template, strict_modes)
-            if line_options is None:
-                raise Refused("Certificate does not contain an authorized principal")
-        _check_authority(cert, True, None if use_principals_file else pw.pw_name)
+        if line_options is None and principals_command is not None:
+            lines = principals_command(cert)
+            if lines is not None:
+                line_options = principals_from_lines(lines, cert)
+        if use_principals and line_options is None:
+            raise Refused("Certificate does not contain an authorized principal")
+        refusal = line_options and _principals_line_refusal(line_options, pw.pw_name, addr)
+        if refusal:
+            log.info("%s", refusal)
+            raise Refused("Refused by key options")
+        _check_authority(cert, True, None if use_principals else pw.pw_name)
         opts = cert_options(cert)
         _authorise_source(opts, "cert", pw.pw_name, addr)
         if line_options is not None:
@@ -389,6 +428,7 @@ def revocation_refusal(revoked_keys: str, keyblob: bytes) -> str | None:
 def user_key_allowed(options, pw: pwd.struct_passwd, user: str, addr: str, host: str,
                      algorithm: str, keyblob: bytes,
                      key_sources: Sequence[Callable[[], list[authorized_keys.AuthorizedKey]]],
+                     principals_command: PrincipalsCommand | None = None,
                      ) -> tuple[KeyOption, ...] | None:
     """Whether ``keyblob`` may log ``user`` in, as sshd's user_key_allowed:
     the blob and the CA signature first, then RevokedKeys, then the
@@ -420,7 +460,7 @@ def user_key_allowed(options, pw: pwd.struct_passwd, user: str, addr: str, host:
         if found is None and cert is not None and index == 0:
             found = from_trusted_ca(cert, pw, options.trusted_user_ca_keys,
                                     options.authorized_principals_file,
-                                    options.strict_modes, addr)
+                                    options.strict_modes, addr, principals_command)
         if found is not None:
             return found
     return None

@@ -35,6 +35,7 @@ from privsep.common import ids
 from privsep.common.peer import Peer
 from privsep.config.servconf import ServerOptions
 from privsep.monitor import authorized_keys, pubkey
+from privsep.wire.certs import Certificate
 
 log = logging.getLogger("privsep.monitor")
 
@@ -256,6 +257,17 @@ def authorized_keys_for(options: ServerOptions, pw: pwd.struct_passwd, peer: Pee
     for problem in problems:
         log.info("%s: %s", source, problem)
     return [dataclasses.replace(key, source=source) for key in keys]
+
+
+def cert_tokens(cert: Certificate, blob: bytes) -> dict[str, str]:
+    """The certificate's own tokens for AuthorizedPrincipalsCommand, as sshd's
+    match_principals_command: %F and %K the CA key's fingerprint and base64,
+    %T its type; %f, %k and %t the certificate's; %i its key id; %s its serial."""
+    ca_type = pubkey.public_blob_type(cert.signature_key)
+    return {"F": pubkey.fingerprint(cert.signature_key),
+            "K": base64.b64encode(cert.signature_key).decode("ascii"), "T": ca_type,
+            "i": cert.key_id, "s": str(cert.serial),
+            **key_tokens(cert.cert_type_name, blob, pubkey.fingerprint(blob))}
 
 
 def principals_lines(options: ServerOptions, pw: pwd.struct_passwd, peer: Peer,

@@ -329,17 +329,6 @@ class Monitor:
             log.info("Authentication refused: %s", problem)
         return keys
 
-    def _rsa_too_small(self, keyblob: bytes) -> bool:
-        """RequiredRSASize, in sshd's words (userauth_pubkey)."""
-        try:
-            bits = pubkey.rsa_bits(keyblob)
-        except ValueError:
-            return False  # malformed: find_key matches no authorized line
-        if bits is not None and bits < self.options.required_rsa_size:
-            log.info("refusing RSA key: Invalid key length")
-            return True
-        return False
-
     def _key_sources(self, keyblob: bytes) -> list[Callable[[], list[authorized_keys.AuthorizedKey]]]:
         """Where a key may be found, in sshd's order, each read only if the
         ones before did not let the key in: the AuthorizedKeysFile files,
@@ -350,10 +339,19 @@ class Monitor:
         return [self._authorized_keys,
                 lambda: keycommand.authorized_keys_for(self.options, pw, self.peer, keyblob)]
 
+    def _principals_command(self, keyblob: bytes) -> certificates.PrincipalsCommand | None:
+        """AuthorizedPrincipalsCommand for this connection, if configured."""
+        if self.options.authorized_principals_command.lower() == "none":
+            return None
+        options, pw, peer = self.options, self.pw, self.peer
+        assert pw is not None
+        return lambda cert: keycommand.principals_lines(
+            options, pw, peer, keycommand.cert_tokens(cert, keyblob))
+
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
         self.state.allowed_key = None
         found: tuple[KeyOption, ...] | None = None
-        if self._rsa_too_small(req.keyblob):
+        if pubkey.rsa_too_small(req.keyblob, self.options.required_rsa_size):
             pass  # refused, as sshd refuses it before asking whether it is authorized
         elif req.keyblob in self.state.used_keys:
             # AuthenticationMethods publickey,publickey wants two keys
@@ -362,7 +360,8 @@ class Monitor:
                 and req.algorithm in self.options.pubkey_accepted_algorithms):
             found = certificates.user_key_allowed(
                 self.options, self.pw, self.state.user, self.peer.addr, self.remote_host,
-                req.algorithm, req.keyblob, self._key_sources(req.keyblob))
+                req.algorithm, req.keyblob, self._key_sources(req.keyblob),
+                self._principals_command(req.keyblob))
         allowed = found is not None
         if found is not None:
             self.state.allowed_key = AllowedKey(req.algorithm, req.keyblob, found)

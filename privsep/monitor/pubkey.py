@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Collection
 
@@ -21,6 +22,7 @@ from privsep.wire import certs, dss
 from privsep.wire.certs import SK_ECDSA, SK_ED25519, WEBAUTHN_SK_ECDSA
 from privsep.wire.sshbuf import Reader, Writer
 
+log = logging.getLogger("privsep.monitor")
 
 #: OpenSSH refuses RSA keys with a smaller modulus (SSH_RSA_MINIMUM_MODULUS_SIZE).
 RSA_MIN_BITS = 1024
@@ -153,6 +155,18 @@ def rsa_bits(blob: bytes) -> int | None:
         return None
     r.mpint()  # exponent
     return r.mpint().bit_length()
+
+
+def rsa_too_small(blob: bytes, required_bits: int) -> bool:
+    """RequiredRSASize for a user key, in sshd's words (userauth_pubkey)."""
+    try:
+        bits = rsa_bits(blob)
+    except ValueError:
+        return False  # malformed: no authorized line matches it anyway
+    if bits is not None and bits < required_bits:
+        log.info("refusing RSA key: Invalid key length")
+        return True
+    return False
 
 
 def _crypto_key(blob: bytes) -> paramiko.PKey:
