@@ -71,6 +71,8 @@ CONFIGURABLE_ALGORITHMS: dict[str, tuple[str, ...]] = {
             "diffie-hellman-group-exchange-sha1"),
     "hostkey": ("ssh-dss",),
     "pubkey": ("ssh-dss",),
+    # a CA's RSA signature with SHA-1 (ssh-keygen -s -t ssh-rsa)
+    "casig": ("ssh-rsa",),
 }
 
 
