@@ -319,7 +319,8 @@ CRASH_CASES = [("before-kex", "net-child"), ("password-prompt", "monitor"),
 def test_kill(phase: str, victim: str, server_with, make_user) -> None:
     """tests/test_crash_cleanup.py's cases, with the exec'd programs."""
     from tests import test_crash_cleanup as crash
-    server = server_with(GEN10, "KbdInteractiveAuthentication yes")
+    # LogLevel DEBUG: the scenes wait for lines of the phase trace
+    server = server_with(GEN10, "KbdInteractiveAuthentication yes", "LogLevel DEBUG")
     bystander = crash.Bystander(server, make_user("psb"))
     scene = crash.Scene(server, make_user("pst"), phase, detached=victim != "shell")
     try:
