@@ -79,7 +79,9 @@ class Allocator(threading.Thread):
         self.held.clear()
 
 
-def test_pty_release_never_hits_another_users_pty(privsep_server, user, make_user):
+def test_pty_release_never_hits_another_users_pty(server_with, user, make_user):
+    # LogLevel DEBUG: the pty numbers the session had come from the phase trace
+    privsep_server = server_with("LogLevel DEBUG")
     victim = make_user("psv", password=False, key=False)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
