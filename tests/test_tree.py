@@ -254,7 +254,7 @@ def test_trace_of_login_and_logout(privsep_server: Server, user) -> None:
         ("monitor", rf"forked net-child {net_pid} \(uid privsep-sshd, root /run/privsep-sshd, caps none\)"),
         ("net-child", r"sandboxed: uid \d+ gid \d+, no groups, root /run/privsep-sshd, caps none, "
                       r"no_new_privs, seccomp filter"),
-        ("monitor", r"signed 32 bytes with the \S+ host key \(signer child\)"),
+        ("monitor", r"signed (32|64) bytes with the \S+ host key \(signer child\)"),
         ("net-child", r"key exchange done: kex \S+, host key \S+, ciphers \S+/\S+, MACs \S+/\S+"),
         ("net-child", rf"asks the monitor about user {user.name}"),
         ("monitor", rf"user {user.name}: valid"),
