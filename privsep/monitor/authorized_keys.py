@@ -23,6 +23,7 @@ from privsep.monitor.pubkey import (
     ALGORITHMS_FOR_KEY_TYPE, UNSUPPORTED_KEY_TYPES, algorithm_fits_key, check_public_key,
 )
 from privsep.config.match import match_host_and_ip
+from privsep.config.percent import PercentError, percent_expand
 from privsep.wire.keyoptions import BLANKS, KeyOption, key_expired, parse_key_options
 from privsep.wire.sshbuf import Reader
 
@@ -176,21 +177,11 @@ def expand_authorized_keys_path(template: str, pw: pwd.struct_passwd) -> str:
     A result that is not absolute is taken relative to the home directory.
     Raises ValueError for any other %-escape or a lone trailing %.
     """
-    values = {"h": pw.pw_dir, "u": pw.pw_name, "U": str(pw.pw_uid), "%": "%"}
-    out: list[str] = []
-    pos = 0
-    while pos < len(template):
-        char = template[pos]
-        if char != "%":
-            out.append(char)
-            pos += 1
-            continue
-        escape = template[pos + 1 : pos + 2]
-        if escape not in values:
-            raise ValueError(f"unknown escape %{escape} in {template!r}")
-        out.append(values[escape])
-        pos += 2
-    path = "".join(out)
+    values = {"h": pw.pw_dir, "u": pw.pw_name, "U": str(pw.pw_uid)}
+    try:
+        path = percent_expand(template, values)
+    except PercentError as exc:
+        raise ValueError(f"unknown escape %{exc.key} in {template!r}") from None
     if path.startswith("/"):
         return path
     return pw.pw_dir.rstrip("/") + "/" + path

@@ -33,6 +33,7 @@ from functools import partial
 
 from privsep.common import ids
 from privsep.common.peer import Peer
+from privsep.config.percent import percent_expand
 from privsep.config.servconf import ServerOptions
 from privsep.monitor import authorized_keys, pubkey
 from privsep.wire.certs import Certificate
@@ -74,26 +75,6 @@ def principals_command(options: ServerOptions) -> KeyCommand:
                       options.authorized_principals_command_user)
 
 
-def expand(template: str, tokens: dict[str, str]) -> str:
-    """sshd's percent_expand: each %x from ``tokens`` ("%" included).
-    Raises ValueError for an unknown or unfinished escape."""
-    out, pos = [], 0
-    while pos < len(template):
-        char = template[pos]
-        if char != "%":
-            out.append(char)
-            pos += 1
-            continue
-        key = template[pos + 1:pos + 2]
-        if not key:
-            raise ValueError("invalid format")
-        if key not in tokens:
-            raise ValueError(f"unknown key %{key}")
-        out.append(tokens[key])
-        pos += 2
-    return "".join(out)
-
-
 def connection_tokens(pw: pwd.struct_passwd, peer: Peer) -> dict[str, str]:
     """%%, %C (both ends: local address and port, remote address and port),
     %D (the routing domain: none on this system), %h, %U, %u."""
@@ -111,7 +92,7 @@ def _command_user(cmd: KeyCommand, pw: pwd.struct_passwd) -> pwd.struct_passwd |
         log.error("No user for %s specified, skipping", cmd.tag)
         return None
     try:
-        name = expand(cmd.user, {"%": "%", "u": pw.pw_name})
+        name = percent_expand(cmd.user, {"u": pw.pw_name})
         return pwd.getpwnam(name)
     except (KeyError, ValueError):
         log.error('%sUser "%s" not found: No such user', cmd.tag, cmd.user)
@@ -129,7 +110,7 @@ def _argv(cmd: KeyCommand, tokens: dict[str, str], default_arg: str | None) -> l
         log.error('%s "%s" yielded no arguments', cmd.tag, cmd.command)
         return None
     try:
-        argv = words[:1] + [expand(word, tokens) for word in words[1:]]
+        argv = words[:1] + [percent_expand(word, tokens) for word in words[1:]]
     except ValueError as exc:
         log.error("%s: percent_expand: %s", cmd.tag, exc)
         return None

@@ -280,14 +280,11 @@ def bind_session_id(state: MonitorState, data: bytes) -> None:
         state.session_id = data
 
 
-def userauth_binding_error(
-    state: MonitorState, req: wire.KeyVerifyRequest, signed: SignedUserauth
-) -> str | None:
-    """Why a signed userauth request does not belong to this connection, or None.
-
-    The monitor checks every field itself rather than trusting the child to
-    have built the blob honestly.
-    """
+def _signed_header_error(state: MonitorState,
+                         signed: SignedUserauth | SignedHostbased) -> str | None:
+    """The fields every signed userauth request starts with: this
+    connection's session id, USERAUTH_REQUEST, the user asked about, and
+    the ssh-connection service."""
     if signed.session_id != state.session_id:
         return "signature over another session id"
     if signed.msg_type != SSH_MSG_USERAUTH_REQUEST:
@@ -297,6 +294,20 @@ def userauth_binding_error(
         return f"signed request names user {signed.user!r}"
     if signed.service != "ssh-connection":
         return f"signed request names service {signed.service!r}"
+    return None
+
+
+def userauth_binding_error(
+    state: MonitorState, req: wire.KeyVerifyRequest, signed: SignedUserauth
+) -> str | None:
+    """Why a signed userauth request does not belong to this connection, or None.
+
+    The monitor checks every field itself rather than trusting the child to
+    have built the blob honestly.
+    """
+    reason = _signed_header_error(state, signed)
+    if reason:
+        return reason
     if signed.method not in ("publickey", HOSTBOUND_METHOD) or not signed.has_signature:
         return "signed request is not a publickey request with signature"
     if signed.method == HOSTBOUND_METHOD and (
@@ -313,15 +324,9 @@ def hostbased_binding_error(
 ) -> str | None:
     """Why the signed data of a hostbased request does not belong to this
     connection and this request, or None (as userauth_binding_error)."""
-    if signed.session_id != state.session_id:
-        return "signature over another session id"
-    if signed.msg_type != SSH_MSG_USERAUTH_REQUEST:
-        return f"signed message type {signed.msg_type}, not USERAUTH_REQUEST"
-    requested = state.requested_user if state.requested_user is not None else state.user
-    if signed.user != requested:
-        return f"signed request names user {signed.user!r}"
-    if signed.service != "ssh-connection":
-        return f"signed request names service {signed.service!r}"
+    reason = _signed_header_error(state, signed)
+    if reason:
+        return reason
     if signed.method != "hostbased":
         return "signed request is not a hostbased request"
     if (signed.algorithm, signed.keyblob) != (req.algorithm, req.keyblob):

@@ -20,6 +20,8 @@ import pwd
 import stat
 from dataclasses import dataclass
 
+from privsep.config.percent import percent_expand as expand_tokens
+
 #: The length sshd refuses (PATH_MAX).
 _PATH_MAX = 4096
 
@@ -29,25 +31,11 @@ class ChrootRefused(Exception):
 
 
 def percent_expand(template: str, tokens: dict[str, str]) -> str:
-    """``%x`` replaced by ``tokens["x"]`` and ``%%`` by ``%``; any other
-    ``%`` sequence is refused, as OpenSSH's percent_expand refuses it."""
-    out: list[str] = []
-    i = 0
-    while i < len(template):
-        ch = template[i]
-        if ch != "%":
-            out.append(ch)
-            i += 1
-            continue
-        key = template[i + 1:i + 2]
-        if key == "%":
-            out.append("%")
-        elif key in tokens:
-            out.append(tokens[key])
-        else:
-            raise ChrootRefused(f"percent_expand: unknown key %{key}")
-        i += 2
-    return "".join(out)
+    """config/percent.py's, refused as the jail's fatal line."""
+    try:
+        return expand_tokens(template, tokens)
+    except ValueError as exc:
+        raise ChrootRefused(f"percent_expand: {exc}") from None
 
 
 def tilde_expand(path: str, pw: pwd.struct_passwd) -> str:
