@@ -57,6 +57,18 @@ UNIT_DST=/etc/systemd/system/$UNIT
 # Exact versions of everything pip installs that pyproject.toml does not pin.
 CONSTRAINTS=$SRC/constraints.txt
 
+# libnettle (soname libnettle.so.8) is libnettle8 on Debian 12 and
+# libnettle8t64 from Debian 13 on (testing and sid have no VERSION_ID).
+nettle_package() {
+    local release
+    release=$(. /etc/os-release 2>/dev/null && echo "${VERSION_ID:-99}")
+    if [[ ${release%%.*} =~ ^[0-9]+$ && ${release%%.*} -lt 13 ]]; then
+        echo libnettle8
+    else
+        echo libnettle8t64
+    fi
+}
+
 PACKAGES=(
     python3 python3-venv python3-dev gcc libc6-dev  # the venv; C builds
     libcap-dev       # python-prctl is built against it
@@ -66,6 +78,9 @@ PACKAGES=(
     openssh-server   # the reference server the tests compare with
     psmisc procps util-linux  # pstree; ps; utmpdump and last
 )
+# UMAC for the umac MACs (ctypes: privsep/child/umac.py); tests/vm.py's
+# SUITE_PACKAGES names it for each release, as this array cannot
+PACKAGES+=("$(nettle_package)")
 
 # With --test, also what tests/test_vm.py needs on the host to build and boot
 # Debian 12 and 13 VMs (tests/vm.py), and vagrant for tests/test_vagrantfile.py.

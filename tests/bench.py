@@ -35,6 +35,17 @@ concurrency  K clients started at once, each running ``echo ready`` then
              (monitor, session process).
 rate         N clients each running ``ssh host true`` in a loop for S seconds:
              logins per second and failures.
+login-SET, download-SET, upload-SET
+             login, download and upload with an algorithm set forced on the
+             client, so that both daemons run the same algorithms (with the
+             client's defaults they may not): SET sntrup-chacha
+             (sntrup761x25519-sha512 and chacha20-poly1305) and curve-gcm
+             (curve25519-sha256 and aes128-gcm).  Targets: transfers >= 0.9x
+             sshd, login <= 0.5x.
+
+Each login, download and upload row (client defaults and forced) is followed
+by a line naming the key exchange, cipher and MAC each daemon negotiated
+(``ssh -v`` with the same options).
 
 Opt-in (``--only NAME``), long:
 
@@ -154,10 +165,11 @@ class Watchdog:
 
 
 def client(server: Server, user: TestUser, command: str, *, stdin=subprocess.DEVNULL,
-           tty: bool | None = None) -> subprocess.Popen:
+           tty: bool | None = None, options: tuple[str, ...] = ()) -> subprocess.Popen:
     """The stock ssh client with its defaults (ssh_argv adds only host-key,
-    key-file and batch options), unbuffered pipes, stderr kept for errors."""
-    argv, env = ssh_argv(server, user, command, tty=tty)
+    key-file and batch options) and ``options`` (-o, the forced algorithms),
+    unbuffered pipes, stderr kept for errors."""
+    argv, env = ssh_argv(server, user, command, tty=tty, options=list(options))
     return spawn(argv, env, stdin)
 
 
@@ -221,9 +233,10 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def login_once(server: Server, user: TestUser) -> tuple[float, float]:
+def login_once(server: Server, user: TestUser,
+               options: tuple[str, ...] = ()) -> tuple[float, float]:
     """Wall time and the client's CPU time of one ``ssh host true``."""
-    argv, env = ssh_argv(server, user, "true")
+    argv, env = ssh_argv(server, user, "true", options=list(options))
     cpu = children_cpu_seconds()
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
@@ -235,7 +248,8 @@ def login_once(server: Server, user: TestUser) -> tuple[float, float]:
     return elapsed, children_cpu_seconds() - cpu
 
 
-def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings,
+                options: tuple[str, ...] = ()) -> dict:
     times: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
     client_cpu: dict[str, float] = {kind: 0.0 for kind in DAEMONS}
     cpu_before = {}
@@ -244,7 +258,7 @@ def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings) 
         cpu_before[kind] = daemon_cpu_seconds(servers[kind])
     for index in range(settings.login_rounds):
         for kind in round_order(index):
-            elapsed, cpu = login_once(servers[kind], user)
+            elapsed, cpu = login_once(servers[kind], user, options)
             times[kind].append(elapsed * 1000)
             client_cpu[kind] += cpu
     result = {}
@@ -258,9 +272,10 @@ def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings) 
     return {"unit": "ms", "measure": "median wall time of `ssh host true`", **result}
 
 
-def download_once(server: Server, user: TestUser, size: int) -> float:
+def download_once(server: Server, user: TestUser, size: int,
+                  options: tuple[str, ...] = ()) -> float:
     """MB/s from the first byte received to the last."""
-    proc = client(server, user, f"head -c {size} /dev/zero")
+    proc = client(server, user, f"head -c {size} /dev/zero", options=options)
     buffer = memoryview(bytearray(1 << 20))
     got = 0
     first_at = first_bytes = None
@@ -285,11 +300,12 @@ def download_once(server: Server, user: TestUser, size: int) -> float:
     return (size - first_bytes) / (last_at - first_at) / 1e6
 
 
-def upload_once(server: Server, user: TestUser, size: int) -> float:
+def upload_once(server: Server, user: TestUser, size: int,
+                options: tuple[str, ...] = ()) -> float:
     """MB/s from the first byte written (once the remote command runs)
     until the remote command has read them all."""
     proc = client(server, user, "echo ready; cat > /dev/null; echo done",
-                  stdin=subprocess.PIPE)
+                  stdin=subprocess.PIPE, options=options)
     chunk = memoryview(bytes(1 << 20))
     try:
         with Watchdog(proc, 120 + size / 5e6):
@@ -310,13 +326,14 @@ def upload_once(server: Server, user: TestUser, size: int) -> float:
 
 
 def bench_bulk(which: str, servers: dict[str, Server], user: TestUser,
-               settings: Settings) -> dict:
+               settings: Settings, options: tuple[str, ...] = ()) -> dict:
     once = download_once if which == "download" else upload_once
     rates: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
     for index in range(settings.bulk_rounds):
         for kind in round_order(index):
-            rates[kind].append(once(servers[kind], user, settings.size))
-        progress(f"{which} round {index + 1}/{settings.bulk_rounds}: "
+            rates[kind].append(once(servers[kind], user, settings.size, options))
+        progress(f"{which}{' ' + ' '.join(options) if options else ''} round "
+                 f"{index + 1}/{settings.bulk_rounds}: "
                  + ", ".join(f"{kind} {rates[kind][-1]:.0f} MB/s" for kind in DAEMONS))
     result = {kind: {**summary(rates[kind]), "value": median(rates[kind])} for kind in DAEMONS}
     return {"unit": "MB/s", "bytes": settings.size,
@@ -713,7 +730,12 @@ def judge(name: str, result: dict, settings: Settings) -> None:
     """Add the ratio privsep/openssh, the target and whether it is met."""
     privsep, openssh = result["privsep"]["value"], result["openssh"]["value"]
     result["ratio"] = privsep / openssh if name != "soak" else float("nan")
-    if name == "login":
+    if name in FORCED_BENCHMARKS:  # the same algorithms on both: issue 13's targets
+        if name.startswith("login-"):
+            result["target"], result["ok"] = "<=0.5", result["ratio"] <= 0.5
+        else:
+            result["target"], result["ok"] = ">=0.9", result["ratio"] >= 0.9
+    elif name == "login":
         result["target"], result["ok"] = "<=0.5", result["ratio"] <= 0.5
         for side in ("server", "client"):
             key = f"{side}_cpu_ms_per_login"
@@ -754,6 +776,40 @@ BENCHMARKS = {
         servers, user, settings, sessions=settings.many_sessions),
     "rekey": bench_rekey,
 }
+#: Algorithm sets forced on the client (so both daemons run the same ones;
+#: the benchmarks above run with the client's defaults, where sshd 9.2 and
+#: this daemon may agree on different ones).  Each gets login, download and
+#: upload rows, named "login-SET" and so on.
+FORCED = {
+    "sntrup-chacha": ("KexAlgorithms=sntrup761x25519-sha512@openssh.com",
+                      "Ciphers=chacha20-poly1305@openssh.com"),
+    "curve-gcm": ("KexAlgorithms=curve25519-sha256", "Ciphers=aes128-gcm@openssh.com"),
+}
+
+
+def forced_benchmark(which: str, options: tuple[str, ...]):
+    """login, download or upload with ``options`` on the client; the result
+    names what each daemon negotiated with them (``algorithms``)."""
+    def run(servers: dict[str, Server], user: TestUser, settings: Settings) -> dict:
+        if which == "login":
+            result = bench_login(servers, user, settings, options)
+        else:
+            result = bench_bulk(which, servers, user, settings, options)
+        result["options"] = list(options)
+        result["algorithms"] = {kind: negotiated(servers[kind], user, options)
+                                for kind in DAEMONS}
+        return result
+    return run
+
+
+FORCED_BENCHMARKS = {f"{which}-{label}": forced_benchmark(which, options)
+                     for label, options in FORCED.items()
+                     for which in ("login", "download", "upload")}
+BENCHMARKS.update(FORCED_BENCHMARKS)
+#: The client-default rows, which get the environment's ``negotiated`` as
+#: their ``algorithms``.
+DEFAULT_ALGORITHM_ROWS = ("login", "download", "upload")
+
 #: Run only when named with --only: long, and about robustness or scale more
 #: than speed.
 OPT_IN = ("soak", "sessions1000", "rekey")
@@ -774,9 +830,10 @@ def daemon_python() -> str:
     return first
 
 
-def negotiated(server: Server, user: TestUser) -> dict:
-    """What ``ssh -v host true`` says the client and the daemon agreed on."""
-    argv, env = ssh_argv(server, user, "true", flags=["-v"])
+def negotiated(server: Server, user: TestUser, options: tuple[str, ...] = ()) -> dict:
+    """What ``ssh -v host true`` (with ``options``) says the client and the
+    daemon agreed on."""
+    argv, env = ssh_argv(server, user, "true", flags=["-v"], options=list(options))
     done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=60)
     if done.returncode != 0:
@@ -913,12 +970,24 @@ def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def algorithms_text(algorithms: dict[str, dict]) -> str:
+    """One line: what each daemon negotiated ("the same" when alike)."""
+    def one(n: dict) -> str:
+        return f"kex {n['kex']}, cipher {n['cipher']}, MAC {n['mac']}"
+    mine, theirs = one(algorithms["privsep"]), one(algorithms["openssh"])
+    return f"    got: privsep {mine}; openssh {'the same' if theirs == mine else theirs}"
+
+
 def print_table(results: dict[str, dict]) -> None:
+    """The table; a row with algorithms is followed by a line (outside the
+    columns) naming what each daemon negotiated for it."""
     header = ("benchmark", "privsep", "openssh", "ratio", "target", "ok")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for name, result in results.items():
         rows += table_rows(name, result)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        if "algorithms" in result:
+            rows.append((algorithms_text(result["algorithms"]),))
+    widths = [max(len(row[i]) for row in rows if len(row) > 1) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     print("\nprivsep, openssh: medians (p90, p99 rows: percentiles; CPU rows: means per login)."
@@ -1023,6 +1092,8 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"{name}...")
             started = time.monotonic()
             results[name] = BENCHMARKS[name](servers, user, settings)
+            if name in DEFAULT_ALGORITHM_ROWS:
+                results[name]["algorithms"] = env["negotiated"]
             judge(name, results[name], settings)
             progress(f"{name} done in {time.monotonic() - started:.0f} s")
         print_table(results)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench import BENCHMARKS, DAEMONS
+from tests.bench import BENCHMARKS, DAEMONS, FORCED, FORCED_BENCHMARKS
 from tests.daemon import REPO, privsep_command
 
 
@@ -59,6 +59,18 @@ def test_quick_bench_reports_every_benchmark_for_both_daemons(tmp_path: Path) ->
             by_role = results[name][kind]["pss_per_session_by_role_mb"]
             assert by_role["monitor"] > 0 and by_role["session"] > 0, (name, kind, by_role)
     assert results["sessions1000"]["privsep"]["sessions"] == 12
+    for name in ("login", "download", "upload", *FORCED_BENCHMARKS):
+        # each row names what both daemons negotiated, as the table does
+        algorithms = results[name]["algorithms"]
+        for kind in DAEMONS:
+            assert all(algorithms[kind][k] != "?" for k in ("kex", "cipher", "mac")), name
+            assert f"got: privsep kex {algorithms['privsep']['kex']}" in done.stdout
+    for label, options in FORCED.items():  # the forced algorithms are the ones got
+        kex, cipher = (option.split("=", 1)[1] for option in options)
+        for which in ("login", "download", "upload"):
+            for kind in DAEMONS:
+                got = results[f"{which}-{label}"]["algorithms"][kind]
+                assert (got["kex"], got["cipher"]) == (kex, cipher), (label, kind, got)
     for kind in DAEMONS:  # every transfer through the rekeys arrived whole
         rekey = results["rekey"][kind]
         assert rekey["mismatches"] == 0 and rekey["failures"] == 0, (kind, rekey)

@@ -2,8 +2,8 @@
 the algorithm the client reports, a login, a command and 16 MB each way
 with checksums; the hand-off and rekeys in both directions, started by
 either side; configured-only algorithms refused when not configured, side by
-side with Debian's sshd; another client implementation (asyncssh) for
-chacha20-poly1305 and delayed compression.
+side with Debian's sshd; the umac MACs side by side too; another client
+implementation (asyncssh) for chacha20-poly1305, delayed compression and umac.
 
 paramiko 5.1 as a client has no chacha20-poly1305, so asyncssh stands in.
 """
@@ -21,7 +21,7 @@ import paramiko
 import pytest
 
 from privsep.config.algorithms import CONFIGURABLE_ALGORITHMS, SUPPORTED_ALGORITHMS
-from tests.daemon import Server, remove_server, ssh, start_server
+from tests.daemon import Server, privsep_command, remove_server, ssh, start_server
 
 MB = 1024 * 1024
 SIZE = 16 * MB
@@ -126,6 +126,61 @@ def test_rekeys_both_ways(all_on_server: Server, rekeying_server: Server, user, 
         assert stderr.count(b"SSH2_MSG_KEXINIT received") > 8, stderr[-2000:]
 
 
+#: OpenSSH's umac MACs (libnettle's UMAC, privsep/child/umac.py)
+UMACS = tuple(m for m in SUPPORTED_ALGORITHMS["macs"] if m.startswith("umac-"))
+
+
+@pytest.mark.parametrize("who", ["client", "server"])
+@pytest.mark.parametrize("mac", UMACS)
+def test_umac_rekeys_both_ways(all_on_server: Server, rekeying_server: Server, user, who: str,
+                               mac: str) -> None:
+    """16 MB each way with ``-m MAC``, a key exchange every MiB started by
+    either side: the UMAC key crosses the hand-off by name and bytes, and
+    each rekey's new key gets a nettle context of its own."""
+    server = rekeying_server if who == "server" else all_on_server
+    options = ["Ciphers=aes128-ctr"] + (["RekeyLimit=1M"] if who == "client" else [])
+    got, up, down = round_trip(server, user, options, flags=["-m", mac])
+    assert got["server->client"] == got["client->server"] == ("aes128-ctr", mac, "none")
+    for stderr in (up, down):
+        assert stderr.count(b"SSH2_MSG_KEXINIT received") > 8, stderr[-2000:]
+
+
+@pytest.mark.parametrize("mac", UMACS)
+def test_umac_side_by_side(server_with, user, mac: str) -> None:
+    """``ssh -m MAC``: a login and a command on both daemons, which agree on
+    what the client got."""
+    got = {}
+    for kind in ("privsep", "openssh"):
+        server = server_with(kind=kind)
+        result = ssh(server, user, "echo in", options=["Ciphers=aes256-ctr"],
+                     flags=["-v", "-m", mac])
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout == b"in\n"
+        got[kind] = negotiated(result.stderr)
+    assert got["privsep"] == got["openssh"]
+    assert got["privsep"]["client->server"] == ("aes256-ctr", mac, "none")
+
+
+def test_default_mac_is_sshds(server_with, user) -> None:
+    """With a cipher that needs a MAC and the client's default MAC list,
+    both daemons choose umac-64-etm@openssh.com, the first of both lists."""
+    for kind in ("privsep", "openssh"):
+        result = ssh(server_with(kind=kind), user, "true", options=["Ciphers=aes128-ctr"],
+                     flags=["-v"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert negotiated(result.stderr)["server->client"][1] == "umac-64-etm@openssh.com", kind
+
+
+def test_umac_refused_when_removed(server_with, user) -> None:
+    """``MACs -umac*`` takes them out, for sshd and for us alike."""
+    for kind in ("privsep", "openssh"):
+        refused = ssh(server_with("MACs -umac*", kind=kind), user, "true",
+                      options=["Ciphers=aes128-ctr", "LogLevel=INFO"],
+                      flags=["-m", "umac-64-etm@openssh.com"])
+        assert refused.returncode == 255
+        assert b"no matching MAC found" in refused.stderr, (kind, refused.stderr)
+
+
 # --- what is offered, side by side with sshd ----------------------------------------
 
 @pytest.mark.parametrize("kind", ["privsep", "openssh"])
@@ -183,6 +238,44 @@ def test_plain_zlib_not_offered(server_with, user, kind: str) -> None:
 
 
 # --- another client: asyncssh (paramiko 5.1 has no chacha20-poly1305) ------------
+
+@pytest.mark.parametrize("mac", UMACS)
+def test_asyncssh_umac(all_on_server: Server, user, mac: str) -> None:
+    """asyncssh's UMAC (its own binding to nettle) with ours, both ways."""
+    async def run() -> tuple[str, str, bytes]:
+        async with asyncssh.connect(
+                "127.0.0.1", all_on_server.port, username=user.name,
+                client_keys=[str(user.key_path)], known_hosts=None,
+                encryption_algs=["aes128-ctr"], mac_algs=[mac]) as conn:
+            up = await conn.run("sha256sum", input=DATA, encoding=None, check=True)
+            down = await conn.run(f"head -c {SIZE} /dev/zero", encoding=None, check=True)
+            return conn.get_extra_info("send_mac"), up.stdout.split()[0].decode(), down.stdout
+    got, digest, zeros = asyncio.run(run())
+    assert got == mac
+    assert digest == DIGEST
+    assert zeros == bytes(SIZE)
+
+
+def test_no_libnettle_no_start(tmp_path) -> None:
+    """Without libnettle (hidden by an empty file bound over it, in a mount
+    namespace of this test's own) the daemon says so and does not start,
+    rather than failing each connection that picks a umac MAC."""
+    library = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True,
+                             check=True).stdout
+    path = re.search(r"libnettle\.so\.8 \(libc6,x86-64\) => (\S+)", library).group(1)
+    key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "sshd_config"
+    config.write_text(f"HostKey {key}\nPort 1\nListenAddress 127.0.0.1\n"
+                      f"PidFile {tmp_path}/pid\n")
+    script = f'mount --bind /dev/null {path} && exec "$@"'
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *privsep_command(),
+                             "-D", "-e", "-f", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 255, result.stderr
+    assert "fatal: cannot load libnettle.so.8 for the umac MACs" in result.stderr
+    assert "libnettle8" in result.stderr
+
 
 def test_asyncssh_chacha_and_compression(all_on_server: Server, user) -> None:
     async def run() -> tuple[str, str, str, bytes]:

@@ -630,6 +630,9 @@ def test_use_dns_names_the_client_for_match_host(server_with, user) -> None:
 # --- algorithm lists as sshd resolves them (issue 13) ---------------------------
 
 @pytest.mark.parametrize("lines", [
+    [],  # the defaults: OpenSSH 9.2's lists, umac first among the MACs
+    ["MACs -umac*"],
+    ["MACs ^umac-128@openssh.com,hmac-sha1", "Ciphers -chacha*"],
     ["KexAlgorithms +diffie-hellman-group14-sha1,diffie-hellman-group-exchange-sha1"],
     ["KexAlgorithms -sntrup*,*sha1"],
     ["KexAlgorithms ^diffie-hellman-group1-sha1"],
@@ -649,7 +652,8 @@ def test_T_algorithm_lists_as_sshd(tmp_path, lines: list[str]) -> None:
         assert result.returncode == 0, result.stderr
         table = _dump(result.stdout)
         printed.append({k: table[k] for k in ("kexalgorithms", "hostkeyalgorithms",
-                                              "pubkeyacceptedalgorithms", "modulifile")})
+                                              "pubkeyacceptedalgorithms", "modulifile",
+                                              "ciphers", "macs")})
     mine, reference = printed
     mine["kexalgorithms"] = [mine["kexalgorithms"][0].replace(",mlkem768x25519-sha256", "")]
     assert mine == reference

@@ -69,10 +69,29 @@ def test_hook_signatures() -> None:
     assert "zlib@openssh.com" in paramiko.Transport._compression_info
 
 
+def test_packet_macs_go_through_compute_mac() -> None:
+    """paramiko computes every packet's MAC through the module function
+    compute_hmac, which child/packetizer.py replaces so that umac works:
+    if paramiko stops calling it there, umac would silently be HMAC."""
+    import paramiko.packet
+    from privsep.child.packetizer import compute_mac
+    assert paramiko.packet.compute_hmac is compute_mac
+    for method in (Packetizer.send_message, Packetizer.read_message):
+        source = inspect.getsource(method)
+        assert "compute_hmac(" in source and "HMAC(" not in source, method.__name__
+    # HMAC through compute_mac is the HMAC paramiko would have computed
+    import hashlib
+    import hmac
+    assert compute_mac(b"k" * 32, b"data", hashlib.sha256) == \
+        hmac.HMAC(b"k" * 32, b"data", hashlib.sha256).digest()
+
+
 @pytest.mark.parametrize("cipher,mac", [
     ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
     ("aes192-ctr", "hmac-sha2-512"),
     ("aes256-ctr", "hmac-sha2-256"),
+    ("aes128-ctr", "umac-64-etm@openssh.com"),
+    ("aes256-ctr", "umac-128@openssh.com"),
     ("aes128-gcm@openssh.com", None),
     ("aes256-gcm@openssh.com", None),
 ])

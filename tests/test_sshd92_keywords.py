@@ -24,8 +24,6 @@ PENDING_OTHER_BRANCHES = {
     # kex
     "kexalgorithms", "hostkeyalgorithms", "pubkeyacceptedalgorithms", "modulifile",
     "requiredrsasize",
-    # cipher
-    "ciphers", "macs", "compression",
     # certs
     "trustedusercakeys", "authorizedprincipalsfile", "revokedkeys", "casignaturealgorithms",
     "hostcertificate",

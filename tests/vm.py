@@ -67,10 +67,11 @@ GUEST_PACKAGES = [
 #: and the README's commands use: trixie's `last` is wtmpdb's (util-linux
 #: dropped it), fed by pam_wtmpdb in common-session. (libre2-11: debootstrap
 #: does not resolve virtual packages, and trixie's libgrpc, under vagrant,
-#: depends on one that libre2-11 provides.)
+#: depends on one that libre2-11 provides.)  And libnettle, which install.sh
+#: names by release (its nettle_package).
 SUITE_PACKAGES = {
-    "bookworm": [],
-    "trixie": ["wtmpdb", "libpam-wtmpdb", "libre2-11"],
+    "bookworm": ["libnettle8"],
+    "trixie": ["wtmpdb", "libpam-wtmpdb", "libre2-11", "libnettle8t64"],
 }
 
 #: Files written into the tree after debootstrap (path -> content).

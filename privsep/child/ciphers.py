@@ -1,7 +1,8 @@
 """The ciphers, MACs and compression both children's transports know beyond
 paramiko's own: chacha20-poly1305@openssh.com (its engine is
 child/chachapoly.py, its packet path child/packetizer.CipherPacketizer) and
-the encrypt-then-MAC forms of hmac-sha1 and hmac-md5 that OpenSSH 9.2 has.
+the encrypt-then-MAC forms of hmac-sha1 and hmac-md5 that OpenSSH 9.2 has,
+and its umac MACs (child/umac.py).
 
 Which of them are offered is the configuration's business
 (config/algorithms.py); this only teaches paramiko the names."""
@@ -12,7 +13,11 @@ from hashlib import md5, sha1
 
 import paramiko
 
-from privsep.child import chachapoly
+from privsep.child import chachapoly, umac
+# what computes the umac tags paramiko asks for (its compute_mac replaces
+# paramiko's HMAC-only function when imported): wherever this table is
+# used, that is in place
+from privsep.child import packetizer  # noqa: F401
 
 #: paramiko's cipher table plus chacha20-poly1305.  It is an AEAD to paramiko
 #: (no separate MAC, 8-byte blocks for the padding, no IV: the sequence
@@ -24,10 +29,12 @@ CIPHER_INFO: dict[str, dict] = {
                       "key-size": chachapoly.KEY_SIZE, "iv-size": 0, "is_aead": True},
 }
 
-#: paramiko's MACs plus OpenSSH's -etm forms of SHA-1 and MD5.  paramiko
-#: tells encrypt-then-MAC from the name ("etm@openssh.com" in it).
+#: paramiko's MACs plus OpenSSH's -etm forms of SHA-1 and MD5, and the four
+#: umac MACs (child/umac.py; child/packetizer.compute_mac computes them).
+#: paramiko tells encrypt-then-MAC from the name ("etm@openssh.com" in it).
 MAC_INFO: dict[str, dict] = {
     **paramiko.Transport._mac_info,
+    **umac.MAC_INFO,
     "hmac-sha1-etm@openssh.com": {"class": sha1, "size": 20},
     "hmac-sha1-96-etm@openssh.com": {"class": sha1, "size": 12},
     "hmac-md5-etm@openssh.com": {"class": md5, "size": 16},

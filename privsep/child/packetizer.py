@@ -6,10 +6,14 @@ name, so that a paramiko upgrade that moves them fails in one place
 
 from __future__ import annotations
 
+import hmac
+
+import paramiko.packet
 from paramiko.message import Message
 from paramiko.packet import Packetizer
 from paramiko.ssh_exception import SSHException
 
+from privsep.child import umac
 from privsep.child.chachapoly import TAG_SIZE, BadTag, ChaChaPoly
 
 _PKT = "_Packetizer__"  # name-mangling prefix of Packetizer's private state
@@ -22,6 +26,28 @@ def pkt_get(packetizer: Packetizer, name: str):
 def pkt_set(packetizer: Packetizer, name: str, value) -> None:
     setattr(packetizer, _PKT + name, value)
 
+
+#: the MAC-table classes whose tags are UMAC, not HMAC
+_UMAC_ENGINES = frozenset(entry["class"] for entry in umac.MAC_INFO.values())
+
+
+def compute_mac(key: bytes, data: bytes, engine) -> bytes:
+    """One packet's MAC, untruncated: ``data`` is the 4-byte sequence number
+    and then what the MAC covers, ``engine`` the "class" of the MAC table.
+
+    paramiko's send_message and read_message call the module function
+    ``paramiko.packet.compute_hmac`` by that name, for every packet and
+    only there, with exactly these arguments; it knows only HMAC.  This
+    takes its place (below) so that the UMAC classes get UMAC (umac.py),
+    with no copy of paramiko's packet code.  HMAC goes through
+    ``hmac.digest``, OpenSSL's one-shot HMAC, the same bytes as paramiko's
+    ``HMAC(key, data, engine).digest()`` without building an object."""
+    if engine in _UMAC_ENGINES:
+        return engine.tag(key, data)
+    return hmac.digest(key, data, engine)
+
+
+paramiko.packet.compute_hmac = compute_mac
 
 #: OpenSSH's bound on one packet (PACKET_MAX_SIZE): a longer length is an attack
 PACKET_MAX_SIZE = 256 * 1024

@@ -39,14 +39,16 @@ _KEY_ALGORITHMS_92 = (
 
 #: What this daemon offers when nothing is configured, in its order of
 #: preference: OpenSSH 9.2's defaults (myproposal.h; Debian 12 also knows
-#: sntrup761's IANA name) less the umac MACs (README, "Algorithms": no fast
-#: UMAC here), and mlkem768x25519-sha256 last, which OpenSSH 9.9 and later
+#: sntrup761's IANA name; the umac MACs from libnettle, child/umac.py), and
+#: mlkem768x25519-sha256 last, which OpenSSH 9.9 and later
 #: prefer: a client's order decides, so the 9.2 client still gets sntrup761.
 SUPPORTED_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "ciphers": ("chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr",
                 "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
-    "macs": ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
-             "hmac-sha1-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"),
+    "macs": ("umac-64-etm@openssh.com", "umac-128-etm@openssh.com",
+             "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
+             "hmac-sha1-etm@openssh.com", "umac-64@openssh.com", "umac-128@openssh.com",
+             "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1"),
     "kex": ("sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
             "curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
             "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group-exchange-sha256",
@@ -83,12 +85,10 @@ def implemented(kind: str) -> tuple[str, ...]:
 
 
 #: Every name OpenSSH 9.2 knows: accepted in a configuration, and dropped
-#: from it when this daemon cannot use it (umac, ssh-rsa).
+#: from it when this daemon cannot use it (ssh-rsa).
 OPENSSH_ALGORITHMS: dict[str, frozenset[str]] = {
     "ciphers": frozenset(implemented("ciphers")),
-    "macs": frozenset(implemented("macs")) | {
-        "umac-64@openssh.com", "umac-128@openssh.com", "umac-64-etm@openssh.com",
-        "umac-128-etm@openssh.com"},
+    "macs": frozenset(implemented("macs")),
     "kex": frozenset(implemented("kex")),
     "hostkey": frozenset(implemented("hostkey")) | {
         "ssh-rsa", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com"},

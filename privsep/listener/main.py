@@ -18,6 +18,7 @@ import os
 import pwd
 import sys
 
+from privsep.child import umac
 from privsep.common import log as logsetup
 from privsep.config import servconf
 from privsep.config.match import ConnectionInfo
@@ -66,6 +67,10 @@ def load_config(args: argparse.Namespace) -> servconf.ServerConfig:
 
 def prepare(options: servconf.ServerOptions) -> list[HostKey]:
     """Start-up checks and set-up; returns the host keys (public halves)."""
+    try:  # the umac MACs are offered by default: their library must be there
+        umac.require()
+    except umac.NettleMissing as exc:
+        raise SystemExit(f"fatal: {exc}")
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(options.privsep_user)
