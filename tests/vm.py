@@ -67,11 +67,10 @@ GUEST_PACKAGES = [
 #: and the README's commands use: trixie's `last` is wtmpdb's (util-linux
 #: dropped it), fed by pam_wtmpdb in common-session. (libre2-11: debootstrap
 #: does not resolve virtual packages, and trixie's libgrpc, under vagrant,
-#: depends on one that libre2-11 provides.)  And libnettle, which install.sh
-#: names by release (its nettle_package).
+#: depends on one that libre2-11 provides.)
 SUITE_PACKAGES = {
-    "bookworm": ["libnettle8"],
-    "trixie": ["wtmpdb", "libpam-wtmpdb", "libre2-11", "libnettle8t64"],
+    "bookworm": [],
+    "trixie": ["wtmpdb", "libpam-wtmpdb", "libre2-11"],
 }
 
 #: Files written into the tree after debootstrap (path -> content).
