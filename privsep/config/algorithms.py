@@ -8,23 +8,6 @@ from privsep.config.match import match_pattern_list
 
 
 #: OpenSSH 9.2's default host key and user key lists (Debian 12's ``sshd -T``),
-#: in its order: certificates first, then plain keys.  Names we cannot serve
-#: (no host certificate, no security key) are offered only when a key of
-#: that type is loaded, so listing them costs nothing and keeps ``-T`` equal.
-_KEY_ALGORITHMS_92 = (
-    *(f"{a}-cert-v01@openssh.com" for a in (
-        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519", "sk-ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")),
-    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-    "rsa-sha2-512", "rsa-sha2-256",
-)
-
-#: What this daemon offers when nothing is configured, in its order of
-#: preference: OpenSSH 9.2's defaults (Debian 12 also knows sntrup761's
-#: IANA name), and mlkem768x25519-sha256 last, which OpenSSH 9.9 and later
-#: prefer: a client's order decides, so the 9.2 client still gets sntrup761.
-#: OpenSSH 9.2's default host key and user key lists (Debian 12's ``sshd -T``),
 #: in its order: certificates first, then plain keys.  A host key algorithm
 #: is offered only when a key (or certificate) of that type is loaded, so
 #: listing them all costs nothing and keeps ``-T`` equal.
