@@ -207,7 +207,7 @@ class Monitor:
             self.options = self.config.options_for(ConnectionInfo(
                 user=user, host=self.remote_host, address=self.peer.addr,
                 local_address=self.peer.local_addr, local_port=self.peer.local_port,
-                groups=user_groups(user)))
+                rdomain=self.peer.rdomain, groups=user_groups(user)))
             self.state.max_ptys = self.options.max_sessions
         self.pw = self._lookup(user)
         self.state.user_valid = self.pw is not None
