@@ -72,17 +72,19 @@ def blob_key_type(keyblob: bytes) -> str:
 
 # --- the signer's start-up report: each host key's public blob, or why not ---------
 
-def encode_key_checks(results: list[tuple[str, bool, bytes]]) -> bytes:
-    """(path, loaded, public blob or error text) for each key, in order."""
+def encode_key_checks(results: list[tuple[str, bool, bytes, str]]) -> bytes:
+    """(path, loaded, public blob or error text, why the private file did
+    not load though the key did: "" or the error text) for each key."""
     out = Writer().uint32(len(results))
-    for path, ok, payload in results:
-        out.text(path).boolean(ok).string(payload)
+    for path, ok, payload, note in results:
+        out.text(path).boolean(ok).string(payload).text(note)
     return bytes(out)
 
 
-def decode_key_checks(data: bytes) -> list[tuple[str, bool, bytes]]:
+def decode_key_checks(data: bytes) -> list[tuple[str, bool, bytes, str]]:
     """The inverse of encode_key_checks; ValueError for anything malformed."""
     r = Reader(data, what="host key report")
-    results = [(r.name("path"), r.boolean(), r.string()) for _ in range(r.uint32())]
+    results = [(r.name("path"), r.boolean(), r.string(), r.text())
+               for _ in range(r.uint32())]
     r.end()
     return results
