@@ -22,7 +22,7 @@ import paramiko
 from privsep.child import hostkey_proxy
 from privsep.monitor import pubkey
 from privsep.signer import signer
-from privsep.signer.keyfiles import BAD_PERMISSIONS, unprotected_key_warning
+from privsep.wire.hostkey_blobs import BAD_PERMISSIONS, unprotected_key_warning
 from privsep.wire import certs, hostkey_blobs
 from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
 

@@ -11,28 +11,15 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from privsep.wire import dss
+from privsep.wire.hostkey_blobs import BAD_PERMISSIONS
 
 _OPENSSH_PEM = b"-----BEGIN OPENSSH PRIVATE KEY-----"
-#: How a BadPermissions reads in the signer's start-up report.
-BAD_PERMISSIONS = "bad permissions"
-
-
 class BadPermissions(Exception):
     """sshkey_perm_ok refused the file: owned by this process's uid and open
     to group or others.  The text carries the mode, for sshd's warning."""
 
     def __init__(self, mode: int) -> None:
         super().__init__(f"{BAD_PERMISSIONS} {mode & 0o777:03o}")
-
-
-def unprotected_key_warning(path: str, report: str) -> list[str]:
-    """sshd's lines for a BadPermissions ``report`` ("bad permissions 644"),
-    as authfile.c writes them before it ignores the key."""
-    border = "@" * 59
-    return [border, "@         WARNING: UNPROTECTED PRIVATE KEY FILE!          @", border,
-            f"Permissions 0{report.split()[-1]} for '{path}' are too open.",
-            "It is required that your private key files are NOT accessible by others.",
-            "This private key will be ignored."]
 
 
 def load_private(path: str, check_permissions: bool = False) -> paramiko.PKey:
