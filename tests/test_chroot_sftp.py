@@ -78,10 +78,9 @@ def test_sftp_only_jail_side_by_side(server_with, jailed, tmp_path) -> None:
         assert result.returncode == 0, (kind, result.stderr)
         assert back.read_bytes() == local.read_bytes()
         outputs[kind] = _normal(result.stdout).replace(f"back-{kind}", "back")
-    # Known difference: sshd's sftp-server names root in the jail (glibc's
-    # nss-systemd synthesizes it); ours, after the uid change, does not.
-    openssh = outputs["openssh"].replace("? root     root     ", "? 0        0        ")
-    assert outputs["privsep"].splitlines() == openssh.splitlines()
+    # root is named in a jail without /etc/passwd: glibc's nss-systemd,
+    # loaded before the chroot, synthesizes it (test_names_in_the_jail)
+    assert outputs["privsep"].splitlines() == outputs["openssh"].splitlines()
     out = outputs["privsep"]
     assert "Remote working directory: /upload" in out
     # the upload was the user's, mode 0666 less the umask 022
@@ -90,6 +89,37 @@ def test_sftp_only_jail_side_by_side(server_with, jailed, tmp_path) -> None:
     assert not (jailed.home / "upload" / "moved.bin").exists()
     log = servers["privsep"].wait_for_log(f"Changed root directory to \"{jailed.home}\"")
     assert f"subsystem request for sftp by user {jailed.name}" in log
+
+
+@pytest.mark.parametrize("jail_files", [False, True])
+def test_names_in_the_jail(server_with, jailed, jail_files: bool) -> None:
+    """``ls -l`` names owners as sshd's internal-sftp does in the same jail:
+    without /etc/passwd and /etc/group there, root and nobody only (glibc
+    keeps the name services it had loaded before the chroot, and
+    nss-systemd synthesizes those two); with them, the jail's own names
+    (the files module reads the jail's files), uid 0 included."""
+    os.chown(jailed.home / "upload" / "hello.txt", 65534, 65534)
+    if jail_files:
+        etc = jailed.home / "etc"
+        etc.mkdir()
+        (etc / "passwd").write_text(f"jailroot:x:0:0::/:/bin/false\n"
+                                    f"jailed-{jailed.uid}:x:{jailed.uid}:{jailed.gid}::/:/bin/false\n")
+        (etc / "group").write_text(f"jailwheel:x:0:\njailers:x:{jailed.gid}:\n")
+    servers = _both(server_with, _jail_config(jailed))
+    listings = {}
+    for kind, server in servers.items():
+        result = sftp(server, jailed, "ls -l /upload\nls -la /\n")
+        assert result.returncode == 0, (kind, result.stderr)
+        listings[kind] = _normal(result.stdout)
+    assert listings["privsep"].splitlines() == listings["openssh"].splitlines()
+    out = listings["privsep"]
+    if jail_files:
+        assert re.search(rf"\? jailroot\s+jailwheel\s+\d+ DATE /\.\n", out), out
+        assert f"jailed-{jailed.uid}" in out and "jailers" in out, out
+    else:
+        assert re.search(r"\? root\s+root\s+\d+ DATE /\.\n", out), out
+        assert re.search(r"\? nobody\s+nogroup\s+\d+ DATE /upload/hello\.txt", out), out
+        assert f"? {jailed.uid} " in out  # the user: no name in the jail
 
 
 def test_no_way_out_of_the_jail(server_with, jailed) -> None:

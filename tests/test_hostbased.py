@@ -106,9 +106,10 @@ def hostbased_login(server: Server, user: TestUser) -> subprocess.CompletedProce
 
 #: The log lines hostbased authentication writes (sshd's words).
 HOSTBASED_LINE = re.compile(
-    r"^(userauth_hostbased.*|Accepted (hostbased|\S+ public key) .*|Failed hostbased .*"
-    r"|Rhosts authentication refused .*|Authentication refused for .*"
-    r"|WARNING: revoked key .*|User \S+ hosts file .*)$", re.M)
+    r"^(userauth_hostbased.*|Accepted (hostbased|certificate|\S+ public key) .*"
+    r"|Failed hostbased .*|Rhosts authentication refused .*|Authentication refused for .*"
+    r"|WARNING: revoked key .*|User \S+ hosts file .*|Certificate invalid: .*"
+    r"|Authentication key .* revoked by file .*)$", re.M)
 
 
 def hostbased_lines(server: Server) -> list[str]:
@@ -133,7 +134,9 @@ def side_by_side(server_with, user: TestUser, *config: str) -> dict[str, tuple[i
 
 
 def assert_same(results: dict[str, tuple[int, list[str]]], accepted: bool) -> None:
-    assert results["privsep"] == results["openssh"], results
+    assert results["privsep"] == results["openssh"], "\n".join(
+        f"{kind}: exit {code}\n  " + "\n  ".join(lines)
+        for kind, (code, lines) in results.items())
     assert (results["privsep"][0] == 0) == accepted, results
 
 
@@ -242,6 +245,106 @@ def test_algorithm_not_accepted(server_with, keysign, system_files, make_user):
     hostbased_login(server, user)
     server.wait_for_log("userauth_hostbased: signature algorithm ssh-ed25519 not in "
                         "HostbasedAcceptedAlgorithms [preauth]")
+
+
+# --- host certificates: the client's host key certified by a CA ---------------------------
+
+HOST_CERT = Path("/etc/ssh/ssh_host_ed25519_key-cert.pub")
+
+
+@pytest.fixture
+def host_ca(tmp_path, keysign, system_files):
+    """A CA trusted for 127.0.0.1 by a @cert-authority line in
+    /etc/ssh/ssh_known_hosts, and sign(*ssh-keygen flags) that certifies
+    this machine's ed25519 host key with it, where the client's ssh loads
+    it for hostbased (the host key's name with -cert.pub); that file is put
+    back as it was after the test."""
+    ca = tmp_path / "host_ca"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(ca)],
+                   check=True)
+    ca_pub = ca.with_suffix(".pub").read_text().strip()
+    system_files(SHOSTS_EQUIV, "127.0.0.1\n")
+    system_files(KNOWN_HOSTS, f"@cert-authority 127.0.0.1 {ca_pub}\n")
+    public = tmp_path / "ssh_host_ed25519_key.pub"
+    public.write_text(HOST_PUB.read_text())
+
+    def sign(*flags: str) -> str:
+        subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "hostcert", "-z", "5",
+                        *flags, str(public)], check=True, capture_output=True)
+        system_files(HOST_CERT, (tmp_path / "ssh_host_ed25519_key-cert.pub").read_text())
+        return pubkey.fingerprint(base64.b64decode(ca_pub.split()[1]))
+
+    sign.ca_pub = ca_pub  # type: ignore[attr-defined]
+    sign.dir = tmp_path  # type: ignore[attr-defined]
+    return sign
+
+
+def test_host_certificate_accepted(server_with, keysign, host_ca, make_user):
+    """A host certificate for 127.0.0.1 (the name sshd looks up), its CA
+    trusted by a @cert-authority line: sshd's two Accepted lines, with the
+    certificate's ID, serial and CA."""
+    user = make_user("hbc", key=False)
+    ca_fp = host_ca("-h", "-n", "127.0.0.1")
+    results = side_by_side(server_with, user)
+    assert_same(results, accepted=True)
+    fp = pubkey.fingerprint(base64.b64decode(keysign.split()[1]))
+    lines = results["privsep"][1]
+    assert (f'Accepted certificate ID "hostcert" signed by ED25519 CA {ca_fp} from '
+            f"{user.name}@127.0.0.1") in lines, lines
+    assert (f"Accepted hostbased for {user.name} from 127.0.0.1 port N ssh2: ED25519-CERT "
+            f"{fp} ID hostcert (serial 5) CA ED25519 {ca_fp}") in lines, lines
+
+
+@pytest.mark.parametrize("case,flags,config,line", [
+    ("wrong principal", ("-h", "-n", "otherhost"), (),
+     "Certificate invalid: name is not a listed principal"),
+    ("expired", ("-h", "-n", "127.0.0.1", "-V", "20200101:20200102"), (),
+     "Certificate invalid: expired"),
+    ("user certificate", ("-n", "127.0.0.1"), (),
+     "Certificate invalid: not a host certificate"),
+    ("algorithm not accepted", ("-h", "-n", "127.0.0.1"),
+     ("HostbasedAcceptedAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512",),
+     "userauth_hostbased: signature algorithm ssh-ed25519-cert-v01@openssh.com not in "
+     "HostbasedAcceptedAlgorithms [preauth]"),
+    ("CA algorithm", ("-h", "-n", "127.0.0.1"), ("CASignatureAlgorithms ecdsa-sha2-nistp256",),
+     "userauth_hostbased: certificate signature algorithm ssh-ed25519: signature algorithm "
+     "not supported [preauth]"),
+])
+def test_host_certificate_refused(server_with, keysign, host_ca, make_user, case, flags,
+                                  config, line):
+    """Each refusal as sshd's, and the plain host keys that the client tries
+    next are not in known_hosts either: no login."""
+    user = make_user("hbc", key=False)
+    host_ca(*flags)
+    results = side_by_side(server_with, user, *config)
+    assert_same(results, accepted=False)
+    assert line in results["privsep"][1], results
+
+
+def test_host_certificate_revoked(server_with, keysign, host_ca, make_user, system_files):
+    """RevokedKeys: a KRL revoking serial 5 of the CA; and a @revoked line
+    for the CA in known_hosts."""
+    user = make_user("hbc", key=False)
+    host_ca("-h", "-n", "127.0.0.1")
+    ca_pub = host_ca.ca_pub
+    krl_path = host_ca.dir / "krl"
+    spec = host_ca.dir / "krl.spec"
+    spec.write_text("serial: 5\n")
+    (host_ca.dir / "ca.pub").write_text(ca_pub + "\n")
+    subprocess.run(["ssh-keygen", "-q", "-k", "-f", str(krl_path), "-s",
+                    str(host_ca.dir / "ca.pub"), str(spec)], check=True, capture_output=True)
+    os.chmod(host_ca.dir, 0o755)
+    results = side_by_side(server_with, user, f"RevokedKeys {krl_path}")
+    assert_same(results, accepted=False)
+    fp = pubkey.fingerprint(base64.b64decode(keysign.split()[1]))
+    assert (f"Authentication key ED25519-CERT {fp} revoked by file {krl_path}"
+            in results["privsep"][1]), results
+    system_files(KNOWN_HOSTS, f"@cert-authority 127.0.0.1 {ca_pub}\n"
+                              f"@revoked * {ca_pub}\n")
+    results = side_by_side(server_with, user)
+    assert_same(results, accepted=False)
+    assert ("WARNING: revoked key for 127.0.0.1 attempted authentication"
+            in results["privsep"][1]), results
 
 
 # --- the offered methods ----------------------------------------------------------------
@@ -445,3 +548,27 @@ def test_hashed_host_matches_as_ssh_keygen_hashes(tmp_path, keysign):
     assert field.startswith("|1|")
     assert hostbased.host_matches("somehost", field)
     assert not hostbased.host_matches("otherhost", field)
+
+
+def test_forged_host_certificate_refused_before_the_monitor_looks_further(tmp_path):
+    """A host certificate whose CA signature is broken (one byte of it
+    changed): refused as sshd's net-child refuses it, before any file is
+    read, whatever a net-child claims."""
+    from privsep.config.servconf import ServerOptions
+    key, ca = tmp_path / "host", tmp_path / "ca"
+    for path in (key, ca):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                       check=True)
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-h", "-I", "h", "-n", "127.0.0.1",
+                    str(key.with_suffix(".pub"))], check=True, capture_output=True)
+    blob = bytearray(base64.b64decode((tmp_path / "host-cert.pub").read_text().split()[1]))
+    blob[-1] ^= 1
+    options = ServerOptions().finish()
+    request = wire.HostbasedRequest("ssh-ed25519-cert-v01@openssh.com", bytes(blob),
+                                    "localhost.", "alice", b"sig", b"")
+    assert hostbased._request_refusal(options, request)[1] == \
+        "userauth_hostbased: key_from_blob: incorrect signature"
+    blob[-1] ^= 1
+    request = wire.HostbasedRequest("ssh-ed25519-cert-v01@openssh.com", bytes(blob),
+                                    "localhost.", "alice", b"sig", b"")
+    assert hostbased._request_refusal(options, request) is None

@@ -172,6 +172,33 @@ def test_unreachable_agent_in_sshds_words(tmp_path, host_agent: HostAgent) -> No
     assert [_t(kind, config).returncode for kind in KINDS] == [0, 0]
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600])
+@pytest.mark.parametrize("agent", [True, False])
+def test_key_file_permissions_in_sshds_words(tmp_path, host_agent: HostAgent, mode: int,
+                                             agent: bool) -> None:
+    """sshd loads every HostKey as a private key first: a file root owns
+    that group or others may read gets its UNPROTECTED PRIVATE KEY FILE
+    warning and "bad permissions", even the ".pub" that HostKeyAgent uses
+    (which then still serves); a ".pub" that is private is "error in
+    libcrypto".  Without the agent, a private key file open to others is
+    refused the same way.  Compared whole, with sshd's CRs dropped."""
+    config = tmp_path / "sshd_config"
+    if agent:
+        key = host_agent.public
+        config.write_text(f"HostKey {key}\nHostKeyAgent {host_agent.socket}\n")
+    else:
+        key = tmp_path / "host_rsa_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(key)],
+                       check=True)
+        config.write_text(f"HostKey {key}\n")
+    os.chmod(key, mode)
+    results = {kind: _t(kind, config) for kind in KINDS}
+    ours, theirs = (results[k] for k in KINDS)
+    assert (ours.returncode, ours.stderr) == (theirs.returncode,
+                                              theirs.stderr.replace("\r", "")), results
+    assert ("UNPROTECTED PRIVATE KEY FILE" in ours.stderr) == (mode != 0o600)
+
+
 def test_configure_refuses_what_is_not_an_agent(tmp_path) -> None:
     assert agent_signer.configure("none") is None
     assert agent_signer.configure(str(tmp_path / "nothing")) == \

@@ -135,7 +135,7 @@ def test_criteria_match(criteria, expected: bool) -> None:
 
 
 @pytest.mark.parametrize("criterion", ["user", "group", "host", "address", "localaddress",
-                                       "localport"])
+                                       "localport", "rdomain"])
 @pytest.mark.parametrize("patterns", ["*", "!nothing-like-this"])
 def test_unknown_value_never_matches(criterion: str, patterns: str) -> None:
     assert criteria_match(((criterion, patterns),), ConnectionInfo()) is False
@@ -183,6 +183,9 @@ def test_from_spec_all_fields() -> None:
     ("addr=2001:db8::1", ConnectionInfo(address="2001:db8::1")),
     ("lport=22,user=bob", ConnectionInfo(user="bob", local_port=22)),
     ("host=h,host=h2", ConnectionInfo(host="h2")),         # the last one counts
+    ("user=a,rdomain=vrf1", ConnectionInfo(user="a", rdomain="vrf1")),
+    ("user=,rdomain=", ConnectionInfo(user="", rdomain="")),   # sshd takes empty values
+    ("user=a,,host=h", ConnectionInfo(user="a")),              # and stops at an empty entry
 ])
 def test_from_spec_partial(spec: str, expected: ConnectionInfo) -> None:
     assert ConnectionInfo.from_spec(spec) == expected
@@ -190,9 +193,9 @@ def test_from_spec_partial(spec: str, expected: ConnectionInfo) -> None:
 
 @pytest.mark.parametrize("spec,message", [
     ("bogus=1", "Invalid test mode specification bogus=1"),
-    ("user=alice,rdomain=x", "Invalid test mode specification rdomain=x"),
+    ("user=alice,vrf=x", "Invalid test mode specification vrf=x"),
     ("user", "Invalid test mode specification user"),
-    ("user=", "Invalid test mode specification user="),
+    ("lport=", "Invalid port '' in test mode specification lport="),
     ("User=alice", "Invalid test mode specification User=alice"),
     ("lport=abc", "abc"),
 ])
@@ -325,10 +328,11 @@ def _parse(tmp_path, text: str):
 @pytest.mark.parametrize("text,message", [
     ("Match User alice\n    Port 2200\n",
      "line 2: Directive 'Port' is not allowed within a Match block"),
-    ("Match Foo bar\n", "line 1: Unsupported Match attribute Foo"),
-    ("Match User\n", "line 1: Missing Match criteria for User"),
+    ("Match Foo bar\n", "Unsupported Match attribute Foo\n.* line 1: Bad Match condition"),
+    ("Match User\n", "Missing Match criteria for User\n.* line 1: Bad Match condition"),
     ("Match\n", "line 1: Match: missing criteria"),
-    ("Match User alice All\n", "line 1"),
+    ("Match User alice All\n", "'all' cannot be combined with other Match attributes\n"
+                                ".* line 1: Bad Match condition"),
 ])
 def test_bad_match_lines(tmp_path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -501,3 +505,14 @@ def test_match_local_port_compares_numbers(tmp_path) -> None:
     config = _parse(tmp_path, "Match LocalPort 022\n    PermitTTY no\n")
     assert config.options_for(ConnectionInfo(local_port=22)).permit_tty is False
     assert config.options_for(ConnectionInfo(local_port=2222)).permit_tty is True
+
+
+@pytest.mark.parametrize("rdomain,patterns,expected", [
+    ("", "*", True),              # a connection without a VRF: sshd 9.2's ""
+    ("", "foo", False),
+    ("vrf-blue", "vrf-*", True),
+    ("vrf-blue", "*,!vrf-blue", False),
+])
+def test_match_rdomain(rdomain: str, patterns: str, expected: bool) -> None:
+    conn = ConnectionInfo(user="alice", rdomain=rdomain)
+    assert criteria_match((("rdomain", patterns),), conn) is expected

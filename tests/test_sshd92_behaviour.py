@@ -260,3 +260,19 @@ def test_monitor_is_a_session_leader_holding_socket_and_pty(server_with, user) -
             client.kill()
             client.wait()
 
+
+
+@pytest.mark.parametrize("pattern,matched", [("*", True), ("vrf-*", False), ("!x,*", True)])
+def test_match_rdomain_on_a_connection_as_sshd(server_with, user, pattern: str,
+                                               matched: bool) -> None:
+    """A connection without a VRF has the routing domain "" (sshd 9.2 on
+    Linux): "Match RDomain *" holds for it, a device name does not."""
+    seen = {}
+    for kind in KINDS:
+        server = server_with(kind=kind, tail=(f"Match RDomain {pattern}",
+                                              "    ForceCommand echo rdomain-block"))
+        result = ssh(server, user, "echo", "no-block")
+        assert result.returncode == 0, result.stderr
+        seen[kind] = result.stdout.decode().strip()
+    assert seen["privsep"] == seen["openssh"] == (
+        "rdomain-block" if matched else "no-block"), seen

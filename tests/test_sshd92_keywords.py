@@ -198,3 +198,40 @@ def test_unavailable_features_are_logged_and_accepted(tmp_path, line: str) -> No
     assert f"sshd_config line 4: Unsupported option {line.split()[0]}" in ours.stderr
     quiet, _ = _both(tmp_path, "-t", BASE + line.split()[0] + " no\n")
     assert "Unsupported" not in quiet.stderr
+
+
+#: Match RDomain: sshd 9.2 on Linux accepts it (unlike the RDomain keyword);
+#: -C without rdomain= matches no such block.
+RDOMAIN_MATCH = ("Match RDomain vrf-*,!vrf-red\n  PasswordAuthentication no\n"
+                 "Match rdomain *\n  X11Forwarding yes\n")
+
+
+@pytest.mark.parametrize("spec", [None, "user=a,host=h,addr=10.1.2.3",
+                                  "user=a,host=h,addr=10.1.2.3,rdomain=vrf-blue",
+                                  "user=a,host=h,addr=10.1.2.3,rdomain=vrf-red",
+                                  "user=a,rdomain=other", "rdomain="])
+def test_match_rdomain_as_sshd(tmp_path, spec: str | None) -> None:
+    text = BASE + RDOMAIN_MATCH
+    checked = _both(tmp_path, "-t", text)
+    assert [p.returncode for p in checked] == [0, 0], checked
+    ours, theirs = _both(tmp_path, "-T", text, *(["-C", spec] if spec is not None else []))
+    assert ours.returncode == theirs.returncode, (ours.stderr, theirs.stderr)
+    for keyword in ("passwordauthentication", "x11forwarding", "rdomain"):
+        assert _dump(ours.stdout).get(keyword) == _dump(theirs.stdout).get(keyword), keyword
+    if spec is not None and "vrf-blue" in spec:
+        assert _dump(theirs.stdout)["passwordauthentication"] == ["no"]  # the case is real
+
+
+def test_match_rdomain_without_a_pattern_as_sshd(tmp_path) -> None:
+    ours, theirs = _both(tmp_path, "-t", BASE + "Match RDomain\n")
+    assert ours.returncode != 0 and theirs.returncode != 0
+    message = next(line for line in theirs.stderr.splitlines() if "line 4:" in line)
+    assert message in ours.stderr, (message, ours.stderr)
+
+
+@pytest.mark.parametrize("spec", ["bogus=1", "lport=x", "user"])
+def test_bad_connection_spec_as_sshd(tmp_path, spec: str) -> None:
+    """sshd reads -C before the file: its words and exit status 1."""
+    ours, theirs = _both(tmp_path, "-T", BASE, "-C", spec)
+    assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr) == (
+        1, theirs.stderr), theirs

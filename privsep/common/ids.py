@@ -1,7 +1,8 @@
 """Every change of uid and gid in the daemon, in one place.  Called as root
 only, at these moments:
 
-* ``become_user``: the session process's first lines, for good;
+* ``become_user``: the session process's first lines, for good (entering
+  its ChrootDirectory between the groups and the uid, as sshd does);
 * ``become_sandbox_user``: the net-child's first lines, for good, with no
   groups at all (netchild/sandbox.py adds the rest of the sandbox);
 * ``user_rights``: the monitor, for the span of reading a user's files, with
@@ -19,14 +20,23 @@ import contextlib
 import os
 import pwd
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 
-def become_user(pw: pwd.struct_passwd) -> None:
-    """Become the user for good, with the user's groups."""
+def become_user(pw: pwd.struct_passwd, before_uid: Callable[[], None] | None = None) -> None:
+    """Become the user for good, with the user's groups.
+
+    ``before_uid`` runs with the user's groups and gid but still root's
+    uid: sshd's do_setusercontext enters the ChrootDirectory there, so that
+    the groups come from the system's /etc/group and not the jail's."""
     if os.geteuid() == pw.pw_uid != 0:
+        if before_uid is not None:
+            before_uid()
         return  # an unprivileged daemon already runs as its one user
     os.initgroups(pw.pw_name, pw.pw_gid)
+    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+    if before_uid is not None:
+        before_uid()
     _set_all_ids(pw.pw_uid, pw.pw_gid)
 
 

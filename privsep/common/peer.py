@@ -19,16 +19,32 @@ class Peer:
     port: int
     local_addr: str
     local_port: int
+    #: the routing domain as sshd 9.2 on Linux knows it: the device the
+    #: socket is bound to (SO_BINDTODEVICE), "" when none; None when the
+    #: connection is no socket (what ``Match RDomain`` then cannot test)
+    rdomain: str | None = None
 
     @classmethod
     def of(cls, sock: socket.socket) -> "Peer":
+        rdomain = bound_device(sock)
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return cls(*UNKNOWN, *UNKNOWN)
+            return cls(*UNKNOWN, *UNKNOWN, rdomain)
         remote, local = sock.getpeername(), sock.getsockname()
-        return cls(plain_address(remote[0]), remote[1], plain_address(local[0]), local[1])
+        return cls(plain_address(remote[0]), remote[1], plain_address(local[0]), local[1],
+                   rdomain)
 
     def __str__(self) -> str:
         return f"{self.addr} port {self.port}"
+
+
+def bound_device(sock: socket.socket) -> str | None:
+    """The network device (VRF) ``sock`` is bound to, "" for none, None
+    when it is not a socket: sshd 9.2's sys_get_rdomain on Linux."""
+    try:
+        device = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
+    except OSError:
+        return None
+    return device.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 def plain_address(addr: str) -> str:

@@ -43,18 +43,23 @@ class ConnectionInfo:
     address: str | None = None
     local_address: str | None = None
     local_port: int | None = None
+    #: the routing domain (a device name on Linux, "" for none): sshd -C's
+    #: rdomain=, or the connection's (common/peer.bound_device)
+    rdomain: str | None = None
     #: the user's group names, looked up by the caller (monitor/accounts.py)
     groups: frozenset[str] = frozenset()
 
     @classmethod
     def from_spec(cls, spec: str) -> "ConnectionInfo":
-        """sshd -C's ``user=alice,host=h,addr=1.2.3.4,laddr=...,lport=22``."""
+        """sshd -C's ``user=alice,host=h,addr=1.2.3.4,laddr=...,lport=22,rdomain=r``."""
         fields: dict[str, str | int] = {}
         names = {"user": "user", "host": "host", "addr": "address", "laddr": "local_address",
-                 "lport": "local_port"}
+                 "lport": "local_port", "rdomain": "rdomain"}
         for part in spec.split(","):
-            key, _, value = part.partition("=")
-            if key not in names or not value:
+            if not part:
+                break  # sshd stops at an empty entry
+            key, equals, value = part.partition("=")
+            if key not in names or not equals:  # an empty value is sshd's ""
                 raise ValueError(f"Invalid test mode specification {part}")
             if key == "lport":
                 port = parse_port(value)
@@ -281,6 +286,10 @@ def criteria_match(criteria: tuple[tuple[str, str], ...], conn: ConnectionInfo) 
             ok = conn.address is not None and match_address(conn.address, patterns)
         elif criterion == "localaddress":
             ok = conn.local_address is not None and match_address(conn.local_address, patterns)
+        elif criterion == "rdomain":
+            # sshd -C without rdomain= matches nothing; a connection's is
+            # "" without a VRF, so only a pattern such as "*" matches it
+            ok = conn.rdomain is not None and match_pattern_list(conn.rdomain, patterns)
         else:  # localport: one port, checked by the parser (no lists in sshd 9.2)
             ok = conn.local_port is not None and parse_port(patterns) == conn.local_port
         if not ok:

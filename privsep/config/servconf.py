@@ -414,7 +414,8 @@ def _split(line: str, where: str) -> list[str]:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-MATCH_CRITERIA = ("user", "group", "host", "address", "localaddress", "localport", "all")
+MATCH_CRITERIA = ("user", "group", "host", "address", "localaddress", "localport", "rdomain",
+                  "all")
 
 
 def _check_criterion(name: str, pattern: str, where: str) -> None:
@@ -422,7 +423,13 @@ def _check_criterion(name: str, pattern: str, where: str) -> None:
     if name in ("address", "localaddress") and addr_match_list(None, pattern) != 0:
         raise ConfigError(f"{where}: Invalid Match {name} argument '{pattern}'")
     if name == "localport" and parse_port(pattern) is None:
-        raise ConfigError(f"{where}: Invalid LocalPort '{pattern}' on Match line")
+        raise _bad_match(f"Invalid LocalPort '{pattern}' on Match line", where)
+
+
+def _bad_match(reason: str, where: str) -> ConfigError:
+    """sshd's two lines for a Match line it cannot use: the reason alone,
+    then the file and line with "Bad Match condition"."""
+    return ConfigError(f"{reason}\n{where}: Bad Match condition")
 
 
 def _parse_match(words: list[str], where: str) -> tuple[tuple[str, str], ...]:
@@ -434,11 +441,13 @@ def _parse_match(words: list[str], where: str) -> tuple[tuple[str, str], ...]:
     pairs = iter(words)
     for criterion in pairs:
         name = criterion.lower()
-        if name not in MATCH_CRITERIA or name == "all":
-            raise ConfigError(f"{where}: Unsupported Match attribute {criterion}")
+        if name == "all":
+            raise _bad_match("'all' cannot be combined with other Match attributes", where)
+        if name not in MATCH_CRITERIA:
+            raise _bad_match(f"Unsupported Match attribute {criterion}", where)
         pattern = next(pairs, None)
         if pattern is None:
-            raise ConfigError(f"{where}: Missing Match criteria for {criterion}")
+            raise _bad_match(f"Missing Match criteria for {criterion}", where)
         _check_criterion(name, pattern, where)
         criteria.append((name, pattern))
     return tuple(criteria)

@@ -135,12 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     # a user's session (sshd closes everything above stderr too).
     os.closerange(3, 65536)
     logging.basicConfig(format="%(message)s", level=logging.INFO)  # until log.setup
+    try:  # sshd reads -C as it reads its arguments, before any file: exit 1
+        spec = ConnectionInfo.from_spec(",".join(args.conn_spec)) if args.conn_spec else None
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     try:
         config = load_config(args)
         config.default_generation = generation.installed()  # ProcessGeneration unset
         options = config.global_options()
-        if args.conn_spec:
-            spec = ConnectionInfo.from_spec(",".join(args.conn_spec))
+        if spec is not None:
             if spec.user is not None:
                 spec = dataclasses.replace(spec, groups=user_groups(spec.user))
             options = config.options_for(spec)

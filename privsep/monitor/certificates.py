@@ -75,6 +75,19 @@ def describe(cert: Certificate, keyblob: bytes) -> str:
             f"CA {ca_label} {pubkey.fingerprint(cert.signature_key)}")
 
 
+def key_detail(keyblob: bytes) -> str:
+    """What follows "ssh2" in sshd's auth_log line for a key: ": ED25519
+    SHA256:...", or a certificate's description; "" for a blob that is not
+    a key (format_method_key)."""
+    try:
+        keytype = pubkey.public_blob_type(keyblob)
+        if certs.is_cert_type(keytype):
+            return ": " + describe(certs.parse_certificate(keyblob), keyblob)
+        return f": {pubkey.key_label(keytype)} {pubkey.fingerprint(keyblob)}"
+    except ValueError:
+        return ""
+
+
 def _blob_type(blob: bytes) -> str:
     try:
         return pubkey.public_blob_type(blob)
@@ -82,15 +95,27 @@ def _blob_type(blob: bytes) -> str:
         return ""
 
 
+def ca_signature_bad(cert: Certificate) -> bool:
+    """Whether the CA's signature over the certificate fails to verify
+    (sshd finds it as it decodes the blob: "incorrect signature")."""
+    return pubkey.verify_signature(cert.signature_key, cert.signed_data, cert.signature,
+                                   (cert.signature_type,)) is None
+
+
+def ca_algorithm_refused(cert: Certificate, ca_algorithms: Sequence[str]) -> bool:
+    """Whether the CA signed with an algorithm CASignatureAlgorithms leaves
+    out (sshkey_check_cert_sigtype)."""
+    return cert.signature_type not in ca_algorithms
+
+
 def ca_signature_refusal(cert: Certificate, ca_algorithms: Sequence[str]) -> str | None:
     """Whether the CA's signature is usable: its algorithm listed in
     CASignatureAlgorithms, and the signature good over the certificate.
     sshd finds both in its net-child, so its lines end in " [preauth]"."""
-    if cert.signature_type not in ca_algorithms:
+    if ca_algorithm_refused(cert, ca_algorithms):
         return (f"userauth_pubkey: certificate signature algorithm {cert.signature_type}: "
                 "signature algorithm not supported [preauth]")
-    if pubkey.verify_signature(cert.signature_key, cert.signed_data, cert.signature,
-                               (cert.signature_type,)) is None:
+    if ca_signature_bad(cert):
         return "userauth_pubkey: parse key: incorrect signature [preauth]"
     return None
 
@@ -162,9 +187,15 @@ def _authorise_source(opts: CertOptions, loc: str, user: str, addr: str) -> None
     raise Refused("Refused by certificate options")
 
 
-def _check_authority(cert: Certificate, require_principal: bool, name: str | None) -> None:
-    """sshkey_cert_check_authority_now for a user certificate."""
-    if cert.cert_type != certs.USER_CERT:
+def check_authority(cert: Certificate, require_principal: bool, name: str | None,
+                    want_host: bool = False) -> None:
+    """sshkey_cert_check_authority_now: the certificate's type (a user
+    certificate, or a host one for hostbased), its validity interval now,
+    and ``name`` among its principals (exactly; an empty list passes unless
+    ``require_principal``).  Refused with sshd's reason."""
+    if want_host and cert.cert_type != certs.HOST_CERT:
+        raise Refused("Certificate invalid: not a host certificate")
+    if not want_host and cert.cert_type != certs.USER_CERT:
         raise Refused("Certificate invalid: not a user certificate")
     now = int(time.time())
     if now < cert.valid_after:
@@ -232,7 +263,7 @@ def from_authorized_keys(cert: Certificate, keyblob: bytes, keys: Sequence[Autho
             if allowed is not None and allowed.value is not None and not any(
                     _match_list(p, allowed.value) for p in cert.principals):
                 raise Refused("Certificate does not contain an authorized principal")
-            _check_authority(cert, False, user if allowed is None else None)
+            check_authority(cert, False, user if allowed is None else None)
         except Refused as exc:
             log.error("%s", exc)
             continue
@@ -360,7 +391,7 @@ def from_trusted_ca(cert: Certificate, pw: pwd.struct_passwd, ca_file: str,
         if refusal:
             log.info("%s", refusal)
             raise Refused("Refused by key options")
-        _check_authority(cert, True, None if use_principals else pw.pw_name)
+        check_authority(cert, True, None if use_principals else pw.pw_name)
         opts = cert_options(cert)
         _authorise_source(opts, "cert", pw.pw_name, addr)
         if line_options is not None:

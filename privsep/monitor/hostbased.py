@@ -202,9 +202,8 @@ def auth_rhosts2(options: ServerOptions, pw: pwd.struct_passwd, client_user: str
 
 @dataclass(frozen=True)
 class HostKeyEntry:
-    """A known_hosts line that names the host: its marker ("" or
-    "@revoked"; "@cert-authority" lines are kept but match no plain key)
-    and its key blob."""
+    """A known_hosts line that names the host: its marker ("",
+    "@revoked" or "@cert-authority") and its key blob."""
 
     marker: str
     blob: bytes
@@ -270,19 +269,43 @@ def _read_text(path: str) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+def _plain_blob(blob: bytes) -> bytes:
+    """The plain public key of a certificate blob; any other blob itself.
+    (sshkey_equal_public compares keys without their certificates.)"""
+    try:
+        if certs.is_cert_type(Reader(blob).name()):
+            return certs.parse_certificate(blob).key_blob
+    except ValueError:
+        pass
+    return blob
+
+
 def key_status(entries: list[HostKeyEntry], keyblob: bytes) -> HostStatus:
-    """check_hostkeys_by_key_or_type for a plain key: OK if a line holds
-    it, CHANGED if lines hold only other keys, NEW if none; REVOKED (over
-    all of these) if a @revoked line holds it."""
+    """check_hostkeys_by_key_or_type.  A plain key: OK if a plain line holds
+    it, CHANGED if plain lines hold only other keys, NEW if none.  A
+    certificate: OK if a @cert-authority line holds its CA, else NEW.
+    REVOKED over all of these if a @revoked line holds the key (or, for a
+    certificate, the certified key or its CA)."""
+    cert = certs.parse_certificate(keyblob) if certs.is_cert_type(
+        pubkey.public_blob_type(keyblob)) else None
+    wanted = "@cert-authority" if cert is not None else ""
     status = HostStatus.NEW
     for entry in entries:
-        if entry.marker:
+        if entry.marker != wanted:
             continue
-        if entry.blob == keyblob:
+        if cert is not None:
+            if _plain_blob(entry.blob) == _plain_blob(cert.signature_key):
+                status = HostStatus.OK
+                break
+        elif entry.blob == keyblob:
             status = HostStatus.OK
             break
-        status = HostStatus.CHANGED
-    if any(e.marker == "@revoked" and e.blob == keyblob for e in entries):
+        else:
+            status = HostStatus.CHANGED
+    revoked = {_plain_blob(keyblob)}
+    if cert is not None:
+        revoked.add(_plain_blob(cert.signature_key))
+    if any(e.marker == "@revoked" and _plain_blob(e.blob) in revoked for e in entries):
         status = HostStatus.REVOKED
     return status
 
@@ -313,21 +336,14 @@ def check_key_in_hostfiles(options: ServerOptions, pw: pwd.struct_passwd, keyblo
 # --- the whole check ------------------------------------------------------------------
 
 
-def key_text(keyblob: bytes) -> str:
-    """"ED25519 SHA256:...", as sshd's log names a key."""
-    return f"{pubkey.key_label(pubkey.public_blob_type(keyblob))} {pubkey.fingerprint(keyblob)}"
-
-
 def hostbased_key_allowed(options: ServerOptions, pw: pwd.struct_passwd, client_user: str,
                           client_host: str, keyblob: bytes, ipaddr: str,
                           resolved: str) -> bool:
-    """sshd's hostbased_key_allowed: RevokedKeys, the rhosts files for the
-    name the client sent (HostbasedUsesNameFromPacketOnly) or for the
-    peer's own name, then the key among that host's known keys."""
-    refusal = certificates.revocation_refusal(options.revoked_keys, keyblob)
-    if refusal:
-        log.error("%s", refusal)
-        return False
+    """sshd's hostbased_key_allowed after its RevokedKeys check (see
+    ``check``): the rhosts files for the name the client sent
+    (HostbasedUsesNameFromPacketOnly) or for the peer's own name, a
+    certificate's type, validity and principal (that name), then the key,
+    or the certificate's CA, among that host's known keys."""
     chost = client_host[:-1] if client_host.endswith(".") else client_host
     if options.hostbased_uses_name_from_packet_only:
         if not auth_rhosts2(options, pw, client_user, chost, chost):
@@ -340,35 +356,57 @@ def hostbased_key_allowed(options: ServerOptions, pw: pwd.struct_passwd, client_
         if not auth_rhosts2(options, pw, client_user, resolved, ipaddr):
             return False
         lookup = resolved
+    cert = certs.parse_certificate(keyblob) if certs.is_cert_type(
+        pubkey.public_blob_type(keyblob)) else None
+    if cert is not None:
+        try:
+            certificates.check_authority(cert, False, lookup, want_host=True)
+        except certificates.Refused as exc:
+            log.error("%s", exc)
+            return False
     status = HostStatus.NEW
     for system_file, user_file in KNOWN_HOSTS_FILES:
         status = check_key_in_hostfiles(options, pw, keyblob, lookup, system_file,
                                         None if options.ignore_user_known_hosts else user_file)
         if status is not HostStatus.NEW:
             break
-    if status is HostStatus.OK:
+    if status is HostStatus.OK and cert is not None:
+        verbose(log, 'Accepted certificate ID "%s" signed by %s CA %s from %s@%s',
+                cert.key_id, pubkey.key_label(pubkey.public_blob_type(cert.signature_key)),
+                pubkey.fingerprint(cert.signature_key), client_user, lookup)
+    elif status is HostStatus.OK:
         verbose(log, "Accepted %s public key %s from %s@%s",
                 pubkey.key_label(pubkey.public_blob_type(keyblob)), pubkey.fingerprint(keyblob),
                 client_user, lookup)
     return status is HostStatus.OK
 
 
-def _request_refusal(options: ServerOptions, req: wire.HostbasedRequest) -> str | None:
-    """The checks sshd's net-child makes before it asks its monitor, with
-    its log line (without the "[preauth]" the monitor adds here), or None."""
+def _request_refusal(options: ServerOptions, req: wire.HostbasedRequest
+                     ) -> tuple[int, str] | None:
+    """The checks sshd's net-child makes before it asks its monitor, in its
+    order: the level and line (without the "[preauth]" the monitor adds
+    here) of the first that fails, or None."""
     keytype = pubkey.key_type_of_algorithm(req.algorithm)
     if keytype is None:
-        return f"userauth_hostbased: unsupported public key algorithm: {req.algorithm}"
+        return logging.INFO, ("userauth_hostbased: unsupported public key algorithm: "
+                              f"{req.algorithm}")
     try:
         blob_type = pubkey.check_public_key(req.keyblob)
+        cert = certs.parse_certificate(req.keyblob) if certs.is_cert_type(blob_type) else None
     except Exception:  # paramiko's and cryptography's errors vary; all mean "no"
-        return "userauth_hostbased: key_from_blob: invalid format"
-    if certs.is_cert_type(blob_type) or blob_type != keytype:
-        return (f"userauth_hostbased: type mismatch for decoded key (received {blob_type}, "
-                f"expected {keytype})")
+        return logging.ERROR, "userauth_hostbased: key_from_blob: invalid format"
+    if cert is not None and certificates.ca_signature_bad(cert):
+        return logging.ERROR, "userauth_hostbased: key_from_blob: incorrect signature"
+    if blob_type != keytype:
+        return logging.ERROR, ("userauth_hostbased: type mismatch for decoded key "
+                               f"(received {blob_type}, expected {keytype})")
     if req.algorithm not in options.hostbased_accepted_algorithms:
-        return (f"userauth_hostbased: signature algorithm {req.algorithm} not in "
-                "HostbasedAcceptedAlgorithms")
+        return logging.INFO, (f"userauth_hostbased: signature algorithm {req.algorithm} not "
+                              "in HostbasedAcceptedAlgorithms")
+    if cert is not None and certificates.ca_algorithm_refused(
+            cert, options.ca_signature_algorithms):
+        return logging.INFO, ("userauth_hostbased: certificate signature algorithm "
+                              f"{cert.signature_type}: signature algorithm not supported")
     return None
 
 
@@ -383,11 +421,19 @@ def check(options: ServerOptions, pw: pwd.struct_passwd | None, user: str,
         return Outcome(False)
     refusal = _request_refusal(options, req)
     if refusal:
-        log.info("%s [preauth]", refusal)
+        level, line = refusal
+        log.log(level, "%s [preauth]", line)
         return Outcome(False)
     if pw is None:
         return Outcome(False)  # sshd's net-child gives up without asking
-    detail = f": {key_text(req.keyblob)}"
+    detail = certificates.key_detail(req.keyblob)
+    refusal = certificates.revocation_refusal(options.revoked_keys, req.keyblob)
+    if refusal:
+        # sshd strips the client host's trailing dot in place, but only
+        # after this check: its Failed line then shows the name as sent.
+        log.error("%s", refusal)
+        return Outcome(False, f'{detail}, client user "{req.client_user[:100]}", '
+                              f'client host "{req.client_host[:100]}"')
     chost = req.client_host[:-1] if req.client_host.endswith(".") else req.client_host
     if not hostbased_key_allowed(options, pw, req.client_user, req.client_host, req.keyblob,
                                  ipaddr, resolved):

@@ -22,6 +22,7 @@ import paramiko
 from privsep.child import hostkey_proxy
 from privsep.monitor import pubkey
 from privsep.signer import signer
+from privsep.wire.hostkey_blobs import BAD_PERMISSIONS, unprotected_key_warning
 from privsep.wire import certs, hostkey_blobs
 from privsep.wire.hostkey_blobs import HostKey, algorithms_for_type
 
@@ -63,6 +64,19 @@ def _sshd_reason(text: str) -> str:
     return next((words for prefix, words in _SSH_ERR_WORDS if text.startswith(prefix)), text)
 
 
+def _private_key_problems(path: str, text: str) -> list[str]:
+    """sshd's lines for a private key file that did not load: the warning
+    about its permissions first when those were the reason; nothing for a
+    missing file (sshd is silent on SSH_ERR_SYSTEM_ERROR)."""
+    if text.startswith(BAD_PERMISSIONS):
+        return unprotected_key_warning(path, text) + [
+            f"Unable to load host key \"{path}\": bad permissions"]
+    reason = _sshd_reason(text)
+    if reason == "No such file or directory":
+        return []
+    return [f"Unable to load host key \"{path}\": {reason}"]
+
+
 def read_host_keys(paths: list[str], cert_paths: list[str] | tuple[str, ...] = (),
                    required_rsa_size: int = 1024) -> tuple[list[HostKey], list[str]]:
     """The keys that load and are usable, each with its HostCertificate from
@@ -73,14 +87,15 @@ def read_host_keys(paths: list[str], cert_paths: list[str] | tuple[str, ...] = (
     report = hostkey_blobs.decode_key_checks(
         _run_signer(lambda out_fd: signer.check(list(paths), out_fd)))
     keys, problems = [], []
-    for path, ok, payload in report:
+    for path, ok, payload, private_error in report:
         if not ok:
             # sshd: the private half's reason, then that the public half failed too
-            reason = _sshd_reason(payload.decode("utf-8", "replace"))
-            if reason != "No such file or directory":
-                problems.append(f"Unable to load host key \"{path}\": {reason}")
+            problems += _private_key_problems(path, payload.decode("utf-8", "replace"))
             problems.append(f"Unable to load host key: {path}")
-        elif (pubkey.rsa_bits(payload) or required_rsa_size) < required_rsa_size:
+            continue
+        if private_error:  # HostKeyAgent holds it; sshd still says why the file did not load
+            problems += _private_key_problems(path, private_error)
+        if (pubkey.rsa_bits(payload) or required_rsa_size) < required_rsa_size:
             problems.append(f"main: Host key {path}: Invalid key length")
         else:
             keys.append(HostKey(path, payload))

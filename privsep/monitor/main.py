@@ -62,7 +62,8 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
     pubkey.use_fingerprint_hash(options.fingerprint_hash)
     proctitle.set(roles.ACCEPTED_TITLE)
     verbose(log, "Connection from %s port %d on %s port %d%s", peer.addr, peer.port,
-            peer.local_addr, peer.local_port, _rdomain_text(conn))
+            peer.local_addr, peer.local_port,
+            "" if peer.rdomain is None else f' rdomain "{peer.rdomain}"')
     monitor = Monitor(options, host_keys, peer, startup_fd, config=config)
     if options.tcp_keep_alive:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -77,17 +78,6 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
         monitor.cleanup()
     sys.stdout.flush()
     os._exit(code)
-
-
-def _rdomain_text(conn: socket.socket) -> str:
-    """' rdomain "dev"' as sshd 9.2 on Linux appends to "Connection from":
-    the device the socket is bound to, "" when none; nothing when the
-    connection is not a socket (inetd mode on a pipe)."""
-    try:
-        device = conn.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
-    except OSError:
-        return ""
-    return ' rdomain "%s"' % device.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 def _on_grace_timeout(peer: Peer):

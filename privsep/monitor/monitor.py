@@ -41,7 +41,6 @@ from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
     AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
 )
-from privsep.wire import certs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
@@ -208,7 +207,7 @@ class Monitor:
             self.options = self.config.options_for(ConnectionInfo(
                 user=user, host=self.remote_host, address=self.peer.addr,
                 local_address=self.peer.local_addr, local_port=self.peer.local_port,
-                groups=user_groups(user)))
+                rdomain=self.peer.rdomain, groups=user_groups(user)))
             self.state.max_ptys = self.options.max_sessions
         self.pw = self._lookup(user)
         self.state.user_valid = self.pw is not None
@@ -368,7 +367,7 @@ class Monitor:
         trace(log, "monitor", "key %s for %s: %s", req.algorithm, self._user_text(),
               "allowed" if allowed else "not allowed")
         if not allowed:
-            self._fail("publickey", _key_detail(req.keyblob))
+            self._fail("publickey", certificates.key_detail(req.keyblob))
         return wire.KeyAllowedAnswer(bool(allowed))
 
     def answer_key_verify(self, req: wire.KeyVerifyRequest) -> wire.KeyVerifyAnswer:
@@ -384,7 +383,7 @@ class Monitor:
         except ValueError as exc:
             raise PolicyViolation(f"malformed key blob: {exc}") from None
         key_text = f"{pubkey.key_label(keytype)} {pubkey.fingerprint(req.keyblob)}"
-        detail = _key_detail(req.keyblob)
+        detail = certificates.key_detail(req.keyblob)
         allowed = self.state.allowed_key
         assert allowed is not None  # admitted only for the key last allowed
         verified = pubkey.verify_userauth(req.algorithm, req.keyblob, req.signed_data,
@@ -656,19 +655,6 @@ class Ending(enum.Enum):
 class PhaseResult:
     ending: Ending
     handoff: wire.Handoff | None = None
-
-
-def _key_detail(keyblob: bytes) -> str:
-    """What follows "ssh2" in sshd's auth_log line for a key: ": ED25519
-    SHA256:...", or the certificate's description; "" for a blob that is
-    not a key."""
-    try:
-        keytype = pubkey.public_blob_type(keyblob)
-        if certs.is_cert_type(keytype):
-            return ": " + certificates.describe(certs.parse_certificate(keyblob), keyblob)
-        return f": {pubkey.key_label(keytype)} {pubkey.fingerprint(keyblob)}"
-    except ValueError:
-        return ""
 
 
 def serve_phase(monitor: Monitor, channel: MonitorChannel, child_role: str) -> PhaseResult:

@@ -163,8 +163,9 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
            pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
            host_publics: list[paramiko.PKey], peer: Peer,
            login_messages: tuple[str, ...], key_options: tuple, monitor_pid: int) -> None:
-    jail = _enter_jail(options, pw)
-    ids.become_user(pw)
+    jails: list[chroot.Jail] = []
+    ids.become_user(pw, before_uid=lambda: jails.append(_enter_jail(options, pw)))
+    jail = jails[0] if jails else chroot.Jail()
     # Without its monitor the session cannot clean up or get a pty: end with
     # it.  (Set after the uid change, which clears it.)  An orphan goes to
     # the listener (a subreaper), not to init: compare with the monitor's pid.

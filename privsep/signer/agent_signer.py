@@ -102,13 +102,15 @@ class AgentHostKey(AgentKey):
         return paramiko.Message(blob)
 
 
-def load_host_key(path: str) -> paramiko.PKey:
+def load_host_key(path: str, check_permissions: bool = False
+                  ) -> tuple[paramiko.PKey, Exception | None]:
     """The host key in ``path``: its private key, or, when that does not
     load and an agent is configured, the agent's key that the public key
-    names.  The private key's error stands when neither loads."""
+    names, with why the private key did not load (sshd logs that as well).
+    The private key's error stands when neither loads."""
     try:
-        return load_private(path)
-    except Exception:
+        return load_private(path, check_permissions), None
+    except Exception as exc:
         if _socket_path is None:
             raise
         try:
@@ -116,5 +118,5 @@ def load_host_key(path: str) -> paramiko.PKey:
         except ValueError:
             pass
         else:
-            return AgentHostKey(_socket_path, blob)
+            return AgentHostKey(_socket_path, blob), exc
         raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives import hashes
@@ -9,12 +11,23 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from privsep.wire import dss
+from privsep.wire.hostkey_blobs import BAD_PERMISSIONS
 
 _OPENSSH_PEM = b"-----BEGIN OPENSSH PRIVATE KEY-----"
+class BadPermissions(Exception):
+    """sshkey_perm_ok refused the file: owned by this process's uid and open
+    to group or others.  The text carries the mode, for sshd's warning."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(f"{BAD_PERMISSIONS} {mode & 0o777:03o}")
 
 
-def load_private(path: str) -> paramiko.PKey:
+def load_private(path: str, check_permissions: bool = False) -> paramiko.PKey:
     """A host private key in OpenSSH or PEM format.
+
+    With ``check_permissions`` (the start-up check, where sshd loads its
+    keys), a file this uid owns that group or others may read is refused
+    before it is parsed, whatever it holds: a ".pub" named as HostKey too.
 
     cryptography reads the file; paramiko wraps the result.  OpenSSL's RSA
     consistency check (200 ms for a 3072-bit key) is skipped: it would run
@@ -22,6 +35,9 @@ def load_private(path: str) -> paramiko.PKey:
     verifies each signature it makes before handing it out, the usual guard
     against RSA-CRT faults."""
     with open(path, "rb") as handle:
+        mode, owner = os.fstat(handle.fileno())[0:5:4]
+        if check_permissions and owner == os.getuid() and mode & 0o077:
+            raise BadPermissions(mode)
         data = handle.read()
     if data.lstrip().startswith(_OPENSSH_PEM):
         key = serialization.load_ssh_private_key(data, password=None,

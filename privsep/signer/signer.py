@@ -20,7 +20,7 @@ def sign(host_key: HostKey, algorithm: str, data: bytes, out_fd: int) -> NoRetur
     key the daemon started with; write the SSH signature blob to ``out_fd``."""
     code = 1
     try:
-        key = load_host_key(host_key.path)
+        key, _ = load_host_key(host_key.path)
         if key.asbytes() != host_key.blob:
             raise ValueError("the key file changed since start-up")
         signature = key.sign_ssh_data(data, algorithm).asbytes()
@@ -35,14 +35,17 @@ def sign(host_key: HostKey, algorithm: str, data: bytes, out_fd: int) -> NoRetur
 
 
 def check(paths: list[str], out_fd: int) -> NoReturn:
-    """Load each host key; write, for each, its public blob or why it failed."""
+    """Load each host key, as sshd at start-up (file permissions checked);
+    write, for each, its public blob or why it failed, and why its private
+    file did not load when the agent holds the key."""
     results = []
     for path in paths:
         try:
-            key = load_host_key(path)
-            results.append((path, True, key.asbytes()))
+            key, private_error = load_host_key(path, check_permissions=True)
+            results.append((path, True, key.asbytes(),
+                            "" if private_error is None else str(private_error)))
         except Exception as exc:
-            results.append((path, False, str(exc).encode("utf-8", "replace")))
+            results.append((path, False, str(exc).encode("utf-8", "replace"), ""))
     try:
         _write_all(out_fd, hostkey_blobs.encode_key_checks(results))
     except BaseException:

@@ -72,17 +72,33 @@ def blob_key_type(keyblob: bytes) -> str:
 
 # --- the signer's start-up report: each host key's public blob, or why not ---------
 
-def encode_key_checks(results: list[tuple[str, bool, bytes]]) -> bytes:
-    """(path, loaded, public blob or error text) for each key, in order."""
+#: How a BadPermissions reads in the signer's start-up report.
+BAD_PERMISSIONS = "bad permissions"
+
+
+def unprotected_key_warning(path: str, report: str) -> list[str]:
+    """sshd's lines for a BadPermissions ``report`` ("bad permissions 644"),
+    as authfile.c writes them before it ignores the key."""
+    border = "@" * 59
+    return [border, "@         WARNING: UNPROTECTED PRIVATE KEY FILE!          @", border,
+            f"Permissions 0{report.split()[-1]} for '{path}' are too open.",
+            "It is required that your private key files are NOT accessible by others.",
+            "This private key will be ignored."]
+
+
+def encode_key_checks(results: list[tuple[str, bool, bytes, str]]) -> bytes:
+    """(path, loaded, public blob or error text, why the private file did
+    not load though the key did: "" or the error text) for each key."""
     out = Writer().uint32(len(results))
-    for path, ok, payload in results:
-        out.text(path).boolean(ok).string(payload)
+    for path, ok, payload, note in results:
+        out.text(path).boolean(ok).string(payload).text(note)
     return bytes(out)
 
 
-def decode_key_checks(data: bytes) -> list[tuple[str, bool, bytes]]:
+def decode_key_checks(data: bytes) -> list[tuple[str, bool, bytes, str]]:
     """The inverse of encode_key_checks; ValueError for anything malformed."""
     r = Reader(data, what="host key report")
-    results = [(r.name("path"), r.boolean(), r.string()) for _ in range(r.uint32())]
+    results = [(r.name("path"), r.boolean(), r.string(), r.text())
+               for _ in range(r.uint32())]
     r.end()
     return results
