@@ -6,14 +6,16 @@ user and key log in to both)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
-from tests.daemon import Server, ssh
+from tests.daemon import Server, ssh, ssh_argv, wait_until
 from tests.userutil import TestUser
 
 # the port the harness's readiness probe and each client came from, pids
@@ -99,10 +101,33 @@ def _no_mac(server: Server, user: TestUser) -> None:
                                               "MACs=hmac-sha1"]).returncode == 255
 
 
+def _mux(server: Server, user: TestUser) -> None:
+    """Two sessions through a ControlMaster, each closed while the
+    connection lives on, then the master's exit: sshd's "Close session"
+    is then certain (the client's CLOSE is read long before any
+    DISCONNECT), where after a plain ``ssh host true`` it is a race."""
+    path = str(server.workdir / "mux")
+    argv, env = ssh_argv(server, user, flags=["-M", "-S", path, "-N"])
+    master = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_until(lambda: os.path.exists(path) or master.poll() is not None)
+        assert master.poll() is None, master.stderr.read()
+        for n, tty in enumerate((None, True), start=1):
+            assert ssh(server, user, "true", tty=tty, flags=["-S", path]).returncode == 0
+            wait_until(lambda n=n: server.log_text().count("Close session: ") == n)
+        assert ssh(server, user, flags=["-S", path, "-O", "exit"]).returncode == 0
+        master.wait(15)
+    finally:
+        master.kill()
+        master.wait()
+
+
 # name: (scenario, extra server config, regular expression of the last line)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "publickey": (_key, (), r"^Disconnected from user "),
     "publickey-pty": (_key_tty, (), r"^Disconnected from user "),
+    "multiplexed": (_mux, (), r"^Disconnected from user "),
     "password": (_password, (), r"^Disconnected from user "),
     "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
     "invalid-user": (_invalid_user, (), r"^Connection closed by invalid user "),
@@ -112,6 +137,36 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "no-host-key": (_no_host_key, (), r"^Unable to negotiate"),
     "no-mac": (_no_mac, ("MACs hmac-sha2-512",), r"^Unable to negotiate"),
 }
+
+
+#: the scenarios whose one session ends with the connection (``ssh host
+#: true``): its "Close session" races the client's DISCONNECT
+RACING_CLOSE = {"publickey", "publickey-pty", "password"}
+#: sshd's "Close session" for the session the client's DISCONNECT ends
+_CLOSE = re.compile(r"Close session: user (\S+) from 127\.0\.0\.1 port N id 0")
+
+
+def _without_racing_close(lines: list[str], user: TestUser) -> list[str]:
+    """The lines without a "Close session" that sits right before the
+    "Received disconnect" of the same client, and only there.
+
+    sshd writes that one only when its loop handled the client's CLOSE
+    before the DISCONNECT that follows it at once (session.c's close at
+    channel garbage collection; measured on Debian's 9.2: 0 of 20 plain
+    ``ssh host true``, 4 of 10 with ``-tt``).  This daemon closes a
+    session at the same point of its loop (SessionProcess.collect_closed),
+    so it too writes it or not by the packets' timing.  Where it is
+    written, its words are checked here; the "multiplexed" scenario,
+    where both daemons must write it, compares it whole."""
+    kept = []
+    for i, line in enumerate(lines):
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.startswith("Close session: ") and following.startswith("Received disconnect "):
+            match = _CLOSE.fullmatch(line)
+            assert match and match.group(1) == user.name, line
+            continue
+        kept.append(line)
+    return kept
 
 
 def _compare(server_with, user: TestUser, level: str, name: str,
@@ -125,11 +180,9 @@ def _compare(server_with, user: TestUser, level: str, name: str,
                     if level != "ERROR" else r"^kex_exchange_identification")
         scenario(server, user)
         logs[kind] = settled_log(server, last_at_level or last)
-    # Known gap (issue 15, in the closing note): this daemon does not log
-    # sshd's "Close session: user … id N" yet, which sshd writes or not
-    # depending on whether the client's CLOSE is handled before its
-    # DISCONNECT.  Left out of the comparison until it is built, not hidden.
-    logs["openssh"] = [line for line in logs["openssh"] if not line.startswith("Close session: ")]
+    if name in RACING_CLOSE:
+        for kind in logs:
+            logs[kind] = _without_racing_close(logs[kind], user)
     assert logs["privsep"] == logs["openssh"], \
         "\n".join(["--- sshd", *logs["openssh"], "--- privsep-sshd", *logs["privsep"]])
     return logs["openssh"]
@@ -166,6 +219,28 @@ def test_verbose_publickey_words(server_with, user: TestUser) -> None:
         rf"Disconnected from user {user.name} 127\.0\.0\.1 port N",
     ]
     start = max(i for i, line in enumerate(lines) if line.startswith("Connection from"))
+    assert len(lines[start:]) == len(expected), lines
+    for line, pattern in zip(lines[start:], expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def test_verbose_close_session(server_with, user: TestUser) -> None:
+    """sshd's "Close session" once each multiplexed session is over, before
+    the next one starts, with its number reused (the comparison in
+    _compare checks that it is sshd's; this, that it is there at all)."""
+    lines = _compare(server_with, user, "VERBOSE", "multiplexed")
+    peer = r"127\.0\.0\.1 port N"
+    expected = [
+        rf"Accepted publickey for {user.name} from {peer} ssh2: .*",
+        r"User child is on pid N",
+        rf"Starting session: command for {user.name} from {peer} id 0",
+        rf"Close session: user {user.name} from {peer} id 0",
+        rf"Starting session: command on pts/N for {user.name} from {peer} id 0",
+        rf"Close session: user {user.name} from {peer} id 0",
+        rf"Received disconnect from {peer}:11: disconnected by user",
+        rf"Disconnected from user {user.name} {peer}",
+    ]
+    start = max(i for i, line in enumerate(lines) if line.startswith("Accepted publickey"))
     assert len(lines[start:]) == len(expected), lines
     for line, pattern in zip(lines[start:], expected):
         assert re.fullmatch(pattern, line), (line, pattern)

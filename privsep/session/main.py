@@ -202,6 +202,8 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
         # the dispatch caught it; say what it was, as sshd's fatal does
         log.error("ssh_dispatch_run_fatal: Connection from user %s %s: %s", pw.pw_name, peer,
                   transport_setup.failure_text(failure))
+    if isinstance(failure, EOFError):
+        process.close_all()  # the client closed the socket without a DISCONNECT
     process.forwarding.close_all()
     process.agent.stop()
     # The connection is gone: hang up the programs still running on ptys.
