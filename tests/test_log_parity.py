@@ -72,6 +72,23 @@ def _bad_password(server: Server, user: TestUser) -> None:
     assert ssh(server, user, "true", password="not-" + str(user.password)).returncode == 255
 
 
+_KBDINT = ["PreferredAuthentications=keyboard-interactive"]
+
+
+def _kbdint(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", password=user.password, options=_KBDINT).returncode == 0
+
+
+def _bad_kbdint(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true", password="not-" + str(user.password),
+               options=_KBDINT).returncode == 255
+
+
+def _invalid_user_kbdint(server: Server, user: TestUser) -> None:
+    ghost = replace(user, name="nosuchuser" + user.name[-6:])
+    assert ssh(server, ghost, "true", password="x", options=_KBDINT).returncode == 255
+
+
 def _invalid_user(server: Server, user: TestUser) -> None:
     ghost = replace(user, name="nosuchuser" + user.name[-6:])
     assert ssh(server, ghost, "true", password="x").returncode == 255
@@ -130,7 +147,14 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "multiplexed": (_mux, (), r"^Disconnected from user "),
     "password": (_password, (), r"^Disconnected from user "),
     "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
+    "keyboard-interactive": (_kbdint, ("KbdInteractiveAuthentication yes",),
+                             r"^Disconnected from user "),
+    "bad-keyboard-interactive": (_bad_kbdint, ("KbdInteractiveAuthentication yes",),
+                                 r"^Connection closed by authenticating user "),
     "invalid-user": (_invalid_user, (), r"^Connection closed by invalid user "),
+    "invalid-user-keyboard-interactive": (_invalid_user_kbdint,
+                                          ("KbdInteractiveAuthentication yes",),
+                                          r"^Connection closed by invalid user "),
     "too-many-failures": (_too_many, ("MaxAuthTries 3",), r"Too many authentication failures"),
     "no-kex": (_no_kex, (), r"^Unable to negotiate"),
     "no-cipher": (_no_cipher, (), r"^Unable to negotiate"),
@@ -141,7 +165,7 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
 
 #: the scenarios whose one session ends with the connection (``ssh host
 #: true``): its "Close session" races the client's DISCONNECT
-RACING_CLOSE = {"publickey", "publickey-pty", "password"}
+RACING_CLOSE = {"publickey", "publickey-pty", "password", "keyboard-interactive"}
 #: sshd's "Close session" for the session the client's DISCONNECT ends
 _CLOSE = re.compile(r"Close session: user (\S+) from 127\.0\.0\.1 port N id 0")
 
@@ -195,6 +219,7 @@ def test_verbose(server_with, user: TestUser, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["publickey", "password", "bad-password", "invalid-user",
+                                  "keyboard-interactive", "bad-keyboard-interactive",
                                   "too-many-failures", "no-kex"])
 def test_info(server_with, user: TestUser, name: str) -> None:
     lines = _compare(server_with, user, "INFO", name)
@@ -252,6 +277,15 @@ def test_error_level(server_with, user: TestUser) -> None:
     lines = _compare(server_with, user, "ERROR", "bad-password",
                      last_at_level=r"^kex_exchange_identification")
     assert lines == ["kex_exchange_identification: Connection closed by remote host"]
+
+
+def test_error_level_keyboard_interactive(server_with, user: TestUser) -> None:
+    """A refused keyboard-interactive answer is an ERROR line of PAM's in
+    sshd (auth-pam.c, as its monitor reads the PAM thread's verdict)."""
+    lines = _compare(server_with, user, "ERROR", "bad-keyboard-interactive",
+                     last_at_level=r"^PAM: ")
+    assert lines == ["kex_exchange_identification: Connection closed by remote host",
+                     f"PAM: Authentication failure for {user.name} from 127.0.0.1"]
 
 
 def test_trace_only_at_debug(server_with, user: TestUser) -> None:

@@ -419,7 +419,7 @@ class Monitor:
             if self.pam is None or not self.options.kbd_interactive_authentication:
                 self._fail("keyboard-interactive/pam")
                 return wire.KbdintAnswer(True, False, "", [], b"", False, self._methods_offered())
-            self.kbdint = KbdintConversation(self.pam)
+            self.kbdint = KbdintConversation(self.pam, self.state.user_valid)
             step = self.kbdint.begin()
         elif self.kbdint is None:
             raise PolicyViolation("keyboard-interactive response without a conversation")
