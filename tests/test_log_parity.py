@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -118,6 +119,32 @@ def _no_mac(server: Server, user: TestUser) -> None:
                                               "MACs=hmac-sha1"]).returncode == 255
 
 
+def _send_banner(server: Server, data: bytes) -> bytes:
+    """Connect, send ``data`` as the client's identification, and read what
+    the server says until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass  # closed with our extra bytes unread
+    return received
+
+
+def _garbage_banner(server: Server, user: TestUser) -> None:
+    assert _send_banner(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"SSH-2.0-")
+
+
+def _old_protocol(server: Server, user: TestUser) -> None:
+    assert _send_banner(server, b"SSH-1.5-OldClient\r\n").startswith(b"SSH-2.0-")
+
+
+def _bad_version(server: Server, user: TestUser) -> None:
+    assert _send_banner(server, b"SSH-2.0\r\n").startswith(b"SSH-2.0-")
+
+
 def _mux(server: Server, user: TestUser) -> None:
     """Two sessions through a ControlMaster, each closed while the
     connection lives on, then the master's exit: sshd's "Close session"
@@ -156,6 +183,9 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
                                           ("KbdInteractiveAuthentication yes",),
                                           r"^Connection closed by invalid user "),
     "too-many-failures": (_too_many, ("MaxAuthTries 3",), r"Too many authentication failures"),
+    "garbage-banner": (_garbage_banner, (), r"^banner exchange: "),
+    "old-protocol": (_old_protocol, (), r"^banner exchange: "),
+    "bad-version": (_bad_version, (), r"^banner exchange: "),
     "no-kex": (_no_kex, (), r"^Unable to negotiate"),
     "no-cipher": (_no_cipher, (), r"^Unable to negotiate"),
     "no-host-key": (_no_host_key, (), r"^Unable to negotiate"),

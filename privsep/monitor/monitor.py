@@ -41,7 +41,7 @@ from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
     AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
 )
-from privsep.wire import certs
+from privsep.wire import banner, certs
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
@@ -564,6 +564,9 @@ class Monitor:
                 log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
                         "%s [preauth]" if child_role == "preauth" else "%s",
                         msg.text[:MAX_CHILD_LOG])
+            elif isinstance(msg, wire.BannerRefused):  # sshd's [priv] lines, unmarked
+                for level, line in banner.Refusal(msg.reason, msg.detail).log_lines(str(self.peer)):
+                    log.log(level, "%s", line)
             elif isinstance(msg, wire.Handoff):
                 return msg
             elif isinstance(msg, wire.PtyRequest):
