@@ -211,7 +211,7 @@ def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
 def assert_refused(outcome: Outcome, reason: str) -> None:
     """Refused for ``reason``, with a log line, no login, no hand-off."""
     assert outcome.code == REFUSED, str(outcome)
-    pattern = re.compile(r"^ERROR privsep\.monitor: fatal: monitor: .*" + re.escape(reason)
+    pattern = re.compile(r"^CRITICAL privsep\.monitor: fatal: monitor: .*" + re.escape(reason)
                          + r".*" + re.escape(DROPPING) + "$", re.M)
     assert pattern.search(outcome.log), f"no refusal line naming {reason!r}\n{outcome}"
     # no login accepted ("Accepted key ... found at" only says a key is listed)

@@ -41,14 +41,15 @@ def normalised(text: str) -> list[str]:
     return lines
 
 
-def settled_log(server: Server, last: str, timeout: float = 15) -> list[str]:
+def settled_log(server: Server, last: str | None, timeout: float = 15) -> list[str]:
     """The server's normalised log once ``last`` (a regular expression) has
-    been written and nothing more came for a moment."""
+    been written and nothing more came for a moment; with ``last`` None
+    (a level that writes nothing for the scenario), after that moment."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = server.log_text()
-        if re.search(last, text, re.M):
-            time.sleep(0.5)  # anything that follows the last line
+        if last is None or re.search(last, text, re.M):
+            time.sleep(0.5 if last is not None else 1.5)  # anything that follows
             return normalised(server.log_text())
         time.sleep(0.05)
     raise AssertionError(f"{last!r} not in {server.kind} log:\n{server.log_text()}")
@@ -133,6 +134,10 @@ def _send_banner(server: Server, data: bytes) -> bytes:
     return received
 
 
+def _chroot_refused(server: Server, user: TestUser) -> None:
+    assert ssh(server, user, "true").returncode == 255
+
+
 def _garbage_banner(server: Server, user: TestUser) -> None:
     assert _send_banner(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"SSH-2.0-")
 
@@ -183,6 +188,8 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
                                           ("KbdInteractiveAuthentication yes",),
                                           r"^Connection closed by invalid user "),
     "too-many-failures": (_too_many, ("MaxAuthTries 3",), r"Too many authentication failures"),
+    "chroot-refused": (_chroot_refused, ("ChrootDirectory %h",),
+                       r"^bad ownership or modes for chroot directory "),
     "garbage-banner": (_garbage_banner, (), r"^banner exchange: "),
     "old-protocol": (_old_protocol, (), r"^banner exchange: "),
     "bad-version": (_bad_version, (), r"^banner exchange: "),
@@ -223,6 +230,12 @@ def _without_racing_close(lines: list[str], user: TestUser) -> list[str]:
     return kept
 
 
+#: the probe's last line at each level (QUIET and FATAL write none)
+_PROBE_LAST = {"ERROR": r"^kex_exchange_identification", "FATAL": None, "QUIET": None}
+#: nothing to wait for: the level writes no line for the scenario
+SILENT = ""
+
+
 def _compare(server_with, user: TestUser, level: str, name: str,
              last_at_level: str | None = None) -> list[str]:
     scenario, extra, last = SCENARIOS[name]
@@ -230,10 +243,10 @@ def _compare(server_with, user: TestUser, level: str, name: str,
     for kind in ("openssh", "privsep"):
         server = server_with(f"LogLevel {level}", *extra, kind=kind)
         # the harness's readiness probe (connect, close) comes first in both
-        settled_log(server, r"^Connection closed by 127\.0\.0\.1 port \d+$"
-                    if level != "ERROR" else r"^kex_exchange_identification")
+        settled_log(server, _PROBE_LAST.get(level, r"^Connection closed by 127\.0\.0\.1 port \d+$"))
         scenario(server, user)
-        logs[kind] = settled_log(server, last_at_level or last)
+        logs[kind] = settled_log(server, None if last_at_level == SILENT
+                                 else last_at_level or last)
     if name in RACING_CLOSE:
         for kind in logs:
             logs[kind] = _without_racing_close(logs[kind], user)
@@ -316,6 +329,27 @@ def test_error_level_keyboard_interactive(server_with, user: TestUser) -> None:
                      last_at_level=r"^PAM: ")
     assert lines == ["kex_exchange_identification: Connection closed by remote host",
                      f"PAM: Authentication failure for {user.name} from 127.0.0.1"]
+
+
+@pytest.mark.parametrize("level", ["QUIET", "FATAL"])
+@pytest.mark.parametrize("name", ["publickey", "password", "bad-password", "invalid-user",
+                                  "bad-keyboard-interactive", "no-kex", "garbage-banner"])
+def test_quiet_and_fatal(server_with, user: TestUser, level: str, name: str) -> None:
+    """At LogLevel QUIET and FATAL a login, a refusal or a bad client
+    leaves nothing in either log (sshd has no fatal line for them)."""
+    assert _compare(server_with, user, level, name, last_at_level=SILENT) == []
+
+
+@pytest.mark.parametrize("level", ["QUIET", "FATAL", "ERROR"])
+def test_fatal_chroot(server_with, user: TestUser, level: str) -> None:
+    """A login that fails on sshd's fatal() (a chroot the user owns): its
+    line is there down to LogLevel FATAL, and gone at QUIET, as in sshd."""
+    lines = _compare(server_with, user, level, "chroot-refused",
+                     last_at_level=SILENT if level == "QUIET" else None)
+    fatal = f'bad ownership or modes for chroot directory "{user.home}"'
+    assert lines == {"QUIET": [], "FATAL": [fatal],
+                     "ERROR": ["kex_exchange_identification: Connection closed by remote host",
+                               fatal]}[level]
 
 
 def test_trace_only_at_debug(server_with, user: TestUser) -> None:

@@ -250,7 +250,7 @@ class Monitor:
         try:
             complete = self.state.method_lists.complete(name, submethod or None)
         except ValueError as exc:  # admit() let only methods that start a list through
-            log.error("fatal: %s", exc)
+            log.critical("fatal: %s", exc)
             raise ChildGone() from None
         if key_options or name == "publickey":
             self.key_options = key_options
@@ -684,10 +684,10 @@ def serve_phase(monitor: Monitor, channel: MonitorChannel, child_role: str) -> P
     except ChildGone:
         return PhaseResult(Ending.GONE)
     except PolicyViolation as exc:
-        log.error("fatal: monitor: %s; dropping %s", exc, monitor.peer)
+        log.critical("fatal: monitor: %s; dropping %s", exc, monitor.peer)
         return PhaseResult(Ending.REFUSED)
     except Exception:  # never a traceback to the client; one to the log
-        log.exception("fatal: monitor error for %s", monitor.peer)
+        log.critical("fatal: monitor error for %s", monitor.peer, exc_info=True)
         return PhaseResult(Ending.CRASHED)
     if handoff is None:
         return PhaseResult(Ending.CLOSED)
