@@ -1,8 +1,8 @@
 """The log, line for line: the same scenario against Debian's sshd 9.2 and
-this daemon, at LogLevel VERBOSE and INFO (and ERROR for a few), compared
-whole after normalising only what must differ: pids, ports, and the
-fingerprint of a key that differs between the two runs (none here: the same
-user and key log in to both)."""
+this daemon, at LogLevel VERBOSE and INFO (and ERROR, FATAL and QUIET for
+a few), compared whole after normalising only what must differ: pids,
+ports, and the fingerprint of a key that differs between the two runs
+(none here: the same user and key log in to both)."""
 
 from __future__ import annotations
 
