@@ -211,7 +211,7 @@ def run_monitor(tmp_path: Path, host_key_path: Path, pam_service: str,
 def assert_refused(outcome: Outcome, reason: str) -> None:
     """Refused for ``reason``, with a log line, no login, no hand-off."""
     assert outcome.code == REFUSED, str(outcome)
-    pattern = re.compile(r"^ERROR privsep\.monitor: fatal: monitor: .*" + re.escape(reason)
+    pattern = re.compile(r"^CRITICAL privsep\.monitor: fatal: monitor: .*" + re.escape(reason)
                          + r".*" + re.escape(DROPPING) + "$", re.M)
     assert pattern.search(outcome.log), f"no refusal line naming {reason!r}\n{outcome}"
     # no login accepted ("Accepted key ... found at" only says a key is listed)
@@ -565,6 +565,42 @@ def test_pty_cleanup_before_auth(hostile):
         child.attack(wire.PtyCleanupRequest("/dev/pts/0"))
 
     assert_refused(hostile(steps), "PtyCleanupRequest not permitted in preauth")
+
+
+# --- the banner refusal: sshd's lines only, before anything else -----------------------------
+
+
+@pytest.mark.parametrize("msg,stage,reason", [
+    (wire.BannerRefused("invalid", "GET /"), "after-kex", "after the identification"),
+    (wire.BannerRefused("made-up", "x"), "first", "unknown banner refusal"),
+    (wire.BannerRefused("major", "2; rm -rf"), "first", "not a number"),
+    (wire.BannerRefused("invalid", "x" * 257), "first", "257 characters"),
+], ids=["after-kex", "unknown-reason", "major-not-a-number", "too-long"])
+def test_banner_refusal_beyond_sshd_lines(hostile, msg, stage, reason):
+    def steps(child: NetChild) -> None:
+        if stage == "after-kex":
+            child.kex()
+        child.attack(msg)
+
+    outcome = hostile(steps)
+    assert_refused(outcome, reason)
+    assert "BannerRefused" in outcome.log
+    assert "banner exchange" not in outcome.log
+
+
+def test_banner_refusal_writes_sshd_lines_once(hostile):
+    """The lines themselves (unmarked, tests/test_log_parity.py compares
+    them with sshd's); a second refusal is one too many."""
+    def steps(child: NetChild) -> None:
+        child.ch.send(wire.BannerRefused("invalid", "GET / HTTP/1.0"))
+        child.attack(wire.BannerRefused("invalid", "again"))
+
+    outcome = hostile(steps)
+    assert_refused(outcome, "BannerRefused repeated")
+    assert 'client sent invalid protocol identifier "GET / HTTP/1.0"\n' in outcome.log
+    assert re.search(r"banner exchange: Connection from \S+ port \d+: invalid format\n",
+                     outcome.log), outcome.log
+    assert "again" not in outcome.log.replace("BannerRefused(reason='invalid', detail='again')", "")
 
 
 # --- malformed records --------------------------------------------------------------------------

@@ -55,6 +55,8 @@ SAMPLES: list[object] = [
     wire.Log(0, ""),
     wire.Log(20, "Disconnected from 127.0.0.1 — bye ✓"),
     wire.Log(U64_MAX, "x" * 1000),
+    wire.BannerRefused("invalid", 'GET / HTTP/1.0 "quoted"'),
+    wire.BannerRefused("", ""),
     wire.SignRequest("ssh-ed25519", bytes(32)),
     wire.SignRequest("rsa-sha2-512", b"\xff" * 64),
     wire.SignRequest("", b""),

@@ -85,6 +85,11 @@ class MonitorClient:
             return reply.ifname, fds[0]
         return reply.reason
 
+    def banner_refused(self, reason: str, detail: str) -> None:
+        """Tell the monitor why the client's identification was refused."""
+        with self._lock:
+            self._channel.send(wire.BannerRefused(reason, detail))
+
     def log(self, level: int, text: str) -> None:
         with self._lock:
             self._channel.send(wire.Log(level, text[:MAX_CHILD_LOG]))

@@ -307,7 +307,7 @@ class Listener:
         try:
             os.execv(argv[0], argv)
         except OSError as exc:
-            log.error("fatal: re-exec of %s failed: %s", argv[0], exc)
+            log.critical("fatal: re-exec of %s failed: %s", argv[0], exc)
             os._exit(255)
 
     def _stop(self, signum, frame) -> None:

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         listener.run(options, keys, argv_text, one_shot=bool(args.debug), config=config)
     except OSError as exc:
-        log.error("fatal: %s", exc)
+        log.critical("fatal: %s", exc)
         return 255
     finally:
         _remove_pid_file(options.pid_file)

@@ -73,11 +73,16 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
     try:
         code = _preauth_then_session(monitor, conn, publics)
     except Exception:  # never a traceback to the client; one to the log
-        log.exception("fatal: monitor error for %s", peer)
+        log.critical("fatal: monitor error for %s", peer, exc_info=True)
     finally:
         monitor.cleanup()
     sys.stdout.flush()
     os._exit(code)
+
+
+#: the session process's status after sshd's fatal(): its line is the
+#: connection's last, as sshd's post-auth child's (session/main.py)
+SESSION_FATAL = 255
 
 
 def _on_grace_timeout(peer: Peer):
@@ -244,5 +249,6 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     # The logout records and PAM's close before the last word, as with sshd:
     # whoever reads "Disconnected" finds the login closed.
     monitor.cleanup()
-    log.info("Disconnected from user %s %s", monitor.state.user, monitor.peer)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == SESSION_FATAL):
+        log.info("Disconnected from user %s %s", monitor.state.user, monitor.peer)
     return 0

@@ -41,6 +41,7 @@ from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
     AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
 )
+from privsep.wire import banner
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
@@ -249,7 +250,7 @@ class Monitor:
         try:
             complete = self.state.method_lists.complete(name, submethod or None)
         except ValueError as exc:  # admit() let only methods that start a list through
-            log.error("fatal: %s", exc)
+            log.critical("fatal: %s", exc)
             raise ChildGone() from None
         if key_options or name == "publickey":
             self.key_options = key_options
@@ -418,7 +419,7 @@ class Monitor:
             if self.pam is None or not self.options.kbd_interactive_authentication:
                 self._fail("keyboard-interactive/pam")
                 return wire.KbdintAnswer(True, False, "", [], b"", False, self._methods_offered())
-            self.kbdint = KbdintConversation(self.pam)
+            self.kbdint = KbdintConversation(self.pam, self.state.user_valid)
             step = self.kbdint.begin()
         elif self.kbdint is None:
             raise PolicyViolation("keyboard-interactive response without a conversation")
@@ -563,6 +564,9 @@ class Monitor:
                 log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
                         "%s [preauth]" if child_role == "preauth" else "%s",
                         msg.text[:MAX_CHILD_LOG])
+            elif isinstance(msg, wire.BannerRefused):  # sshd's [priv] lines, unmarked
+                for level, line in banner.Refusal(msg.reason, msg.detail).log_lines(str(self.peer)):
+                    log.log(level, "%s", line)
             elif isinstance(msg, wire.Handoff):
                 return msg
             elif isinstance(msg, wire.PtyRequest):
@@ -667,10 +671,10 @@ def serve_phase(monitor: Monitor, channel: MonitorChannel, child_role: str) -> P
     except ChildGone:
         return PhaseResult(Ending.GONE)
     except PolicyViolation as exc:
-        log.error("fatal: monitor: %s; dropping %s", exc, monitor.peer)
+        log.critical("fatal: monitor: %s; dropping %s", exc, monitor.peer)
         return PhaseResult(Ending.REFUSED)
     except Exception:  # never a traceback to the client; one to the log
-        log.exception("fatal: monitor error for %s", monitor.peer)
+        log.critical("fatal: monitor error for %s", monitor.peer, exc_info=True)
         return PhaseResult(Ending.CRASHED)
     if handoff is None:
         return PhaseResult(Ending.CLOSED)

@@ -16,7 +16,7 @@ from typing import Callable
 
 from privsep.config.authmethods import MethodLists
 from privsep.config.moduli import gex_request_error
-from privsep.wire import hostkey_blobs
+from privsep.wire import banner, hostkey_blobs
 from privsep.wire import messages as wire
 from privsep.wire import tunnel
 from privsep.wire.facts import MAX_USER_LEN, SSH_MSG_USERAUTH_REQUEST
@@ -236,9 +236,22 @@ def _tun_ok(state: MonitorState, msg: wire.TunRequest) -> str | None:
     return None
 
 
+def _banner_refusal_ok(state: MonitorState, msg: wire.BannerRefused) -> str | None:
+    """Only one of sshd's refusals, with a text it could quote, and only
+    before anything else happened (the identification comes first)."""
+    if state.user is not None or state.session_id is not None:
+        return "after the identification"
+    try:
+        banner.Refusal(msg.reason, msg.detail)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
     Phase.PREAUTH: {
         wire.Log: Rule(),
+        wire.BannerRefused: Rule(once=True, when=_banner_refusal_ok),
         wire.SignRequest: Rule(when=_sign_ok),
         wire.PwnamRequest: Rule(once=True, when=_pwnam_ok),
         wire.PasswordRequest: Rule(when=_password_ok),

@@ -30,6 +30,7 @@ from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
 from privsep.config.servconf import ServerOptions
 from privsep.child import hostkey_proxy, transport_setup
 from privsep.common.trace import trace
+from privsep.wire import banner as identification
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN
 from privsep.wire.userauth import hostbased_signed_data
@@ -232,21 +233,25 @@ class NetTransport(CapturingTransport):
         super().__init__(sock, packetizer_class=ThreadlessPacketizer)
         self.monitor = monitor
 
+    #: the client's identification was refused (the monitor wrote why)
+    banner_refused = False
+
     def _check_banner(self):
         """sshd permits no line before a client's identification: the first
-        line must be it, or the client is told so and the connection ends
-        (kex_exchange_identification's words).  paramiko's own check then
-        reads the same line."""
+        line must be it, in SSH-2.0 (or 1.99), or the client is told so and
+        the connection ends (wire/banner.py; the monitor writes sshd's
+        lines).  paramiko's own check then reads the same line."""
         read_line = self.packetizer.readline
 
         def first_line(timeout):
             line = read_line(timeout)
             self.packetizer.readline = read_line
-            if not line.startswith("SSH-"):
-                log.error('kex_exchange_identification: client sent invalid protocol '
-                          'identifier "%s"', line[:256])
-                self.packetizer.write_all(b"Invalid SSH identification string.\r\n")
-                raise paramiko.SSHException("banner: invalid protocol identifier")
+            refusal = identification.judge(line)
+            if refusal is not None:
+                self.banner_refused = True
+                self.monitor.banner_refused(refusal.reason, refusal.detail)
+                self.packetizer.write_all(refusal.reply())
+                raise paramiko.SSHException("banner: identification refused")
             return line
 
         self.packetizer.readline = first_line
@@ -497,6 +502,8 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
     if not transport.remote_version and isinstance(getattr(exc, "__context__", None),
                                                    (EOFError, ConnectionResetError)):
         return EXIT_NO_BANNER
+    if transport.banner_refused:
+        return EXIT_LOGGED  # the monitor wrote sshd's lines
     line = describe_failure(exc, server.remote_id(peer))
     if line is None:
         return EXIT_CLOSED

@@ -61,6 +61,8 @@ class EventLoop:
         self._watches: dict[int, _Watch] = {}
         self._timers: list[Timer] = []
         self._seq = itertools.count()
+        #: callbacks run at the start of every pass, before the wait
+        self._each_pass: list[Callback] = []
 
     # --- descriptors ---------------------------------------------------------------
 
@@ -144,8 +146,17 @@ class EventLoop:
 
     # --- the loop ----------------------------------------------------------------------
 
+    def each_pass(self, callback: Callback) -> None:
+        """Run ``callback`` at the start of every pass, before the wait:
+        after everything the previous pass read was handled, and never once
+        the loop's ``until`` is true (sshd's channel garbage collection,
+        which runs as its loop prepares the poll)."""
+        self._each_pass.append(callback)
+
     def run_once(self) -> None:
         """One wait and whatever became ready or due."""
+        for callback in self._each_pass:
+            callback()
         self._sync()
         timeout = self._timeout()
         for key, events in self._selector.select(timeout):

@@ -132,7 +132,7 @@ def _enter_jail(options: ServerOptions, pw: pwd.struct_passwd) -> chroot.Jail:
     try:
         jail = chroot.enter(options.chroot_directory, pw)
     except chroot.ChrootRefused as exc:
-        log.error("%s", exc)
+        log.critical("%s", exc)  # sshd's fatal(): there even at LogLevel FATAL
         os._exit(255)
     if jail.active:
         verbose(log, "Changed root directory to \"%s\"", jail.path)
@@ -154,7 +154,7 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
         _serve(conn, channel_sock, state, pw, pam_env, options, host_publics, peer,
                login_messages, key_options, monitor_pid)
     except BaseException:
-        log.exception("session process failed")
+        log.critical("session process failed", exc_info=True)
         os._exit(1)
     os._exit(0)
 
@@ -203,6 +203,8 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
         # the dispatch caught it; say what it was, as sshd's fatal does
         log.error("ssh_dispatch_run_fatal: Connection from user %s %s: %s", pw.pw_name, peer,
                   transport_setup.failure_text(failure))
+    if isinstance(failure, EOFError):
+        process.close_all()  # the client closed the socket without a DISCONNECT
     process.forwarding.close_all()
     process.agent.stop()
     # The connection is gone: hang up the programs still running on ptys.

@@ -124,6 +124,10 @@ class SessionProcess:
         self.options = self.policy.options
         self.host_publics = list(host_publics or [])
         self.sessions: dict[int, SessionChannel] = {}
+        #: sessions whose channel is gone but which are not over yet (their
+        #: program runs on): sshd keeps them, and their number, until then
+        self.closing: list[SessionChannel] = []
+        loop.each_pass(self.collect_closed)
         self.no_more_sessions = False
         self.forwarding = Forwarding(loop, transport, self.policy.forward_rules(), pw.pw_name)
         self.agent = AgentForwarding(loop, transport)
@@ -162,7 +166,7 @@ class SessionProcess:
                 transport.refuse_channel(peer, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, "open failed")
                 return True
             chan = transport.new_channel(peer)
-            taken = {s.number for s in self.sessions.values()}
+            taken = {s.number for s in [*self.sessions.values(), *self.closing]}
             number = next(n for n in range(len(taken) + 1) if n not in taken)
             self.sessions[chan.get_id()] = SessionChannel(chan, number=number)
             return True
@@ -263,7 +267,31 @@ class SessionProcess:
                 except OSError:
                     pass
             self.release_pty(session)
+        self.closing.append(session)
         self.update_title()
+
+    def collect_closed(self) -> None:
+        """A session whose channel is closed both ways and whose program
+        was reaped (or never ran) is over: sshd's session_close_by_channel,
+        at its channel garbage collection.  Run before each wait of the
+        loop, so that a client's DISCONNECT read with its CLOSE ends the
+        connection first and the line is not written, as with sshd."""
+        for session in [s for s in self.closing if s.exited or not s.pid]:
+            self.closing.remove(session)
+            self._log_close(session)
+
+    def close_all(self) -> None:
+        """The client closed the connection without a DISCONNECT: every
+        session still held is over (sshd's session_destroy_all, at the end
+        of its server loop)."""
+        for session in sorted([*self.sessions.values(), *self.closing], key=lambda s: s.number):
+            self._log_close(session)
+        self.closing.clear()
+
+    def _log_close(self, session: SessionChannel) -> None:
+        """sshd's "Close session" line (session.c session_close)."""
+        verbose(log, "Close session: user %s from %s port %d id %d", self.pw.pw_name,
+                self.peer.addr, self.peer.port, session.number)
 
     def alive_reply(self) -> None:
         self.alive_unanswered = 0

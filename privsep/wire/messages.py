@@ -40,6 +40,7 @@ class ProtocolError(ValueError):
 
 class MsgType(IntEnum):
     LOG = 1
+    BANNER_REFUSED = 3
     SIGN_REQUEST = 10
     SIGN_ANSWER = 11
     PWNAM_REQUEST = 12
@@ -78,6 +79,18 @@ class Log:
     FDS: ClassVar[int] = 0
     level: int
     text: str
+
+
+@dataclass(frozen=True)
+class BannerRefused:
+    """The net-child refused the client's identification line: ``reason``
+    and ``detail`` as in wire.banner.Refusal.  No answer; the monitor
+    writes sshd's lines for it."""
+
+    TYPE: ClassVar[MsgType] = MsgType.BANNER_REFUSED
+    FDS: ClassVar[int] = 0
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -372,7 +385,7 @@ class TunRefused:
 
 
 Message = (
-    Log | SignRequest | SignAnswer | PwnamRequest | PwnamAnswer | PasswordRequest
+    Log | BannerRefused | SignRequest | SignAnswer | PwnamRequest | PwnamAnswer | PasswordRequest
     | PasswordAnswer | KeyAllowedRequest | KeyAllowedAnswer | KeyVerifyRequest
     | KeyVerifyAnswer | Handoff | PtyRequest | PtyAnswer | PtyCleanupRequest
     | PtyCleanupAnswer | KbdintRequest | KbdintAnswer | HostbasedRequest | HostbasedAnswer
