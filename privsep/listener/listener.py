@@ -87,7 +87,13 @@ def bind_all(options: ServerOptions) -> list[socket.socket]:
     return sockets
 
 
-@dataclass
+# repr=False: a monitor's first signal.signal() hands back the listener's
+# old handler, the bound method self._stop, and the signal module turns it
+# into a Handlers enum the only way it can, by failing, with a message that
+# holds repr(handler), so repr(self).  A dataclass repr of the listener walks
+# its options, configuration, keys and sockets: 1.4 MB of pages copied in
+# every monitor before it did anything (docs/DESIGN.md, "Memory per session").
+@dataclass(repr=False)
 class Listener:
     options: ServerOptions
     host_keys: list[HostKey]
