@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import prctl
 
+from privsep.child import ciphers
 from privsep.monitor import hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
@@ -327,5 +328,6 @@ class Listener:
 def run(options: ServerOptions, host_keys: list[HostKey], argv_text: str,
         one_shot: bool = False, config: ServerConfig | None = None) -> None:
     sockets = bind_all(options)
+    ciphers.warm_up()  # OpenSSL's look-ups once here, shared by every child
     Listener(options, host_keys, sockets, argv_text, config=config, one_shot=one_shot).serve()
     sys.stdout.flush()
