@@ -9,6 +9,9 @@ Which of them are offered is the configuration's business
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import types
 from hashlib import md5, sha1
 
 import paramiko
@@ -18,6 +21,7 @@ from privsep.child import chachapoly, umac
 # paramiko's HMAC-only function when imported): wherever this table is
 # used, that is in place
 from privsep.child import packetizer  # noqa: F401
+from privsep.child.chachapoly import ChaChaPoly
 
 #: paramiko's cipher table plus chacha20-poly1305.  It is an AEAD to paramiko
 #: (no separate MAC, 8-byte blocks for the padding, no IV: the sequence
@@ -88,3 +92,51 @@ class CipherTransportMixin:
 def compression_for(setting: str) -> tuple[str, ...]:
     """The compression list offered for sshd's ``Compression`` value."""
     return COMPRESSION_OFF if setting == "no" else COMPRESSION_ON
+
+
+#: The digests the key exchanges and host key signatures hash with, beyond
+#: the MACs' (sha1, sha256, sha512, md5).
+_KEX_DIGESTS = ("sha1", "sha256", "sha384", "sha512")
+
+
+def warm_up() -> None:
+    """Build and run, once, an engine of every cipher, every MAC and the key
+    exchanges' digests, with all-zero keys, in the listener before it
+    forks anything.
+
+    OpenSSL 3 looks an algorithm up in its provider's tables the first time a
+    process asks for it, and keeps what it found: done in the listener, that
+    is in every monitor, net-child and session process as shared pages,
+    where done in each of them it was about 0.6 MB of each session process
+    (measured, docs/DESIGN.md "Memory per session") and time on every
+    login.  Nothing secret or random is involved: no key is made, no random
+    number drawn (OpenSSL's random generator stays untouched by the
+    listener), the keys and data are zeros."""
+    zeros = bytes(64)
+    # paramiko's own engine factory, on a stand-in for a transport: the very
+    # calls the children make.
+    factory = types.SimpleNamespace(_cipher_info=CIPHER_INFO,
+                                    _ENCRYPT=paramiko.Transport._ENCRYPT)
+    for name, info in CIPHER_INFO.items():
+        key, iv = zeros[:info["key-size"]], zeros[:info["block-size"]]
+        aead = info.get("is_aead", False)
+        try:
+            if aead:
+                engine = paramiko.Transport._get_engine(factory, name, key, aead=True)
+                if isinstance(engine, ChaChaPoly):
+                    engine.seal(0, zeros[:16])
+                else:
+                    engine.encrypt(zeros[:12], zeros[:16], zeros[:4])
+                continue
+            for operation in (paramiko.Transport._ENCRYPT, paramiko.Transport._DECRYPT):
+                engine = paramiko.Transport._get_engine(factory, name, key, iv=iv,
+                                                        operation=operation)
+                engine.update(zeros[:info["block-size"]])
+        except Exception:  # noqa: BLE001 (cryptography's UnsupportedAlgorithm, say)
+            # a cipher this OpenSSL build lacks: nothing to warm, and the
+            # daemon offers what it has as before
+            pass
+    for info in MAC_INFO.values():
+        hmac.new(zeros[:32], zeros, info["class"]).digest()
+    for digest in _KEX_DIGESTS:
+        hashlib.new(digest, zeros).digest()

@@ -27,8 +27,23 @@ def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
             public = paramiko.PKey.from_type_string(k.key_type, k.blob)
         if k.certificate:
             public.load_certificate(Message(k.certificate))
+        _pin_blob(public, k.blob)
         publics.append(public)
     return publics
+
+
+def _pin_blob(public: paramiko.PKey, blob: bytes) -> None:
+    """Make ``public.asbytes()`` answer ``blob`` without rebuilding it.
+
+    paramiko rebuilds a key's blob from its numbers at every call, through
+    cryptography; the session process does it for every host key it
+    announces (hostkeys-00), the net-child in the key exchange.  Made once
+    here, in the listener, the blob is on pages every child shares, where
+    each session process otherwise copied about 0.2 MB of pages for the
+    rebuilding (docs/DESIGN.md, "Memory per session").  Pinned only when
+    paramiko's own answer is the same bytes."""
+    if public.asbytes() == blob:
+        public.asbytes = lambda: blob  # an instance attribute, over the method
 
 
 class MonitorSignedHostKey:

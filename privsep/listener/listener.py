@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import prctl
 
-from privsep.monitor import hostkeys, leftovers
+from privsep.child import ciphers
+from privsep.monitor import auth_pam, hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.listener import exec_session, sdnotify
@@ -87,7 +88,13 @@ def bind_all(options: ServerOptions) -> list[socket.socket]:
     return sockets
 
 
-@dataclass
+# repr=False: a monitor's first signal.signal() hands back the listener's
+# old handler, the bound method self._stop, and the signal module turns it
+# into a Handlers enum the only way it can, by failing, with a message that
+# holds repr(handler), so repr(self).  A dataclass repr of the listener walks
+# its options, configuration, keys and sockets: 1.4 MB of pages copied in
+# every monitor before it did anything (docs/DESIGN.md, "Memory per session").
+@dataclass(repr=False)
 class Listener:
     options: ServerOptions
     host_keys: list[HostKey]
@@ -321,5 +328,8 @@ class Listener:
 def run(options: ServerOptions, host_keys: list[HostKey], argv_text: str,
         one_shot: bool = False, config: ServerConfig | None = None) -> None:
     sockets = bind_all(options)
+    ciphers.warm_up()  # OpenSSL's look-ups once here, shared by every child
+    if options.use_pam:
+        auth_pam.preload_modules(options.pam_service)  # loaded once, not per login
     Listener(options, host_keys, sockets, argv_text, config=config, one_shot=one_shot).serve()
     sys.stdout.flush()

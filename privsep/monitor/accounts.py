@@ -4,18 +4,25 @@ and AllowGroups/DenyGroups."""
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 
 
 def user_groups(user: str) -> frozenset[str]:
-    """The names of ``user``'s primary and supplementary groups (none if unknown)."""
+    """The names of ``user``'s primary and supplementary groups (none if unknown).
+
+    As sshd's ga_init: getgrouplist(), then each group's name by its id (a
+    group without a name is left out), rather than reading every group of
+    the system, which cost about 0.3 ms per call here and more with a
+    large or remote group database."""
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
         return frozenset()
-    groups = {g.gr_name for g in grp.getgrall() if user in g.gr_mem}
-    try:
-        groups.add(grp.getgrgid(pw.pw_gid).gr_name)
-    except KeyError:
-        pass
+    groups = set()
+    for gid in os.getgrouplist(user, pw.pw_gid):
+        try:
+            groups.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            pass
     return frozenset(groups)

@@ -59,9 +59,15 @@ class AuthorizedKey:
         return None
 
 
+#: Compiled here, at import, in the listener's image: compiled on first use,
+#: it was compiled again in every monitor, whose copy of the regular
+#: expression compiler's tables and objects cost pages of its own.
+_FIRST_WORD = re.compile(r"[^ \t]*")
+
+
 def _first_word(text: str) -> tuple[str, str]:
     """Split off the first blank-separated word; the rest has blanks stripped."""
-    match = re.match(r"[^ \t]*", text)
+    match = _FIRST_WORD.match(text)
     assert match is not None
     return match.group(), text[match.end() :].lstrip(BLANKS)
 
