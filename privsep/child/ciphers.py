@@ -10,7 +10,6 @@ Which of them are offered is the configuration's business
 from __future__ import annotations
 
 import hashlib
-import hmac
 import types
 from hashlib import md5, sha1
 
@@ -20,7 +19,7 @@ from privsep.child import chachapoly, umac
 # what computes the umac tags paramiko asks for (its compute_mac replaces
 # paramiko's HMAC-only function when imported): wherever this table is
 # used, that is in place
-from privsep.child import packetizer  # noqa: F401
+from privsep.child import packetizer
 from privsep.child.chachapoly import ChaChaPoly
 
 #: paramiko's cipher table plus chacha20-poly1305.  It is an AEAD to paramiko
@@ -136,7 +135,9 @@ def warm_up() -> None:
             # a cipher this OpenSSL build lacks: nothing to warm, and the
             # daemon offers what it has as before
             pass
-    for info in MAC_INFO.values():
-        hmac.new(zeros[:32], zeros, info["class"]).digest()
+    for name, info in MAC_INFO.items():
+        # through the one function the packetizers use (UMAC keys are 16 bytes)
+        packetizer.compute_mac(zeros[:16] if name in umac.MAC_INFO else zeros[:32],
+                               zeros, info["class"])
     for digest in _KEX_DIGESTS:
         hashlib.new(digest, zeros).digest()
