@@ -121,9 +121,12 @@ def test_rekeys_both_ways(all_on_server: Server, rekeying_server: Server, user, 
     got, up, down = round_trip(server, user, options, flags=flags)
     assert got["server->client"][0] == cipher
     # about one key exchange per MiB; with who == "server" the client has no
-    # RekeyLimit of its own, so every one of them was the server's
+    # RekeyLimit of its own, so every one of them was the server's.  Each
+    # one the client starts covers its MiB plus whatever was in flight when
+    # its KEXINIT left (up to the 2 MiB window): 16 MB gives 6 to 16 of them
+    # (the faster the server sends, the fewer).
     for stderr in (up, down):
-        assert stderr.count(b"SSH2_MSG_KEXINIT received") > 8, stderr[-2000:]
+        assert stderr.count(b"SSH2_MSG_KEXINIT received") >= 6, stderr[-2000:]
 
 
 #: OpenSSH's umac MACs (libnettle's UMAC, privsep/child/umac.py)

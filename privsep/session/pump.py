@@ -9,6 +9,7 @@ never more than the window takes: Channel.send then never waits.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
@@ -19,6 +20,24 @@ import paramiko
 from privsep.session.loop import EventLoop
 
 log = logging.getLogger("privsep.session")
+
+#: What a program's pipe grows to once it carries bulk data (F_SETPIPE_SZ):
+#: the kernel's default 64 KiB wakes the loop and the program every two
+#: packets.  Only then, not for every pipe: a user's pipes beyond
+#: /proc/sys/fs/pipe-user-pages-soft in all would shrink everyone's new pipes.
+BULK_PIPE_SIZE = 1 << 20
+#: how much more a pump reads at once from a grown pipe
+BULK_READ_FACTOR = 2
+
+
+def grow_pipe(fd: int) -> bool:
+    """Grow the pipe ``fd`` to BULK_PIPE_SIZE; False if it is no pipe (a pty,
+    a socket) or the user's pipe allowance is spent."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, BULK_PIPE_SIZE)
+    except OSError:
+        return False
+    return True
 
 
 class OutputPump:
@@ -33,10 +52,12 @@ class OutputPump:
         self.loop, self.chan, self.fd = loop, chan, fd
         self.read_size = read_size
         self.on_end = on_end
-        self.send = chan.send_stderr if stderr else chan.send
+        self.stderr = stderr
         self.owned = owned
         self.ended = False
         self._draining = False
+        #: the pipe was grown, or that was tried (see grow_pipe)
+        self._grown = False
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._readable, when=self._may_read)
 
@@ -73,12 +94,18 @@ class OutputPump:
         if not data:
             self.end(True)
             return None
+        if len(data) == self.read_size and not self._grown:
+            # a full read: bulk output, worth a larger pipe and larger reads
+            self._grown = True
+            if grow_pipe(self.fd):
+                self.read_size *= BULK_READ_FACTOR
+        send, view = self.chan.transport.send_channel_data, memoryview(data)
         try:
-            while data:
-                sent = self.send(data)
+            while view:
+                sent = send(self.chan, view, self.stderr)
                 if not sent:
                     raise EOFError("channel closed")
-                data = data[sent:]
+                view = view[sent:]
         except (OSError, EOFError, socket.timeout, paramiko.SSHException):
             self.end(False)
             return None

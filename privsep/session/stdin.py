@@ -25,6 +25,7 @@ from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 from paramiko.message import Message
 
 from privsep.session.loop import EventLoop
+from privsep.session.pump import grow_pipe
 
 log = logging.getLogger("privsep.session")
 
@@ -53,6 +54,8 @@ class StdinSink:
         self._broken = False
         #: nothing more is written, fd is not ours any longer (or closed)
         self._done = False
+        #: the pipe was grown, or that was tried (pump.grow_pipe)
+        self._grown = False
         loop.add_writer(fd, self._flush, when=lambda: bool(self._backlog) and not self._done)
 
     # --- the client's side -----------------------------------------------------------
@@ -66,6 +69,9 @@ class StdinSink:
             return
         written = self._write(data)
         if written < len(data):
+            if not self._grown:  # the program reads slower than data comes
+                self._grown = True
+                grow_pipe(self.fd)
             self._backlog += memoryview(data)[written:]
         self._consumed(written)
 

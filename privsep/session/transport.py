@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import struct
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -215,6 +216,11 @@ def _message_type(data) -> int:
     return data[0] if data else 0
 
 
+#: CHANNEL_DATA's fixed fields (type, recipient, data length), and
+#: EXTENDED_DATA's (type, recipient, data type, length)
+_DATA_HEAD = struct.Struct(">BII")
+_EXTENDED_HEAD = struct.Struct(">BIII")
+
 #: A program's output, a forward's data: read no more while this much waits for the socket.
 OUTPUT_HIGH_WATER = 512 * 1024
 #: How long the last packets (a DISCONNECT) may wait for room before the socket closes.
@@ -393,6 +399,45 @@ class SessionTransport(ResumedTransport):
             super()._send_message(data)
         else:
             self._held.append(data)
+
+    def send_channel_data(self, chan: Channel, data, stderr: bool = False) -> int:
+        """A pump's read to the client: CHANNEL_DATA (EXTENDED_DATA for
+        stderr) packets of the client's maximum packet size, as many as the
+        window takes, with Channel.send's bookkeeping but no Message per
+        packet and one write for all (SessionPacketizer.send_messages).
+        The bytes sent: 0 once the channel is closed or its EOF sent.  While
+        packets are held back (a key exchange), paramiko's Channel.send,
+        which queues behind them.  A key exchange that is due starts first,
+        and one that falls due amid the packets starts before the rest
+        (which then wait for it), as sshd's packet layer does."""
+        self.rekey_if_due()
+        if not (self.active and self.clear_to_send.is_set()) or self._held:
+            return (chan.send_stderr if stderr else chan.send)(bytes(data))
+        with chan.lock:
+            if chan.closed or chan.eof_sent:
+                return 0
+            total = min(len(data), chan.out_window_size)
+            chan.out_window_size -= total
+            remote = chan.remote_chanid
+            # paramiko's Channel.send keeps 64 bytes of the packet for headers
+            step = max(chan.out_max_packet_size - 64, 1)
+        view = memoryview(data)
+        messages = []
+        for at in range(0, total, step):
+            piece = view[at:at + step]
+            head = (_EXTENDED_HEAD.pack(MSG_CHANNEL_EXTENDED_DATA, remote, 1, len(piece)) if stderr
+                    else _DATA_HEAD.pack(MSG_CHANNEL_DATA, remote, len(piece)))
+            messages.append((head, piece))
+        if messages:
+            chan.lastused = time.monotonic()
+            sent = self.packetizer.send_messages(messages)
+            if sent < len(messages):
+                self.rekey_if_due()
+                for head, piece in messages[sent:]:
+                    m = Message()
+                    m.add_bytes(head + bytes(piece))
+                    self._send_user_message(m)
+        return total
 
     def _send_user_message(self, data) -> None:
         """paramiko's channels send through this; its thread would wait on
