@@ -96,8 +96,11 @@ def test_bulk_both_ways_across_rekeys(privsep_server: Server, rekeying_server: S
     os.unlink(target)
     assert total == SIZE_MB * MB
     assert got == sent
-    # about one key exchange per MiB (the first one is the initial exchange)
-    assert up_kex > SIZE_MB // 2 and down_kex > SIZE_MB // 2, (up_kex, down_kex)
+    # about one key exchange per MiB (the first one is the initial exchange);
+    # fewer when the client starts them, as what is already in flight when its
+    # KEXINIT leaves arrives under the old keys (sshd: about 0.7 per MiB; this
+    # daemon, which keeps more in flight since it batches its writes, 0.5-0.6)
+    assert up_kex > SIZE_MB // 3 and down_kex > SIZE_MB // 3, (up_kex, down_kex)
     with capsys.disabled():
         print(f"\n  {SIZE_MB} MB rekeys by {who}: up {up_time:.1f}s ({up_kex} kex), "
               f"down {down_time:.1f}s ({down_kex} kex)")
