@@ -351,7 +351,7 @@ def test_real_utmp_seen_by_who(tmp_path: Path) -> None:
 
 needs_wtmpdb = pytest.mark.skipif(not wtmpdb.available() or shutil.which("wtmpdb") is None,
                                   reason="libwtmpdb0 and wtmpdb not installed (Debian 13 has "
-                                         "them; tests/test_vm.py's trixie guest runs this)")
+                                         "them; tests/test_vm.py checks `last` in its trixie guest)")
 
 
 @needs_wtmpdb
