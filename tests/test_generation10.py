@@ -245,6 +245,37 @@ def test_generation_9_still_forks(privsep_server: Server, user, tmp_path) -> Non
         held.close()
 
 
+# --- inetd mode ----------------------------------------------------------------------------
+
+#: In the login's command: comm and title of its parent (the session
+#: process) and grandparent (the monitor), one "comm|title" line each.
+_PARENTS = ('for p in $PPID $(ps -o ppid= -p $PPID); do '
+            'printf "%s|%s\\n" "$(cat /proc/$p/comm)" "$(ps -o args= -p $p)"; done')
+
+
+@pytest.mark.parametrize("gen", [9, 10])
+def test_inetd_mode_follows_the_generation(gen: int, user, pam_service, tmp_path) -> None:
+    """``-i`` as a ProxyCommand: in generation 10 the process execs
+    sshd-session in place, as OpenSSH 10's ``sshd -i`` does, so the monitor
+    and its session process have generation 10's titles and names; in 9 both
+    stay privsep-sshd."""
+    from tests.daemon import privsep_command
+    config = tmp_path / "sshd_config"
+    config.write_text(f"LogLevel VERBOSE\nPasswordAuthentication no\nProcessGeneration {gen}\n")
+    log = tmp_path / "inetd.log"
+    proxy = " ".join([*privsep_command(), "-i", "-f", str(config), "-E", str(log)])
+    argv = ["ssh", "-F", "/dev/null", "-o", f"ProxyCommand={proxy}", "-o",
+            "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+            "LogLevel=ERROR", "-o", "BatchMode=yes", "-i", str(user.key_path),
+            f"{user.name}@inetd-host", _PARENTS]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    prefix, comm = (SESSION_PREFIX, "sshd-session") if gen == 10 else ("privsep-sshd: ", "privsep-sshd")
+    assert result.stdout.splitlines() == [f"{comm}|{prefix}{user.name}@notty",
+                                          f"{comm}|{prefix}{user.name} [priv]"], result.stdout
+    assert f"Accepted publickey for {user.name} from UNKNOWN port 65535 ssh2" in log.read_text()
+
+
 # --- privsep-tree ---------------------------------------------------------------------
 
 def _tree(*args: str) -> subprocess.CompletedProcess:

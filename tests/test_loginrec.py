@@ -13,11 +13,12 @@ import shutil
 import stat
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from privsep.monitor import loginrec
+from privsep.monitor import loginrec, wtmpdb
 from privsep.monitor.loginrec import (
     DEAD_PROCESS, EMPTY, USER_PROCESS, LoginRecord, UtmpEntry, ensure_utmp,
     read_records, record_login, record_logout,
@@ -37,6 +38,7 @@ def files(tmp_path: Path) -> dict[str, str]:
         p = tmp_path / name
         p.touch()
         paths[name] = str(p)
+    paths["wtmpdb"] = str(tmp_path / "wtmp.db")  # made by libwtmpdb where it exists
     return paths
 
 
@@ -47,11 +49,12 @@ def login(files: dict[str, str], line: str = "pts/3", pid: int = 4242,
     record_login(LoginRecord(user=user, line=line, pid=pid, host=host,
                              addr=addr, time=when),
                  utmp_path=files["utmp"], wtmp_path=files["wtmp"],
-                 lastlog_path=files["lastlog"], uid=uid)
+                 lastlog_path=files["lastlog"], uid=uid, wtmpdb_path=files["wtmpdb"])
 
 
 def logout(files: dict[str, str], line: str = "pts/3", pid: int = 4242) -> None:
-    record_logout(line, pid, utmp_path=files["utmp"], wtmp_path=files["wtmp"])
+    record_logout(line, pid, utmp_path=files["utmp"], wtmp_path=files["wtmp"],
+                  wtmpdb_path=files["wtmpdb"])
 
 
 _DUMP_LINE = re.compile(r"^\[(\d+)\] \[(\d+)\] \[(.*?)\] \[(.*?)\] \[(.*?)\] "
@@ -332,13 +335,39 @@ def test_real_utmp_seen_by_who(tmp_path: Path) -> None:
         # who only lists entries whose pid is alive: use ours.
         record_login(LoginRecord(user=user, line=line, pid=os.getpid(),
                                  host="192.0.2.77", addr="192.0.2.77"),
-                     wtmp_path=str(wtmp))
+                     wtmp_path=str(wtmp), wtmpdb_path=str(tmp_path / "wtmp.db"))
         seen = _who_lines(line)
         assert len(seen) == 1
         assert seen[0][0] == user and seen[0][-1] == "(192.0.2.77)"
     finally:
-        record_logout(line, os.getpid(), wtmp_path=str(wtmp))
+        record_logout(line, os.getpid(), wtmp_path=str(wtmp), wtmpdb_path=str(tmp_path / "wtmp.db"))
     assert _who_lines(line) == []
     mine = [r for r in read_records(loginrec.UTMP_PATH) if r.line == line]
     assert [(r.type, r.user, r.pid) for r in mine] == [(DEAD_PROCESS, "", os.getpid())]
     assert [r.type for r in read_records(str(wtmp))] == [USER_PROCESS, DEAD_PROCESS]
+
+
+# --- wtmpdb (Debian 13) ----------------------------------------------------------
+
+needs_wtmpdb = pytest.mark.skipif(not wtmpdb.available() or shutil.which("wtmpdb") is None,
+                                  reason="libwtmpdb0 and wtmpdb not installed (Debian 13 has "
+                                         "them; tests/test_vm.py checks `last` in its trixie guest)")
+
+
+@needs_wtmpdb
+def test_wtmpdb_login_and_logout_read_back_by_wtmpdb_last(files: dict[str, str]) -> None:
+    """The entry sshd 10.0 writes: user, pts, host; closed by line at logout.
+    Read back by wtmpdb's own `last` (the `last` of Debian 13)."""
+    def last() -> list[str]:
+        done = subprocess.run(["wtmpdb", "last", "-f", files["wtmpdb"], "-w"],
+                              capture_output=True, text=True, check=True)
+        return [l for l in done.stdout.splitlines() if l.startswith("alice ")]
+    login(files, when=time.time())
+    (open_line,) = last()
+    assert open_line.split()[:3] == ["alice", "pts/3", "client.example"], open_line
+    assert "still logged in" in open_line
+    logout(files)
+    logout(files)  # a second logout finds no open entry and changes nothing
+    (closed,) = last()
+    assert closed.split()[:3] == ["alice", "pts/3", "client.example"], closed
+    assert "still logged in" not in closed and re.search(r" - \d\d:\d\d ", closed), closed

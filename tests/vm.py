@@ -12,15 +12,19 @@ build constants plus install.sh's package lists (with --test's) and the
 pins, so the guest already has every Debian package `make test` wants (the
 guest can reach Debian's mirror and PyPI through qemu's user-mode NAT, but it
 runs about 17 times slower than the host under TCG: what can be done once on
-the host is done once on the host).
+the host is done once on the host). For the same reason the image carries
+the wheelhouse in /root/wheels and install.sh's venv, /opt/privsep-sshd
+with the pinned dependencies, made in the tree as install.sh makes it (a
+machine where an older checkout was installed): the guest's install.sh
+then reinstalls only the package itself. Its --uninstall removes that venv,
+so the clean-clone checks (PRIVSEP_VM_FULL) install from nothing.
 
 ``VM`` boots a throwaway copy-on-write overlay of that image with
 ``qemu-system-x86_64 -accel tcg`` and user-mode networking that forwards two
 loopback ports of the host to the guest's 22 (Debian's sshd, used to run
 commands as root and as the reference) and 2222 (privsep-sshd).
-``push_checkout()`` copies the checkout's files, a git bundle of its HEAD
-(for a clean clone in the guest) and the image's wheelhouse into the guest,
-so that install.sh runs there exactly as on any machine, with pip pointed at
+``push_checkout()`` copies the checkout's files and a git bundle of its
+HEAD (for a clean clone in the guest) into the guest, so that install.sh runs there exactly as on any machine, with pip pointed at
 the wheelhouse (``install.sh --wheels DIR``, or PIP_NO_INDEX and
 PIP_FIND_LINKS in the environment of the README's own commands).
 """
@@ -95,6 +99,12 @@ GUEST_SETUP = [
 
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 
+#: install.sh's venv (its PREFIX), made in the tree with the pinned
+#: dependencies (not the test extra: `install.sh --enable` has none).
+VENV = "/opt/privsep-sshd"
+#: The wheelhouse's place in the guest (install.sh --wheels=GUEST_WHEELS).
+GUEST_WHEELS = "/root/wheels"
+
 
 def install_sh_packages(array: str = "PACKAGES") -> list[str]:
     """An array of install.sh (PACKAGES, TEST_PACKAGES), comments stripped."""
@@ -116,7 +126,7 @@ def guest_packages(suite: str) -> list[str]:
 def recipe(suite: str) -> str:
     return repr((suite, MIRROR, IMAGE_SIZE, guest_packages(suite), sorted(GUEST_FILES.items()),
                  GUEST_SETUP, KERNEL_CMDLINE, pinned_requirements(("test",)),
-                 (REPO / "constraints.txt").read_text(), 3))
+                 (REPO / "constraints.txt").read_text(), VENV, GUEST_WHEELS, 4))
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,11 @@ def _finish(suite: str, work: Path, tree: Path, log) -> None:
     shutil.copy(initrds[-1], work / "initrd.img")
     log(f"vm: wheelhouse with {suite}'s python3 (chroot)")
     _build_wheelhouse_in(tree, work / "wheels")
+    guest_wheels = tree / GUEST_WHEELS.lstrip("/")
+    shutil.rmtree(guest_wheels, ignore_errors=True)
+    shutil.copytree(work / "wheels", guest_wheels)
+    log(f"vm: install.sh's venv {VENV} (chroot)")
+    _make_venv_in(tree)
     # Without apt's downloaded .debs the image is much smaller.
     for deb in (tree / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
@@ -381,13 +396,19 @@ class VM:
         self.root(f"rm -rf {dest} && mkdir -p {dest} && tar -x -C {dest}", input=data)
 
     def push_checkout(self, dest: str = "/root/privsep-sshd",
-                      wheels_dest: str = "/root/wheels",
                       bundle_dest: str = "/root/privsep-sshd.bundle") -> None:
-        """The checkout's files (with uncommitted edits) in ``dest``, its
-        HEAD as a git bundle to clone from, and the wheelhouse."""
-        self.push_tar(checkout_tar(), dest)
-        self.root(f"cat > {bundle_dest}", input=git_bundle())
-        self.push_tar(tar_directory(self.image.wheels), wheels_dest)
+        """The checkout's files (with uncommitted edits) in ``dest`` and its
+        HEAD as a git bundle to clone from, in one ssh command. (The
+        wheelhouse is in the image, in GUEST_WHEELS.)"""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.addfile(_tar_member("checkout.tar", len(data := checkout_tar())),
+                        io.BytesIO(data))
+            tar.addfile(_tar_member("head.bundle", len(bundle := git_bundle())),
+                        io.BytesIO(bundle))
+        self.root(f"rm -rf {dest} && mkdir -p {dest} && t=$(mktemp -d) && tar -x -C $t && "
+                  f"tar -x -C {dest} -f $t/checkout.tar && mv $t/head.bundle {bundle_dest} && "
+                  f"rm -rf $t", input=buf.getvalue())
 
     def stop(self) -> None:
         if self.process is None:
@@ -439,12 +460,10 @@ def git_bundle() -> bytes:
         return path.read_bytes()
 
 
-def tar_directory(path: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for item in sorted(path.iterdir()):
-            tar.add(item, arcname=item.name)
-    return buf.getvalue()
+def _tar_member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, 0o600
+    return info
 
 
 def pinned_requirements(extras: tuple[str, ...] = ()) -> list[str]:
@@ -494,6 +513,25 @@ def _build_wheelhouse_in(tree: Path, dest: Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     shutil.move(str(inside / "wheels"), dest)
     shutil.rmtree(inside)
+
+
+def _make_venv_in(tree: Path) -> None:
+    """install.sh's venv with the pinned dependencies, made in the release's
+    tree by its python3 from the wheelhouse, with the commands install.sh
+    runs (make_venv, install_python_deps): the guest's install.sh finds
+    every pin present and installs only the package."""
+    shutil.rmtree(tree / VENV.lstrip("/"), ignore_errors=True)
+    shutil.copy(REPO / "constraints.txt", tree / "tmp/constraints.txt")
+    script = (f"set -e; /usr/bin/python3 -m venv {VENV}; "
+              f"{VENV}/bin/python -m pip install -q --disable-pip-version-check --no-index "
+              f"--find-links {GUEST_WHEELS} -c /tmp/constraints.txt --use-pep517 "
+              + " ".join(f"'{r}'" for r in pinned_requirements()))
+    env = dict(PATH="/usr/sbin:/usr/bin:/sbin:/bin", HOME="/root", LC_ALL="C.UTF-8")
+    done = subprocess.run(["chroot", str(tree), "sh", "-c", script], env=env,
+                          capture_output=True, text=True)
+    (tree / "tmp/constraints.txt").unlink()
+    if done.returncode != 0:
+        raise RuntimeError(f"the venv in the {tree} chroot failed:\n{done.stdout}{done.stderr}")
 
 
 def vagrantfile_demo_user_script() -> str:

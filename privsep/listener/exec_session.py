@@ -23,12 +23,15 @@ SESSION_PROGRAM = "privsep.monitor.session_program"
 
 def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
         startup_fd: int, config: ServerConfig | None = None,
-        close_fds: tuple[int, ...] = (), host_publics: list | None = None) -> NoReturn:
-    """In the listener's fresh child: close the listener's descriptors and
-    exec sshd-session; never returns.  The same arguments as monitor.main.run
-    (``host_publics`` unused: the fresh interpreter makes its own)."""
+        close_fds: tuple[int, ...] = (), host_publics: list | None = None,
+        new_session: bool = True) -> NoReturn:
+    """In the listener's fresh child (or, in inetd mode, in the process
+    itself, as OpenSSH 10's ``sshd -i`` execs sshd-session in place): close
+    the listener's descriptors and exec sshd-session; never returns.  The
+    same arguments as monitor.main.run (``host_publics`` unused: the fresh
+    interpreter makes its own)."""
     for fd in close_fds:
         os.close(fd)
-    bundle = SessionBundle(options, config, list(host_keys), logsetup.current)
+    bundle = SessionBundle(options, config, list(host_keys), logsetup.current, new_session)
     exec_program.exec_program(SESSION_PROGRAM, bundle,
                               {"sock": conn.fileno(), "startup": startup_fd})

@@ -4,6 +4,10 @@ Used as ``ssh -o ProxyCommand='privsep-sshd -i -f cfg' host``, as OpenSSH's
 own test suite drives sshd.  paramiko needs a socket, so when stdin and stdout
 are pipes a small relay process copies them to one end of a socketpair and
 the monitor gets the other end.  Runs as root, like the listener it replaces.
+
+The process model follows ProcessGeneration as the listener's does: in
+generation 10 the process execs the per-connection program (sshd-session)
+in place, as OpenSSH 10's ``sshd -i`` does; in 9 it becomes the monitor.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import socket
 import stat
 
+from privsep.listener import exec_session
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.config.servconf import ServerConfig, ServerOptions
@@ -68,5 +73,6 @@ def serve(options: ServerOptions, host_keys: list[HostKey], config: ServerConfig
     conn = _connection_from_stdio()
     startup_r, startup_w = os.pipe()
     os.close(startup_r)
-    monitor_main.run(conn, options, host_keys, startup_w, config, new_session=False)
+    run = exec_session.run if options.process_generation == 10 else monitor_main.run
+    run(conn, options, host_keys, startup_w, config, new_session=False)
     return 0  # not reached: the monitor exits

@@ -1,4 +1,5 @@
-"""Login records: utmp, wtmp and lastlog, as OpenSSH 9.2 leaves them on Debian 12.
+"""Login records: utmp, wtmp and lastlog, as OpenSSH 9.2 leaves them on Debian 12,
+and wtmpdb where libwtmpdb exists, as OpenSSH 10.0 does on Debian 13 (wtmpdb.py).
 
 Runs in the root monitor (OpenSSH's loginrec.c role). On Debian, sshd writes
 its records through glibc's login(), logout() and logwtmp(), so the layout and
@@ -31,6 +32,8 @@ import time as _time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
+
+from privsep.monitor import wtmpdb
 
 __all__ = [
     "UTMP_PATH", "WTMP_PATH", "LASTLOG_PATH",
@@ -146,8 +149,10 @@ class UtmpEntry:
 
 def record_login(rec: LoginRecord, utmp_path: str = UTMP_PATH,
                  wtmp_path: str = WTMP_PATH, lastlog_path: str = LASTLOG_PATH,
-                 uid: int | None = None) -> None:
-    """Write a USER_PROCESS record to utmp and wtmp, and lastlog if ``uid`` is given.
+                 uid: int | None = None, wtmpdb_path: str | None | bool = None) -> None:
+    """Write a USER_PROCESS record to utmp and wtmp, and lastlog if ``uid`` is given;
+    a login entry to wtmpdb where libwtmpdb exists (``wtmpdb_path``: None for
+    its default database, False for none).
 
     utmp slot: the one for the same ut_id (or ut_line when either id is empty),
     whatever process wrote it last; else the first EMPTY slot; else a new one
@@ -172,12 +177,17 @@ def record_login(rec: LoginRecord, utmp_path: str = UTMP_PATH,
     if uid is not None:
         ll = _LASTLOG.pack(sec, _raw(line), _raw(rec.host))
         steps.append(lambda: _lastlog_write(lastlog_path, uid, ll))
+    if wtmpdb_path is not False:
+        steps.append(lambda: wtmpdb.login(rec.user, line, rec.host, sec + usec / 1e6,
+                                          wtmpdb_path))
     _run_all(steps)
 
 
 def record_logout(line: str, pid: int, utmp_path: str = UTMP_PATH,
-                  wtmp_path: str = WTMP_PATH, timeout: float | None = None) -> None:
-    """Mark ``line`` logged out: DEAD_PROCESS in utmp (in place) and in wtmp (appended).
+                  wtmp_path: str = WTMP_PATH, timeout: float | None = None,
+                  wtmpdb_path: str | None | bool = None) -> None:
+    """Mark ``line`` logged out: DEAD_PROCESS in utmp (in place) and in wtmp
+    (appended), and the line's open wtmpdb entry closed (as record_login).
 
     utmp: the USER_PROCESS or LOGIN_PROCESS slot with this line, this line's
     id and ``pid`` (the one this login wrote) gets type 8, empty user and
@@ -193,10 +203,13 @@ def record_logout(line: str, pid: int, utmp_path: str = UTMP_PATH,
     dead = UtmpEntry(type=DEAD_PROCESS, pid=pid, line=line, id="", user="",
                      host="", exit_termination=0, exit_status=0, session=0,
                      tv_sec=sec, tv_usec=usec, addr="")
-    _run_all([
+    steps: list[Callable[[], None]] = [
         lambda: _utmp_logout(utmp_path, _raw(line), pid, sec, usec, timeout),
         lambda: _append_record(wtmp_path, dead.to_bytes(), timeout),
-    ])
+    ]
+    if wtmpdb_path is not False:
+        steps.append(lambda: wtmpdb.logout(line, sec + usec / 1e6, wtmpdb_path))
+    _run_all(steps)
 
 
 def ensure_utmp(path: str = UTMP_PATH) -> bool:

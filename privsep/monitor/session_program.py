@@ -22,6 +22,8 @@ class SessionBundle:
     config: object  # ServerConfig | None: the Match blocks
     host_keys: list  # list[HostKey]: public halves and paths only
     log: tuple  # common/log.py's setup arguments
+    #: False in inetd mode (-i): the monitor keeps the session it was started in
+    new_session: bool = True
 
 
 def main() -> int:
@@ -43,4 +45,4 @@ def main() -> int:
     logsetup.setup(*bundle.log)
     conn = socket.socket(fileno=fds["sock"])
     monitor_main.run(conn, bundle.options, bundle.host_keys, fds["startup"],  # type: ignore[arg-type]
-                     bundle.config)  # type: ignore[arg-type]
+                     bundle.config, new_session=bundle.new_session)  # type: ignore[arg-type]
