@@ -144,8 +144,10 @@ def test_umac_rekeys_both_ways(all_on_server: Server, rekeying_server: Server, u
     options = ["Ciphers=aes128-ctr"] + (["RekeyLimit=1M"] if who == "client" else [])
     got, up, down = round_trip(server, user, options, flags=["-m", mac])
     assert got["server->client"] == got["client->server"] == ("aes128-ctr", mac, "none")
+    # as in test_rekeys_both_ways: each key exchange also covers what was in
+    # flight while it ran, so 16 MB gives 6 to 16 of them
     for stderr in (up, down):
-        assert stderr.count(b"SSH2_MSG_KEXINIT received") > 8, stderr[-2000:]
+        assert stderr.count(b"SSH2_MSG_KEXINIT received") >= 6, stderr[-2000:]
 
 
 @pytest.mark.parametrize("mac", UMACS)
