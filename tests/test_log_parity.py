@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.daemon import Server, ssh, ssh_argv, wait_until
+from tests.daemon import Server, ssh, ssh_argv, ssh_background, wait_until
 from tests.userutil import TestUser
 
 # the port the harness's readiness probe and each client came from, pids
@@ -172,11 +172,25 @@ def _mux(server: Server, user: TestUser) -> None:
         master.wait()
 
 
+def _killed_client(server: Server, user: TestUser) -> None:
+    """A pty session whose client is killed (SIGKILL): the connection ends
+    with no DISCONNECT, the client's kernel closing the socket."""
+    client = ssh_background(server, user, "sleep 60", tty=True)
+    try:
+        wait_until(lambda: "Starting session: command on pts/" in server.log_text()
+                   or client.poll() is not None)
+        assert client.poll() is None, client.stderr.read()
+    finally:
+        client.kill()
+        client.wait()
+
+
 # name: (scenario, extra server config, regular expression of the last line)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "publickey": (_key, (), r"^Disconnected from user "),
     "publickey-pty": (_key_tty, (), r"^Disconnected from user "),
     "multiplexed": (_mux, (), r"^Disconnected from user "),
+    "killed-client": (_killed_client, (), r"^Closing connection to "),
     "password": (_password, (), r"^Disconnected from user "),
     "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
     "keyboard-interactive": (_kbdint, ("KbdInteractiveAuthentication yes",),

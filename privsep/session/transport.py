@@ -39,6 +39,12 @@ from privsep.session.timeouts import SERVER_OPENED_TYPES
 log = logging.getLogger("privsep.session")
 
 
+class ConnectionClosed(EOFError):
+    """The client's end closed the socket (a read returned nothing) with no
+    DISCONNECT: sshd's server loop then ends with its own lines (main.py),
+    where an EOFError from a failed write does not."""
+
+
 class Connection(Protocol):
     """What the transport asks of the session process (session.SessionProcess)."""
 
@@ -281,7 +287,7 @@ class SessionTransport(ResumedTransport):
     def _readable(self) -> None:
         def step() -> None:
             if not self.packetizer.take():
-                raise EOFError()
+                raise ConnectionClosed()
             self._process()
         self._guarded(step)
 
