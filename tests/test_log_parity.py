@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -16,7 +17,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.daemon import Server, ssh, ssh_argv, ssh_background, wait_until
+from tests.daemon import Server, processes, ssh, ssh_argv, ssh_background, wait_until
 from tests.userutil import TestUser
 
 # the port the harness's readiness probe and each client came from, pids
@@ -189,12 +190,32 @@ def _killed_client(server: Server, user: TestUser) -> None:
         client.wait()
 
 
+def _reset_client(server: Server, user: TestUser) -> None:
+    """A pty session pouring out output whose client is stopped, then
+    killed with that output unread: its kernel answers with a reset, and
+    the server's read fails (sshd: "Read error", and nothing more).  The
+    program is hung up all the same."""
+    client = ssh_background(server, user, "yes", tty=True)
+    try:
+        wait_until(lambda: "Starting session: command on pts/" in server.log_text()
+                   or client.poll() is not None)
+        assert client.poll() is None, client.stderr.read()
+        os.kill(client.pid, signal.SIGSTOP)
+        time.sleep(1)  # the socket's buffers fill up
+    finally:
+        client.kill()
+        client.wait()
+    wait_until(lambda: not any(proc.uid == user.uid and proc.args == "yes"
+                               for proc in processes().values()))
+
+
 # name: (scenario, extra server config, regular expression of the last line)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "publickey": (_key, (), r"^Disconnected from user "),
     "publickey-pty": (_key_tty, (), r"^Disconnected from user "),
     "multiplexed": (_mux, (), r"^Disconnected from user "),
     "killed-client": (_killed_client, (), r"^Closing connection to "),
+    "reset-client": (_reset_client, (), r"^Read error from remote host "),
     "password": (_password, (), r"^Disconnected from user "),
     "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
     "keyboard-interactive": (_kbdint, ("KbdInteractiveAuthentication yes",),

@@ -245,13 +245,13 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     session_pid, status = monitor.child_pid, monitor.wait_child()
     trace(log, "monitor", "session process %d exited (wait status %d): logout", session_pid, status)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
-    if code in (0, session_main.EXIT_CONNECTION_CLOSED):
+    if code in (0, session_main.EXIT_LOGGED_END):
         monitor.session_unfinished = False  # it hung up its programs itself
     # The logout records and PAM's close before the last word, as with sshd:
     # whoever reads "Disconnected" finds the login closed.
     monitor.cleanup()
     # No last word of ours after sshd's fatal() or after the session's own
-    # "Closing connection" (a client gone without a DISCONNECT).
-    if code not in (SESSION_FATAL, session_main.EXIT_CONNECTION_CLOSED):
+    # last lines (a client gone without a DISCONNECT).
+    if code not in (SESSION_FATAL, session_main.EXIT_LOGGED_END):
         log.info("Disconnected from user %s %s", monitor.state.user, monitor.peer)
     return 0

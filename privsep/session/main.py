@@ -28,16 +28,17 @@ from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
 from privsep.session.session import SessionProcess, SessionServer
 from privsep.session.timeouts import ChannelTimeouts, UnusedConnection
-from privsep.session.transport import ConnectionClosed, SessionTransport
+from privsep.session.transport import ConnectionClosed, ReadError, SessionTransport
 from privsep.wire import messages as wire
 
 log = logging.getLogger("privsep.session")
 
-#: the session process's status when the client closed the connection with
-#: no DISCONNECT: it has written sshd's last lines for that ("Transferred",
-#: "Closing connection"), and the monitor adds no "Disconnected from user"
-#: (which sshd writes only for a DISCONNECT it read)
-EXIT_CONNECTION_CLOSED = 3
+#: the session process's status when the client went without a DISCONNECT
+#: (the socket closed, or a read error): it has written sshd's last lines
+#: for that ("Closing connection", "Read error"), hung up its programs, and
+#: the monitor adds no "Disconnected from user" (which sshd writes only for
+#: a DISCONNECT it read)
+EXIT_LOGGED_END = 3
 
 
 def _client_alive(loop: EventLoop, process: SessionProcess, interval: int, count_max: int) -> None:
@@ -212,6 +213,9 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
                   transport_setup.failure_text(failure))
     if isinstance(failure, ConnectionClosed):  # serverloop.c's process_input
         verbose(log, "Connection closed by %s port %d", peer.addr, peer.port)
+    if isinstance(failure, ReadError):  # there too, and then sshd's cleanup_exit
+        verbose(log, "Read error from remote host %s port %d: %s", peer.addr, peer.port,
+                failure.strerror)
     if isinstance(failure, EOFError):
         process.close_all()  # the client closed the socket without a DISCONNECT
     process.forwarding.close_all()
@@ -224,10 +228,12 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
             except (ProcessLookupError, PermissionError):
                 pass
         process.release_pty(session)
+    if isinstance(failure, ReadError):
+        return EXIT_LOGGED_END
     if not isinstance(failure, ConnectionClosed):
         return 0
     _log_transferred(transport, peer)
-    return EXIT_CONNECTION_CLOSED
+    return EXIT_LOGGED_END
 
 
 def _log_transferred(transport: SessionTransport, peer: Peer) -> None:
