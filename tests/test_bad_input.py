@@ -3,6 +3,7 @@ the listener and another user's live session are untouched."""
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 
@@ -169,7 +170,10 @@ def test_client_vanishes_mid_transfer(privsep_server: Server, user, bystander) -
     assert len(client.stdout.read(1 << 20)) == 1 << 20
     client.kill()
     client.wait()
-    privsep_server.wait_for_log(f"Disconnected from user {user.name} 127.0.0.1")
+    # sshd's last line for a client gone without a DISCONNECT: a reset
+    # (our output unread) or a plain close, as the kernel decides
+    wait_until(lambda: re.search(r"^(Read error from remote host|Closing connection to) "
+                                 r"127\.0\.0\.1 port \d+", privsep_server.log_text(), re.M))
     wait_until(lambda: not [p for p in descendants(privsep_server.pid)
                             if p.uid == user.uid and "cat /dev/zero" in p.args])
     _still_alive(privsep_server, bystander)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -16,7 +17,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.daemon import Server, ssh, ssh_argv, wait_until
+from tests.daemon import Server, processes, ssh, ssh_argv, ssh_background, wait_until
 from tests.userutil import TestUser
 
 # the port the harness's readiness probe and each client came from, pids
@@ -25,6 +26,10 @@ _NORMALISE = [
     (re.compile(r"\bpid \d+"), "pid N"),
     # the kernel's next free pty, shared with whatever else runs here
     (re.compile(r"\bpts/\d+"), "pts/N"),
+    # packet bytes: each daemon's own KEXINIT, EXT_INFO and host keys differ
+    # (test_verbose_killed_client checks the numbers themselves)
+    (re.compile(r"^Transferred: sent \d+, received \d+ bytes$"),
+     "Transferred: sent N, received N bytes"),
 ]
 
 
@@ -172,11 +177,45 @@ def _mux(server: Server, user: TestUser) -> None:
         master.wait()
 
 
+def _killed_client(server: Server, user: TestUser) -> None:
+    """A pty session whose client is killed (SIGKILL): the connection ends
+    with no DISCONNECT, the client's kernel closing the socket."""
+    client = ssh_background(server, user, "sleep 60", tty=True)
+    try:
+        wait_until(lambda: "Starting session: command on pts/" in server.log_text()
+                   or client.poll() is not None)
+        assert client.poll() is None, client.stderr.read()
+    finally:
+        client.kill()
+        client.wait()
+
+
+def _reset_client(server: Server, user: TestUser) -> None:
+    """A pty session pouring out output whose client is stopped, then
+    killed with that output unread: its kernel answers with a reset, and
+    the server's read fails (sshd: "Read error", and nothing more).  The
+    program is hung up all the same."""
+    client = ssh_background(server, user, "yes", tty=True)
+    try:
+        wait_until(lambda: "Starting session: command on pts/" in server.log_text()
+                   or client.poll() is not None)
+        assert client.poll() is None, client.stderr.read()
+        os.kill(client.pid, signal.SIGSTOP)
+        time.sleep(1)  # the socket's buffers fill up
+    finally:
+        client.kill()
+        client.wait()
+    wait_until(lambda: not any(proc.uid == user.uid and proc.args == "yes"
+                               for proc in processes().values()))
+
+
 # name: (scenario, extra server config, regular expression of the last line)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "publickey": (_key, (), r"^Disconnected from user "),
     "publickey-pty": (_key_tty, (), r"^Disconnected from user "),
     "multiplexed": (_mux, (), r"^Disconnected from user "),
+    "killed-client": (_killed_client, (), r"^Closing connection to "),
+    "reset-client": (_reset_client, (), r"^Read error from remote host "),
     "password": (_password, (), r"^Disconnected from user "),
     "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
     "keyboard-interactive": (_kbdint, ("KbdInteractiveAuthentication yes",),
@@ -237,7 +276,10 @@ SILENT = ""
 
 
 def _compare(server_with, user: TestUser, level: str, name: str,
-             last_at_level: str | None = None) -> list[str]:
+             last_at_level: str | None = None,
+             raw: dict[str, str] | None = None) -> list[str]:
+    """Both daemons' normalised logs for the scenario, asserted equal;
+    ``raw``, when given, gets each one's log as written."""
     scenario, extra, last = SCENARIOS[name]
     logs = {}
     for kind in ("openssh", "privsep"):
@@ -247,6 +289,8 @@ def _compare(server_with, user: TestUser, level: str, name: str,
         scenario(server, user)
         logs[kind] = settled_log(server, None if last_at_level == SILENT
                                  else last_at_level or last)
+        if raw is not None:
+            raw[kind] = server.log_text()
     if name in RACING_CLOSE:
         for kind in logs:
             logs[kind] = _without_racing_close(logs[kind], user)
@@ -312,6 +356,38 @@ def test_verbose_close_session(server_with, user: TestUser) -> None:
     assert len(lines[start:]) == len(expected), lines
     for line, pattern in zip(lines[start:], expected):
         assert re.fullmatch(pattern, line), (line, pattern)
+
+
+_TRANSFERRED = re.compile(r"^Transferred: sent (\d+), received (\d+) bytes$", re.M)
+
+
+def test_verbose_killed_client(server_with, user: TestUser) -> None:
+    """A client killed in a pty session: sshd's four last lines, in its
+    order, with no "Disconnected from user" (no DISCONNECT came); and
+    byte counts near sshd's.  What the client sent is the same packets to
+    both (measured equal: 3472); what each server sent differs by its own
+    KEXINIT, EXT_INFO, key exchange reply and hostkeys-00 (measured 3476
+    here, 3824 for sshd), hence the margins."""
+    raw: dict[str, str] = {}
+    lines = _compare(server_with, user, "VERBOSE", "killed-client", raw=raw)
+    peer = r"127\.0\.0\.1 port N"
+    expected = [
+        rf"Starting session: command on pts/N for {user.name} from {peer} id 0",
+        rf"Connection closed by {peer}",
+        rf"Close session: user {user.name} from {peer} id 0",
+        r"Transferred: sent N, received N bytes",
+        rf"Closing connection to {peer}",
+    ]
+    start = max(i for i, line in enumerate(lines) if line.startswith("Starting session"))
+    assert len(lines[start:]) == len(expected), lines
+    for line, pattern in zip(lines[start:], expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    (ours_sent, ours_received), (sshd_sent, sshd_received) = (
+        tuple(map(int, _TRANSFERRED.findall(raw[kind])[-1])) for kind in ("privsep", "openssh"))
+    numbers = (ours_sent, ours_received, sshd_sent, sshd_received)
+    assert min(numbers) > 0, numbers
+    assert abs(ours_received - sshd_received) <= sshd_received // 10, numbers
+    assert abs(ours_sent - sshd_sent) <= sshd_sent * 15 // 100, numbers
 
 
 def test_error_level(server_with, user: TestUser) -> None:

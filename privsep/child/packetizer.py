@@ -67,6 +67,19 @@ class CipherPacketizer(Packetizer):
     #: the chacha20-poly1305 state of each direction, None for any other cipher
     _chacha_in: ChaChaPoly | None = None
     _chacha_out: ChaChaPoly | None = None
+    #: sshd's whole-connection counts (packet.c p_send.bytes, p_read.bytes):
+    #: each packet's length field plus 4, MACs and tags left out, never
+    #: reset by a rekey (paramiko's own counters are), and carried across
+    #: the hand-off (DirectionState.total).  "Transferred:" writes them.
+    total_sent: int = 0
+    total_received: int = 0
+
+    def _build_packet(self, payload) -> bytes:
+        """paramiko's packet (length field, padding length, payload,
+        padding), counted: both send paths build each packet here once."""
+        packet = super()._build_packet(payload)
+        self.total_sent += len(packet)
+        return packet
 
     def set_outbound_cipher(self, block_engine, *args, **kwargs) -> None:
         super().set_outbound_cipher(block_engine, *args, **kwargs)
@@ -104,7 +117,12 @@ class CipherPacketizer(Packetizer):
     def read_message(self):
         engine = self._chacha_in
         if engine is None:
-            return super().read_message()
+            # paramiko adds length + MAC size + 4 to its counter per packet
+            before = self._Packetizer__received_bytes
+            result = super().read_message()
+            self.total_received += (self._Packetizer__received_bytes - before
+                                    - self._Packetizer__mac_size_in)
+            return result
         seqno = self._Packetizer__sequence_number_in
         head = self.read_all(4, check_rekey=True)
         size = engine.open_length(seqno, head)
@@ -131,6 +149,7 @@ class CipherPacketizer(Packetizer):
         if seqno == 0xFFFFFFFF and not self._initial_kex_done:
             raise SSHException("Sequence number rolled over during initial kex!")
         self._count_received(size + TAG_SIZE + 4)
+        self.total_received += size + 4
         return payload[0], msg
 
     def _count_received(self, raw: int) -> None:

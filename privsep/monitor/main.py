@@ -244,11 +244,14 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
         return 1
     session_pid, status = monitor.child_pid, monitor.wait_child()
     trace(log, "monitor", "session process %d exited (wait status %d): logout", session_pid, status)
-    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+    if code in (0, session_main.EXIT_LOGGED_END):
         monitor.session_unfinished = False  # it hung up its programs itself
     # The logout records and PAM's close before the last word, as with sshd:
     # whoever reads "Disconnected" finds the login closed.
     monitor.cleanup()
-    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == SESSION_FATAL):
+    # No last word of ours after sshd's fatal() or after the session's own
+    # last lines (a client gone without a DISCONNECT).
+    if code not in (SESSION_FATAL, session_main.EXIT_LOGGED_END):
         log.info("Disconnected from user %s %s", monitor.state.user, monitor.peer)
     return 0

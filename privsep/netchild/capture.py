@@ -84,6 +84,7 @@ class CapturingTransport(CipherTransportMixin, paramiko.Transport):
             packets=pkt_get(p, counters[0]),
             bytes=pkt_get(p, counters[1]),
             compression=compression,
+            total=p.total_sent if suffix == "out" else p.total_received,
         )
 
     def capture_state(self) -> TransportState:

@@ -28,10 +28,17 @@ from privsep.session.loop import EventLoop
 from privsep.session.policy import SessionPolicy
 from privsep.session.session import SessionProcess, SessionServer
 from privsep.session.timeouts import ChannelTimeouts, UnusedConnection
-from privsep.session.transport import SessionTransport
+from privsep.session.transport import ConnectionClosed, ReadError, SessionTransport
 from privsep.wire import messages as wire
 
 log = logging.getLogger("privsep.session")
+
+#: the session process's status when the client went without a DISCONNECT
+#: (the socket closed, or a read error): it has written sshd's last lines
+#: for that ("Closing connection", "Read error"), hung up its programs, and
+#: the monitor adds no "Disconnected from user" (which sshd writes only for
+#: a DISCONNECT it read)
+EXIT_LOGGED_END = 3
 
 
 def _client_alive(loop: EventLoop, process: SessionProcess, interval: int, count_max: int) -> None:
@@ -151,18 +158,19 @@ def run(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportS
     try:
         for fd in close_fds:
             os.close(fd)
-        _serve(conn, channel_sock, state, pw, pam_env, options, host_publics, peer,
-               login_messages, key_options, monitor_pid)
+        code = _serve(conn, channel_sock, state, pw, pam_env, options, host_publics, peer,
+                      login_messages, key_options, monitor_pid)
     except BaseException:
         log.critical("session process failed", exc_info=True)
         os._exit(1)
-    os._exit(0)
+    os._exit(code)
 
 
 def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.TransportState,
            pw: pwd.struct_passwd, pam_env: dict[str, str], options: ServerOptions,
            host_publics: list[paramiko.PKey], peer: Peer,
-           login_messages: tuple[str, ...], key_options: tuple, monitor_pid: int) -> None:
+           login_messages: tuple[str, ...], key_options: tuple, monitor_pid: int) -> int:
+    """Serve the connection as the user; the process's exit status."""
     jails: list[chroot.Jail] = []
     ids.become_user(pw, before_uid=lambda: jails.append(_enter_jail(options, pw)))
     jail = jails[0] if jails else chroot.Jail()
@@ -203,6 +211,11 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
         # the dispatch caught it; say what it was, as sshd's fatal does
         log.error("ssh_dispatch_run_fatal: Connection from user %s %s: %s", pw.pw_name, peer,
                   transport_setup.failure_text(failure))
+    if isinstance(failure, ConnectionClosed):  # serverloop.c's process_input
+        verbose(log, "Connection closed by %s port %d", peer.addr, peer.port)
+    if isinstance(failure, ReadError):  # there too, and then sshd's cleanup_exit
+        verbose(log, "Read error from remote host %s port %d: %s", peer.addr, peer.port,
+                failure.strerror)
     if isinstance(failure, EOFError):
         process.close_all()  # the client closed the socket without a DISCONNECT
     process.forwarding.close_all()
@@ -215,3 +228,19 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
             except (ProcessLookupError, PermissionError):
                 pass
         process.release_pty(session)
+    if isinstance(failure, ReadError):
+        return EXIT_LOGGED_END
+    if not isinstance(failure, ConnectionClosed):
+        return 0
+    _log_transferred(transport, peer)
+    return EXIT_LOGGED_END
+
+
+def _log_transferred(transport: SessionTransport, peer: Peer) -> None:
+    """sshd's last two lines once its server loop has ended (sshd.c, after
+    do_authenticated): the packet bytes of the whole connection, then the
+    goodbye."""
+    packetizer = transport.packetizer
+    verbose(log, "Transferred: sent %d, received %d bytes", packetizer.total_sent,
+            packetizer.total_received)
+    verbose(log, "Closing connection to %s port %d", peer.addr, peer.port)

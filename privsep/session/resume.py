@@ -119,11 +119,13 @@ class ResumedTransport(CipherTransportMixin, paramiko.Transport):
             pkt_set(p, "sequence_number_out", d.seqno)
             pkt_set(p, "sent_packets", d.packets)
             pkt_set(p, "sent_bytes", d.bytes)
+            p.total_sent = d.total
         else:
             p.set_inbound_cipher(iv_in=d.aead_iv if aead else None, **common)
             pkt_set(p, "sequence_number_in", d.seqno)
             pkt_set(p, "received_packets", d.packets)
             pkt_set(p, "received_bytes", d.bytes)
+            p.total_received = d.total
         compressors = self._compression_info[d.compression]
         if compressors[0] is not None:
             if outbound:

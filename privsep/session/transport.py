@@ -40,6 +40,18 @@ from privsep.session.timeouts import SERVER_OPENED_TYPES
 log = logging.getLogger("privsep.session")
 
 
+class ConnectionClosed(EOFError):
+    """The client's end closed the socket (a read returned nothing) with no
+    DISCONNECT: sshd's server loop then ends with its own lines (main.py),
+    where an EOFError from a failed write does not."""
+
+
+class ReadError(OSError):
+    """Reading the client's socket failed (a reset: the client died with our
+    data unread): sshd's server loop writes "Read error from remote host"
+    and exits at once (main.py)."""
+
+
 class Connection(Protocol):
     """What the transport asks of the session process (session.SessionProcess)."""
 
@@ -286,8 +298,12 @@ class SessionTransport(ResumedTransport):
 
     def _readable(self) -> None:
         def step() -> None:
-            if not self.packetizer.take():
-                raise EOFError()
+            try:
+                more = self.packetizer.take()
+            except OSError as exc:  # not EAGAIN or EINTR: take() handles those
+                raise ReadError(exc.errno, exc.strerror) from None
+            if not more:
+                raise ConnectionClosed()
             self._process()
         self._guarded(step)
 

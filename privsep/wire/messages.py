@@ -272,6 +272,10 @@ class DirectionState:
     #: "none", or "zlib@openssh.com": delayed compression, which begins with
     #: the hand-off, so that its streams cross it still empty.
     compression: str = "none"
+    #: sshd's count for the whole connection so far (packet.c p_*.bytes):
+    #: every packet's length field + 4, never reset; ``bytes`` above is
+    #: paramiko's, since the last key exchange, for RekeyLimit.
+    total: int = 0
 
 
 @dataclass(frozen=True)
