@@ -237,6 +237,7 @@ class SessionPacketizer(ResumedPacketizer):
         # one join, then one cipher pass: cheaper than encrypting the pieces
         # one by one, which leaves the data off the cipher's block boundary
         packet = b"".join((_U32.pack(1 + size + pad), _PAD_LENGTH[pad], head, data, padding))
+        self.total_sent += 5 + size + pad  # sshd's count, as CipherPacketizer._build_packet's
         self._sealed(seqno, self._chacha_out.seal(seqno, packet))
 
     def _seal_gcm(self, head: bytes, data) -> None:
@@ -244,6 +245,7 @@ class SessionPacketizer(ResumedPacketizer):
         padding = self._padding(size)
         pad = len(padding)
         length = _U32.pack(1 + size + pad)
+        self.total_sent += 5 + size + pad  # sshd's count, as CipherPacketizer._build_packet's
         iv = self._Packetizer__iv_out
         sealed = self._Packetizer__block_engine_out.encrypt(
             iv, b"".join((_PAD_LENGTH[pad], head, data, padding)), length)
