@@ -27,7 +27,8 @@ def public_keys(keys: list[HostKey]) -> list[paramiko.PKey]:
             public = paramiko.PKey.from_type_string(k.key_type, k.blob)
         if k.certificate:
             public.load_certificate(Message(k.certificate))
-        _pin_blob(public, k.blob)
+        if isinstance(public, paramiko.PKey):  # DSSPublicKey: frozen, and keeps its blob
+            _pin_blob(public, k.blob)
         publics.append(public)
     return publics
 
