@@ -223,11 +223,18 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     ours, theirs = make_pair()
     parent = os.getpid()
     gc.freeze()  # as the listener's: the child's collections leave our pages shared
+    # The child waits for this pipe's EOF, so that "User child is on pid"
+    # precedes whatever it logs first (a refused chroot), as in sshd's log.
+    logged, after_log = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(after_log)
+        os.read(logged, 1)
+        os.close(logged)
         session_main.run(conn, theirs, state, monitor.pw, env, monitor.options, publics,
                          monitor.peer, monitor.login_messages, monitor.key_options,
                          close_fds=(ours.fileno(),), monitor_pid=parent)
+    os.close(logged)
     theirs.close()
     # The connection stays open here too, as in sshd's [priv]: the kernel's
     # TCP socket belongs to the login until its monitor is done.
@@ -235,6 +242,7 @@ def _run_session(monitor: Monitor, conn: socket.socket, state: wire.TransportSta
     monitor.session_unfinished = True
     trace(log, "monitor", "forked session process %d (uid %d)", pid, monitor.pw.pw_uid)
     verbose(log, "User child is on pid %d", pid)
+    os.close(after_log)
     channel = MonitorChannel(ours)
     try:
         result = serve_phase(monitor, channel, "session")
