@@ -276,3 +276,23 @@ def test_match_rdomain_on_a_connection_as_sshd(server_with, user, pattern: str,
         seen[kind] = result.stdout.decode().strip()
     assert seen["privsep"] == seen["openssh"] == (
         "rdomain-block" if matched else "no-block"), seen
+
+
+def _ext_info(stderr: bytes) -> dict[str, str]:
+    """The server's EXT_INFO as `ssh -v` prints it: name -> value."""
+    return dict(re.findall(r"kex_input_ext_info: ([^=\s]+)=<([^>]*)>", stderr.decode()))
+
+
+@pytest.mark.parametrize("config", [(), ("PubkeyAcceptedAlgorithms ssh-ed25519",)])
+def test_ext_info_as_sshd(server_with, user, config: tuple[str, ...]) -> None:
+    """server-sig-algs is every signature algorithm sshd knows, in its key
+    table's order, whatever PubkeyAcceptedAlgorithms allows; and
+    publickey-hostbound follows it."""
+    seen = {}
+    for kind in KINDS:
+        result = ssh(server_with(*config, kind=kind), user, "true", flags=["-v"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        seen[kind] = _ext_info(result.stderr)
+    assert seen["privsep"] == seen["openssh"], seen
+    assert seen["openssh"]["server-sig-algs"].startswith("ssh-ed25519,sk-ssh-ed25519")
+    assert list(seen["openssh"]) == ["server-sig-algs", "publickey-hostbound@openssh.com"]

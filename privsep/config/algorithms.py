@@ -20,6 +20,23 @@ _KEY_ALGORITHMS_92 = (
     "rsa-sha2-512", "rsa-sha2-256",
 )
 
+#: EXT_INFO's server-sig-algs as sshd sends it (kex.c: every plain signature
+#: algorithm its key table knows, in that table's order, whatever
+#: PubkeyAcceptedAlgorithms says; Debian 12's build, read from ``ssh -v``).
+#: OpenSSH 10 compiles DSA out, so generation 10 leaves ssh-dss off.
+SERVER_SIG_ALGS_92 = (
+    "ssh-ed25519", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "webauthn-sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss", "ssh-rsa", "rsa-sha2-256",
+    "rsa-sha2-512",
+)
+
+
+def server_sig_algs(generation: int) -> str:
+    """server-sig-algs for the imitated OpenSSH generation (9 or 10)."""
+    return ",".join(a for a in SERVER_SIG_ALGS_92 if generation != 10 or a != "ssh-dss")
+
+
 #: What this daemon offers when nothing is configured, in its order of
 #: preference: OpenSSH 9.2's defaults (myproposal.h; Debian 12 also knows
 #: sntrup761's IANA name; the umac MACs from libnettle, child/umac.py), and

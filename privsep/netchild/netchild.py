@@ -27,6 +27,7 @@ from privsep.child.packetizer import CipherPacketizer, pkt_get
 from privsep.netchild.capture import CapturingTransport
 from privsep.common.channel import MonitorChannel
 from privsep.child.monitor_client import MonitorClient, MonitorLogHandler
+from privsep.config import algorithms
 from privsep.config.servconf import ServerOptions
 from privsep.child import hostkey_proxy, transport_setup
 from privsep.common.trace import trace
@@ -235,6 +236,8 @@ class NetTransport(CapturingTransport):
 
     #: the client's identification was refused (the monitor wrote why)
     banner_refused = False
+    #: the OpenSSH generation imitated (ProcessGeneration): its server-sig-algs
+    process_generation = 9
 
     def _check_banner(self):
         """sshd permits no line before a client's identification: the first
@@ -292,9 +295,7 @@ class NetTransport(CapturingTransport):
             self.server_sig_algs = wanted
         if send and not self.initial_kex_done:
             transport_setup.send_ext_info(self, {
-                # signature algorithms: sshd lists no certificate types
-                "server-sig-algs": ",".join(a for a in self.preferred_pubkeys
-                                            if not a.endswith("-cert-v01@openssh.com")),
+                "server-sig-algs": algorithms.server_sig_algs(self.process_generation),
                 hostbound.EXT_INFO_NAME: hostbound.EXT_INFO_VALUE})
 
     def _parse_ext_info(self, m):
@@ -491,6 +492,7 @@ def _serve(sock: socket.socket, channel_sock: socket.socket, options: ServerOpti
     transport = NetTransport(sock, monitor)
     transport_setup.configure(transport, options, monitor.gex_group)
     transport.packetizer.already_sent = f"{transport.local_version}\r\n".encode()
+    transport.process_generation = options.process_generation
     hostkey_proxy.install_on(transport, host_publics, monitor.sign)
     transport.server_mode = True
     transport.server_object = server = NetServer(monitor, options, banner, peer)
