@@ -117,10 +117,21 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited: {self.log_text()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
+                probe = socket.create_connection(("127.0.0.1", self.port), timeout=1)
             except OSError:
                 time.sleep(0.05)
+                continue
+            with probe:
+                # Read the identification before closing: closed with it
+                # unread, the socket answers it with a reset, and sshd then
+                # logs "read: Connection reset by peer" instead of "Connection
+                # closed by remote host", at random.
+                try:
+                    probe.settimeout(5)
+                    probe.recv(1024)
+                except OSError:
+                    pass
+            return self
         raise RuntimeError(f"{self.kind} server did not listen: {self.log_text()}")
 
     @property
