@@ -101,18 +101,23 @@ class CipherPacketizer(Packetizer):
                 data = compress(data)
             seqno = self._Packetizer__sequence_number_out
             out = engine.seal(seqno, self._build_packet(data))
-            self._Packetizer__sequence_number_out = (seqno + 1) & 0xFFFFFFFF
-            if seqno == 0xFFFFFFFF and not self._initial_kex_done:
-                raise SSHException("Sequence number rolled over during initial kex!")
+            self._after_sealing(seqno, len(out))
             self.write_all(out)
-            self._Packetizer__sent_bytes += len(out)
-            self._Packetizer__sent_packets += 1
-            if ((self._Packetizer__sent_packets >= self.REKEY_PACKETS
-                 or self._Packetizer__sent_bytes >= self.REKEY_BYTES)
-                    and not self._Packetizer__need_rekey):
-                self._Packetizer__received_bytes_overflow = 0
-                self._Packetizer__received_packets_overflow = 0
-                self._trigger_rekey()
+
+    def _after_sealing(self, seqno: int, size: int) -> None:
+        """paramiko's bookkeeping after it seals packet ``seqno`` of ``size``
+        bytes: the next sequence number, and the rekey limits."""
+        self._Packetizer__sequence_number_out = (seqno + 1) & 0xFFFFFFFF
+        if seqno == 0xFFFFFFFF and not self._initial_kex_done:
+            raise SSHException("Sequence number rolled over during initial kex!")
+        self._Packetizer__sent_bytes += size
+        self._Packetizer__sent_packets += 1
+        if ((self._Packetizer__sent_packets >= self.REKEY_PACKETS
+             or self._Packetizer__sent_bytes >= self.REKEY_BYTES)
+                and not self._Packetizer__need_rekey):
+            self._Packetizer__received_bytes_overflow = 0
+            self._Packetizer__received_packets_overflow = 0
+            self._trigger_rekey()
 
     def read_message(self):
         engine = self._chacha_in

@@ -259,17 +259,7 @@ class SessionPacketizer(ResumedPacketizer):
         """One packet sealed by a bulk sealer: queue it and count it, as
         CipherPacketizer.send_message does after sealing."""
         self._queued.append(out)
-        self._Packetizer__sequence_number_out = (seqno + 1) & 0xFFFFFFFF
-        if seqno == 0xFFFFFFFF and not self._initial_kex_done:
-            raise paramiko.SSHException("Sequence number rolled over during initial kex!")
-        self._Packetizer__sent_bytes += len(out) + extra
-        self._Packetizer__sent_packets += 1
-        if ((self._Packetizer__sent_packets >= self.REKEY_PACKETS
-             or self._Packetizer__sent_bytes >= self.REKEY_BYTES)
-                and not self._Packetizer__need_rekey):
-            self._Packetizer__received_bytes_overflow = 0
-            self._Packetizer__received_packets_overflow = 0
-            self._trigger_rekey()
+        self._after_sealing(seqno, len(out) + extra)
 
     def _write_many(self, buffers: list) -> None:
         """``buffers`` in order: one writev as far as the socket takes it,
