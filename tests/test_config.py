@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Server, privsep_command, ssh, ssh_argv, wait_until
+from tests.daemon import OPENSSH, Server, privsep_command, ssh, ssh_argv, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -38,7 +38,7 @@ def _sshd(*args: str, config_text: str | None = None, tmp_path: Path | None = No
     ("Include /nonexistent/privsep-test.conf\n", "line 1: Include /nonexistent"),
     ("Match Planet mars\n", "line 1: Bad Match condition"),
     ("Match User x\nPort 22\n", "line 2: Directive 'Port' is not allowed within a Match block"),
-    ("MaxStartups 10:30\n", "line 1: MaxStartups"),
+    ("MaxStartups 10:30\n", "line 1: Invalid MaxStartups spec."),
     ("Ciphers rot13\n", "line 1: Ciphers"),
 ])
 def test_t_reports_file_and_line(tmp_path, text: str, message: str) -> None:
@@ -46,6 +46,30 @@ def test_t_reports_file_and_line(tmp_path, text: str, message: str) -> None:
     assert result.returncode != 0
     assert str(tmp_path / "sshd_config") in result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("text,extra", [
+    ("Port 22\nNoSuchKeyword yes\nPasswordAuthentication\n", []),
+    ("Match\n", []),
+    ("Port 22\nMatch Address 10.0.1.0/8\n", []),
+    ("NoSuchKeyword yes\nMaxStartups 10:30\n", []),
+    ("Port 22\n", ["-o", "NoSuchKeyword=1"]),
+])
+def test_t_errors_as_sshd(tmp_path, text: str, extra: list[str]) -> None:
+    """-t's error lines for a file sshd reads past (it counts some errors and
+    ends with "terminating, N bad configuration options") or stops in,
+    word for word beside Debian's sshd."""
+    key = tmp_path / "hostkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "sshd_config"
+    config.write_text(f"HostKey {key}\n{text}")
+    seen = {}
+    for kind, command in (("openssh", [OPENSSH]), ("privsep", privsep_command())):
+        result = subprocess.run([*command, "-t", "-f", str(config), *extra],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0, kind
+        seen[kind] = result.stderr.replace("\r\n", "\n")
+    assert seen["privsep"] == seen["openssh"]
 
 
 def test_t_unreadable_host_key(tmp_path) -> None:

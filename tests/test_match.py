@@ -330,7 +330,7 @@ def _parse(tmp_path, text: str):
      "line 2: Directive 'Port' is not allowed within a Match block"),
     ("Match Foo bar\n", "Unsupported Match attribute Foo\n.* line 1: Bad Match condition"),
     ("Match User\n", "Missing Match criteria for User\n.* line 1: Bad Match condition"),
-    ("Match\n", "line 1: Match: missing criteria"),
+    ("Match\n", 'line 1: no argument after keyword "Match"'),
     ("Match User alice All\n", "'all' cannot be combined with other Match attributes\n"
                                 ".* line 1: Bad Match condition"),
 ])

@@ -38,7 +38,7 @@ def test_command_line_ports_replace_the_files(tmp_path) -> None:
     ("Bogus yes", "line 2: Bad configuration option: Bogus"),
     ("PasswordAuthentication maybe", "line 2: PasswordAuthentication"),
     ("Port 70000", "line 2: Port"),
-    ("MaxStartups 10:200:5", "line 2: MaxStartups"),
+    ("MaxStartups 10:200:5", "line 2: Invalid MaxStartups spec."),
 ])
 def test_errors_name_file_and_line(tmp_path, line: str, message: str) -> None:
     with pytest.raises(servconf.ConfigError, match=message) as caught:

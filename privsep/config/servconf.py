@@ -421,7 +421,9 @@ MATCH_CRITERIA = ("user", "group", "host", "address", "localaddress", "localport
 def _check_criterion(name: str, pattern: str, where: str) -> None:
     """What sshd refuses when it reads a Match line, in its words."""
     if name in ("address", "localaddress") and addr_match_list(None, pattern) != 0:
-        raise ConfigError(f"{where}: Invalid Match {name} argument '{pattern}'")
+        # sshd names the line but not the file here
+        raise ConfigError(f"Invalid Match {name} argument '{pattern}' at line "
+                          f"{where.rsplit(' line ', 1)[-1]}")
     if name == "localport" and parse_port(pattern) is None:
         raise _bad_match(f"Invalid LocalPort '{pattern}' on Match line", where)
 
@@ -457,6 +459,16 @@ class _Parser:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.block: tuple[tuple[tuple[str, str], ...], list[Setting], str] | None = None
+        #: the errors after which sshd reads on (servconf.c's bad_options),
+        #: written together at the end with "terminating, N bad configuration options"
+        self.counted: list[str] = []
+
+    def _count(self, message: str, where: str) -> None:
+        """An error sshd counts and reads past in a file; on the command
+        line (-o) it stops at once, as sshd does."""
+        if where == "command-line":
+            raise ConfigError(message)
+        self.counted.append(message)
 
     def line(self, text: str, where: str, depth: int) -> None:
         words = _split(text, where)
@@ -473,6 +485,9 @@ class _Parser:
             for pattern in args:
                 self.include(pattern, where, depth)
             return
+        if name == "match" and not args:
+            self._count(f'{where}: no argument after keyword "{head}"', where)
+            return
         if name == "match":
             self.close_block()
             self.block = (_parse_match(args, where), [], where)
@@ -486,9 +501,14 @@ class _Parser:
             return
         keyword = KEYWORDS.get(name)
         if keyword is None:
-            raise ConfigError(f"{where}: Bad configuration option: {head}")
+            # sshd's only "file: line N:" form; -o lines are its line 0
+            file, _, number = (where, "", "0") if where == "command-line" \
+                else where.rpartition(" line ")
+            self._count(f"{file}: line {number}: Bad configuration option: {head}", where)
+            return
         if not args:  # sshd checks this before looking at the keyword's value
-            raise ConfigError(f'{where}: no argument after keyword "{head}"')
+            self._count(f'{where}: no argument after keyword "{head}"', where)
+            return
         if self.block is not None and not keyword.in_match:
             raise ConfigError(f"{where}: Directive '{head}' is not allowed within a "
                               "Match block")
@@ -551,7 +571,13 @@ def parse_config(path: str | None, overrides: list[str]) -> ServerConfig:
     config.cmdline = {s.keyword.name.lower() for s in config.settings}
     file = path or facts.DEFAULT_CONFIG
     if path is not None or os.path.exists(file):
-        parser.file(file)
+        try:
+            parser.file(file)
+        except ConfigError as exc:  # sshd's fatal(), after the errors it counted
+            raise ConfigError("\n".join([*parser.counted, str(exc)])) from None
+        if parser.counted:
+            raise ConfigError("\n".join([*parser.counted, f"{file}: terminating, "
+                                          f"{len(parser.counted)} bad configuration options"]))
     return config
 
 

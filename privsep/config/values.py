@@ -103,13 +103,15 @@ def rest(words: list[str]) -> str:
 def max_startups(words: list[str]) -> tuple[int, int, int]:
     parts = one(words).split(":")
     if not all(p.isdigit() for p in parts) or len(parts) not in (1, 3):
-        raise ValueError(f"invalid MaxStartups value \"{words[0]}\"")
+        raise SshdError("Invalid MaxStartups spec.")
     numbers = [int(p) for p in parts]
+    if numbers[0] <= 0 or numbers[-1] <= 0:
+        raise SshdError("Invalid MaxStartups spec.")
     if len(numbers) == 1:
         return (numbers[0], 100, numbers[0])
     start, rate, full = numbers
     if not (start <= full and 0 < rate <= 100):
-        raise ValueError(f"invalid MaxStartups value \"{words[0]}\"")
+        raise SshdError("Invalid MaxStartups spec.")
     return (start, rate, full)
 
 
