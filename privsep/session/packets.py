@@ -229,26 +229,29 @@ class SessionPacketizer(ResumedPacketizer):
         block = self._Packetizer__block_size_out
         return _ZEROS[:3 + block - ((size + 4) % block)]
 
-    def _seal_chacha(self, head: bytes, data) -> None:
+    def _framing(self, head: bytes, data) -> tuple[bytes, bytes, bytes]:
+        """The length field, padding length byte and padding of the packet
+        carrying ``head`` and ``data``; counted in total_sent as
+        CipherPacketizer._build_packet counts paramiko's packets."""
         size = len(head) + len(data)
         padding = self._padding(size)
         pad = len(padding)
+        self.total_sent += 5 + size + pad
+        return _U32.pack(1 + size + pad), _PAD_LENGTH[pad], padding
+
+    def _seal_chacha(self, head: bytes, data) -> None:
+        length, pad_length, padding = self._framing(head, data)
         seqno = self._Packetizer__sequence_number_out
         # one join, then one cipher pass: cheaper than encrypting the pieces
         # one by one, which leaves the data off the cipher's block boundary
-        packet = b"".join((_U32.pack(1 + size + pad), _PAD_LENGTH[pad], head, data, padding))
-        self.total_sent += 5 + size + pad  # sshd's count, as CipherPacketizer._build_packet's
+        packet = b"".join((length, pad_length, head, data, padding))
         self._sealed(seqno, self._chacha_out.seal(seqno, packet))
 
     def _seal_gcm(self, head: bytes, data) -> None:
-        size = len(head) + len(data)
-        padding = self._padding(size)
-        pad = len(padding)
-        length = _U32.pack(1 + size + pad)
-        self.total_sent += 5 + size + pad  # sshd's count, as CipherPacketizer._build_packet's
+        length, pad_length, padding = self._framing(head, data)
         iv = self._Packetizer__iv_out
         sealed = self._Packetizer__block_engine_out.encrypt(
-            iv, b"".join((_PAD_LENGTH[pad], head, data, padding)), length)
+            iv, b"".join((pad_length, head, data, padding)), length)
         # RFC 5647 7.1: the invocation counter is the IV's last 8 bytes
         counter = (int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF
         self._Packetizer__iv_out = iv[:4] + counter.to_bytes(8, "big")
@@ -289,24 +292,12 @@ class SessionPacketizer(ResumedPacketizer):
     # --- writing -----------------------------------------------------------------------
 
     def write_all(self, out) -> None:
+        """paramiko's one write per packet: queued inside send_messages,
+        else written as far as the socket takes it, the rest backlogged."""
         if self._queued is not None:  # inside send_messages: written together
             self._queued.append(out)
             return
-        pkt_set(self, "keepalive_last", time.time())
-        if self._backlog:
-            self._backlog += out
-            return
-        fd = self.fileno()
-        if fd < 0:
-            raise EOFError()
-        try:
-            written = os.write(fd, out)
-        except (BlockingIOError, InterruptedError):
-            written = 0
-        except OSError as exc:
-            raise EOFError() if exc.errno in (errno.EPIPE, errno.ECONNRESET) else exc
-        if written < len(out):
-            self._backlog += memoryview(out)[written:]
+        self._write_many([out])
 
     def backlog(self) -> int:
         """Bytes waiting for the socket."""
