@@ -180,9 +180,14 @@ def _mux(server: Server, user: TestUser) -> None:
 def _killed_client(server: Server, user: TestUser) -> None:
     """A pty session whose client is killed (SIGKILL): the connection ends
     with no DISCONNECT, the client's kernel closing the socket."""
-    client = ssh_background(server, user, "sleep 60", tty=True)
+    # a command line of this run only (the other daemon's may linger)
+    command = f"sleep 60.{time.monotonic_ns()}"
+    client = ssh_background(server, user, command, tty=True)
     try:
-        wait_until(lambda: "Starting session: command on pts/" in server.log_text()
+        # until the command runs: killed earlier, sshd's child may still be
+        # setting up the terminal, and logs that it lost it
+        wait_until(lambda: subprocess.run(["pgrep", "-u", user.name, "-fx", command],
+                                          capture_output=True).returncode == 0
                    or client.poll() is not None)
         assert client.poll() is None, client.stderr.read()
     finally:
