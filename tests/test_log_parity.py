@@ -304,6 +304,15 @@ def _compare(server_with, user: TestUser, level: str, name: str,
     return logs["openssh"]
 
 
+def _assert_last_lines(lines: list[str], first: str, expected: list[str]) -> None:
+    """The lines from the last one starting with ``first`` on match
+    ``expected``'s patterns, one for one."""
+    start = max(i for i, line in enumerate(lines) if line.startswith(first))
+    assert len(lines[start:]) == len(expected), lines
+    for line, pattern in zip(lines[start:], expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_verbose(server_with, user: TestUser, name: str) -> None:
     lines = _compare(server_with, user, "VERBOSE", name)
@@ -335,10 +344,7 @@ def test_verbose_publickey_words(server_with, user: TestUser) -> None:
         r"Received disconnect from 127\.0\.0\.1 port N:11: disconnected by user",
         rf"Disconnected from user {user.name} 127\.0\.0\.1 port N",
     ]
-    start = max(i for i, line in enumerate(lines) if line.startswith("Connection from"))
-    assert len(lines[start:]) == len(expected), lines
-    for line, pattern in zip(lines[start:], expected):
-        assert re.fullmatch(pattern, line), (line, pattern)
+    _assert_last_lines(lines, "Connection from", expected)
 
 
 def test_verbose_close_session(server_with, user: TestUser) -> None:
@@ -357,10 +363,7 @@ def test_verbose_close_session(server_with, user: TestUser) -> None:
         rf"Received disconnect from {peer}:11: disconnected by user",
         rf"Disconnected from user {user.name} {peer}",
     ]
-    start = max(i for i, line in enumerate(lines) if line.startswith("Accepted publickey"))
-    assert len(lines[start:]) == len(expected), lines
-    for line, pattern in zip(lines[start:], expected):
-        assert re.fullmatch(pattern, line), (line, pattern)
+    _assert_last_lines(lines, "Accepted publickey", expected)
 
 
 _TRANSFERRED = re.compile(r"^Transferred: sent (\d+), received (\d+) bytes$", re.M)
@@ -383,10 +386,7 @@ def test_verbose_killed_client(server_with, user: TestUser) -> None:
         r"Transferred: sent N, received N bytes",
         rf"Closing connection to {peer}",
     ]
-    start = max(i for i, line in enumerate(lines) if line.startswith("Starting session"))
-    assert len(lines[start:]) == len(expected), lines
-    for line, pattern in zip(lines[start:], expected):
-        assert re.fullmatch(pattern, line), (line, pattern)
+    _assert_last_lines(lines, "Starting session", expected)
     (ours_sent, ours_received), (sshd_sent, sshd_received) = (
         tuple(map(int, _TRANSFERRED.findall(raw[kind])[-1])) for kind in ("privsep", "openssh"))
     numbers = (ours_sent, ours_received, sshd_sent, sshd_received)
