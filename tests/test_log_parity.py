@@ -17,7 +17,8 @@ from dataclasses import replace
 
 import pytest
 
-from tests.daemon import Server, processes, ssh, ssh_argv, ssh_background, wait_until
+from tests.daemon import (Server, descendants, processes, ssh, ssh_argv, ssh_background,
+                          wait_until)
 from tests.userutil import TestUser
 
 # the port the harness's readiness probe and each client came from, pids
@@ -214,6 +215,32 @@ def _reset_client(server: Server, user: TestUser) -> None:
                                for proc in processes().values()))
 
 
+def _grace_silent(server: Server, user: TestUser) -> None:
+    """A client that says nothing after the server's identification, until
+    LoginGraceTime drops it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        assert sock.recv(256).startswith(b"SSH-2.0-")
+        try:
+            assert sock.recv(4096) == b""
+        except ConnectionResetError:
+            pass
+    wait_until(lambda: not descendants(server.pid))
+
+
+def _grace_at_password(server: Server, user: TestUser) -> None:
+    """A client held at its password prompt (mid-authentication, the user
+    named) until LoginGraceTime drops it."""
+    client = ssh_background(server, user, "true", password="x")
+    askpass = server.workdir / f"askpass-{user.name}"
+    askpass.write_text("#!/bin/sh\nsleep 60\n")
+    try:
+        wait_until(lambda: [p for p in descendants(client.pid) if p.args == "sleep 60"])
+        wait_until(lambda: not descendants(server.pid))  # the connection is gone
+    finally:
+        client.kill()
+        client.wait()
+
+
 # name: (scenario, extra server config, regular expression of the last line)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "publickey": (_key, (), r"^Disconnected from user "),
@@ -241,6 +268,10 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "no-cipher": (_no_cipher, (), r"^Unable to negotiate"),
     "no-host-key": (_no_host_key, (), r"^Unable to negotiate"),
     "no-mac": (_no_mac, ("MACs hmac-sha2-512",), r"^Unable to negotiate"),
+    # Debian 12's sshd writes nothing when LoginGraceTime runs out
+    "grace-timeout": (_grace_silent, ("LoginGraceTime 2",), r"^Connection from "),
+    "grace-timeout-at-password": (_grace_at_password, ("LoginGraceTime 3",),
+                                  r"^Connection from "),
 }
 
 
@@ -439,3 +470,13 @@ def test_trace_only_at_debug(server_with, user: TestUser) -> None:
     assert ssh(server, user, "true").returncode == 0
     log = server.wait_for_log("monitor: PAM pam_end")
     assert re.search(r"^trace: pid \d+ uid 0 monitor: forked session process", log, re.M)
+
+
+@pytest.mark.parametrize("name", ["grace-timeout", "grace-timeout-at-password"])
+def test_grace_timeout_writes_nothing(server_with, user: TestUser, name: str) -> None:
+    """LoginGraceTime's end leaves no line in Debian 12's sshd (its
+    CVE-2024-6387 fix made sigdie() silent), nor here in generation 9: the
+    connection's last line is its "Connection from"."""
+    lines = _compare(server_with, user, "VERBOSE", name)
+    _assert_last_lines(lines, "Connection from", [
+        r'Connection from 127\.0\.0\.1 port N on 127\.0\.0\.1 port N rdomain ""'])
