@@ -10,11 +10,13 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import paramiko
 import pytest
 
 from tests.daemon import (Server, descendants, processes, ssh, ssh_argv, ssh_background,
@@ -215,6 +217,30 @@ def _reset_client(server: Server, user: TestUser) -> None:
                                for proc in processes().values()))
 
 
+def _reset_during_download(server: Server, user: TestUser) -> None:
+    """A client reading a download as it comes, whose socket is then closed
+    with a reset (SO_LINGER 0) while the server is still sending: the
+    server meets the reset in a read or in a write; sshd says "Read error"."""
+    key = paramiko.Ed25519Key.from_private_key_file(str(user.key_path))
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.connect(username=user.name, pkey=key)
+        channel = transport.open_session()
+        channel.exec_command("cat /dev/zero")
+        received = 0
+        while received < 4 << 20:
+            chunk = channel.recv(65536)
+            assert chunk, "the download ended early"
+            received += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()  # under paramiko's feet: a reset, with data still coming
+        transport.close()
+    wait_until(lambda: not any(proc.uid == user.uid and proc.args == "cat /dev/zero"
+                               for proc in processes().values()))
+
+
 def _grace_silent(server: Server, user: TestUser) -> None:
     """A client that says nothing after the server's identification, until
     LoginGraceTime drops it."""
@@ -248,6 +274,7 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "multiplexed": (_mux, (), r"^Disconnected from user "),
     "killed-client": (_killed_client, (), r"^Closing connection to "),
     "reset-client": (_reset_client, (), r"^Read error from remote host "),
+    "reset-during-download": (_reset_during_download, (), r"^Read error from remote host "),
     "password": (_password, (), r"^Disconnected from user "),
     "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
     "keyboard-interactive": (_kbdint, ("KbdInteractiveAuthentication yes",),
@@ -480,3 +507,15 @@ def test_grace_timeout_writes_nothing(server_with, user: TestUser, name: str) ->
     lines = _compare(server_with, user, "VERBOSE", name)
     _assert_last_lines(lines, "Connection from", [
         r'Connection from 127\.0\.0\.1 port N on 127\.0\.0\.1 port N rdomain ""'])
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_reset_during_download(server_with, user: TestUser, round_: int) -> None:
+    """A reset while the server sends bulk data: one line, sshd's "Read
+    error", with no "Close session" and no "Disconnected from user",
+    whether this daemon met the reset reading or writing (three rounds:
+    which one it meets is the packets' timing)."""
+    lines = _compare(server_with, user, "VERBOSE", "reset-during-download")
+    _assert_last_lines(lines, "Starting session", [
+        rf"Starting session: command for {user.name} from 127\.0\.0\.1 port N id 0",
+        r"Read error from remote host 127\.0\.0\.1 port N: Connection reset by peer"])

@@ -4,6 +4,7 @@ carries the connection on."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
@@ -25,6 +26,7 @@ from privsep.common.trace import trace
 from privsep.config.servconf import ServerOptions
 from privsep.session import chroot
 from privsep.session.loop import EventLoop
+from privsep.session.packets import WriteError
 from privsep.session.policy import SessionPolicy
 from privsep.session.session import SessionProcess, SessionServer
 from privsep.session.timeouts import ChannelTimeouts, UnusedConnection
@@ -216,7 +218,9 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
     if isinstance(failure, ReadError):  # there too, and then sshd's cleanup_exit
         verbose(log, "Read error from remote host %s port %d: %s", peer.addr, peer.port,
                 failure.strerror)
-    if isinstance(failure, EOFError):
+    if isinstance(failure, WriteError):  # process_output's sshpkt_fatal, then cleanup_exit
+        _log_write_error(failure, pw.pw_name, peer)
+    if isinstance(failure, EOFError) and not isinstance(failure, WriteError):
         process.close_all()  # the client closed the socket without a DISCONNECT
     process.forwarding.close_all()
     process.agent.stop()
@@ -228,12 +232,31 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
             except (ProcessLookupError, PermissionError):
                 pass
         process.release_pty(session)
-    if isinstance(failure, ReadError):
+    if isinstance(failure, (ReadError, WriteError)):
         return EXIT_LOGGED_END
     if not isinstance(failure, ConnectionClosed):
         return 0
     _log_transferred(transport, peer)
     return EXIT_LOGGED_END
+
+
+def _log_write_error(failure: WriteError, user: str, peer: Peer) -> None:
+    """sshd's line for a write to the client that failed.
+
+    A reset: sshd reads the socket before it writes in each pass of its
+    loop, and writes microseconds after its poll, so a client's reset is
+    its read's error, "Read error … Connection reset by peer" (measured
+    side by side, test_log_parity "reset-during-download").  Its write's
+    own line (sshpkt_fatal: "Connection reset by user …") would need the
+    reset to land between the two; here a pass takes far longer, so a
+    reset is reported as sshd reports it, whichever call met it.  Any
+    other failure is sshpkt_fatal's line, at INFO as its logdie writes it."""
+    if failure.errno == errno.ECONNRESET:
+        verbose(log, "Read error from remote host %s port %d: %s", peer.addr, peer.port,
+                failure.strerror)
+    else:
+        log.info("process_output: ssh_packet_write_poll: Connection from user %s %s: %s",
+                 user, peer, failure.strerror)
 
 
 def _log_transferred(transport: SessionTransport, peer: Peer) -> None:
