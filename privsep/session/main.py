@@ -241,19 +241,13 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
 
 
 def _log_write_error(failure: WriteError, user: str, peer: Peer) -> None:
-    """sshd's line for a write to the client that failed.
-
-    A reset: sshd reads the socket before it writes in each pass of its
-    loop, and writes microseconds after its poll, so a client's reset is
-    its read's error, "Read error … Connection reset by peer" (measured
-    side by side, test_log_parity "reset-during-download").  Its write's
-    own line (sshpkt_fatal: "Connection reset by user …") would need the
-    reset to land between the two; here a pass takes far longer, so a
-    reset is reported as sshd reports it, whichever call met it.  Any
-    other failure is sshpkt_fatal's line, at INFO as its logdie writes it."""
+    """sshpkt_fatal's line (packet.c) for a write to the client that failed,
+    at INFO as its logdie writes it: a reset has a line of its own, anything
+    else names the call and the system's error.  (A reset that came before
+    the loop's wait is a read's error instead, "Read error": the loop reads
+    the socket first, as sshd's.)"""
     if failure.errno == errno.ECONNRESET:
-        verbose(log, "Read error from remote host %s port %d: %s", peer.addr, peer.port,
-                failure.strerror)
+        log.info("Connection reset by user %s %s", user, peer)
     else:
         log.info("process_output: ssh_packet_write_poll: Connection from user %s %s: %s",
                  user, peer, failure.strerror)
