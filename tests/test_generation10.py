@@ -93,7 +93,7 @@ def test_keyword_printed_by_T_and_checked() -> None:
     assert "processgeneration 9\n" in _dump("-o", "ProcessGeneration=9").stdout
     bad = _dump("-o", "ProcessGeneration=11")
     assert bad.returncode == 255
-    assert 'command-line: ProcessGeneration: unsupported option "11"' in bad.stderr
+    assert 'command-line line 0: unsupported option "11".' in bad.stderr  # sshd's form
 
 
 # --- logins --------------------------------------------------------------------------------

@@ -10,14 +10,17 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import paramiko
 import pytest
 
-from tests.daemon import Server, processes, ssh, ssh_argv, ssh_background, wait_until
+from tests.daemon import (Server, descendants, processes, ssh, ssh_argv, ssh_background,
+                          wait_until)
 from tests.userutil import TestUser
 
 # the port the harness's readiness probe and each client came from, pids
@@ -214,6 +217,56 @@ def _reset_client(server: Server, user: TestUser) -> None:
                                for proc in processes().values()))
 
 
+def _reset_during_download(server: Server, user: TestUser) -> None:
+    """A client reading a download as it comes, whose socket is then closed
+    with a reset (SO_LINGER 0) while the server is still sending: the
+    server meets the reset in a read or in a write; sshd says "Read error"."""
+    key = paramiko.Ed25519Key.from_private_key_file(str(user.key_path))
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.connect(username=user.name, pkey=key)
+        channel = transport.open_session()
+        channel.exec_command("cat /dev/zero")
+        received = 0
+        while received < 4 << 20:
+            chunk = channel.recv(65536)
+            assert chunk, "the download ended early"
+            received += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()  # under paramiko's feet: a reset, with data still coming
+        transport.close()
+    wait_until(lambda: not any(proc.uid == user.uid and proc.args == "cat /dev/zero"
+                               for proc in processes().values()))
+
+
+def _grace_silent(server: Server, user: TestUser) -> None:
+    """A client that says nothing after the server's identification, until
+    LoginGraceTime drops it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        assert sock.recv(256).startswith(b"SSH-2.0-")
+        try:
+            assert sock.recv(4096) == b""
+        except ConnectionResetError:
+            pass
+    wait_until(lambda: not descendants(server.pid))
+
+
+def _grace_at_password(server: Server, user: TestUser) -> None:
+    """A client held at its password prompt (mid-authentication, the user
+    named) until LoginGraceTime drops it."""
+    client = ssh_background(server, user, "true", password="x")
+    askpass = server.workdir / f"askpass-{user.name}"
+    askpass.write_text("#!/bin/sh\nsleep 60\n")
+    try:
+        wait_until(lambda: [p for p in descendants(client.pid) if p.args == "sleep 60"])
+        wait_until(lambda: not descendants(server.pid))  # the connection is gone
+    finally:
+        client.kill()
+        client.wait()
+
+
 # name: (scenario, extra server config, regular expression of the last line)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "publickey": (_key, (), r"^Disconnected from user "),
@@ -221,6 +274,8 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "multiplexed": (_mux, (), r"^Disconnected from user "),
     "killed-client": (_killed_client, (), r"^Closing connection to "),
     "reset-client": (_reset_client, (), r"^Read error from remote host "),
+    "reset-during-download": (_reset_during_download, (),
+                              r"^(Read error from remote host |Connection reset by user )"),
     "password": (_password, (), r"^Disconnected from user "),
     "bad-password": (_bad_password, (), r"^Connection closed by authenticating user "),
     "keyboard-interactive": (_kbdint, ("KbdInteractiveAuthentication yes",),
@@ -241,6 +296,10 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], str]] = {
     "no-cipher": (_no_cipher, (), r"^Unable to negotiate"),
     "no-host-key": (_no_host_key, (), r"^Unable to negotiate"),
     "no-mac": (_no_mac, ("MACs hmac-sha2-512",), r"^Unable to negotiate"),
+    # Debian 12's sshd writes nothing when LoginGraceTime runs out
+    "grace-timeout": (_grace_silent, ("LoginGraceTime 2",), r"^Connection from "),
+    "grace-timeout-at-password": (_grace_at_password, ("LoginGraceTime 3",),
+                                  r"^Connection from "),
 }
 
 
@@ -274,6 +333,16 @@ def _without_racing_close(lines: list[str], user: TestUser) -> list[str]:
     return kept
 
 
+#: the scenarios whose client resets the connection while the server
+#: sends: sshd meets the reset in its read ("Read error", most often) or,
+#: when it lands between its poll and its write, in the write
+#: (sshpkt_fatal's "Connection reset by user"), both measured; so does this
+#: daemon, whose loop reads the socket first too
+RACING_RESET = {"reset-during-download"}
+_RESET = re.compile(r"^(Read error from remote host 127\.0\.0\.1 port N: Connection reset by "
+                    r"peer|Connection reset by user \S+ 127\.0\.0\.1 port N)$")
+
+
 #: the probe's last line at each level (QUIET and FATAL write none)
 _PROBE_LAST = {"ERROR": r"^kex_exchange_identification", "FATAL": None, "QUIET": None}
 #: nothing to wait for: the level writes no line for the scenario
@@ -299,6 +368,9 @@ def _compare(server_with, user: TestUser, level: str, name: str,
     if name in RACING_CLOSE:
         for kind in logs:
             logs[kind] = _without_racing_close(logs[kind], user)
+    if name in RACING_RESET:
+        for kind in logs:
+            logs[kind] = [_RESET.sub("RESET", line) for line in logs[kind]]
     assert logs["privsep"] == logs["openssh"], \
         "\n".join(["--- sshd", *logs["openssh"], "--- privsep-sshd", *logs["privsep"]])
     return logs["openssh"]
@@ -439,3 +511,24 @@ def test_trace_only_at_debug(server_with, user: TestUser) -> None:
     assert ssh(server, user, "true").returncode == 0
     log = server.wait_for_log("monitor: PAM pam_end")
     assert re.search(r"^trace: pid \d+ uid 0 monitor: forked session process", log, re.M)
+
+
+@pytest.mark.parametrize("name", ["grace-timeout", "grace-timeout-at-password"])
+def test_grace_timeout_writes_nothing(server_with, user: TestUser, name: str) -> None:
+    """LoginGraceTime's end leaves no line in Debian 12's sshd (its
+    CVE-2024-6387 fix made sigdie() silent), nor here in generation 9: the
+    connection's last line is its "Connection from"."""
+    lines = _compare(server_with, user, "VERBOSE", name)
+    _assert_last_lines(lines, "Connection from", [
+        r'Connection from 127\.0\.0\.1 port N on 127\.0\.0\.1 port N rdomain ""'])
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_reset_during_download(server_with, user: TestUser, round_: int) -> None:
+    """A reset while the server sends bulk data: one line, one of sshd's
+    two for it (a read's "Read error" or a write's "Connection reset by
+    user"), with no "Close session" and no "Disconnected from user"
+    (three rounds: which call meets the reset is the packets' timing)."""
+    lines = _compare(server_with, user, "VERBOSE", "reset-during-download")
+    _assert_last_lines(lines, "Starting session", [
+        rf"Starting session: command for {user.name} from 127\.0\.0\.1 port N id 0", "RESET"])

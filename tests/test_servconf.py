@@ -36,8 +36,8 @@ def test_command_line_ports_replace_the_files(tmp_path) -> None:
 
 @pytest.mark.parametrize("line,message", [
     ("Bogus yes", "line 2: Bad configuration option: Bogus"),
-    ("PasswordAuthentication maybe", "line 2: PasswordAuthentication"),
-    ("Port 70000", "line 2: Port"),
+    ("PasswordAuthentication maybe", 'line 2: unsupported option "maybe".'),  # sshd's words
+    ("Port 70000", "line 2: Badly formatted port number."),
     ("MaxStartups 10:200:5", "line 2: Invalid MaxStartups spec."),
 ])
 def test_errors_name_file_and_line(tmp_path, line: str, message: str) -> None:

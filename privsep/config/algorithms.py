@@ -99,6 +99,10 @@ OPENSSH_ALGORITHMS["pubkey"] = OPENSSH_ALGORITHMS["hostkey"] | {
 OPENSSH_ALGORITHMS["casig"] = OPENSSH_ALGORITHMS["pubkey"]
 
 
+class UnknownAlgorithm(ValueError):
+    """A name OpenSSH does not know in a list (sshd's "Bad SSH2 … spec")."""
+
+
 def resolve_algorithms(kind: str, spec: str) -> list[str]:
     """OpenSSH's list syntax against our defaults: ``a,b`` replaces, ``+a``
     appends, ``-a*`` removes, ``^a`` puts first; names may be wildcards for
@@ -107,10 +111,10 @@ def resolve_algorithms(kind: str, spec: str) -> list[str]:
     body = spec[1:] if spec[:1] in "+-^" else spec
     names = [n for n in body.split(",") if n]
     if not names:
-        raise ValueError(f"empty algorithm list {spec!r}")
+        raise UnknownAlgorithm(f"empty algorithm list {spec!r}")
     for name in names:
         if spec[0] != "-" and name not in OPENSSH_ALGORITHMS[kind]:
-            raise ValueError(f"Bad SSH2 {kind} spec '{spec}'")
+            raise UnknownAlgorithm(f"Bad SSH2 {kind} spec '{spec}'")
     supported = [n for n in names if n in implemented(kind)]
     if spec[0] == "+":
         result = default + [n for n in supported if n not in default]

@@ -36,7 +36,20 @@ MAX_INCLUDE_DEPTH = 16
 
 
 class ConfigError(ValueError):
-    """A bad line; the message names file and line as sshd's does."""
+    """A bad line; the message names file and line as sshd's does.  sshd
+    ends on it with fatal()'s status."""
+    exit_status = 255
+
+
+class ConfigErrorExit1(ConfigError):
+    """One sshd reports and then ends with exit(1): an -o line its parser
+    returned an error for (an unknown keyword, no argument), a -f file it
+    cannot open."""
+    exit_status = 1
+
+
+#: where sshd says an -o line is: its file "command-line", line 0
+CMDLINE = "command-line line 0"
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,10 @@ KEYWORD_LIST = [
     Keyword("PidFile", "pid_file", v.text),
     Keyword("LogLevel", "log_level", lambda w: v.choice(
         "quiet", "fatal", "error", "info", "verbose", "debug", "debug1", "debug2",
-        "debug3")(w).upper(), in_match=True),
+        "debug3", complaint="unsupported log level '{}'")(w).upper(), in_match=True),
     Keyword("SyslogFacility", "syslog_facility", lambda w: v.choice(
-        "daemon", "user", "auth", "authpriv", *(f"local{i}" for i in range(8)))(w).upper()),
+        "daemon", "user", "auth", "authpriv", *(f"local{i}" for i in range(8)),
+        complaint="unsupported log facility '{}'")(w).upper()),
     Keyword("PermitRootLogin", "permit_root_login", v.choice(
         "yes", "no", "prohibit-password", "forced-commands-only",
         aliases={"without-password": "prohibit-password"}), in_match=True),
@@ -129,7 +143,7 @@ KEYWORD_LIST = [
     # sshd 9.2 has no pre-auth compression left: "delayed" is "yes", printed so.
     Keyword("Compression", "compression", v.choice("yes", "no", aliases={"delayed": "yes"})),
     Keyword("ModuliFile", "moduli_file", v.text),
-    Keyword("RequiredRSASize", "required_rsa_size", v.integer(1024, 16384)),
+    Keyword("RequiredRSASize", "required_rsa_size", v.integer()),  # sshd's parse_int
 
     # --- authentication: certificates, revocation (issue 14) ---
     Keyword("TrustedUserCAKeys", "trusted_user_ca_keys", v.text, in_match=True),
@@ -246,7 +260,8 @@ class ServerOptions(otherkeys.OtherOptions):
     compression: str = "yes"
     #: Groups for diffie-hellman-group-exchange, read by the monitor.
     moduli_file: str = "/etc/ssh/moduli"
-    #: The smallest RSA key, host or user, in bits (sshd: at least 1024).
+    #: The smallest RSA key, host or user, in bits (never below 1024:
+    #: monitor/pubkey.RSA_MINIMUM_BITS).
     required_rsa_size: int = 1024
 
     # --- authentication: certificates, revocation (issue 14) ---
@@ -466,8 +481,8 @@ class _Parser:
     def _count(self, message: str, where: str) -> None:
         """An error sshd counts and reads past in a file; on the command
         line (-o) it stops at once, as sshd does."""
-        if where == "command-line":
-            raise ConfigError(message)
+        if where == CMDLINE:
+            raise ConfigErrorExit1(message)
         self.counted.append(message)
 
     def line(self, text: str, where: str, depth: int) -> None:
@@ -479,14 +494,15 @@ class _Parser:
             head, first = head.split("=", 1)
             args = ([first] if first else []) + args
         name = ALIASES.get(head.lower(), head.lower())
+        if name in ("include", "match") and args and where == CMDLINE:
+            raise ConfigError(f"{head.capitalize()} directive not supported as a "
+                              "command-line option")
+        if not args:  # sshd checks this before it looks at the keyword
+            self._count(f'{where}: no argument after keyword "{head}"', where)
+            return
         if name == "include":
-            if not args:
-                raise ConfigError(f"{where}: Include missing filename argument")
             for pattern in args:
                 self.include(pattern, where, depth)
-            return
-        if name == "match" and not args:
-            self._count(f'{where}: no argument after keyword "{head}"', where)
             return
         if name == "match":
             self.close_block()
@@ -502,18 +518,21 @@ class _Parser:
         keyword = KEYWORDS.get(name)
         if keyword is None:
             # sshd's only "file: line N:" form; -o lines are its line 0
-            file, _, number = (where, "", "0") if where == "command-line" \
-                else where.rpartition(" line ")
+            file, _, number = where.rpartition(" line ")
             self._count(f"{file}: line {number}: Bad configuration option: {head}", where)
-            return
-        if not args:  # sshd checks this before looking at the keyword's value
-            self._count(f'{where}: no argument after keyword "{head}"', where)
             return
         if self.block is not None and not keyword.in_match:
             raise ConfigError(f"{where}: Directive '{head}' is not allowed within a "
                               "Match block")
         try:
             value = keyword.parse(args)
+        except v.ExtraArguments:
+            self._count(f"{where}: keyword {head} extra arguments at end of line", where)
+            return
+        except v.WholeLine as exc:
+            raise ConfigError(str(exc)) from None
+        except v.KeywordError as exc:
+            raise ConfigError(f"{where}: {head} {exc}") from None
         except v.SshdError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         except ValueError as exc:
@@ -523,7 +542,7 @@ class _Parser:
         setting = Setting(keyword, value, where)
         if self.block is not None:
             self.block[1].append(setting)
-        elif name in self.config.cmdline and keyword.multi and where != "command-line":
+        elif name in self.config.cmdline and keyword.multi and where != CMDLINE:
             return  # -p/-o replace the file's list
         else:
             self.config.settings.append(setting)
@@ -548,8 +567,8 @@ class _Parser:
         try:
             with open(path, encoding="utf-8") as handle:
                 lines = handle.read().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror}") from None
+        except OSError as exc:  # sshd's perror() and exit(1)
+            raise ConfigErrorExit1(f"{path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text") from None
         for n, text in enumerate(lines, 1):
@@ -566,15 +585,17 @@ def parse_config(path: str | None, overrides: list[str]) -> ServerConfig:
     config = ServerConfig()
     parser = _Parser(config)
     for text in overrides:
-        parser.line(text, "command-line", 0)
+        parser.line(text, CMDLINE, 0)
     parser.close_block()
     config.cmdline = {s.keyword.name.lower() for s in config.settings}
     file = path or facts.DEFAULT_CONFIG
+    if file.lower() == "none":  # sshd -f none: no file at all
+        return config
     if path is not None or os.path.exists(file):
         try:
             parser.file(file)
         except ConfigError as exc:  # sshd's fatal(), after the errors it counted
-            raise ConfigError("\n".join([*parser.counted, str(exc)])) from None
+            raise type(exc)("\n".join([*parser.counted, str(exc)])) from None
         if parser.counted:
             raise ConfigError("\n".join([*parser.counted, f"{file}: terminating, "
                                           f"{len(parser.counted)} bad configuration options"]))

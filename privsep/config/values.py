@@ -4,10 +4,13 @@ Pure: no files, sockets or accounts."""
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
-from privsep.config.algorithms import resolve_algorithms
+from privsep.config.algorithms import OPENSSH_ALGORITHMS, UnknownAlgorithm, resolve_algorithms
 from privsep.config.match import match_user
+
+log = logging.getLogger("privsep.servconf")
 
 Parser = Callable[[list[str]], object]
 
@@ -17,18 +20,35 @@ class SshdError(ValueError):
     "FILE line N: " before it (no keyword name)."""
 
 
+class KeywordError(SshdError):
+    """sshd's words after the keyword as the line spells it: servconf puts
+    "FILE line N: KEYWORD " before it."""
+
+
+class WholeLine(SshdError):
+    """sshd's whole line, with no file or line: what it finds wrong only
+    once the file is read."""
+
+
+class ExtraArguments(ValueError):
+    """More words than the keyword takes: an error sshd counts and reads
+    past ("keyword K extra arguments at end of line")."""
+
+
 def one(words: list[str]) -> str:
     if len(words) != 1:
-        raise ValueError("takes exactly one argument" if words else "missing argument")
+        raise ExtraArguments() if words else ValueError("missing argument")
     return words[0]
 
 
-def choice(*allowed: str, aliases: dict[str, str] | None = None) -> Parser:
+def choice(*allowed: str, aliases: dict[str, str] | None = None,
+           complaint: str = 'unsupported option "{}".') -> Parser:
+    """One of ``allowed`` (any case); else sshd's ``complaint`` about it."""
     def parse(words: list[str]) -> str:
         value = one(words).lower()
         value = (aliases or {}).get(value, value)
         if value not in allowed:
-            raise ValueError(f"unsupported option \"{words[0]}\"")
+            raise SshdError(complaint.format(words[0]))
         return value
     return parse
 
@@ -40,12 +60,25 @@ def flag(words: list[str]) -> bool:
     return _yes_no(words) == "yes"
 
 
-def integer(low: int = 0, high: int = 2**31 - 1) -> Parser:
+_INT_MAX = 2**31 - 1
+
+
+def integer(low: int = 0, high: int = _INT_MAX) -> Parser:
+    """sshd's atoi_err(): a number 0..INT_MAX in strtonum's words; ``low``
+    and ``high`` narrow it further (our own check, in our words)."""
     def parse(words: list[str]) -> int:
-        text = one(words)
-        if not text.isdigit() or not low <= int(text) <= high:
+        text = one(words).lstrip(" \t")
+        body = text[1:] if text[:1] in "+-" else text
+        if not body.isdigit():
+            raise KeywordError("integer value invalid.")
+        number = int(text)
+        if number < 0:
+            raise KeywordError("integer value too small.")
+        if number > _INT_MAX:
+            raise KeywordError("integer value too large.")
+        if not low <= number <= high:
             raise ValueError(f"invalid number \"{text}\"")
-        return int(text)
+        return number
     return parse
 
 
@@ -66,11 +99,18 @@ def parse_time(text: str) -> int:
 
 
 def time_value(words: list[str]) -> int:
-    return parse_time(one(words))
+    text = one(words)
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise SshdError("invalid time value.") from None
 
 
 def port(words: list[str]) -> list[int]:
-    return [integer(1, 65535)(words)]
+    text = one(words)
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise SshdError("Badly formatted port number.")
+    return [int(text)]
 
 
 def words_list(words: list[str]) -> list[str]:
@@ -133,8 +173,31 @@ def x11(words: list[str]) -> bool:
     return flag(words)
 
 
+#: sshd's name for each list where it assembles them (servconf.c's ASSEMBLE)
+_ASSEMBLED = {"ciphers": "ciphers", "macs": "macs", "kex": "kex_algorithms",
+              "hostkey": "hostkeyalgorithms", "hostbased": "hostbased_accepted_algos",
+              "pubkey": "pubkey_accepted_algos", "casig": "ca_sign_algorithms"}
+#: sshd's complaint about an unknown name, by list
+_BAD_ALGORITHMS = {"ciphers": "Bad SSH2 cipher spec '{}'.", "macs": "Bad SSH2 mac spec '{}'.",
+                   "kex": "Bad SSH2 KexAlgorithms '{}'."}
+
+
 def algorithms(kind: str) -> Parser:
-    return lambda words: resolve_algorithms(kind, one(words))
+    def parse(words: list[str]) -> list[str]:
+        spec = one(words)
+        if not [n for n in spec.lstrip("+-^").split(",") if n]:
+            raise WholeLine(f"assemble_algorithms: {_ASSEMBLED.get(kind, kind)}: "
+                            "invalid argument")
+        try:
+            return resolve_algorithms(kind, spec)
+        except UnknownAlgorithm:
+            if kind == "kex":  # kex_names_valid()'s own line comes first
+                unknown = next(n for n in (spec[1:] if spec[:1] in "+^" else spec).split(",")
+                               if n not in OPENSSH_ALGORITHMS["kex"])
+                log.error('Unsupported KEX algorithm "%s"', unknown)
+            raise SshdError(_BAD_ALGORITHMS.get(kind, "Bad key types '{}'.").format(spec)) \
+                from None
+    return parse
 
 
 def rekey_limit(words: list[str]) -> tuple[int, int]:

@@ -56,7 +56,7 @@ REEXEC_ENV = "PRIVSEP_SSHD_REEXEC"
 MONITORS_ENV = "PRIVSEP_SSHD_MONITORS"
 
 #: Exit statuses of a monitor that ended by itself, having cleaned up.
-_MONITOR_EXITS = (0, 1)
+_MONITOR_EXITS = (0, 1, monitor_main.EXIT_LOGIN_GRACE)
 
 
 def bind_all(options: ServerOptions) -> list[socket.socket]:
@@ -123,6 +123,9 @@ class Listener:
     #: the host keys' public halves as paramiko keys, made once here rather
     #: than in every monitor
     host_publics: list = field(default_factory=list)
+    #: monitor pid -> "connection from ADDR to ADDR", OpenSSH 10's name for
+    #: a connection in its listener's lines (generation 10 only)
+    connection_ids: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.host_publics = hostkeys.public_keys(self.host_keys)
@@ -172,6 +175,7 @@ class Listener:
                 pass
             conn.close()
             return
+        connection_id = f"connection from {addr[0]} to {conn.getsockname()[0]}"
         startup_r, startup_w = os.pipe()
         if self.options.per_source_max_startups is not None:
             self.sources[startup_r] = self.source_network(addr[0])
@@ -196,6 +200,8 @@ class Listener:
         self.startups[startup_r] = pid
         self.poller.register(startup_r, select.POLLIN)
         self.monitors.add(pid)
+        if self.options.process_generation == 10:
+            self.connection_ids[pid] = connection_id
         self.title()
 
     def reap(self) -> None:
@@ -214,12 +220,14 @@ class Listener:
             if pid in self.monitors:
                 self.after_monitor(pid, info)
                 self.monitors.discard(pid)
+                self.connection_ids.pop(pid, None)
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
 
     def after_monitor(self, pid: int, info: os.waitid_result) -> None:
+        self.log_grace_timeout(pid, info)
         crashed = not (info.si_code == os.CLD_EXITED and info.si_status in _MONITOR_EXITS)
         try:
             report = leftovers.after_monitor(pid, crashed, self.audit_session)
@@ -232,6 +240,16 @@ class Listener:
             log.error("monitor %d ended by %s: %s", pid, how, report.text())
         elif report:
             log.info("monitor %d left %s", pid, report.text())
+
+    def log_grace_timeout(self, pid: int, info: os.waitid_result) -> None:
+        """OpenSSH 10's listener line for a connection whose LoginGraceTime
+        ran out (sshd.c, child_reap), its sshd-session having exited
+        EXIT_LOGIN_GRACE.  In generation 9 no monitor exits so, and no
+        connection has an id: Debian 12's sshd writes nothing."""
+        connection = self.connection_ids.get(pid)
+        if (connection is not None and info.si_code == os.CLD_EXITED
+                and info.si_status == monitor_main.EXIT_LOGIN_GRACE):
+            log.info("Timeout before authentication for %s, pid = %d", connection, pid)
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()

@@ -11,7 +11,6 @@ from __future__ import annotations
 # First, before anything imports paramiko: what the daemon never imports.
 from privsep.listener import lean  # noqa: F401  (import for its effect)
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -22,7 +21,7 @@ from privsep.child import umac
 from privsep.common import log as logsetup
 from privsep.config import servconf
 from privsep.config.match import ConnectionInfo
-from privsep.listener import generation, hostkey_files, inetd, listener
+from privsep.listener import cmdline, generation, hostkey_files, inetd, listener
 from privsep.monitor import hostkeys, loginrec
 from privsep.monitor.accounts import user_groups
 from privsep.signer import agent_signer
@@ -31,37 +30,11 @@ from privsep.wire.hostkey_blobs import HostKey
 log = logging.getLogger("privsep.sshd")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="privsep-sshd", add_help=False,
-                                     description="privilege-separated SSH server")
-    parser.add_argument("-D", dest="foreground", action="store_true", help="do not detach")
-    parser.add_argument("-d", dest="debug", action="count", default=0,
-                        help="debug: foreground, one connection, verbose log to stderr")
-    parser.add_argument("-e", dest="stderr", action="store_true", help="log to stderr")
-    parser.add_argument("-E", dest="logfile", help="append the log to this file")
-    parser.add_argument("-f", dest="config", help="configuration file")
-    parser.add_argument("-p", dest="ports", action="append", default=[], help="port")
-    parser.add_argument("-h", dest="host_keys", action="append", default=[], help="host key file")
-    parser.add_argument("-o", dest="options", action="append", default=[], help="Keyword=value")
-    parser.add_argument("-t", dest="test", action="store_true", help="test the configuration")
-    parser.add_argument("-T", dest="dump", action="store_true",
-                        help="print the effective configuration and exit")
-    parser.add_argument("-C", dest="conn_spec", action="append", default=[],
-                        help="connection spec for -T: user=,host=,addr=,laddr=,lport=")
-    parser.add_argument("-i", dest="inetd", action="store_true",
-                        help="inetd mode: one connection on stdin and stdout")
-    parser.add_argument("-q", dest="quiet", action="store_true", help="quiet")
-    return parser.parse_args(argv)
-
-
-def load_config(args: argparse.Namespace) -> servconf.ServerConfig:
-    overrides = list(args.options)
-    overrides += [f"Port {p}" for p in args.ports]
-    overrides += [f"HostKey {h}" for h in args.host_keys]
-    if args.debug:
-        overrides.insert(0, "LogLevel DEBUG")
-    if args.quiet:
-        overrides.insert(0, "LogLevel QUIET")
+def load_config(args: cmdline.CommandLine) -> servconf.ServerConfig:
+    overrides = list(args.overrides)
+    level = args.log_level_override()
+    if level is not None:
+        overrides.insert(0, level)
     return servconf.parse_config(args.config, overrides)
 
 
@@ -127,19 +100,27 @@ def main(argv: list[str] | None = None) -> int:
     program = sys.argv[0] if argv is None and not sys.argv[0].endswith(".py") else "privsep-sshd"
     argv = sys.argv[1:] if argv is None else argv
     reexec = os.environ.pop(listener.REEXEC_ENV, None) is not None
-    try:
-        args = parse_args(argv)
-    except SystemExit:
-        return 255
+    args = cmdline.parse(argv)
+    if args.version:
+        print(cmdline.version_line(), file=sys.stderr)
+        return 0
     # Nothing whoever started us had open may reach a monitor, a net-child or
     # a user's session (sshd closes everything above stderr too).
     os.closerange(3, 65536)
     logging.basicConfig(format="%(message)s", level=logging.INFO)  # until log.setup
-    try:  # sshd reads -C as it reads its arguments, before any file: exit 1
-        spec = ConnectionInfo.from_spec(",".join(args.conn_spec)) if args.conn_spec else None
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    if args.refusal is not None:  # the -o lines before the bad flag come first
+        try:
+            servconf.parse_config("none", args.overrides)
+        except servconf.ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return exc.exit_status
+        sys.stderr.write(args.refusal.text)
+        return args.refusal.status
+    refusal = _before_config(args)
+    if refusal is not None:
+        sys.stderr.write(refusal.text)
+        return refusal.status
+    spec = ConnectionInfo.from_spec(",".join(args.conn_spec)) if args.conn_spec else None
     try:
         config = load_config(args)
         config.default_generation = generation.installed()  # ProcessGeneration unset
@@ -148,9 +129,15 @@ def main(argv: list[str] | None = None) -> int:
             if spec.user is not None:
                 spec = dataclasses.replace(spec, groups=user_groups(spec.user))
             options = config.options_for(spec)
-    except (servconf.ConfigError, ValueError) as exc:
+    except servconf.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_status
+    except ValueError as exc:
         print(exc, file=sys.stderr)
         return 255
+    if args.operands:  # sshd looks once its configuration is read
+        print(f"Extra argument {args.operands[0]}.", file=sys.stderr)
+        return 1
     if args.test or args.dump:
         existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
         keys, problems = [None], []
@@ -197,6 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _remove_pid_file(options.pid_file)
     return 0
+
+
+def _before_config(args: cmdline.CommandLine) -> cmdline.Refusal | None:
+    """What sshd refuses after its flags and before its file: a log file
+    it cannot open (exit 1), -C without -T (fatal)."""
+    if args.logfile is not None:
+        try:
+            open(args.logfile, "a").close()
+        except OSError as exc:
+            return cmdline.Refusal(f"Couldn't open logfile {args.logfile}: {exc.strerror}\n")
+    if args.conn_spec and not args.dump:
+        return cmdline.Refusal("Config test connection parameter (-C) provided without "
+                               "test mode (-T)\n", 255)
+    return None
 
 
 def _remove_pid_file(path: str) -> None:

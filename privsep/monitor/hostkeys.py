@@ -95,7 +95,8 @@ def read_host_keys(paths: list[str], cert_paths: list[str] | tuple[str, ...] = (
             continue
         if private_error:  # HostKeyAgent holds it; sshd still says why the file did not load
             problems += _private_key_problems(path, private_error)
-        if (pubkey.rsa_bits(payload) or required_rsa_size) < required_rsa_size:
+        least = max(required_rsa_size, pubkey.RSA_MINIMUM_BITS)
+        if (pubkey.rsa_bits(payload) or least) < least:
             problems.append(f"main: Host key {path}: Invalid key length")
         else:
             keys.append(HostKey(path, payload))

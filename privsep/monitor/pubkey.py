@@ -157,8 +157,14 @@ def rsa_bits(blob: bytes) -> int | None:
     return r.mpint().bit_length()
 
 
+#: sshd's SSH_RSA_MINIMUM_MODULUS_SIZE: a smaller RequiredRSASize is taken
+#: (and printed by -T) but no smaller key is ever accepted
+RSA_MINIMUM_BITS = 1024
+
+
 def rsa_too_small(blob: bytes, required_bits: int) -> bool:
     """RequiredRSASize for a user key, in sshd's words (userauth_pubkey)."""
+    required_bits = max(required_bits, RSA_MINIMUM_BITS)
     try:
         bits = rsa_bits(blob)
     except ValueError:

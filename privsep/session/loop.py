@@ -63,6 +63,9 @@ class EventLoop:
         self._seq = itertools.count()
         #: callbacks run at the start of every pass, before the wait
         self._each_pass: list[Callback] = []
+        #: the descriptor whose readiness is handled before the others' in
+        #: a pass: the client's socket (set by the transport)
+        self.first_fd: int | None = None
 
     # --- descriptors ---------------------------------------------------------------
 
@@ -159,7 +162,12 @@ class EventLoop:
             callback()
         self._sync()
         timeout = self._timeout()
-        for key, events in self._selector.select(timeout):
+        ready = self._selector.select(timeout)
+        # The client's socket first, as sshd's loop reads it before it writes
+        # a byte: a reset that came before the wait is then a read's error
+        # ("Read error"), never that of a write made for a program's output.
+        ready.sort(key=lambda item: item[0].fd != self.first_fd)
+        for key, events in ready:
             watch = self._watches.get(key.fd)
             if watch is None:
                 continue

@@ -4,6 +4,7 @@ carries the connection on."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
@@ -25,6 +26,7 @@ from privsep.common.trace import trace
 from privsep.config.servconf import ServerOptions
 from privsep.session import chroot
 from privsep.session.loop import EventLoop
+from privsep.session.packets import WriteError
 from privsep.session.policy import SessionPolicy
 from privsep.session.session import SessionProcess, SessionServer
 from privsep.session.timeouts import ChannelTimeouts, UnusedConnection
@@ -216,7 +218,9 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
     if isinstance(failure, ReadError):  # there too, and then sshd's cleanup_exit
         verbose(log, "Read error from remote host %s port %d: %s", peer.addr, peer.port,
                 failure.strerror)
-    if isinstance(failure, EOFError):
+    if isinstance(failure, WriteError):  # process_output's sshpkt_fatal, then cleanup_exit
+        _log_write_error(failure, pw.pw_name, peer)
+    if isinstance(failure, EOFError) and not isinstance(failure, WriteError):
         process.close_all()  # the client closed the socket without a DISCONNECT
     process.forwarding.close_all()
     process.agent.stop()
@@ -228,12 +232,25 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
             except (ProcessLookupError, PermissionError):
                 pass
         process.release_pty(session)
-    if isinstance(failure, ReadError):
+    if isinstance(failure, (ReadError, WriteError)):
         return EXIT_LOGGED_END
     if not isinstance(failure, ConnectionClosed):
         return 0
     _log_transferred(transport, peer)
     return EXIT_LOGGED_END
+
+
+def _log_write_error(failure: WriteError, user: str, peer: Peer) -> None:
+    """sshpkt_fatal's line (packet.c) for a write to the client that failed,
+    at INFO as its logdie writes it: a reset has a line of its own, anything
+    else names the call and the system's error.  (A reset that came before
+    the loop's wait is a read's error instead, "Read error": the loop reads
+    the socket first, as sshd's.)"""
+    if failure.errno == errno.ECONNRESET:
+        log.info("Connection reset by user %s %s", user, peer)
+    else:
+        log.info("process_output: ssh_packet_write_poll: Connection from user %s %s: %s",
+                 user, peer, failure.strerror)
 
 
 def _log_transferred(transport: SessionTransport, peer: Peer) -> None:

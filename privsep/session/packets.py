@@ -37,6 +37,17 @@ _CHANNEL_MESSAGES = range(93, 101)
 MAX_PACKET = 256 * 1024
 
 
+class WriteError(EOFError):
+    """Writing to the client's socket failed (it reset the connection, or
+    is gone): sshd's process_output ends the connection there with
+    sshpkt_fatal's line and nothing after it (session/main.py)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(os.strerror(number))
+        self.errno = number
+        self.strerror = os.strerror(number)
+
+
 class _FirstBlock:
     """Stands in for the inbound decryptor until read_message decrypts the
     first block of the packet whose length was read ahead: it answers with
@@ -280,7 +291,7 @@ class SessionPacketizer(ResumedPacketizer):
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:
-                raise EOFError() if exc.errno in (errno.EPIPE, errno.ECONNRESET) else exc
+                raise self._write_failed(exc) from None
         for buffer in buffers:
             size = len(buffer)
             if written >= size:
@@ -313,8 +324,23 @@ class SessionPacketizer(ResumedPacketizer):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            raise EOFError() if exc.errno in (errno.EPIPE, errno.ECONNRESET) else exc
+            raise self._write_failed(exc) from None
         del self._backlog[:written]
+
+    def _write_failed(self, exc: OSError) -> OSError:
+        """What a failed write raises.  A reset or closed socket is the
+        connection's end, recorded as its cause when nothing else ended it
+        first: callers that take it as "the client is gone" need not pass
+        it on, and the read that follows (an EOF now) does not replace it."""
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            return exc
+        failure = WriteError(exc.errno)
+        transport = self.transport
+        if transport.active and transport.saved_exception is None:
+            transport.saved_exception = failure
+            if transport.loop is not None:  # sshd's fatal: the loop ends now
+                transport.loop.call_later(0, lambda: transport._end(failure))
+        return failure
 
     def flush_before_close(self, timeout: float) -> None:
         """The last packets (a DISCONNECT) before the socket closes: wait up

@@ -283,6 +283,7 @@ class SessionTransport(ResumedTransport):
         self._skip_initial_kex = False  # the net-child had the banner and the first exchange
         self.packetizer.start_loop()
         fd = self.packetizer.fileno()
+        loop.first_fd = fd
         loop.add_reader(fd, self._readable)
         loop.add_writer(fd, self._writable, when=lambda: self.packetizer.backlog() > 0)
         if first is not None:

@@ -1,0 +1,112 @@
+"""sshd(8)'s command line and its refusals, side by side with Debian's sshd
+9.2: the same arguments to both, the exit status and stderr compared whole
+(normalised only for the program's name and version in the usage text and
+for the CR LF that sshd's log lines end with on stderr)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import OPENSSH, privsep_command
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+              pytest.mark.skipif(not Path(OPENSSH).exists(), reason="no openssh-server")]
+
+#: the version line that opens the usage text: sshd's release, ours
+_VERSION_LINE = re.compile(r"^(OpenSSH_\S+( \S+)?|privsep-sshd \S+), OpenSSL .*$", re.M)
+
+
+def _normalised(stderr: str) -> str:
+    text = stderr.replace("\r\n", "\n")
+    text = _VERSION_LINE.sub("VERSION, OpenSSL", text)
+    text = text.replace("usage: privsep-sshd", "usage: sshd")
+    return re.sub(r"\n +", "\n ", text)  # the usage's continuation lines, aligned to the name
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    key = tmp_path / "hostkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    path = tmp_path / "sshd_config"
+    path.write_text(f"HostKey {key}\nListenAddress 127.0.0.1\n")
+    return path
+
+
+def _both(*args: str) -> dict[str, tuple[int, str]]:
+    seen = {}
+    for kind, command in (("openssh", [OPENSSH]), ("privsep", privsep_command())):
+        result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        seen[kind] = (result.returncode, _normalised(result.stderr))
+    return seen
+
+
+CASES = {
+    # -o: an unknown keyword is an error sshd's parser returns (exit 1); a
+    # bad value is its fatal() (255), in its words
+    "unknown keyword": ["-o", "Unknown=1"],
+    "bad port value": ["-o", "Port=abc"],
+    "bad time value": ["-o", "LoginGraceTime=xyz"],
+    "bad flag value": ["-o", "PasswordAuthentication=maybe"],
+    "bad integer": ["-o", "MaxAuthTries=3x"],
+    "negative integer": ["-o", "MaxAuthTries=-1"],
+    "huge integer": ["-o", "MaxAuthTries=99999999999"],
+    "bad cipher": ["-o", "Ciphers=+rot13"],
+    "bad kex": ["-o", "KexAlgorithms=nope"],
+    "bad log level": ["-o", "LogLevel=LOUD"],
+    "no value": ["-o", "Port="],
+    "Match on the command line": ["-o", "Match User x"],
+    "bare Match": ["-o", "Match"],
+    "Include on the command line": ["-o", "Include=/nonexistent"],
+    # the flags' own refusals
+    "bad -p": ["-p", "abc"],
+    "-p 0": ["-p", "0"],
+    "-p too large": ["-p", "70000"],
+    "bad -g": ["-g", "5x"],
+    "-u too large": ["-u", "66"],
+    "unknown flag": ["-Z"],
+    "unknown flag in a cluster": ["-tZ"],
+    "flag without its argument": ["-o"],
+    "-C without -T": ["-C", "user=x"],
+    "bad -C": ["-T", "-C", "planet=mars"],
+    "unwritable -E": ["-E", "/nonexistent/dir/log"],
+    "extra argument": ["extra"],
+    "extra argument after --": ["--", "extra"],
+    # the order: the first bad flag decides, -o lines included
+    "unknown keyword before a bad flag": ["-o", "Unknown=1", "-Z"],
+    "bad flag before an unknown keyword": ["-Z", "-o", "Unknown=1"],
+    "bad value before an unknown keyword": ["-o", "Port=abc", "-o", "Unknown=1"],
+    # accepted: the same silence and status
+    "ignored flags": ["-4", "-r", "-Q", "-b", "1024", "-k", "3600", "-u", "0"],
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_command_line_as_sshd(config: Path, name: str) -> None:
+    seen = _both("-t", "-f", str(config), *CASES[name])
+    assert seen["privsep"] == seen["openssh"], seen
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    """sshd's perror() and exit 1 for a -f it cannot open."""
+    seen = _both("-t", "-f", str(tmp_path / "nonexistent"))
+    assert seen["openssh"] == (1, f"{tmp_path / 'nonexistent'}: No such file or directory\n")
+    assert seen["privsep"] == seen["openssh"]
+
+
+def test_usage_and_version(config: Path) -> None:
+    """The usage text is sshd's, with our name; -V prints a version line
+    and exits 0, as sshd's."""
+    seen = _both("-t", "-f", str(config), "-Z")
+    assert seen["openssh"][0] == 1
+    assert "usage: sshd [-46DdeiqTtV] [-C connection_spec]" in seen["openssh"][1]
+    assert seen["privsep"] == seen["openssh"]
+    for kind, command in (("openssh", [OPENSSH]), ("privsep", privsep_command())):
+        result = subprocess.run([*command, "-V"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, kind
+        assert re.fullmatch(r"\S+( \S+)?, OpenSSL [^\n]+\n", result.stderr), (kind, result.stderr)
