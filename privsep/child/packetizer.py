@@ -150,12 +150,18 @@ class CipherPacketizer(Packetizer):
             raise SSHException("empty packet")
         msg = Message(payload[1:])
         msg.seqno = seqno
+        self._count_read(seqno, size, TAG_SIZE)
+        return payload[0], msg
+
+    def _count_read(self, seqno: int, length: int, mac_size: int) -> None:
+        """paramiko's bookkeeping after it reads packet ``seqno`` whose length
+        field says ``length``, followed by ``mac_size`` bytes of MAC or tag:
+        the next sequence number, the rekey limits, sshd's total."""
         self._Packetizer__sequence_number_in = (seqno + 1) & 0xFFFFFFFF
         if seqno == 0xFFFFFFFF and not self._initial_kex_done:
             raise SSHException("Sequence number rolled over during initial kex!")
-        self._count_received(size + TAG_SIZE + 4)
-        self.total_received += size + 4
-        return payload[0], msg
+        self._count_received(length + mac_size + 4)
+        self.total_received += length + 4
 
     def _count_received(self, raw: int) -> None:
         """paramiko's rekey accounting for one packet read (its read_message's tail)."""
