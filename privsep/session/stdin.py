@@ -114,9 +114,11 @@ class StdinSink:
         the fd if it is ours to close and still open."""
         if self._done:
             return
+        self._write_pending()  # delivered before this: as if written on arrival
+        if self._done:  # writing failed, and on_broken stopped us already
+            return
         self._done = True
         self._backlog.clear()
-        self._pending.clear()
         self.loop.remove_writer(self.fd)
         if self.close_on_eof:
             self.loop.forget(self.fd)
