@@ -28,7 +28,7 @@ def pkt_set(packetizer: Packetizer, name: str, value) -> None:
 
 
 #: the MAC-table classes whose tags are UMAC, not HMAC
-_UMAC_ENGINES = frozenset(entry["class"] for entry in umac.MAC_INFO.values())
+UMAC_ENGINES = frozenset(entry["class"] for entry in umac.MAC_INFO.values())
 
 
 def compute_mac(key: bytes, data: bytes, engine) -> bytes:
@@ -42,7 +42,7 @@ def compute_mac(key: bytes, data: bytes, engine) -> bytes:
     with no copy of paramiko's packet code.  HMAC goes through
     ``hmac.digest``, OpenSSL's one-shot HMAC, the same bytes as paramiko's
     ``HMAC(key, data, engine).digest()`` without building an object."""
-    if engine in _UMAC_ENGINES:
+    if engine in UMAC_ENGINES:
         return engine.tag(key, data)
     return hmac.digest(key, data, engine)
 

@@ -30,10 +30,9 @@ import hmac
 import struct
 
 import paramiko
-from paramiko.common import MSG_CHANNEL_DATA
 
 from privsep.child.chachapoly import TAG_SIZE, BadTag
-from privsep.child.packetizer import _UMAC_ENGINES
+from privsep.child.packetizer import UMAC_ENGINES
 
 #: CHANNEL_DATA's fixed fields: type, recipient channel, data length
 _DATA_HEAD = struct.Struct(">BII")
@@ -63,7 +62,12 @@ class DirectOpen:
         else:
             return None
         seqno = self._Packetizer__sequence_number_in
-        length = _U32.unpack_from(self._ahead)[0] if self._chacha_in is None else size - 4 - TAG_SIZE
+        # the length field: in clear but for chacha20-poly1305, whose size
+        # packet_ready worked out from it
+        if self._chacha_in is None:
+            length = _U32.unpack_from(self._ahead)[0]
+        else:
+            length = size - 4 - TAG_SIZE
         packet = opener(seqno, length)
         # the views of _ahead are gone with the opener's frame: it may shrink
         del self._ahead[:size]
@@ -111,7 +115,7 @@ class DirectOpen:
     def _etm_tag(self, seqno: int, covered) -> bytes:
         """The MAC of sequence number + ``covered``, untruncated."""
         key, engine = self._Packetizer__mac_key_in, self._Packetizer__mac_engine_in
-        if engine in _UMAC_ENGINES:
+        if engine in UMAC_ENGINES:
             return engine.tag(key, _U32.pack(seqno) + bytes(covered))
         keyed = self._hmac_in
         if keyed is None or keyed[0] is not key:
@@ -141,4 +145,4 @@ def deliver_channel_data(transport, payload: memoryview) -> bool:
     return True
 
 
-__all__ = ["DirectOpen", "deliver_channel_data", "MSG_CHANNEL_DATA"]
+__all__ = ["DirectOpen", "deliver_channel_data"]
