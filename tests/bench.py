@@ -43,6 +43,11 @@ login-SET, download-SET, upload-SET
              (curve25519-sha256 and aes128-gcm).  Targets: transfers >= 0.9x
              sshd, login <= 0.5x.
 
+Each download and upload row is followed by the session process's CPU
+time per MB moved (``/proc/PID/stat`` of the ``user@notty`` process, from
+the first byte to the last, so the login is left out): what the packet
+layer and the cipher cost, which a loaded machine's wall time hides.
+
 Each login, download and upload row (client defaults and forced) is followed
 by a line naming the key exchange, cipher and MAC each daemon negotiated
 (``ssh -v`` with the same options).
@@ -275,13 +280,54 @@ def bench_login(servers: dict[str, Server], user: TestUser, settings: Settings,
     return {"unit": "ms", "measure": "median wall time of `ssh host true`", **result}
 
 
+def session_process(server: Server) -> int | None:
+    """The pid of the daemon's session process (``user@notty``) of the one
+    session open, None if there is none."""
+    for proc in descendants(server.pid):
+        if roles.role_of(proc.args, None) == roles.SESSION:
+            return proc.pid
+    return None
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User and system CPU time of ``pid`` so far (0 when gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, TypeError):
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class SessionCpu:
+    """The session process's CPU time between ``start()`` (once the bytes
+    flow) and ``stop()`` (once the last has passed), per MB moved: the
+    packet layer's and cipher's cost, login left out."""
+
+    def __init__(self, server: Server) -> None:
+        self.server, self.pid, self.begin, self.used = server, None, 0.0, float("nan")
+
+    def start(self) -> None:
+        self.pid = session_process(self.server)
+        self.begin = process_cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            self.used = process_cpu_seconds(self.pid) - self.begin
+
+    def ms_per_mb(self, size: int) -> float:
+        return self.used * 1000 / (size / 1e6)
+
+
 def download_once(server: Server, user: TestUser, size: int,
-                  options: tuple[str, ...] = ()) -> float:
-    """MB/s from the first byte received to the last."""
+                  options: tuple[str, ...] = ()) -> tuple[float, float]:
+    """MB/s from the first byte received to the last, and the session
+    process's CPU ms per MB."""
     proc = client(server, user, f"head -c {size} /dev/zero", options=options)
     buffer = memoryview(bytearray(1 << 20))
     got = 0
     first_at = first_bytes = None
+    cpu = SessionCpu(server)
     try:
         with Watchdog(proc, 120 + size / 5e6):
             while got < size:
@@ -291,7 +337,9 @@ def download_once(server: Server, user: TestUser, size: int,
                 got += n
                 if first_at is None:
                     first_at, first_bytes = time.perf_counter(), n
+                    cpu.start()
             last_at = time.perf_counter()
+            cpu.stop()
             proc.wait()
         if got != size or proc.returncode != 0:
             raise RuntimeError(f"download from {server.kind}: {got} of {size} bytes, status "
@@ -300,45 +348,55 @@ def download_once(server: Server, user: TestUser, size: int,
         stop_client(proc)
     if last_at <= first_at:
         raise RuntimeError("download size too small to time; raise --size")
-    return (size - first_bytes) / (last_at - first_at) / 1e6
+    return (size - first_bytes) / (last_at - first_at) / 1e6, cpu.ms_per_mb(size - first_bytes)
 
 
 def upload_once(server: Server, user: TestUser, size: int,
-                options: tuple[str, ...] = ()) -> float:
+                options: tuple[str, ...] = ()) -> tuple[float, float]:
     """MB/s from the first byte written (once the remote command runs)
-    until the remote command has read them all."""
+    until the remote command has read them all, and the session process's
+    CPU ms per MB."""
     proc = client(server, user, "echo ready; cat > /dev/null; echo done",
                   stdin=subprocess.PIPE, options=options)
     chunk = memoryview(bytes(1 << 20))
+    cpu = SessionCpu(server)
     try:
         with Watchdog(proc, 120 + size / 5e6):
             read_until(proc, b"ready", 60)
+            cpu.start()
             start = time.perf_counter()
             left = size
             while left:
                 left -= proc.stdin.write(chunk[:min(left, len(chunk))])
             proc.stdin.close()
             end = read_until(proc, b"done", 120 + size / 5e6)
+            cpu.stop()
             proc.wait()
         if proc.returncode != 0:
             raise RuntimeError(f"upload to {server.kind}: status {proc.returncode}: "
                                f"{client_error(proc)}")
     finally:
         stop_client(proc)
-    return size / (end - start) / 1e6
+    return size / (end - start) / 1e6, cpu.ms_per_mb(size)
 
 
 def bench_bulk(which: str, servers: dict[str, Server], user: TestUser,
                settings: Settings, options: tuple[str, ...] = ()) -> dict:
     once = download_once if which == "download" else upload_once
     rates: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
+    cpu: dict[str, list[float]] = {kind: [] for kind in DAEMONS}
     for index in range(settings.bulk_rounds):
         for kind in round_order(index):
-            rates[kind].append(once(servers[kind], user, settings.size, options))
+            rate, ms_per_mb = once(servers[kind], user, settings.size, options)
+            rates[kind].append(rate)
+            cpu[kind].append(ms_per_mb)
         progress(f"{which}{' ' + ' '.join(options) if options else ''} round "
                  f"{index + 1}/{settings.bulk_rounds}: "
-                 + ", ".join(f"{kind} {rates[kind][-1]:.0f} MB/s" for kind in DAEMONS))
-    result = {kind: {**summary(rates[kind]), "value": median(rates[kind])} for kind in DAEMONS}
+                 + ", ".join(f"{kind} {rates[kind][-1]:.0f} MB/s, session CPU "
+                             f"{cpu[kind][-1]:.2f} ms/MB" for kind in DAEMONS))
+    result = {kind: {**summary(rates[kind]), "value": median(rates[kind]),
+                     "session_cpu_ms_per_mb": median(cpu[kind]),
+                     "session_cpu_samples": cpu[kind]} for kind in DAEMONS}
     return {"unit": "MB/s", "bytes": settings.size,
             "measure": f"median throughput of {settings.size >> 20} MiB, "
                        f"{'server to client' if which == 'download' else 'client to server'}",
@@ -982,6 +1040,10 @@ def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
             key = f"{side}_cpu_ms_per_login"
             rows.append((f"  {side} CPU", fmt(p[key], "ms"), fmt(o[key], "ms"),
                          f"{p[key] / o[key]:.2f}", "", ""))
+    if "session_cpu_ms_per_mb" in p:
+        key = "session_cpu_ms_per_mb"
+        rows.append(("  session CPU/MB", f"{p[key]:.2f} ms", f"{o[key]:.2f} ms",
+                     f"{p[key] / o[key]:.2f}", "", ""))
     return rows
 
 
@@ -1005,7 +1067,8 @@ def print_table(results: dict[str, dict]) -> None:
     widths = [max(len(row[i]) for row in rows if len(row) > 1) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    print("\nprivsep, openssh: medians (p90, p99 rows: percentiles; CPU rows: means per login)."
+    print("\nprivsep, openssh: medians (p90, p99 rows: percentiles; CPU rows: means per login;"
+          "\n  session CPU/MB: the session process's CPU per MB moved, median)."
           "\nratio: privsep/openssh."
           "\nok: the ratio meets the target; reported, never a failure.")
 

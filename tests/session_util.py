@@ -11,6 +11,8 @@ import time
 
 import paramiko
 
+from privsep.child.ciphers import CipherTransportMixin
+from privsep.child.packetizer import CipherPacketizer
 from tests.daemon import Server, ssh_argv
 
 #: Both daemons get the same session settings, OpenSSH's spelling.
@@ -20,7 +22,40 @@ SESSION_CONFIG = [
 ]
 
 
+class CipherClientTransport(CipherTransportMixin, paramiko.Transport):
+    """paramiko's client transport with the daemon's ciphers and packet
+    layer (chacha20-poly1305@openssh.com, which paramiko lacks), offering
+    only ``cipher`` and, if given, ``mac``.  Its packetizer counts every
+    byte it sends as sshd's "Transferred:" does (``total_sent``)."""
+
+    def __init__(self, sock, cipher: str, mac: str | None = None, **kwargs) -> None:
+        super().__init__(sock, packetizer_class=CipherPacketizer, **kwargs)
+        self._preferred_ciphers = (cipher,)
+        if mac is not None:
+            self._preferred_macs = (mac,)
+
+
+def forcing(cipher: str, mac: str | None = None) -> dict:
+    """paramiko_client's keyword for a client that offers only ``cipher``
+    (and ``mac``)."""
+    return {"transport_factory": lambda sock, **kwargs: CipherClientTransport(
+        sock, cipher, mac, **kwargs)}
+
+
+#: id -> (cipher, MAC) for ``forcing``: the three the session process reads
+#: on its direct path (privsep/session/inbound.py), then one that goes
+#: through paramiko's read_message (MAC-then-encrypt)
+CLIENT_CIPHERS = {
+    "chacha20-poly1305": ("chacha20-poly1305@openssh.com", None),
+    "aes128-gcm": ("aes128-gcm@openssh.com", None),
+    "aes128-ctr-etm": ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
+    "aes128-ctr-hmac": ("aes128-ctr", "hmac-sha2-256"),
+}
+
+
 def paramiko_client(server: Server, user, **kwargs) -> paramiko.SSHClient:
+    """A paramiko client logged in with the user's key; ``forcing(...)``
+    among ``kwargs`` picks its cipher."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     client.connect("127.0.0.1", port=server.port, username=user.name,

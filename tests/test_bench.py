@@ -65,6 +65,10 @@ def test_quick_bench_reports_every_benchmark_for_both_daemons(tmp_path: Path) ->
         for kind in DAEMONS:
             assert all(algorithms[kind][k] != "?" for k in ("kex", "cipher", "mac")), name
             assert f"got: privsep kex {algorithms['privsep']['kex']}" in done.stdout
+    for name in ("download", "upload", *(n for n in FORCED_BENCHMARKS if "login" not in n)):
+        for kind in DAEMONS:  # the session process was found and measured
+            cpu = results[name][kind]["session_cpu_ms_per_mb"]
+            assert math.isfinite(cpu) and cpu >= 0, (name, kind, cpu)
     for label, options in FORCED.items():  # the forced algorithms are the ones got
         kex, cipher = (option.split("=", 1)[1] for option in options)
         for which in ("login", "download", "upload"):

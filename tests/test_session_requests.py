@@ -11,7 +11,8 @@ import pytest
 
 from privsep.session.pump import BULK_PIPE_SIZE
 from tests.daemon import Server, ssh, ssh_background, wait_until
-from tests.session_util import channel_request, install_reply_recorder, paramiko_client
+from tests.session_util import (CLIENT_CIPHERS, channel_request, forcing, install_reply_recorder,
+                                paramiko_client)
 
 
 def test_env_accept_patterns(session_server: Server, user) -> None:
@@ -29,8 +30,12 @@ def test_env_debian_default(privsep_server: Server, user) -> None:
     assert result.stdout.decode().strip() == "C.UTF-8|C|unset"
 
 
-def _run_with_paramiko(server: Server, user, command: str, pty: bool = False):
-    client = paramiko_client(server, user)
+def _run_with_paramiko(server: Server, user, command: str, pty: bool = False,
+                       cipher: str | None = None):
+    """``command`` on a paramiko client's session channel; ``cipher``: one
+    of session_util.CLIENT_CIPHERS, else paramiko's choice."""
+    client = paramiko_client(server, user,
+                             **(forcing(*CLIENT_CIPHERS[cipher]) if cipher else {}))
     chan = client.get_transport().open_session()
     if pty:
         chan.get_pty()
@@ -223,14 +228,16 @@ def _send_ignoring_window(chan: paramiko.Channel, payload: bytes, extended: bool
     chan.transport._send_user_message(m)
 
 
-def test_window_overrun_is_dropped(session_server: Server, user, bystander) -> None:
+@pytest.mark.parametrize("cipher", CLIENT_CIPHERS)
+def test_window_overrun_is_dropped(session_server: Server, user, bystander, cipher: str) -> None:
     """A client that ignores the window: what does not fit, a packet over the
     maximum size and stderr data sent to the server are logged and dropped,
-    as sshd 9.2 does, and the connection carries on."""
+    as sshd 9.2 does, and the connection carries on.  With each cipher: the
+    session process reads the first three on its direct path (inbound.py)."""
     client, chan = _run_with_paramiko(
         session_server, user,
         "sleep 3; cat > overrun.bin; wc -c < overrun.bin; tr -d a < overrun.bin | wc -c;"
-        " rm overrun.bin")
+        " rm overrun.bin", cipher=cipher)
     try:
         _send_ignoring_window(chan, b"b" * (SESSION_MAX_PACKET + 7232))
         _send_ignoring_window(chan, b"e" * 1000, extended=True)
@@ -292,8 +299,9 @@ def test_server_alive_interval_keeps_connection(session_server: Server, user) ->
     assert result.returncode == 0 and result.stdout == b"ok\n"
 
 
+@pytest.mark.parametrize("cipher", CLIENT_CIPHERS)
 def test_input_before_the_clients_close_reaches_the_program(session_server: Server,
-                                                            user) -> None:
+                                                            user, cipher: str) -> None:
     """A client that sends its input, EOF and CLOSE at once, to a program
     that reads none of it yet (the pipe is full): the input still reaches
     the program, then its stdin ends, as sshd drains a channel's output
@@ -305,7 +313,7 @@ def test_input_before_the_clients_close_reaches_the_program(session_server: Serv
     flag, out = user.home / "may-read", user.home / "stdin-copy"
     client, chan = _run_with_paramiko(
         session_server, user,
-        f"while [ ! -e {flag} ]; do sleep 0.05; done; exec cat > {out}")
+        f"while [ ! -e {flag} ]; do sleep 0.05; done; exec cat > {out}", cipher=cipher)
     try:
         chan.sendall(data)
         chan.shutdown_write()

@@ -28,7 +28,7 @@ def pkt_set(packetizer: Packetizer, name: str, value) -> None:
 
 
 #: the MAC-table classes whose tags are UMAC, not HMAC
-_UMAC_ENGINES = frozenset(entry["class"] for entry in umac.MAC_INFO.values())
+UMAC_ENGINES = frozenset(entry["class"] for entry in umac.MAC_INFO.values())
 
 
 def compute_mac(key: bytes, data: bytes, engine) -> bytes:
@@ -42,7 +42,7 @@ def compute_mac(key: bytes, data: bytes, engine) -> bytes:
     with no copy of paramiko's packet code.  HMAC goes through
     ``hmac.digest``, OpenSSL's one-shot HMAC, the same bytes as paramiko's
     ``HMAC(key, data, engine).digest()`` without building an object."""
-    if engine in _UMAC_ENGINES:
+    if engine in UMAC_ENGINES:
         return engine.tag(key, data)
     return hmac.digest(key, data, engine)
 
@@ -150,12 +150,18 @@ class CipherPacketizer(Packetizer):
             raise SSHException("empty packet")
         msg = Message(payload[1:])
         msg.seqno = seqno
+        self._count_read(seqno, size, TAG_SIZE)
+        return payload[0], msg
+
+    def _count_read(self, seqno: int, length: int, mac_size: int) -> None:
+        """paramiko's bookkeeping after it reads packet ``seqno`` whose length
+        field says ``length``, followed by ``mac_size`` bytes of MAC or tag:
+        the next sequence number, the rekey limits, sshd's total."""
         self._Packetizer__sequence_number_in = (seqno + 1) & 0xFFFFFFFF
         if seqno == 0xFFFFFFFF and not self._initial_kex_done:
             raise SSHException("Sequence number rolled over during initial kex!")
-        self._count_received(size + TAG_SIZE + 4)
-        self.total_received += size + 4
-        return payload[0], msg
+        self._count_received(length + mac_size + 4)
+        self.total_received += length + 4
 
     def _count_received(self, raw: int) -> None:
         """paramiko's rekey accounting for one packet read (its read_message's tail)."""

@@ -29,6 +29,7 @@ import paramiko
 
 from privsep.child.chachapoly import TAG_SIZE
 from privsep.child.packetizer import pkt_get, pkt_set
+from privsep.session.inbound import DirectOpen, deliver_channel_data
 from privsep.session.resume import ResumedPacketizer
 
 #: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
@@ -81,10 +82,11 @@ class _Payload:
         return self.data
 
 
-class SessionPacketizer(ResumedPacketizer):
+class SessionPacketizer(DirectOpen, ResumedPacketizer):
     """Ends the connection on a message for a channel that is gone, as sshd
     does ("unknown channel"), where paramiko would ignore it; and reads and
-    writes without blocking, the loop deciding when (see the module's text)."""
+    writes without blocking, the loop deciding when (see the module's text).
+    Bulk channel data in takes the direct path (inbound.py)."""
 
     transport = None
     #: how much one read may take from the socket
@@ -171,9 +173,21 @@ class SessionPacketizer(ResumedPacketizer):
         return out
 
     def read_message(self):
-        self._next_size = None
-        ptype, m = super().read_message()
+        """The next message, as paramiko's; ``(MSG_CHANNEL_DATA, None)`` for
+        channel data already delivered to its channel's sink (inbound.py)."""
+        size, self._next_size = self._next_size, None
+        opened = self.open_whole(size)
         transport = self.transport
+        if opened is None:
+            ptype, m = super().read_message()
+        else:
+            seqno, payload = opened
+            ptype = payload[0]
+            if (ptype == paramiko.common.MSG_CHANNEL_DATA and transport is not None
+                    and deliver_channel_data(transport, payload)):
+                return ptype, None
+            m = paramiko.Message(bytes(payload[1:]))
+            m.seqno = seqno
         if transport is not None and ptype in _CHANNEL_MESSAGES:
             chanid = m.get_int()
             m.rewind()

@@ -29,6 +29,9 @@ from privsep.session.pump import grow_pipe
 
 log = logging.getLogger("privsep.session")
 
+#: the most pieces one writev takes (Linux's UIO_MAXIOV)
+_IOV_MAX = 1024
+
 
 class StdinSink:
     """Delivers one channel's data to ``fd`` (set non-blocking here).
@@ -49,6 +52,8 @@ class StdinSink:
         self.on_broken = on_broken
         os.set_blocking(fd, False)
         self._backlog = bytearray()
+        #: data delivered this turn of the loop, not yet written
+        self._pending: list = []
         self._eof = False
         #: the program's end is gone: drop what comes
         self._broken = False
@@ -60,25 +65,42 @@ class StdinSink:
 
     # --- the client's side -----------------------------------------------------------
 
-    def deliver(self, data: bytes) -> None:
-        """Data from the client, in order: written now if the fd takes it."""
+    def deliver(self, data) -> None:
+        """Data from the client, in order: written once the loop has handled
+        every packet it read this turn, all of them with one writev (a
+        write per 32 KiB packet was a fifth of an upload's time)."""
         if self._done:
             return
         if self._backlog:
             self._backlog += data
             return
-        written = self._write(data)
-        if written < len(data):
+        if not self._pending:
+            self.loop.call_later(0, self._write_pending)
+        self._pending.append(data)
+
+    def _write_pending(self) -> None:
+        """What deliver gathered: written as far as the fd takes it, the
+        rest to the backlog, and the window opened once for what went."""
+        pending, self._pending = self._pending, []
+        if self._done or not pending:
+            return
+        written = self._write(pending)
+        if written < sum(len(data) for data in pending):
             if not self._grown:  # the program reads slower than data comes
                 self._grown = True
                 grow_pipe(self.fd)
-            self._backlog += memoryview(data)[written:]
+            skip = written
+            for data in pending:
+                if skip < len(data):
+                    self._backlog += memoryview(data)[skip:]
+                skip = max(skip - len(data), 0)
         self._consumed(written)
 
     def client_eof(self) -> None:
         """The client sent EOF (or closed the channel): end the fd's input
         once the backlog is written."""
         self._eof = True
+        self._write_pending()  # what came before the EOF goes first
         if not self._backlog:
             self._end_input()
 
@@ -91,6 +113,9 @@ class StdinSink:
         """The channel or the program is gone: write nothing more, and close
         the fd if it is ours to close and still open."""
         if self._done:
+            return
+        self._write_pending()  # delivered before this: as if written on arrival
+        if self._done:  # writing failed, and on_broken stopped us already
             return
         self._done = True
         self._backlog.clear()
@@ -114,10 +139,13 @@ class StdinSink:
             self.at_eof()
 
     def _write(self, data) -> int:
-        """Write what the fd takes now; all of it when broken."""
+        """Write what the fd takes now (``data``, or a list of pieces with
+        one writev); all of it when broken."""
         if self._broken:
-            return len(data)
+            return len(data) if not isinstance(data, list) else sum(map(len, data))
         try:
+            if isinstance(data, list):
+                return os.writev(self.fd, data[:_IOV_MAX])
             return os.write(self.fd, data)
         except (BlockingIOError, InterruptedError):
             return 0
@@ -127,7 +155,7 @@ class StdinSink:
             self._broken = True
             if self.on_broken is not None:
                 self.on_broken()
-            return len(data)
+            return len(data) if not isinstance(data, list) else sum(map(len, data))
 
     def _flush(self) -> None:
         """The loop: the fd has room for the backlog."""

@@ -172,8 +172,11 @@ class WindowedChannel(Channel):
         return granted
 
     def feed_data(self, m: Message) -> None:
-        """CHANNEL_DATA from the client: buffered only within the window."""
-        data = m.get_binary()
+        self.accept(m.get_binary())
+
+    def accept(self, data) -> None:
+        """CHANNEL_DATA from the client (the slow path's Message, or the
+        direct path's view, inbound.py): buffered only within the window."""
         with self.lock:
             verdict = self.window.receive(len(data))
             left, sink = self.window.left, self.sink
@@ -337,7 +340,9 @@ class SessionTransport(ResumedTransport):
 
     def _dispatch(self, ptype: int, m: Message) -> bool:
         """One message from the client, as paramiko's run() handles it;
-        False when the client said goodbye."""
+        False when the client said goodbye.  No ``m``: delivered already."""
+        if m is None:
+            return True
         if ptype == MSG_DISCONNECT:
             self._parse_disconnect(m)
             return False

@@ -1,0 +1,115 @@
+"""The client's channel data on the session process's direct path
+(privsep/session/inbound.py: a whole packet opened in the read buffer, its
+CHANNEL_DATA handed to the program's stdin without a paramiko Message),
+with each cipher that takes it and, as the reference, one that goes
+through paramiko's read_message (MAC-then-encrypt).
+
+The client is paramiko with the daemon's own cipher table (session_util
+``forcing``), so that chacha20-poly1305 is there too, and so that it can
+count every byte it sent.  The window rules (a big packet, too much data,
+stderr data from the client) and data sent with EOF and CLOSE at once are
+tests/test_session_requests.py's, run with the same ciphers against both
+daemons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+
+import paramiko
+import pytest
+
+from tests.daemon import Server, ssh
+from tests.session_util import CLIENT_CIPHERS, forcing, paramiko_client
+
+_TRANSFERRED = re.compile(r"Transferred: sent (\d+), received (\d+) bytes")
+
+
+def _client(server: Server, user, cipher: str) -> paramiko.SSHClient:
+    return paramiko_client(server, user, **forcing(*CLIENT_CIPHERS[cipher]))
+
+
+def _settle(transport: paramiko.Transport) -> None:
+    """Once the server answers a global request it has read everything
+    sent before it, and sends nothing more unasked."""
+    transport.global_request("keepalive@openssh.com", wait=True)
+
+
+@pytest.mark.parametrize("cipher", CLIENT_CIPHERS)
+def test_upload_through_rekeys_counted_to_the_byte(server_with, user, cipher: str) -> None:
+    """8 MiB of random data to ``sha256sum`` through a server that starts a
+    key exchange after every MiB received (RekeyLimit counts the bytes the
+    direct path read): the data arrives whole, the server rekeys as often as
+    the bytes say, and its "Transferred:" line counts to the byte what the
+    client's packet layer counted sending and receiving."""
+    server = server_with("RekeyLimit 1M")
+    data = os.urandom(8 << 20)
+    client = _client(server, user, cipher)
+    transport = client.get_transport()
+    exchanges = []
+    transport._parse_kex_init = _counting(transport._parse_kex_init, exchanges)
+    try:
+        chan = transport.open_session()
+        chan.exec_command("sha256sum")
+        chan.sendall(data)
+        chan.shutdown_write()
+        digest = chan.makefile().read().split()[0].decode()
+        assert chan.recv_exit_status() == 0
+        chan.close()
+        _settle(transport)
+        sent, received = transport.packetizer.total_sent, transport.packetizer.total_received
+    finally:
+        client.close()
+    assert digest == hashlib.sha256(data).hexdigest()
+    # one per MiB received (8 MiB and the packets' overhead); what is in
+    # flight when the server asks counts in the old keys' period, hence the
+    # margin below 8
+    assert 5 <= len(exchanges) <= 9, len(exchanges)
+    log = server.wait_for_log("Transferred:")
+    (ours_sent, ours_received), = ((int(a), int(b)) for a, b in _TRANSFERRED.findall(log))
+    assert (ours_received, ours_sent) == (sent, received)
+
+
+def _counting(method, calls: list):
+    def counted(m):
+        calls.append(time.monotonic())
+        return method(m)
+    return counted
+
+
+@pytest.mark.parametrize("cipher", CLIENT_CIPHERS)
+def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
+        session_server: Server, user, make_user, cipher: str) -> None:
+    """CHANNEL_DATA for a channel closed on both sides: sshd ends the
+    connection ("referred to nonexistent channel"), and so does the session
+    process on either path ("unknown channel"); others carry on."""
+    client = _client(session_server, user, cipher)
+    try:
+        transport = client.get_transport()
+        chan = transport.open_session()
+        chan.exec_command("cat > /dev/null")
+        chan.sendall(b"x" * 100000)  # the direct path is under way
+        chan.shutdown_write()
+        assert chan.recv_exit_status() == 0
+        remote = chan.remote_chanid
+        chan.close()
+        for _ in range(2):  # our CLOSE is read (test_session_requests explains)
+            _settle(transport)
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
+        m.add_int(remote)
+        m.add_string(b"ghost" * 1000)
+        transport._send_user_message(m)
+        deadline = time.monotonic() + 10
+        while transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not transport.is_active()
+    finally:
+        client.close()
+    session_server.wait_for_log("unknown channel" if session_server.kind == "privsep"
+                                else "nonexistent channel")
+    bystander = make_user(prefix="pby")
+    assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
