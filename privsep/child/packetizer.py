@@ -9,12 +9,12 @@ from __future__ import annotations
 import hmac
 
 import paramiko.packet
-from paramiko.message import Message
 from paramiko.packet import Packetizer
 from paramiko.ssh_exception import SSHException
 
 from privsep.child import umac
 from privsep.child.chachapoly import TAG_SIZE, BadTag, ChaChaPoly
+from privsep.child.strict_message import StrictMessage
 
 _PKT = "_Packetizer__"  # name-mangling prefix of Packetizer's private state
 
@@ -148,7 +148,7 @@ class CipherPacketizer(Packetizer):
             payload = decompress(payload)
         if not payload:
             raise SSHException("empty packet")
-        msg = Message(payload[1:])
+        msg = StrictMessage(payload[1:])
         msg.seqno = seqno
         self._count_read(seqno, size, TAG_SIZE)
         return payload[0], msg

@@ -24,7 +24,7 @@ from privsep.common.log import verbose
 from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.servconf import ServerOptions
-from privsep.session import chroot
+from privsep.session import chroot, parse_fatal
 from privsep.session.loop import EventLoop
 from privsep.session.packets import WriteError
 from privsep.session.policy import SessionPolicy
@@ -213,6 +213,9 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
         # the dispatch caught it; say what it was, as sshd's fatal does
         log.error("ssh_dispatch_run_fatal: Connection from user %s %s: %s", pw.pw_name, peer,
                   transport_setup.failure_text(failure))
+    fatal = parse_fatal.fatal_line(failure, pw.pw_name, peer) if failure is not None else None
+    if fatal is not None:  # a message sshd could not parse: its logdie or fatal
+        log.log(fatal.level, "%s", fatal.text)
     if isinstance(failure, ConnectionClosed):  # serverloop.c's process_input
         verbose(log, "Connection closed by %s port %d", peer.addr, peer.port)
     if isinstance(failure, ReadError):  # there too, and then sshd's cleanup_exit
@@ -232,7 +235,7 @@ def _serve(conn: socket.socket, channel_sock: socket.socket, state: wire.Transpo
             except (ProcessLookupError, PermissionError):
                 pass
         process.release_pty(session)
-    if isinstance(failure, (ReadError, WriteError)):
+    if isinstance(failure, (ReadError, WriteError)) or fatal is not None:
         return EXIT_LOGGED_END
     if not isinstance(failure, ConnectionClosed):
         return 0

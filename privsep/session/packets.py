@@ -29,6 +29,7 @@ import paramiko
 
 from privsep.child.chachapoly import TAG_SIZE
 from privsep.child.packetizer import pkt_get, pkt_set
+from privsep.child.strict_message import StrictMessage
 from privsep.session.inbound import DirectOpen, deliver_channel_data
 from privsep.session.resume import ResumedPacketizer
 
@@ -186,8 +187,9 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
             if (ptype == paramiko.common.MSG_CHANNEL_DATA and transport is not None
                     and deliver_channel_data(transport, payload)):
                 return ptype, None
-            m = paramiko.Message(bytes(payload[1:]))
+            m = StrictMessage(bytes(payload[1:]))
             m.seqno = seqno
+        m.ptype = ptype  # for sshd's line if a field falls short (parse_fatal.py)
         if transport is not None and ptype in _CHANNEL_MESSAGES:
             chanid = m.get_int()
             m.rewind()

@@ -172,7 +172,9 @@ class WindowedChannel(Channel):
         return granted
 
     def feed_data(self, m: Message) -> None:
-        self.accept(m.get_binary())
+        data = m.get_binary()
+        m.expect_end()  # sshd's channel_input_data refuses trailing bytes
+        self.accept(data)
 
     def accept(self, data) -> None:
         """CHANNEL_DATA from the client (the slow path's Message, or the
