@@ -101,20 +101,31 @@ def test_channel_data_with_a_wrong_length(privsep_session_server: Server,
 
 # --- after login: channel requests ----------------------------------------------------------
 
-@pytest.mark.parametrize("kind,fields,function", [
+_SHORT = "incomplete message"
+_TRAILING = "unexpected bytes remain after decoding"
+
+
+@pytest.mark.parametrize("kind,fields,function,error", [
     # exec whose command's length field says 100, with "true" after it
-    ("exec", struct.pack(">I", 100) + b"true", "session_exec_req"),
+    ("exec", struct.pack(">I", 100) + b"true", "session_exec_req", _SHORT),
     # pty-req without its pixel sizes and modes
-    ("pty-req", struct.pack(">I", 5) + b"xterm" + struct.pack(">II", 80, 24), "session_pty_req"),
+    ("pty-req", struct.pack(">I", 5) + b"xterm" + struct.pack(">II", 80, 24), "session_pty_req",
+     _SHORT),
     # subsystem whose name's length field runs past the end
-    ("subsystem", struct.pack(">I", 9) + b"sftp", "session_subsystem_req"),
+    ("subsystem", struct.pack(">I", 9) + b"sftp", "session_subsystem_req", _SHORT),
+    # exec with two bytes after its command (sshd's sshpkt_get_end)
+    ("exec", struct.pack(">I", 4) + b"trueXY", "session_exec_req", _TRAILING),
+    # the fields every request has: the want-reply byte missing
+    ("exec", b"", "server_input_channel_req", _SHORT),
 ])
 def test_channel_request_with_a_short_field(privsep_session_server: Server,
                                             openssh_session_server: Server, user, make_user,
-                                            kind: str, fields: bytes, function: str) -> None:
-    """A session request one of whose fields runs past the end: sshd's
-    session_*_req sshpkt_fatal, "<function>: parse packet: Connection from
-    user U A port P: incomplete message"; nothing runs."""
+                                            kind: str, fields: bytes, function: str,
+                                            error: str) -> None:
+    """A session request one of whose fields runs past the end, or with
+    bytes after its last: sshd's session_*_req (or server_input_channel_req)
+    sshpkt_fatal, "<function>: parse packet: Connection from user U A port
+    P: <error>"; nothing runs."""
     lines = {}
     for server in (privsep_session_server, openssh_session_server):
         start = len(server.log_text())
@@ -126,7 +137,7 @@ def test_channel_request_with_a_short_field(privsep_session_server: Server,
             name = kind.encode()
             _send_raw(transport, cMSG_CHANNEL_REQUEST,
                       struct.pack(">I", chan.remote_chanid), struct.pack(">I", len(name)), name,
-                      b"\x01", fields)
+                      b"\x01" if fields else b"", fields)
             assert _ended(transport), f"{server.kind} kept the connection"
         finally:
             client.close()
@@ -134,7 +145,7 @@ def test_channel_request_with_a_short_field(privsep_session_server: Server,
         assert "Traceback" not in server.log_text()
     assert lines["privsep"] == lines["openssh"]
     assert lines["privsep"] == (f"{function}: parse packet: Connection from user U 127.0.0.1 "
-                                "port P: incomplete message")
+                                f"port P: {error}")
     _bystander_ok(privsep_session_server, make_user)
 
 

@@ -39,6 +39,16 @@ SESSION_REQUEST_FUNCTIONS = {
     "break": "session_break_req",
 }
 
+#: the fields after "want reply" of the session requests sshd parses whole,
+#: then sshpkt_get_end (s: string, u: uint32, b: byte); the first seven only
+#: while no program runs (a LARVAL channel: sshd leaves them unread after)
+SESSION_REQUEST_FIELDS = {
+    "shell": "", "exec": "s", "pty-req": "suuuus", "x11-req": "bssu",
+    "auth-agent-req@openssh.com": "", "subsystem": "s", "env": "ss",
+    "window-change": "uuuu", "break": "u",
+}
+ALWAYS_PARSED = ("window-change", "break")
+
 #: what a StrictMessage raises for a message sshd cannot parse
 PARSE_ERRORS = (MessageIncomplete, TrailingData)
 
@@ -68,6 +78,22 @@ def fatal_line(exc: BaseException, user: str, peer: object) -> FatalLine | None:
     return FatalLine(logging.INFO, f"ssh_dispatch_run_fatal: {where}")
 
 
+def check_session_request(kind: str, m: StrictMessage, larval: bool) -> None:
+    """Read the fields of a session request as sshd's session_*_req does,
+    before anything acts on it: MessageIncomplete for a short one,
+    TrailingData for bytes after the last; ``m`` is left where it was
+    (after "want reply").  ``larval``: no program has started yet."""
+    fields = SESSION_REQUEST_FIELDS.get(kind)
+    if fields is None or not (larval or kind in ALWAYS_PARSED):
+        return
+    where = m.packet.tell()
+    readers = {"s": m.get_binary, "u": m.get_int, "b": m.get_byte}
+    for code in fields:
+        readers[code]()
+    m.expect_end()
+    m.packet.seek(where)
+
+
 def _channel_id(m: StrictMessage) -> int | None:
     """The recipient channel of a channel message; None if even that is short."""
     m.rewind()
@@ -92,4 +118,4 @@ def _request_function(m: StrictMessage) -> str:
                                          "server_input_channel_req")
 
 
-__all__ = ["FatalLine", "fatal_line", "PARSE_ERRORS", "SESSION_REQUEST_FUNCTIONS"]
+__all__ = ["FatalLine", "fatal_line", "check_session_request", "PARSE_ERRORS", "SESSION_REQUEST_FUNCTIONS"]

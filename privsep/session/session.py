@@ -23,7 +23,7 @@ from privsep.common import proctitle, roles
 from privsep.common.log import verbose
 from privsep.config.match import match_pattern
 from privsep.config.servconf import ServerOptions
-from privsep.session import chroot, connopts, programs, tty
+from privsep.session import chroot, connopts, parse_fatal, programs, tty
 from privsep.session.agent import AgentForwarding
 from privsep.session.forward import Forwarding
 from privsep.session.loop import EventLoop
@@ -206,6 +206,7 @@ class SessionProcess:
         if session is None:
             verbose(log, "channel %d: %s request refused: not a session channel", chan.get_id(), kind)
             return False
+        parse_fatal.check_session_request(kind, m, larval=not session.started)
         if kind == "signal":
             return self.signal(session, m.get_text())
         if kind == "break":
