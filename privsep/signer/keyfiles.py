@@ -53,7 +53,7 @@ def load_private(path: str, check_permissions: bool = False) -> paramiko.PKey:
         return paramiko.ECDSAKey(vals=(key, key.public_key()))
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return Ed25519PrivateKey(key)  # type: ignore[return-value]
-    # ed25519 (and whatever else paramiko reads itself)
+    # whatever else paramiko reads itself
     return paramiko.PKey.from_path(path)
 
 
