@@ -20,8 +20,8 @@ import pytest
 
 from privsep.monitor import loginrec, wtmpdb
 from privsep.monitor.loginrec import (
-    DEAD_PROCESS, EMPTY, USER_PROCESS, LoginRecord, UtmpEntry, ensure_utmp,
-    read_records, record_login, record_logout,
+    DEAD_PROCESS, EMPTY, LOGIN_PROCESS, USER_PROCESS, LoginRecord, UtmpEntry, ensure_utmp,
+    read_records, record_login, record_logout, user_processes,
 )
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -163,6 +163,25 @@ def test_logout_touches_only_its_own_login(files: dict[str, str]) -> None:
     assert (u.type, u.pid, u.user) == (USER_PROCESS, 5555, "bob")
     [d] = utmpdump(files["utmp"])
     assert (d["type"], d["pid"], d["user"]) == (7, 5555, "bob")
+
+
+def test_user_processes_are_the_login_entries_of_that_pid(files: dict[str, str]) -> None:
+    """What the listener reads after each monitor: only USER_PROCESS entries
+    naming that pid, the same as decoding every record and filtering, and
+    not a logout record or another monitor's login that shares the pid
+    field by accident of type."""
+    login(files, line="pts/1", pid=4242)
+    login(files, line="pts/2", pid=5555, user="bob")
+    login(files, line="pts/3", pid=4242, user="carol")
+    logout(files, line="pts/3", pid=4242)  # DEAD_PROCESS, pid 4242, same slot
+    with open(files["utmp"], "ab") as handle:
+        handle.write(_entry(LOGIN_PROCESS, line="tty1", id_="1", pid=4242))
+    decoded = [e for e in read_records(files["utmp"])
+               if e.type == USER_PROCESS and e.pid == 4242]
+    assert user_processes(files["utmp"], 4242) == decoded
+    assert [(e.line, e.user) for e in decoded] == [("pts/1", "alice")]
+    assert [e.user for e in user_processes(files["utmp"], 5555)] == ["bob"]
+    assert user_processes(files["utmp"], 1) == []
 
 
 def _entry(type_: int, line: str = "", id_: str = "", user: str = "",

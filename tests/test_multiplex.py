@@ -91,3 +91,19 @@ def test_max_sessions(session_server: Server, user, master) -> None:
         session_server.wait_for_log("no more sessions")
     later = run("echo again")
     assert later.communicate(timeout=30)[0] == b"again\n"
+
+
+def test_a_command_gets_only_its_standard_fds(session_server: Server, user, master) -> None:
+    """A command started beside a pty session (whose pty came to the session
+    process with SCM_RIGHTS) has fds 0, 1 and 2 only, as with sshd: ls's
+    listing of its own is 3.  privsep-sshd starts such a command with
+    posix_spawn, not a fork that closes everything (programs.PipeRunner)."""
+    run, _, _ = master
+    shell = run("echo up; sleep 30", tty=True)
+    try:
+        assert shell.stdout.readline().strip() == b"up"
+        out, err = run("exec ls /proc/self/fd").communicate(timeout=30)
+        assert out.split() == [b"0", b"1", b"2", b"3"], (out, err)
+    finally:
+        shell.kill()
+        shell.wait()

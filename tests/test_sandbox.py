@@ -17,9 +17,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 HOST_KEY = "/etc/privsep-sshd/ssh_host_ed25519_key"
 
 
-def _in_sandbox(probe) -> tuple[int, bytes]:
-    """Run ``probe()`` in a sandboxed child; (wait status, what it wrote)."""
+def _in_sandbox(probe, prepared: bool = True) -> tuple[int, bytes]:
+    """Run ``probe()`` in a sandboxed child; (wait status, what it wrote).
+    ``prepared``: the seccomp filter compiled beforehand, as the listener
+    does (sandbox.prepare); else the child compiles it itself (an exec'd
+    program's path)."""
     os.makedirs("/run/privsep-sshd", mode=0o755, exist_ok=True)
+    if prepared:
+        sandbox.prepare()
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -74,10 +79,17 @@ def test_cannot_write_files() -> None:
     ("setuid", lambda: os.setuid(0)),
     ("kill", lambda: os.kill(1, 0)),
 ])
-def test_forbidden_calls_kill_the_child(name: str, action) -> None:
-    """System calls outside the allow-list end the process (SIGSYS)."""
-    status, out = _in_sandbox(lambda: (action(), "survived")[1])
+@pytest.mark.parametrize("prepared", [True, False], ids=["compiled-once", "compiled-in-child"])
+def test_forbidden_calls_kill_the_child(name: str, action, prepared: bool,
+                                        monkeypatch) -> None:
+    """System calls outside the allow-list end the process (SIGSYS), with the
+    filter compiled beforehand (the daemon's way) or by the child itself."""
+    monkeypatch.setattr(sandbox, "_compiled", None)
+    status, out = _in_sandbox(lambda: (action(), "survived")[1], prepared=prepared)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS, (name, status, out)
+    if prepared:  # the allow-list still lets the child work and exit
+        status, out = _in_sandbox(lambda: f"{os.getpid() > 0}", prepared=True)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and out == b"True", out
 
 
 def test_identity() -> None:

@@ -41,6 +41,26 @@ def test_user_rc_runs_before_the_command_as_sshd(server_with, user) -> None:
     assert seen["privsep"].endswith(b"command ran\n") and b"rc ran: " in seen["privsep"]
 
 
+def test_command_without_its_home_directory_as_sshd(server_with, user) -> None:
+    """The home directory gone: the command runs in / after sshd's "Could
+    not chdir" line.  (privsep-sshd starts a command without a pty by
+    posix_spawn, which cannot say it: such a command takes the fork path.)"""
+    servers = {kind: server_with(kind=kind) for kind in KINDS}
+    gone = user.home.with_name(user.home.name + ".gone")
+    user.home.rename(gone)
+    try:
+        seen = {}
+        for kind in KINDS:
+            result = ssh(servers[kind], user, "pwd", password=user.password)
+            seen[kind] = (result.returncode, result.stdout, result.stderr)
+    finally:
+        gone.rename(user.home)
+    assert seen["privsep"] == seen["openssh"], seen
+    assert seen["privsep"][:2] == (0, b"/\n"), seen
+    assert seen["privsep"][2] == (f"Could not chdir to home directory {user.home}: "
+                                  "No such file or directory\n").encode(), seen
+
+
 @pytest.mark.parametrize("config,key_option", [
     ("PermitUserRC no", ""), ("ForceCommand echo command ran", ""),
     ("PermitUserRC yes", "no-user-rc "), ("PermitUserRC yes", "restrict "),

@@ -34,8 +34,11 @@ def name_every_message_type() -> None:
     """paramiko's run loop answers a message type no handler takes with
     UNIMPLEMENTED, as sshd's dispatch_protocol_error does, but first looks
     its name up in MSG_NAMES, which lacks most of the 256 types: a KeyError
-    that ended the connection without a word.  Found by tests/fuzz.py."""
+    that ended the connection without a word.  Found by tests/fuzz.py.
+    The listener does it once before it forks; a child then finds it done."""
     names = paramiko.common.MSG_NAMES
+    if len(names) >= 256:
+        return
     for ptype in range(256):
         names.setdefault(ptype, f"unknown-{ptype}")
 

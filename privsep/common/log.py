@@ -64,6 +64,12 @@ current: tuple[str, str, bool, str | None] = ("INFO", "AUTH", False, None)
 def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str | None = None) -> None:
     global current
     current = (level, facility, stderr, logfile)
+    # No line shows where it was logged from, nor a thread's name: spare every
+    # record the walk up the stack and the look-ups (the logging HOWTO's
+    # "Optimization"; a login makes some twenty records across its processes).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(LEVELS.get(level, logging.INFO))

@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 
 import prctl
 
-from privsep.child import ciphers
+from privsep.child import ciphers, transport_setup
 from privsep.monitor import auth_pam, hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.listener import exec_session, sdnotify
+from privsep.netchild import sandbox
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.common.trace import trace
 from privsep.wire.hostkey_blobs import HostKey
@@ -347,6 +348,8 @@ def run(options: ServerOptions, host_keys: list[HostKey], argv_text: str,
         one_shot: bool = False, config: ServerConfig | None = None) -> None:
     sockets = bind_all(options)
     ciphers.warm_up()  # OpenSSL's look-ups once here, shared by every child
+    transport_setup.name_every_message_type()  # once here, not in each child
+    sandbox.prepare()  # the seccomp filter compiled once, loaded by each net-child
     if options.use_pam:
         auth_pam.preload_modules(options.pam_service)  # loaded once, not per login
     Listener(options, host_keys, sockets, argv_text, config=config, one_shot=one_shot).serve()

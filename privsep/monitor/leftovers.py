@@ -238,8 +238,7 @@ def after_monitor(pid: int, crashed: bool, own_session: int | None,
     had not opened a PAM session, and its id names no login."""
     report = Report()
     try:
-        entries = [e for e in loginrec.read_records(loginrec.UTMP_PATH, timeout=lock_timeout)
-                   if e.type == loginrec.USER_PROCESS and e.pid == pid]
+        entries = loginrec.user_processes(loginrec.UTMP_PATH, pid, timeout=lock_timeout)
     except FileNotFoundError:
         entries = []
     except OSError as exc:
@@ -281,8 +280,8 @@ def _end_connection(pid: int, entries: list[loginrec.UtmpEntry], own_session: in
         # its utmp entry still names the monitor (another login on the same
         # number would have rewritten it before its shell could start).
         if held:
-            still = {"/dev/" + e.line for e in loginrec.read_records(loginrec.UTMP_PATH, timeout=lock_timeout)
-                     if e.type == loginrec.USER_PROCESS and e.pid == pid}
+            still = {"/dev/" + e.line
+                     for e in loginrec.user_processes(loginrec.UTMP_PATH, pid, timeout=lock_timeout)}
             for path in [p for p in held if p not in still]:
                 os.close(held.pop(path))
         conn = Connection(session, {os.fstat(fd).st_rdev for fd in held.values()}, uid,

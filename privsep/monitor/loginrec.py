@@ -41,7 +41,7 @@ __all__ = [
     "LOGIN_PROCESS", "USER_PROCESS", "DEAD_PROCESS", "ACCOUNTING",
     "UTMP_RECORD_SIZE", "LASTLOG_RECORD_SIZE",
     "LoginRecord", "UtmpEntry",
-    "record_login", "record_logout", "ensure_utmp", "read_records",
+    "record_login", "record_logout", "ensure_utmp", "read_records", "user_processes",
 ]
 
 UTMP_PATH = "/run/utmp"
@@ -79,6 +79,8 @@ _UTMPX = struct.Struct(
 )
 assert _UTMPX.size == 384, _UTMPX.size
 UTMP_RECORD_SIZE = _UTMPX.size
+#: the first two fields alone: a record's type and pid, read without decoding it
+_TYPE_PID = struct.Struct("<h2xi")
 
 # Debian's struct lastlog: int32 ll_time, char ll_line[32], char ll_host[256],
 # one record per uid at offset uid * 292.
@@ -243,6 +245,18 @@ def read_records(path: str, timeout: float | None = None) -> list[UtmpEntry]:
     n = len(data) // UTMP_RECORD_SIZE
     return [UtmpEntry.from_bytes(data[i * UTMP_RECORD_SIZE:(i + 1) * UTMP_RECORD_SIZE])
             for i in range(n)]
+
+
+def user_processes(path: str, pid: int, timeout: float | None = None) -> list[UtmpEntry]:
+    """The USER_PROCESS records of ``path`` that name ``pid``, decoded; the
+    others are skipped by their type and pid alone.  The listener asks this
+    after every monitor, and a busy host's utmp holds a record for every pty
+    number ever used: decoding them all cost it ~8 ms per login."""
+    with _locked(path, os.O_RDONLY, fcntl.LOCK_SH, timeout=timeout) as fd:
+        data = _read_all(fd)
+    return [UtmpEntry.from_bytes(data[off:off + UTMP_RECORD_SIZE])
+            for off in range(0, len(data) - UTMP_RECORD_SIZE + 1, UTMP_RECORD_SIZE)
+            if _TYPE_PID.unpack_from(data, off) == (USER_PROCESS, pid)]
 
 
 # --- file operations -------------------------------------------------------

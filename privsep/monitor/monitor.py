@@ -146,14 +146,15 @@ class Monitor:
         kind = "authenticating user" if self.state.user_valid else "invalid user"
         return f"{kind} {self.state.user}"
 
-    def _lookup(self, name: str) -> pwd.struct_passwd | None:
-        """The account, if it exists and the Allow/Deny rules let it in."""
+    def _lookup(self, name: str, groups: frozenset[str]) -> pwd.struct_passwd | None:
+        """The account, if it exists and the Allow/Deny rules let it in
+        (``groups``: its group names)."""
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
             log.info("Invalid user %s from %s", name, self.peer)
             return None
-        refusal = access_refusal(self.options, name, user_groups(name), self.peer.addr,
+        refusal = access_refusal(self.options, name, groups, self.peer.addr,
                                  self.remote_host)
         if refusal:
             log.info("%s", refusal)
@@ -204,13 +205,14 @@ class Monitor:
 
     def answer_pwnam(self, req: wire.PwnamRequest) -> wire.PwnamAnswer:
         user = self.split_style(req.user)
+        groups = user_groups(user)  # once: the Match blocks and Allow/DenyGroups
         if self.config is not None:
             self.options = self.config.options_for(ConnectionInfo(
                 user=user, host=self.remote_host, address=self.peer.addr,
                 local_address=self.peer.local_addr, local_port=self.peer.local_port,
-                rdomain=self.peer.rdomain, groups=user_groups(user)))
+                rdomain=self.peer.rdomain, groups=groups))
             self.state.max_ptys = self.options.max_sessions
-        self.pw = self._lookup(user)
+        self.pw = self._lookup(user, groups)
         self.state.user_valid = self.pw is not None
         proctitle.set(roles.monitor_title(user if self.state.user_valid else None))
         trace(log, "monitor", "user %s: %s", user, "valid" if self.state.user_valid else "invalid")

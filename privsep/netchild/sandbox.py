@@ -10,6 +10,7 @@ be loaded from disk afterwards.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import pwd
@@ -59,7 +60,70 @@ def _set_rlimits() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1, 1))
 
 
+#: The allow-list compiled to classic BPF by ``prepare``, in the listener
+#: before it forks: libseccomp's compilation cost every net-child about 2 ms
+#: of CPU (docs/DESIGN.md, "CPU per login").  None: compile in the child.
+_compiled: bytes | None = None
+
+#: from <linux/prctl.h> and <linux/seccomp.h>
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_BPF_INSTRUCTION_SIZE = 8  # struct sock_filter
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog: the instruction count and the instructions."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def prepare() -> None:
+    """Compile the filter once, so that each net-child only loads it."""
+    global _compiled
+    _compiled = compile_filter()
+
+
+def compile_filter() -> bytes:
+    """The allow-list as the BPF program seccomp_load() would install (its
+    own export, read back through a pipe)."""
+    reader, writer = os.pipe()
+    try:
+        with os.fdopen(writer, "wb") as out:
+            _build_filter().export_bpf(out)
+        chunks = []
+        while chunk := os.read(reader, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(reader)
+    program = b"".join(chunks)
+    if not program or len(program) % _BPF_INSTRUCTION_SIZE:
+        raise RuntimeError(f"libseccomp exported {len(program)} bytes of BPF")
+    return program
+
+
+def _load(program: bytes) -> None:
+    """Install ``program`` as seccomp_load() does when libseccomp's
+    attributes are its defaults (no_new_privs is already set): prctl
+    PR_SET_SECCOMP with SECCOMP_MODE_FILTER."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // _BPF_INSTRUCTION_SIZE,
+                       ctypes.cast(buffer, ctypes.c_void_p))
+    if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
+                   ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}")
+
+
 def _install_seccomp() -> None:
+    if _compiled is not None:
+        _load(_compiled)
+    else:
+        _build_filter().load()
+
+
+def _build_filter() -> seccomp.SyscallFilter:
     flt = seccomp.SyscallFilter(seccomp.KILL_PROCESS)
     for name in ALLOWED_SYSCALLS:
         try:
@@ -73,7 +137,7 @@ def _install_seccomp() -> None:
             flt.add_rule(seccomp.ERRNO(errno.EACCES), name)
         except Exception:
             pass
-    flt.load()
+    return flt
 
 
 def enter(user: str, chroot_dir: str, keep_fds: set[int]) -> None:

@@ -148,11 +148,13 @@ class PipeRunner(_Runner):
         in_r, self.stdin = os.pipe()
         self.stdout, out_w = os.pipe()
         self.stderr, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            if child is not None:
-                child(in_r, out_w, err_w)
-            spawn.on_pipes(program, in_r, out_w, err_w)
+        pid = spawn.spawn_on_pipes(program, in_r, out_w, err_w) if child is None else None
+        if pid is None:
+            pid = os.fork()
+            if pid == 0:
+                if child is not None:
+                    child(in_r, out_w, err_w)
+                spawn.on_pipes(program, in_r, out_w, err_w)
         session.pid = pid
         trace(log, "session", "started %s (pid %d): session leader (sid %d), no tty, pipes",
               program.argv[0], pid, pid)

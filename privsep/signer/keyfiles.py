@@ -7,7 +7,7 @@ import os
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from privsep.wire import dss
@@ -51,8 +51,42 @@ def load_private(path: str, check_permissions: bool = False) -> paramiko.PKey:
         return DSSPrivateKey(key)  # type: ignore[return-value]
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return paramiko.ECDSAKey(vals=(key, key.public_key()))
-    # ed25519 (and whatever else paramiko reads itself)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return Ed25519PrivateKey(key)  # type: ignore[return-value]
+    # whatever else paramiko reads itself
     return paramiko.PKey.from_path(path)
+
+
+class Ed25519PrivateKey:
+    """An Ed25519 host key as cryptography read it.  paramiko's Ed25519Key
+    would read and parse the file a second time (through PyNaCl): that was
+    most of a signer's Python, once per login (docs/DESIGN.md, "CPU per
+    login")."""
+
+    NAME = "ssh-ed25519"
+
+    def __init__(self, key: ed25519.Ed25519PrivateKey) -> None:
+        self._key = key
+        public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
+        blob = paramiko.Message()
+        blob.add_string(self.NAME)
+        blob.add_string(public)
+        self._blob = blob.asbytes()
+
+    def get_name(self) -> str:
+        return self.NAME
+
+    def asbytes(self) -> bytes:
+        return self._blob
+
+    def sign_ssh_data(self, data: bytes, algorithm: str | None = None) -> paramiko.Message:
+        if algorithm not in (None, self.NAME):
+            raise ValueError(f"an Ed25519 key cannot sign with {algorithm}")
+        signature = paramiko.Message()
+        signature.add_string(self.NAME)
+        signature.add_string(self._key.sign(data))
+        return signature
 
 
 class DSSPrivateKey:
