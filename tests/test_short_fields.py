@@ -103,6 +103,7 @@ def test_channel_data_with_a_wrong_length(privsep_session_server: Server,
 
 _SHORT = "incomplete message"
 _TRAILING = "unexpected bytes remain after decoding"
+_INVALID = "invalid format"
 
 
 @pytest.mark.parametrize("kind,fields,function,error", [
@@ -117,6 +118,10 @@ _TRAILING = "unexpected bytes remain after decoding"
     ("exec", struct.pack(">I", 4) + b"trueXY", "session_exec_req", _TRAILING),
     # the fields every request has: the want-reply byte missing
     ("exec", b"", "server_input_channel_req", _SHORT),
+    # a NUL inside a string sshd reads as a C string (sshbuf_get_cstring)
+    ("exec", struct.pack(">I", 5) + b"tr\0ue", "session_exec_req", _INVALID),
+    ("env", struct.pack(">I", 4) + b"LANG" + struct.pack(">I", 3) + b"C\0x", "session_env_req",
+     _INVALID),
 ])
 def test_channel_request_with_a_short_field(privsep_session_server: Server,
                                             openssh_session_server: Server, user, make_user,
