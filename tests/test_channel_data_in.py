@@ -22,7 +22,7 @@ import time
 import paramiko
 import pytest
 
-from tests.daemon import Server, ssh
+from tests.daemon import Server, ssh, wait_until
 from tests.session_util import CLIENT_CIPHERS, forcing, paramiko_client
 
 _TRANSFERRED = re.compile(r"Transferred: sent (\d+), received (\d+) bytes")
@@ -113,3 +113,52 @@ def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
                                 else "nonexistent channel")
     bystander = make_user(prefix="pby")
     assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
+
+
+def _send_with_padding_length(transport: paramiko.Transport, m: paramiko.Message,
+                              claim) -> None:
+    """Send ``m`` with the padding-length byte of its packet (before the
+    cipher) replaced by ``claim(length, padding)``."""
+    packetizer = transport.packetizer
+    build = packetizer._build_packet
+
+    def build_once(payload):
+        packetizer._build_packet = build
+        packet = bytearray(build(payload))
+        length = int.from_bytes(packet[:4], "big")
+        packet[4] = claim(length, packet[4])
+        return bytes(packet)
+
+    packetizer._build_packet = build_once
+    transport._send_user_message(m)
+
+
+@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm"])
+@pytest.mark.parametrize("session_server", ["privsep", "openssh"], indirect=True)
+def test_padding_length_past_the_packet_ends_the_connection(session_server: Server, user,
+                                                            cipher: str) -> None:
+    """CHANNEL_DATA whose padding-length byte claims more than the packet
+    holds (its padding plus the whole length: a negative slice would have
+    landed on the payload exactly): the connection ends, the program gets
+    nothing, as sshd's sshbuf_consume_end refuses it."""
+    target = f"/tmp/padding-{os.getpid()}-{cipher}-{session_server.kind}"
+    client = _client(session_server, user, cipher)
+    try:
+        transport = client.get_transport()
+        chan = transport.open_session()
+        chan.exec_command(f"cat > {target}")
+        wait_until(lambda: os.path.exists(target), timeout=10)
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
+        m.add_int(chan.remote_chanid)
+        m.add_string(b"leak")
+        _send_with_padding_length(transport, m, lambda length, padding: length + padding)
+        wait_until(lambda: not transport.is_active(), timeout=10)
+    finally:
+        client.close()
+    time.sleep(0.5)  # cat, hung up, has written what it was given
+    try:
+        assert open(target, "rb").read() == b""
+    finally:
+        os.unlink(target)
+    assert "Traceback" not in session_server.log_text()
