@@ -154,6 +154,22 @@ def test_channel_request_with_a_short_field(privsep_session_server: Server,
     _bystander_ok(privsep_session_server, make_user)
 
 
+def test_command_ending_in_a_nul(privsep_session_server: Server,
+                                 openssh_session_server: Server, user) -> None:
+    """sshbuf_get_cstring allows one NUL, as the string's last byte: the
+    command "echo hi\\0" runs as "echo hi" under sshd, and here."""
+    for server in (privsep_session_server, openssh_session_server):
+        client = paramiko_client(server, user)
+        try:
+            chan = client.get_transport().open_session()
+            chan.exec_command("echo hi\0")
+            out = chan.makefile("rb").read()
+            assert (out, chan.recv_exit_status()) == (b"hi\n", 0), server.kind
+        finally:
+            client.close()
+        assert "Traceback" not in server.log_text()
+
+
 # --- before authentication: USERAUTH_REQUEST ------------------------------------------------
 
 def _truncated_userauth(server: Server) -> int:
