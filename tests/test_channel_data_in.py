@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 import time
 
 import paramiko
@@ -115,33 +116,43 @@ def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
     assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
 
 
-def _send_with_padding_length(transport: paramiko.Transport, m: paramiko.Message,
-                              claim) -> None:
-    """Send ``m`` with the padding-length byte of its packet (before the
-    cipher) replaced by ``claim(length, padding)``."""
+def _send_rebuilt(transport: paramiko.Transport, m: paramiko.Message, rebuild) -> None:
+    """Send ``m`` in a packet (before the cipher: length, padding length,
+    payload, padding) changed by ``rebuild``."""
     packetizer = transport.packetizer
     build = packetizer._build_packet
 
     def build_once(payload):
         packetizer._build_packet = build
-        packet = bytearray(build(payload))
-        length = int.from_bytes(packet[:4], "big")
-        packet[4] = claim(length, packet[4])
-        return bytes(packet)
+        return bytes(rebuild(bytearray(build(payload))))
 
     packetizer._build_packet = build_once
     transport._send_user_message(m)
 
 
+def _padding_past_the_packet(packet: bytearray) -> bytearray:
+    """The padding length claims its padding plus the whole packet: a
+    negative slice would have landed on the payload exactly."""
+    packet[4] += int.from_bytes(packet[:4], "big")
+    return packet
+
+
+def _length_off_the_block(packet: bytearray) -> bytearray:
+    """One byte of padding less: a length not a multiple of the block."""
+    packet[:5] = struct.pack(">IB", len(packet) - 5, packet[4] - 1)
+    return packet[:-1]
+
+
 @pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm"])
+@pytest.mark.parametrize("rebuild", [_padding_past_the_packet, _length_off_the_block])
 @pytest.mark.parametrize("session_server", ["privsep", "openssh"], indirect=True)
-def test_padding_length_past_the_packet_ends_the_connection(session_server: Server, user,
-                                                            cipher: str) -> None:
-    """CHANNEL_DATA whose padding-length byte claims more than the packet
-    holds (its padding plus the whole length: a negative slice would have
-    landed on the payload exactly): the connection ends, the program gets
-    nothing, as sshd's sshbuf_consume_end refuses it."""
-    target = f"/tmp/padding-{os.getpid()}-{cipher}-{session_server.kind}"
+def test_malformed_packet_ends_the_connection(session_server: Server, user, cipher: str,
+                                              rebuild) -> None:
+    """CHANNEL_DATA in a packet whose padding-length byte claims more than
+    the packet holds, or whose length is not a multiple of the cipher's
+    block: the connection ends, the program gets nothing, as under sshd
+    (sshbuf_consume_end; "padding error" and "Bad packet length")."""
+    target = f"/tmp/malformed-{os.getpid()}-{cipher}-{session_server.kind}"
     client = _client(session_server, user, cipher)
     try:
         transport = client.get_transport()
@@ -152,7 +163,7 @@ def test_padding_length_past_the_packet_ends_the_connection(session_server: Serv
         m.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
         m.add_int(chan.remote_chanid)
         m.add_string(b"leak")
-        _send_with_padding_length(transport, m, lambda length, padding: length + padding)
+        _send_rebuilt(transport, m, rebuild)
         wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         client.close()

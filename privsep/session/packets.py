@@ -152,6 +152,11 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         length = struct.unpack(">I", first[:4])[0]
         if length > MAX_PACKET or length < max(5, block - 4):
             raise self.transport.disconnect(f"Bad packet length {length}.")
+        if clear_length and engine is not None and length % block:
+            # sshd's "padding error": an AES-GCM or encrypt-then-MAC packet
+            # is whole blocks after its length field (the others' blocking
+            # is checked by paramiko's read_message)
+            raise self.transport.disconnect(f"Bad packet length {length}.")
         return 4 + length + pkt_get(self, "mac_size_in")
 
     def _chacha_packet_size(self) -> int | None:
