@@ -143,7 +143,7 @@ def _length_off_the_block(packet: bytearray) -> bytearray:
     return packet[:-1]
 
 
-@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm"])
+@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm", "aes128-ctr-hmac"])
 @pytest.mark.parametrize("rebuild", [_padding_past_the_packet, _length_off_the_block])
 @pytest.mark.parametrize("session_server", ["privsep", "openssh"], indirect=True)
 def test_malformed_packet_ends_the_connection(session_server: Server, user, cipher: str,
