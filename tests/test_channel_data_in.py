@@ -104,10 +104,7 @@ def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
         m.add_int(remote)
         m.add_string(b"ghost" * 1000)
         transport._send_user_message(m)
-        deadline = time.monotonic() + 10
-        while transport.is_active() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not transport.is_active()
+        wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         client.close()
     session_server.wait_for_log("unknown channel" if session_server.kind == "privsep"
