@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 import time
 
 import paramiko
 import pytest
 
-from tests.daemon import Server, ssh
+from tests.daemon import Server, ssh, wait_until
 from tests.session_util import CLIENT_CIPHERS, forcing, paramiko_client
 
 _TRANSFERRED = re.compile(r"Transferred: sent (\d+), received (\d+) bytes")
@@ -103,13 +104,69 @@ def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
         m.add_int(remote)
         m.add_string(b"ghost" * 1000)
         transport._send_user_message(m)
-        deadline = time.monotonic() + 10
-        while transport.is_active() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not transport.is_active()
+        wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         client.close()
     session_server.wait_for_log("unknown channel" if session_server.kind == "privsep"
                                 else "nonexistent channel")
     bystander = make_user(prefix="pby")
     assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
+
+
+def _send_rebuilt(transport: paramiko.Transport, m: paramiko.Message, rebuild) -> None:
+    """Send ``m`` in a packet (before the cipher: length, padding length,
+    payload, padding) changed by ``rebuild``."""
+    packetizer = transport.packetizer
+    build = packetizer._build_packet
+
+    def build_once(payload):
+        packetizer._build_packet = build
+        return bytes(rebuild(bytearray(build(payload))))
+
+    packetizer._build_packet = build_once
+    transport._send_user_message(m)
+
+
+def _padding_past_the_packet(packet: bytearray) -> bytearray:
+    """The padding length claims its padding plus the whole packet: a
+    negative slice would have landed on the payload exactly."""
+    packet[4] += int.from_bytes(packet[:4], "big")
+    return packet
+
+
+def _length_off_the_block(packet: bytearray) -> bytearray:
+    """One byte of padding less: a length not a multiple of the block."""
+    packet[:5] = struct.pack(">IB", len(packet) - 5, packet[4] - 1)
+    return packet[:-1]
+
+
+@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm", "aes128-ctr-hmac"])
+@pytest.mark.parametrize("rebuild", [_padding_past_the_packet, _length_off_the_block])
+@pytest.mark.parametrize("session_server", ["privsep", "openssh"], indirect=True)
+def test_malformed_packet_ends_the_connection(session_server: Server, user, cipher: str,
+                                              rebuild) -> None:
+    """CHANNEL_DATA in a packet whose padding-length byte claims more than
+    the packet holds, or whose length is not a multiple of the cipher's
+    block: the connection ends, the program gets nothing, as under sshd
+    (sshbuf_consume_end; "padding error" and "Bad packet length")."""
+    target = f"/tmp/malformed-{os.getpid()}-{cipher}-{session_server.kind}"
+    client = _client(session_server, user, cipher)
+    try:
+        transport = client.get_transport()
+        chan = transport.open_session()
+        chan.exec_command(f"cat > {target}")
+        wait_until(lambda: os.path.exists(target), timeout=10)
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
+        m.add_int(chan.remote_chanid)
+        m.add_string(b"leak")
+        _send_rebuilt(transport, m, rebuild)
+        wait_until(lambda: not transport.is_active(), timeout=10)
+    finally:
+        client.close()
+    time.sleep(0.5)  # cat, hung up, has written what it was given
+    try:
+        assert open(target, "rb").read() == b""
+    finally:
+        os.unlink(target)
+    assert "Traceback" not in session_server.log_text()

@@ -198,10 +198,7 @@ def test_request_on_closed_channel_ends_connection(session_server: Server, user,
         m.add_boolean(False)
         m.add_string("echo ghost")
         transport._send_user_message(m)
-        deadline = time.monotonic() + 10
-        while transport.is_active() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not transport.is_active()
+        wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         client.close()
     session_server.wait_for_log("unknown channel")

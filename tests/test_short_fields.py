@@ -103,6 +103,7 @@ def test_channel_data_with_a_wrong_length(privsep_session_server: Server,
 
 _SHORT = "incomplete message"
 _TRAILING = "unexpected bytes remain after decoding"
+_INVALID = "invalid format"
 
 
 @pytest.mark.parametrize("kind,fields,function,error", [
@@ -117,6 +118,10 @@ _TRAILING = "unexpected bytes remain after decoding"
     ("exec", struct.pack(">I", 4) + b"trueXY", "session_exec_req", _TRAILING),
     # the fields every request has: the want-reply byte missing
     ("exec", b"", "server_input_channel_req", _SHORT),
+    # a NUL inside a string sshd reads as a C string (sshbuf_get_cstring)
+    ("exec", struct.pack(">I", 5) + b"tr\0ue", "session_exec_req", _INVALID),
+    ("env", struct.pack(">I", 4) + b"LANG" + struct.pack(">I", 3) + b"C\0x", "session_env_req",
+     _INVALID),
 ])
 def test_channel_request_with_a_short_field(privsep_session_server: Server,
                                             openssh_session_server: Server, user, make_user,
@@ -147,6 +152,22 @@ def test_channel_request_with_a_short_field(privsep_session_server: Server,
     assert lines["privsep"] == (f"{function}: parse packet: Connection from user U 127.0.0.1 "
                                 f"port P: {error}")
     _bystander_ok(privsep_session_server, make_user)
+
+
+def test_command_ending_in_a_nul(privsep_session_server: Server,
+                                 openssh_session_server: Server, user) -> None:
+    """sshbuf_get_cstring allows one NUL, as the string's last byte: the
+    command "echo hi\\0" runs as "echo hi" under sshd, and here."""
+    for server in (privsep_session_server, openssh_session_server):
+        client = paramiko_client(server, user)
+        try:
+            chan = client.get_transport().open_session()
+            chan.exec_command("echo hi\0")
+            out = chan.makefile("rb").read()
+            assert (out, chan.recv_exit_status()) == (b"hi\n", 0), server.kind
+        finally:
+            client.close()
+        assert "Traceback" not in server.log_text()
 
 
 # --- before authentication: USERAUTH_REQUEST ------------------------------------------------

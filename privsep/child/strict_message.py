@@ -50,6 +50,17 @@ class TrailingData(paramiko.SSHException):
         self.message = message
 
 
+class InvalidFormat(paramiko.SSHException):
+    """A string read as a C string (sshbuf_get_cstring) with a NUL before
+    its last byte (SSH_ERR_INVALID_FORMAT)."""
+
+    TEXT = "invalid format"
+
+    def __init__(self, message: Message | None = None) -> None:
+        super().__init__(self.TEXT)
+        self.message = message
+
+
 class StrictMessage(Message):
     """paramiko's Message, without the zero padding of a short read."""
 
@@ -58,6 +69,14 @@ class StrictMessage(Message):
         data = self.packet.read(n)
         if len(data) < n:
             raise MessageIncomplete(self)
+        return data
+
+    def get_cstring(self) -> bytes:
+        """sshpkt_get_cstring: a string that may end with a NUL but hold
+        none before that (a C string would be cut there); InvalidFormat."""
+        data = self.get_binary()
+        if b"\0" in data[:-1]:
+            raise InvalidFormat(self)
         return data
 
     def expect_end(self) -> None:
@@ -71,4 +90,4 @@ class StrictMessage(Message):
 # name, and only there: every message its read path hands out is strict.
 paramiko.packet.Message = StrictMessage
 
-__all__ = ["StrictMessage", "MessageIncomplete", "TrailingData"]
+__all__ = ["StrictMessage", "MessageIncomplete", "TrailingData", "InvalidFormat"]

@@ -72,7 +72,9 @@ class DirectOpen:
         # the views of _ahead are gone with the opener's frame: it may shrink
         del self._ahead[:size]
         padding = packet[0]
-        if self._chacha_in is not None and (padding < 4 or padding >= length):
+        # every cipher: a padding past the packet would make the slice below
+        # negative, and count from the end (sshd's sshbuf_consume_end refuses)
+        if padding < 4 or padding >= length:
             raise paramiko.SSHException(f"Bad packet padding length {padding}.")
         payload = memoryview(packet)[1:length - padding]
         decompress = self._Packetizer__compress_engine_in

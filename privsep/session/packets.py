@@ -152,6 +152,15 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         length = struct.unpack(">I", first[:4])[0]
         if length > MAX_PACKET or length < max(5, block - 4):
             raise self.transport.disconnect(f"Bad packet length {length}.")
+        if engine is not None and (length if clear_length else 4 + length) % block:
+            # sshd's "padding error": the encrypted part is whole blocks (after
+            # the length field for AES-GCM and encrypt-then-MAC)
+            raise self.transport.disconnect(f"Bad packet length {length}.")
+        if engine is not None and not clear_length and not 4 <= first[4] < length:
+            # paramiko's read_message slices the payload by it unchecked: a
+            # padding past the packet would count from its end (the direct
+            # path checks its own, inbound.py)
+            raise paramiko.SSHException(f"Bad packet padding length {first[4]}.")
         return 4 + length + pkt_get(self, "mac_size_in")
 
     def _chacha_packet_size(self) -> int | None:

@@ -1,7 +1,8 @@
 """sshd's last line for a client message it could not parse, after login.
 
 A field that runs past the end of a message (or trailing bytes where sshd
-calls sshpkt_get_end) raises MessageIncomplete or TrailingData from the
+calls sshpkt_get_end, or a NUL inside a string sshd reads as a C string)
+raises MessageIncomplete, TrailingData or InvalidFormat from the
 StrictMessage being read (privsep/child/strict_message.py); the session
 packetizer marks each message with its type (``ptype``), so the line can
 name what sshd's own handler names, in its words and at its level:
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 
 from paramiko.common import MSG_CHANNEL_DATA, MSG_CHANNEL_REQUEST
 
-from privsep.child.strict_message import MessageIncomplete, StrictMessage, TrailingData
+from privsep.child.strict_message import (InvalidFormat, MessageIncomplete, StrictMessage,
+                                          TrailingData)
 
 #: the session channel requests sshd parses in a function of their own
 #: (session.c session_input_channel_req), by request name
@@ -40,17 +42,18 @@ SESSION_REQUEST_FUNCTIONS = {
 }
 
 #: the fields after "want reply" of the session requests sshd parses whole,
-#: then sshpkt_get_end (s: string, u: uint32, b: byte); the first seven only
-#: while no program runs (a LARVAL channel: sshd leaves them unread after)
+#: then sshpkt_get_end (s: string, c: string read as a C string, no NUL but
+#: a last one, u: uint32, b: byte); the first seven only while no program
+#: runs (a LARVAL channel: sshd leaves them unread after)
 SESSION_REQUEST_FIELDS = {
-    "shell": "", "exec": "s", "pty-req": "suuuus", "x11-req": "bssu",
-    "auth-agent-req@openssh.com": "", "subsystem": "s", "env": "ss",
+    "shell": "", "exec": "c", "pty-req": "cuuuus", "x11-req": "bccu",
+    "auth-agent-req@openssh.com": "", "subsystem": "c", "env": "cc",
     "window-change": "uuuu", "break": "u",
 }
 ALWAYS_PARSED = ("window-change", "break")
 
 #: what a StrictMessage raises for a message sshd cannot parse
-PARSE_ERRORS = (MessageIncomplete, TrailingData)
+PARSE_ERRORS = (MessageIncomplete, TrailingData, InvalidFormat)
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,14 @@ def fatal_line(exc: BaseException, user: str, peer: object) -> FatalLine | None:
 def check_session_request(kind: str, m: StrictMessage, larval: bool) -> None:
     """Read the fields of a session request as sshd's session_*_req does,
     before anything acts on it: MessageIncomplete for a short one,
-    TrailingData for bytes after the last; ``m`` is left where it was
+    InvalidFormat for a NUL inside a C string, TrailingData for bytes
+    after the last; ``m`` is left where it was
     (after "want reply").  ``larval``: no program has started yet."""
     fields = SESSION_REQUEST_FIELDS.get(kind)
     if fields is None or not (larval or kind in ALWAYS_PARSED):
         return
     where = m.packet.tell()
-    readers = {"s": m.get_binary, "u": m.get_int, "b": m.get_byte}
+    readers = {"s": m.get_binary, "c": m.get_cstring, "u": m.get_int, "b": m.get_byte}
     for code in fields:
         readers[code]()
     m.expect_end()

@@ -73,7 +73,7 @@ class SessionServer(paramiko.ServerInterface):
         return False
 
     def check_channel_subsystem_request(self, channel, name) -> bool:
-        return self.process.subsystem(channel, name)
+        return self.process.subsystem(channel, c_string(name))
 
     def check_channel_forward_agent_request(self, channel) -> bool:
         return self.process.forward_agent(channel)
@@ -83,7 +83,8 @@ class SessionServer(paramiko.ServerInterface):
 
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
                                   pixelheight, modes) -> bool:
-        return self.process.open_pty(channel, term, width, height, pixelwidth, pixelheight, modes)
+        return self.process.open_pty(channel, c_string(term), width, height, pixelwidth,
+                                     pixelheight, modes)
 
     def check_channel_window_change_request(self, channel, width, height, pixelwidth,
                                             pixelheight) -> bool:
@@ -98,10 +99,17 @@ class SessionServer(paramiko.ServerInterface):
 
     def check_channel_exec_request(self, channel, command) -> bool:
         text = command.decode("utf-8", "replace") if isinstance(command, bytes) else command
-        return self.process.start(channel, text)
+        return self.process.start(channel, c_string(text))
 
     def check_channel_env_request(self, channel, name, value) -> bool:
-        return self.process.set_env(channel, name, value)
+        return self.process.set_env(channel, c_string(name), c_string(value))
+
+
+def c_string(value: str | bytes) -> str | bytes:
+    """What sshd's sshpkt_get_cstring makes of a string: cut at its NUL,
+    which check_session_request (parse_fatal.py) allowed only as the last
+    byte ("echo hi\\0" runs "echo hi")."""
+    return value.split("\0" if isinstance(value, str) else b"\0", 1)[0]
 
 
 class SessionProcess:

@@ -144,7 +144,9 @@ def spawn_on_pipes(program: Program, stdin: int, stdout: int, stderr: int) -> in
 
 
 def _rc_file(program: Program) -> str | None:
-    """The rc file ``run_rc_files`` would run before the program, if any."""
+    """The rc file to run before the program, if any: ~/.ssh/rc if allowed
+    and present, else /etc/ssh/sshrc if present (``run_rc_files``, and
+    ``spawn_on_pipes``, which leaves the program to the fork when one is)."""
     user_rc = os.path.join(program.home, ".ssh", "rc")
     if program.user_rc and os.path.exists(user_rc):
         return user_rc
@@ -186,14 +188,14 @@ def run_rc_files(program: Program) -> None:
     authorization ("proto cookie") on its stdin; with neither, xauth
     (XAuthLocation) files the X11 cookie in ~/.Xauthority.  Their output
     goes where the program's will.  Waited for."""
-    user_rc = os.path.join(program.home, ".ssh", "rc")
+    rc = _rc_file(program)
     x11 = program.x11
-    if program.user_rc and os.path.exists(user_rc):
-        path, argv = program.path, [program.path, "-c", f"{BSHELL} {user_rc}"]
-        feed, what = (x11.rc_line() if x11 else ""), user_rc
-    elif os.path.exists(SYSTEM_RC):
+    if rc == SYSTEM_RC:
         path, argv = BSHELL, [BSHELL, SYSTEM_RC]
         feed, what = (x11.rc_line() if x11 else ""), SYSTEM_RC
+    elif rc is not None:  # the user's, through the user's shell
+        path, argv = program.path, [program.path, "-c", f"{BSHELL} {rc}"]
+        feed, what = (x11.rc_line() if x11 else ""), rc
     elif x11 is not None:
         path, argv = x11.xauth_path, [x11.xauth_path, "-q", "-"]
         feed, what = x11.xauth_input(), f"{x11.xauth_path} -q -"
