@@ -1034,17 +1034,23 @@ def table_rows(name: str, result: dict) -> list[tuple[str, ...]]:
     if unit == "ms":
         for tail in ("p90", "p99"):
             rows.append((f"  {tail}", fmt(p[tail], unit), fmt(o[tail], unit),
-                         f"{p[tail] / o[tail]:.2f}", "", ""))
+                         ratio_text(p[tail], o[tail]), "", ""))
     if name == "login":
         for side in ("server", "client"):
             key = f"{side}_cpu_ms_per_login"
             rows.append((f"  {side} CPU", fmt(p[key], "ms"), fmt(o[key], "ms"),
-                         f"{p[key] / o[key]:.2f}", "", ""))
+                         ratio_text(p[key], o[key]), "", ""))
     if "session_cpu_ms_per_mb" in p:
         key = "session_cpu_ms_per_mb"
         rows.append(("  session CPU/MB", f"{p[key]:.2f} ms", f"{o[key]:.2f} ms",
-                     f"{p[key] / o[key]:.2f}", "", ""))
+                     ratio_text(p[key], o[key]), "", ""))
     return rows
+
+
+def ratio_text(privsep: float, openssh: float) -> str:
+    """privsep/openssh for a detail row; "-" when openssh's figure is 0 (a
+    CPU clock of 10 ms steps reads 0 over a quick run's few MB)."""
+    return f"{privsep / openssh:.2f}" if openssh else "-"
 
 
 def algorithms_text(algorithms: dict[str, dict]) -> str:
