@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import struct
 import time
 
@@ -24,7 +25,7 @@ import paramiko
 import pytest
 
 from tests.daemon import Server, ssh, wait_until
-from tests.session_util import CLIENT_CIPHERS, forcing, paramiko_client
+from tests.session_util import CLIENT_CIPHERS, CipherClientTransport, forcing, paramiko_client
 
 _TRANSFERRED = re.compile(r"Transferred: sent (\d+), received (\d+) bytes")
 
@@ -170,3 +171,49 @@ def test_malformed_packet_ends_the_connection(session_server: Server, user, ciph
     finally:
         os.unlink(target)
     assert "Traceback" not in session_server.log_text()
+
+
+def _malformed_before_auth(server: Server, cipher: str, rebuild) -> int:
+    """A key exchange with ``cipher``, then a SERVICE_REQUEST in a packet
+    changed by ``rebuild``: the server ends the connection; our port."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    port = sock.getsockname()[1]
+    transport = CipherClientTransport(sock, *CLIENT_CIPHERS[cipher])
+    try:
+        transport.start_client(timeout=15)
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_SERVICE_REQUEST)
+        m.add_string("ssh-userauth")
+        _send_rebuilt(transport, m, rebuild)
+        wait_until(lambda: not transport.is_active(), timeout=10)
+    finally:
+        transport.close()
+    return port
+
+
+@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm", "aes128-ctr-hmac"])
+@pytest.mark.parametrize("rebuild", [_padding_past_the_packet, _length_off_the_block])
+def test_malformed_packet_before_auth_ends_the_connection(privsep_server: Server,
+                                                          openssh_server: Server, make_user,
+                                                          cipher: str, rebuild) -> None:
+    """The same malformed packets before authentication, in the net-child:
+    the connection ends with the lines sshd writes (its packet layer refuses
+    them before any handler: "padding error" or "Bad packet length", and
+    its dispatch's fatal line), no traceback, and the listener serves on."""
+    lines = {}
+    for server in (privsep_server, openssh_server):
+        start = len(server.log_text())
+        port = _malformed_before_auth(server, cipher, rebuild)
+        # the dispatch's fatal line is the connection's last
+        wait_until(lambda: f"port {port}: " in server.log_text()[start:], timeout=10)
+        log = server.log_text()[start:]
+        # ours, and the packet layer's, which names no port
+        lines[server.kind] = [re.sub(r"port \d+", "port P", line) for line in log.splitlines()
+                              if f"port {port}" in line or " port " not in line]
+        assert "Traceback" not in log
+        assert server.process.poll() is None, "the listener died"
+        bystander = make_user(prefix="pby")
+        assert ssh(server, bystander, "echo alive").stdout == b"alive\n"
+    assert lines["privsep"] == lines["openssh"], lines
+    assert lines["privsep"][-1].startswith("ssh_dispatch_run_fatal: Connection from 127.0.0.1 port P: ")
+    assert lines["privsep"][-1].endswith(" [preauth]")

@@ -7,6 +7,7 @@ name, so that a paramiko upgrade that moves them fails in one place
 from __future__ import annotations
 
 import hmac
+import logging
 
 import paramiko.packet
 from paramiko.packet import Packetizer
@@ -17,6 +18,8 @@ from privsep.child.chachapoly import TAG_SIZE, BadTag, ChaChaPoly
 from privsep.child.strict_message import StrictMessage
 
 _PKT = "_Packetizer__"  # name-mangling prefix of Packetizer's private state
+
+log = logging.getLogger("privsep.packet")
 
 
 def pkt_get(packetizer: Packetizer, name: str):
@@ -51,6 +54,87 @@ paramiko.packet.compute_hmac = compute_mac
 
 #: OpenSSH's bound on one packet (PACKET_MAX_SIZE): a longer length is an attack
 PACKET_MAX_SIZE = 256 * 1024
+
+#: sshd's words (ssherr.c) for the errors its packet layer ends a connection with
+MAC_INVALID = "message authentication code incorrect"
+CONN_CORRUPT = "Connection corrupted"
+MESSAGE_INCOMPLETE = "incomplete message"
+
+
+class PacketCorrupt(SSHException):
+    """A packet whose framing sshd's packet layer refuses; the text is the
+    error it returns, which its dispatch's fatal line ends with."""
+
+
+def check_length(length: int, block: int, clear_length: bool) -> None:
+    """sshd's checks of a packet's length field, as soon as it is read
+    (ssh_packet_read_poll2): within bounds, and the encrypted part whole
+    blocks (after the length when ``clear_length``: AES-GCM, chacha20-poly1305,
+    encrypt-then-MAC; else the length is inside the first block).  Logs
+    sshd's line and raises PacketCorrupt with its error: with the length in
+    clear it ends at once ("corrupted"); otherwise it starts discarding,
+    which for every cipher we offer (none is CBC) ends at once with the
+    MAC's error, as a "padding error" does in every mode."""
+    if length < 5 or length > PACKET_MAX_SIZE:
+        log.info("Bad packet length %d.", length)
+        raise PacketCorrupt(CONN_CORRUPT if clear_length else MAC_INVALID)
+    need = length if clear_length else 4 + length - block
+    if need % block:
+        log.info("padding error: need %d block %d mod %d", need, block, need % block)
+        raise PacketCorrupt(MAC_INVALID)
+
+
+def check_padding(padding: int, length: int) -> None:
+    """The padding length byte of a packet whose length field is ``length``:
+    4 or more (sshd: "Corrupted padlen", a corrupt connection), and inside
+    the packet (sshd's sshbuf_consume_end fails: "incomplete message");
+    paramiko slices the payload by it unchecked, and a padding past the
+    packet would count from its end."""
+    if padding < 4:
+        raise PacketCorrupt(CONN_CORRUPT)
+    if padding >= length:
+        raise PacketCorrupt(MESSAGE_INCOMPLETE)
+
+
+class FirstBlock:
+    """Stands in for a MAC-then-encrypt inbound decryptor whose packet's
+    first block was decrypted ahead (to check the length and padding inside
+    it; a CTR decryptor cannot decrypt a block twice): read_message's first
+    update gets the clear text kept from then, and the real decryptor is
+    put back for the rest."""
+
+    def __init__(self, packetizer: Packetizer, engine, block: bytes, clear: bytes) -> None:
+        self.packetizer, self.engine, self.block, self.clear = packetizer, engine, block, clear
+
+    def update(self, data: bytes) -> bytes:
+        pkt_set(self.packetizer, "block_engine_in", self.engine)
+        if bytes(data) != self.block:  # never, as read_message asks for exactly that block
+            raise SSHException("packet layer out of step")
+        return self.clear
+
+
+class PaddingChecked:
+    """Stands in for the inbound decryptor of an AES-GCM or encrypt-then-MAC
+    packet of ``length`` (in clear, checked): what read_message decrypts (the
+    whole packet, after its tag or MAC was checked) has its padding length
+    checked before paramiko slices by it; then the real decryptor is back."""
+
+    def __init__(self, packetizer: Packetizer, engine, length: int) -> None:
+        self.packetizer, self.engine, self.length = packetizer, engine, length
+
+    def update(self, data: bytes) -> bytes:  # encrypt-then-MAC: a stream cipher
+        return self._checked(self.engine.update, data)
+
+    def decrypt(self, *args) -> bytes:  # AES-GCM: iv, packet, associated data
+        return self._checked(self.engine.decrypt, *args)
+
+    def _checked(self, decrypt, *args) -> bytes:
+        try:
+            packet = decrypt(*args)
+        finally:
+            pkt_set(self.packetizer, "block_engine_in", self.engine)
+        check_padding(packet[0], self.length)
+        return packet
 
 
 class CipherPacketizer(Packetizer):
@@ -131,17 +215,14 @@ class CipherPacketizer(Packetizer):
         seqno = self._Packetizer__sequence_number_in
         head = self.read_all(4, check_rekey=True)
         size = engine.open_length(seqno, head)
-        if size < 5 or size > PACKET_MAX_SIZE or size % 8:
-            # sshd: "Bad packet length %u." then a disconnect
-            raise SSHException(f"Bad packet length {size}.")
+        check_length(size, 8, True)
         rest = memoryview(self.read_all(size + TAG_SIZE))
         try:
             packet = engine.open(seqno, head, rest[:size], rest[size:])
         except BadTag as exc:
             raise SSHException(str(exc)) from None
         padding = packet[0]
-        if padding < 4 or padding >= size:
-            raise SSHException(f"Bad packet padding length {padding}.")
+        check_padding(padding, size)
         payload = packet[1:size - padding]
         decompress = self._Packetizer__compress_engine_in
         if decompress is not None:
@@ -152,6 +233,32 @@ class CipherPacketizer(Packetizer):
         msg.seqno = seqno
         self._count_read(seqno, size, TAG_SIZE)
         return payload[0], msg
+
+    def check_ahead(self) -> None:
+        """Before paramiko's read_message, with blocking reads (the
+        net-child): read the next packet's first block, check the length
+        and, where it is there, the padding length as sshd does, and put the
+        block back for read_message to read.  paramiko checks neither bound
+        nor, for AES-GCM and encrypt-then-MAC, the blocking, and slices the
+        payload by the padding length unchecked.  Nothing to check before
+        the first NEWKEYS (no cipher), as in the session's packets.py."""
+        engine = self._Packetizer__block_engine_in
+        if engine is None:
+            return
+        block = self._Packetizer__block_size_in
+        first = self.read_all(block, check_rekey=True)
+        self._Packetizer__remainder = first + self._Packetizer__remainder
+        clear_length = self._Packetizer__etm_in or self._Packetizer__aead_in
+        if clear_length:
+            length = int.from_bytes(first[:4], "big")
+            check_length(length, block, True)
+            self._Packetizer__block_engine_in = PaddingChecked(self, engine, length)
+            return
+        clear = engine.update(first)
+        self._Packetizer__block_engine_in = FirstBlock(self, engine, first, clear)
+        length = int.from_bytes(clear[:4], "big")
+        check_length(length, block, False)
+        check_padding(clear[4], length)
 
     def _count_read(self, seqno: int, length: int, mac_size: int) -> None:
         """paramiko's bookkeeping after it reads packet ``seqno`` whose length

@@ -220,6 +220,13 @@ class ThreadlessPacketizer(CipherPacketizer):
                 return
         super().write_all(out)
 
+    def read_message(self):
+        """paramiko's, after sshd's checks of the packet's framing (the
+        chacha20-poly1305 path makes its own)."""
+        if self._chacha_in is None:
+            self.check_ahead()
+        return super().read_message()
+
     def read_all(self, n, check_rekey=False):
         data = super().read_all(n, check_rekey)
         try:

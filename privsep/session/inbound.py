@@ -32,7 +32,7 @@ import struct
 import paramiko
 
 from privsep.child.chachapoly import TAG_SIZE, BadTag
-from privsep.child.packetizer import UMAC_ENGINES
+from privsep.child.packetizer import UMAC_ENGINES, check_padding
 
 #: CHANNEL_DATA's fixed fields: type, recipient channel, data length
 _DATA_HEAD = struct.Struct(">BII")
@@ -72,10 +72,7 @@ class DirectOpen:
         # the views of _ahead are gone with the opener's frame: it may shrink
         del self._ahead[:size]
         padding = packet[0]
-        # every cipher: a padding past the packet would make the slice below
-        # negative, and count from the end (sshd's sshbuf_consume_end refuses)
-        if padding < 4 or padding >= length:
-            raise paramiko.SSHException(f"Bad packet padding length {padding}.")
+        check_padding(padding, length)  # every cipher: the slice below is by it
         payload = memoryview(packet)[1:length - padding]
         decompress = self._Packetizer__compress_engine_in
         if decompress is not None:

@@ -14,7 +14,7 @@ encrypt-then-MAC mode or AES-GCM it is in clear; chacha20-poly1305 encrypts
 it with a key of its own, which decrypts it without moving on; otherwise it is in the first
 cipher block, which can be decrypted only once (a CTR or CBC decryptor moves
 on): that block's clear text is kept and handed back to read_message when it
-asks for it (``_FirstBlock``).
+asks for it (``FirstBlock``, child/packetizer.py).
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ import time
 import paramiko
 
 from privsep.child.chachapoly import TAG_SIZE
-from privsep.child.packetizer import pkt_get, pkt_set
+from privsep.child.packetizer import (PACKET_MAX_SIZE, FirstBlock, check_length, check_padding,
+                                      pkt_get, pkt_set)
 from privsep.child.strict_message import StrictMessage
 from privsep.session.inbound import DirectOpen, deliver_channel_data
 from privsep.session.resume import ResumedPacketizer
 
 #: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
 _CHANNEL_MESSAGES = range(93, 101)
-#: The largest packet sshd accepts (packet.c PACKET_MAX_SIZE).
-MAX_PACKET = 256 * 1024
 
 
 class WriteError(EOFError):
@@ -48,21 +47,6 @@ class WriteError(EOFError):
         super().__init__(os.strerror(number))
         self.errno = number
         self.strerror = os.strerror(number)
-
-
-class _FirstBlock:
-    """Stands in for the inbound decryptor until read_message decrypts the
-    first block of the packet whose length was read ahead: it answers with
-    the clear text kept from then, and puts the real decryptor back."""
-
-    def __init__(self, packetizer: paramiko.Packetizer, engine, block: bytes, clear: bytes) -> None:
-        self.packetizer, self.engine, self.block, self.clear = packetizer, engine, block, clear
-
-    def update(self, data: bytes) -> bytes:
-        pkt_set(self.packetizer, "block_engine_in", self.engine)
-        if bytes(data) != self.block:  # never, as read_message asks for exactly that block
-            raise paramiko.SSHException("packet layer out of step")
-        return self.clear
 
 
 #: the padding length byte for each padding size; zero padding
@@ -147,20 +131,18 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         clear_length = engine is None or pkt_get(self, "etm_in") or pkt_get(self, "aead_in")
         if not clear_length:
             clear = engine.update(first)
-            pkt_set(self, "block_engine_in", _FirstBlock(self, engine, first, clear))
+            pkt_set(self, "block_engine_in", FirstBlock(self, engine, first, clear))
             first = clear
         length = struct.unpack(">I", first[:4])[0]
-        if length > MAX_PACKET or length < max(5, block - 4):
+        if engine is not None:
+            # sshd's checks (child/packetizer.py), before paramiko's
+            # read_message slices by them; the direct path checks the
+            # padding of the other modes itself (inbound.py)
+            check_length(length, block, bool(clear_length))
+            if not clear_length:
+                check_padding(first[4], length)
+        elif length > PACKET_MAX_SIZE or length < max(5, block - 4):
             raise self.transport.disconnect(f"Bad packet length {length}.")
-        if engine is not None and (length if clear_length else 4 + length) % block:
-            # sshd's "padding error": the encrypted part is whole blocks (after
-            # the length field for AES-GCM and encrypt-then-MAC)
-            raise self.transport.disconnect(f"Bad packet length {length}.")
-        if engine is not None and not clear_length and not 4 <= first[4] < length:
-            # paramiko's read_message slices the payload by it unchecked: a
-            # padding past the packet would count from its end (the direct
-            # path checks its own, inbound.py)
-            raise paramiko.SSHException(f"Bad packet padding length {first[4]}.")
         return 4 + length + pkt_get(self, "mac_size_in")
 
     def _chacha_packet_size(self) -> int | None:
@@ -170,8 +152,7 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
             return None
         seqno = pkt_get(self, "sequence_number_in")
         length = self._chacha_in.open_length(seqno, bytes(self._ahead[:4]))
-        if length > MAX_PACKET or length < 5 or length % 8:
-            raise self.transport.disconnect(f"Bad packet length {length}.")
+        check_length(length, 8, True)
         return 4 + length + TAG_SIZE
 
     def read_all(self, n, check_rekey=False):
