@@ -272,15 +272,25 @@ class Titles:
     session: str
 
 
-#: This daemon's titles per release: ProcessGeneration follows the installed
-#: OpenSSH (privsep/listener/generation.py), so on bookworm it imitates
-#: 9.2 (one program, forked: all `privsep-sshd:`) and on trixie 10.0 (the
-#: listener execs `privsep-sshd-session` per connection, which execs
-#: `privsep-sshd-auth` before authentication).
-PRIVSEP_TITLES = {
-    "bookworm": Titles("privsep-sshd", "privsep-sshd", "privsep-sshd"),
-    "trixie": Titles("privsep-sshd", "privsep-sshd-session", "privsep-sshd-session"),
+#: This daemon's titles per process generation (ProcessGeneration): in 9
+#: (OpenSSH 9.2's model) one program, forked: all `privsep-sshd:`; in 10
+#: (10.0's) the listener execs `privsep-sshd-session` per connection, which
+#: execs `privsep-sshd-auth` before authentication.
+TITLES = {
+    "9": Titles("privsep-sshd", "privsep-sshd", "privsep-sshd"),
+    "10": Titles("privsep-sshd", "privsep-sshd-session", "privsep-sshd-session"),
 }
+
+#: The generation privsep-tree finds in each release's sshd, and so the one
+#: this daemon runs there by default (ProcessGeneration follows the
+#: installed OpenSSH: privsep/listener/generation.py).
+GENERATION = {"bookworm": "9", "trixie": "10"}
+#: The generation each release's sshd does not have: checked too, by
+#: test_the_other_generation, in the same guest.
+OTHER_GENERATION = {"9": "10", "10": "9"}
+
+#: This daemon's titles per release, in its default generation.
+PRIVSEP_TITLES = {suite: TITLES[gen] for suite, gen in GENERATION.items()}
 
 #: Debian's real sshd per release. OpenSSH 10.0 (trixie) execs sshd-session
 #: per connection (and sshd-auth before authentication), so its [priv] and
@@ -290,16 +300,15 @@ OPENSSH_TITLES = {
     "trixie": Titles("sshd", "sshd-session", "sshd-session"),
 }
 
-#: The generation privsep-tree finds in each release's sshd, and so the one
-#: this daemon runs there by default.
-GENERATION = {"bookworm": "9", "trixie": "10"}
+#: The kernel's comm of this daemon's [priv] and user@tty processes (what
+#: pstree shows) per generation: 10 names them as OpenSSH 10.0's program,
+#: 9 by the daemon's own name.
+PRIVSEP_COMM = {"9": ["privsep-sshd", "privsep-sshd"], "10": ["sshd-session", "sshd-session"]}
 
-#: The kernel's comm of the [priv] and user@tty processes (what pstree
-#: shows), this daemon's and sshd's: generation 10 names them as OpenSSH
-#: 10.0's programs; in generation 9 each daemon's are its own name.
+#: The same comm names, this daemon's (default generation) and sshd's.
 COMM = {
-    "bookworm": (["privsep-sshd", "privsep-sshd"], ["sshd", "sshd"]),
-    "trixie": (["sshd-session", "sshd-session"], ["sshd-session", "sshd-session"]),
+    "bookworm": (PRIVSEP_COMM["9"], ["sshd", "sshd"]),
+    "trixie": (PRIVSEP_COMM["10"], ["sshd-session", "sshd-session"]),
 }
 
 #: Where the user's service manager lives (trixie's systemd is in /usr/lib).
@@ -481,6 +490,99 @@ def test_openssh_same_shape(vm, alice) -> None:
         (GENERATION[suite], GENERATION[suite]), compared["left"]
     assert not [row for row in compared["comparison"] if "program" in row["differences"]], \
         compared["comparison"]
+
+
+#: The guest's python3 reading utmp or wtmp (glibc's struct utmp on x86-64:
+#: 384-byte records, ut_type, ut_pid, ut_line, ut_id, ut_user first): the
+#: records of one line as [type, pid, user], oldest first. Read by the
+#: guest's own python, not this project's loginrec, and not by `who`, which
+#: on Debian 13 asks logind instead.
+UTMP_READER = r"""
+import json, struct, sys
+head = struct.Struct("<h2xi32s4s32s")
+data = open(sys.argv[1], "rb").read()
+text = lambda raw: raw.split(b"\0", 1)[0].decode(errors="replace")
+rows = []
+for off in range(0, len(data) - 383, 384):
+    kind, pid, line, _id, user = head.unpack_from(data, off)
+    if text(line) == sys.argv[2]:
+        rows.append([kind, pid, text(user)])
+print(json.dumps(rows))
+"""
+USER_PROCESS, DEAD_PROCESS = 7, 8
+
+
+def login_records(vm, path: str, line: str) -> list[list]:
+    """utmp's or wtmp's records of ``line`` (pts/N) as [type, pid, user]."""
+    return json.loads(vm.root(f"python3 - {path} {line}", input=UTMP_READER))
+
+
+def set_generation(vm, line: str, expected: str) -> None:
+    """sshd_config's ProcessGeneration line (or none: "") and a reload, as
+    an operator changes it; waits until the daemon listens again and its -T
+    shows the ``expected`` generation."""
+    config = "/etc/privsep-sshd/sshd_config"
+    vm.root(f"sed -i '/^ProcessGeneration /d' {config}"
+            + (f" && echo '{line}' >> {config}" if line else ""))
+    since = cursor(vm)
+    vm.root(f"systemctl reload {UNIT}")
+    wait_listening(vm, since)
+    assert f"processgeneration {expected}" in vm.root("privsep-sshd -T").splitlines()
+
+
+def test_the_other_generation(vm, alice) -> None:
+    """This daemon in the generation the guest's sshd does NOT have (10 on
+    bookworm, 9 on trixie), switched to by ProcessGeneration and a reload in
+    the same guest: a pty login works; the genealogy, titles and kernel
+    names are that generation's; privsep-tree names the generation; utmp,
+    wtmp and `last` record the login and its logout. Then the default comes
+    back (the line removed, reloaded) for the tests after this one."""
+    suite = vm.image.suite
+    other = OTHER_GENERATION[GENERATION[suite]]
+    set_generation(vm, f"ProcessGeneration {other}", other)
+    try:
+        live = Live(vm, alice, vm.privsep_port)
+        try:
+            chain = genealogy(vm, TITLES[other], live.tty)
+            init, listener, priv, session, shell = chain
+            assert listener["pid"] == int(show(vm, "MainPID")["MainPID"])  # reloaded in place
+            check_pstree(vm, listener, priv, session, shell)
+            assert [vm.root(f"cat /proc/{p['pid']}/comm").strip() for p in (priv, session)] \
+                == PRIVSEP_COMM[other]
+            tree = json.loads(vm.root("privsep-tree --pidfile /run/privsep-sshd.pid --json"))
+            assert tree["generation"] == other, tree
+            roles = {p["pid"]: p["role"] for p in tree["processes"]}
+            assert [roles.get(p["pid"]) for p in chain[1:4]] == \
+                ["listener", "monitor", "session"], tree["processes"]
+            # The login's records: utmp's live slot and wtmp's entry, both
+            # with the monitor's pid; `last` (wtmpdb's on Debian 13).
+            assert login_records(vm, "/run/utmp", live.tty) == \
+                [[USER_PROCESS, priv["pid"], USER]]
+            assert login_records(vm, "/var/log/wtmp", live.tty)[-1:] == \
+                [[USER_PROCESS, priv["pid"], USER]]
+            assert re.search(rf"^{USER}\s+{live.tty}\s+10\.0\.2\.2 .*still logged in",
+                             vm.root(f"last -w {USER}"), re.M)
+            live.alive()
+        except BaseException:
+            live.kill()
+            raise
+        live.logout()
+
+        # After logout: utmp's slot rewritten as dead (user cleared, pid
+        # kept), wtmp's logout appended after the login, `last` showing
+        # the logout time.
+        def logged_out() -> bool:
+            last = vm.root(f"last -w {USER}")
+            first = next(l for l in last.splitlines() if re.match(rf"{USER}\s+{live.tty}\s", l))
+            return bool(re.search(r" - \d\d:\d\d\s+\(\d\d:\d\d\)$", first)
+                        and login_records(vm, "/run/utmp", live.tty)
+                        == [[DEAD_PROCESS, priv["pid"], ""]]
+                        and login_records(vm, "/var/log/wtmp", live.tty)[-2:]
+                        == [[USER_PROCESS, priv["pid"], USER], [DEAD_PROCESS, priv["pid"], ""]])
+        wait_for(logged_out, timeout=60)
+    finally:
+        set_generation(vm, "", GENERATION[suite])
+    assert login(vm, alice).check().stdout == "hello\n"
 
 
 def test_readme_walkthrough(vm, alice) -> None:
