@@ -861,7 +861,7 @@ DEB_PATHS = ("/etc/privsep-sshd", "/etc/pam.d/privsep-sshd", "/usr/lib/privsep-s
 
 
 @full_only
-def test_deb_install_upgrade_purge(vm, alice, deb) -> None:
+def test_deb_install_upgrade_purge(vm, alice, deb, request) -> None:
     """apt install ./privsep-sshd_*.deb: enabled and serving, host keys made
     on first start; an upgrade over itself keeps the edited conffile and a
     live session; purge leaves nothing."""
@@ -871,7 +871,9 @@ def test_deb_install_upgrade_purge(vm, alice, deb) -> None:
     vm.root(f"mkdir -p /root/debs && cat > /root/debs/{deb.name}", input=deb.read_bytes())
     apt = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300"
     since = cursor(vm)
+    mark = time.monotonic()
     vm.root(f"{apt} install /root/debs/{deb.name}", timeout=1200)
+    took = {"install": time.monotonic() - mark}
     assert vm.root(f"systemctl is-enabled {UNIT}").strip() == "enabled"
     wait_listening(vm, since)
     assert vm.root(f"systemctl is-active {UNIT}").strip() == "active"
@@ -891,7 +893,9 @@ def test_deb_install_upgrade_purge(vm, alice, deb) -> None:
     live = Live(vm, alice, vm.privsep_port)
     try:
         since = cursor(vm)
+        mark = time.monotonic()
         vm.root(f"{apt} install --reinstall /root/debs/{deb.name}", timeout=1200)
+        took["upgrade"] = time.monotonic() - mark
         assert vm.root(f"cat {config}") == edited  # the admin's edit kept
         wait_listening(vm, since)
         assert show(vm, "MainPID")["MainPID"] != main  # restarted into the new files
@@ -901,7 +905,11 @@ def test_deb_install_upgrade_purge(vm, alice, deb) -> None:
     finally:
         live.logout()
 
+    mark = time.monotonic()
     vm.root(f"{apt} purge privsep-sshd", timeout=600)
+    took["purge"] = time.monotonic() - mark
+    _say(request, f"vm {vm.image.suite}: apt-get " + ", ".join(f"{k} {v:.0f} s"
+                                                           for k, v in took.items()))
     for path in DEB_PATHS:
         assert vm.ssh(f"test -e {path}").returncode == 1, f"{path} left behind"
     assert vm.ssh("getent passwd privsep-sshd").returncode == 2
