@@ -7,7 +7,8 @@ from the host with the real OpenSSH client through forwarded loopback ports:
 privsep-sshd on the guest's 2222, Debian's sshd on its 22 as the reference.
 Every test runs once per release (``vmlib.SUITES``: bookworm with OpenSSH
 9.2, trixie with OpenSSH 10.0, this daemon in the process generation of
-each); each VM boots once, the tests run in file order and each leaves the
+each, and once, switched by ProcessGeneration and a reload, in the other
+one); each VM boots once, the tests run in file order and each leaves the
 service running for the next. After install.sh's own uninstall come, with
 PRIVSEP_VM_FULL=1, the README's `make run` from a clean clone, then the
 Debian package (built per release by `make deb` in the release's tree):
