@@ -333,13 +333,15 @@ use_system_cas() {
 
 install_python_deps() {
     local missing
-    use_system_cas
     mapfile -t missing < <(requirements missing)
     if [[ ${#missing[@]} -eq 0 ]]; then
         # All pins present; is anything underneath them missing or broken?
         "$VENV_PY" -m pip check >/dev/null 2>&1 && return 0
         mapfile -t missing < <(requirements all)
     fi
+    # Only a download needs the CA store, and asking pip for its config
+    # costs seconds (16 in a VM): not on a run that installs nothing.
+    use_system_cas
     pip_install --use-pep517 "${missing[@]}"
     say "installed Python packages into $PREFIX: ${missing[*]}"
 }
