@@ -176,7 +176,8 @@ class Listener:
                 pass
             conn.close()
             return
-        connection_id = f"connection from {addr[0]} to {conn.getsockname()[0]}"
+        connection_id = (f"connection from {addr[0]} to {conn.getsockname()[0]}"
+                         if self.options.process_generation == 10 else None)
         startup_r, startup_w = os.pipe()
         if self.options.per_source_max_startups is not None:
             self.sources[startup_r] = self.source_network(addr[0])
@@ -201,7 +202,7 @@ class Listener:
         self.startups[startup_r] = pid
         self.poller.register(startup_r, select.POLLIN)
         self.monitors.add(pid)
-        if self.options.process_generation == 10:
+        if connection_id is not None:
             self.connection_ids[pid] = connection_id
         self.title()
 
