@@ -79,3 +79,23 @@ def test_quick_bench_reports_every_benchmark_for_both_daemons(tmp_path: Path) ->
         rekey = results["rekey"][kind]
         assert rekey["mismatches"] == 0 and rekey["failures"] == 0, (kind, rekey)
         assert all(leg["key_exchanges"] > 1 for leg in rekey["legs"].values()), (kind, rekey)
+
+
+def test_login_phases_reports_every_phase_for_both_daemons() -> None:
+    """tests/login_phases.py finds each phase's line in the client's output
+    for both daemons (a phase missing would raise) and prints every row."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed (install.sh --test installs it)")
+    from tests.login_phases import PHASES
+    done = subprocess.run([sys.executable, "-m", "tests.login_phases", "--logins", "1"],
+                          cwd=REPO, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line[:40].strip(): line[40:].split() for line in done.stdout.splitlines()}
+    for phase in PHASES:
+        side, *cells = rows[phase.name]
+        assert side == phase.side and len(cells) == 2, (phase.name, rows[phase.name])
+        assert all(float(cell) >= 0 for cell in cells)
+    assert all(float(cell) > 0 for cell in rows["total"])
