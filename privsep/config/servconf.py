@@ -22,7 +22,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-from privsep.config import authmethods, otherkeys, values as v
+from privsep.config import authmethods, otherkeys, penalties, values as v
 from privsep.config.algorithms import SUPPORTED_ALGORITHMS
 from privsep.config.values import Parser
 from privsep.config.match import (
@@ -176,6 +176,10 @@ KEYWORD_LIST = [
     # This daemon's own: where and as whom the pre-auth net-child runs.
     Keyword("PrivilegeSeparationUser", "privsep_user", v.text),
     Keyword("PrivilegeSeparationDirectory", "privsep_dir", v.text),
+    # --- PerSourcePenalties (OpenSSH 10; used in generation 10 only) ---
+    Keyword("PerSourcePenalties", "per_source_penalties", penalties.parse, multi=True),
+    Keyword("PerSourcePenaltyExemptList", "per_source_penalty_exempt_list",
+            penalties.parse_exempt),
 ]
 KEYWORDS: dict[str, Keyword] = {k.name.lower(): k for k in KEYWORD_LIST}
 ALIASES = {
@@ -296,6 +300,10 @@ class ServerOptions(otherkeys.OtherOptions):
     privsep_user: str = "privsep-sshd"
     privsep_dir: str = "/run/privsep-sshd"
     pam_service: str = "privsep-sshd"
+    # --- PerSourcePenalties (OpenSSH 10; used in generation 10 only) ---
+    per_source_penalties: penalties.PenaltySpec = field(default_factory=penalties.PenaltySpec)
+    #: an address list, or None
+    per_source_penalty_exempt_list: str | None = None
 
     def finish(self) -> "ServerOptions":
         """Fill in the defaults that depend on what was set (ports, keys...)."""
@@ -611,8 +619,9 @@ def load(path: str | None, overrides: list[str]) -> ServerOptions:
 
 
 def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list[str]:
-    if keyword.attr in otherkeys.DUMP:
-        return otherkeys.DUMP[keyword.attr](value)
+    dumper = otherkeys.DUMP.get(keyword.attr) or penalties.DUMP.get(keyword.attr)
+    if dumper is not None:
+        return dumper(value)
     if isinstance(value, bool):
         return ["yes" if value else "no"]
     if keyword.attr == "permit_root_login":
@@ -649,6 +658,8 @@ def dump(options: ServerOptions) -> str:
     """The effective configuration in ``sshd -T``'s form: lower-case keywords."""
     lines = []
     for keyword in KEYWORD_LIST:
+        if not penalties.shown(keyword.attr, options.process_generation):
+            continue  # sshd 9.2 has no such keyword
         value = getattr(options, keyword.attr)
         if isinstance(value, (list, dict)) and not value:
             continue
