@@ -42,7 +42,8 @@ from privsep.child import ciphers, transport_setup
 from privsep.monitor import auth_pam, hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
-from privsep.listener import exec_session, sdnotify
+from privsep.listener import exec_session, sdnotify, srclimit
+from privsep.monitor import exits
 from privsep.netchild import sandbox
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.common.trace import trace
@@ -56,8 +57,15 @@ REEXEC_ENV = "PRIVSEP_SSHD_REEXEC"
 #: the monitors' pids, carried over a SIGHUP re-exec (they stay its children)
 MONITORS_ENV = "PRIVSEP_SSHD_MONITORS"
 
-#: Exit statuses of a monitor that ended by itself, having cleaned up.
-_MONITOR_EXITS = (0, 1, monitor_main.EXIT_LOGIN_GRACE)
+#: Exit statuses of a monitor that ended by itself, having cleaned up (the
+#: last four only in generation 10, before authentication).
+_MONITOR_EXITS = (0, 1, exits.EXIT_LOGIN_GRACE, exits.EXIT_CHILD_CRASH,
+                  exits.EXIT_AUTH_ATTEMPTED, exits.EXIT_NOAUTH)
+
+
+def _monotime() -> int:
+    """sshd's monotime(): whole seconds of the monotonic clock."""
+    return int(time.monotonic())
 
 
 def bind_all(options: ServerOptions) -> list[socket.socket]:
@@ -127,9 +135,25 @@ class Listener:
     #: monitor pid -> "connection from ADDR to ADDR", OpenSSH 10's name for
     #: a connection in its listener's lines (generation 10 only)
     connection_ids: dict[int, str] = field(default_factory=dict)
+    #: PerSourcePenalties (generation 10 only; else None)
+    penalties: srclimit.PenaltyTable | None = None
+    #: monitor pid -> its client's address, while a penalty may follow
+    #: (generation 10)
+    peers: dict[int, str] = field(default_factory=dict)
+    #: monitors whose startup pipe said their user is in: no penalty
+    authenticated: set[int] = field(default_factory=set)
+    #: sshd 10's rate limits on its "drop connection" lines, by reason
+    drop_logs: dict[str, srclimit.LogRateLimit] = field(default_factory=lambda: {
+        "PerSourcePenalties": srclimit.penalty_log_limit(),
+        "Maxstartups": srclimit.maxstartups_log_limit()})
 
     def __post_init__(self) -> None:
         self.host_publics = hostkeys.public_keys(self.host_keys)
+        if self.options.process_generation == 10:
+            self.penalties = srclimit.PenaltyTable(
+                self.options.per_source_penalties.resolve(),
+                self.options.per_source_netblock_size,
+                self.options.per_source_penalty_exempt_list)
 
     def title(self) -> None:
         start, _, full = self.options.max_startups
@@ -162,23 +186,56 @@ class Listener:
         network = self.source_network(addr)
         return sum(1 for n in self.sources.values() if n == network) < limit
 
+    def refusal(self, addr: str) -> tuple[str, str] | None:
+        """Why a new connection from ``addr`` is dropped, or None:
+        (reason, what the log line ends with).  Generation 10 looks at
+        PerSourcePenalties first, as sshd 10's drop_connection."""
+        if self.penalties is not None:
+            why = self.penalties.refusal(addr, _monotime())
+            if why is not None:
+                return "PerSourcePenalties", why
+        if self.should_drop() or not self.source_allows(addr):
+            # sshd 10 spells it so in this line; 9.2 wrote "past MaxStartups"
+            return ("Maxstartups", "Maxstartups" if self.penalties is not None
+                    else "past MaxStartups")
+        return None
+
+    def drop(self, conn: socket.socket, addr: tuple, reason: str, why: str) -> None:
+        """Log the drop in sshd's words, tell the client, close."""
+        level, dropped = logging.INFO, 0
+        if self.penalties is not None:  # sshd 10 rate-limits these lines
+            limited, dropped = self.drop_logs[reason].check(_monotime())
+            level = logging.DEBUG if limited else logging.INFO
+        try:
+            local = conn.getsockname()[:2]
+        except OSError:
+            local = ("UNKNOWN", 0)
+        log.log(level, "drop connection #%d from [%s]:%d on [%s]:%d %s",
+                len(self.startups), addr[0], addr[1], *local, why)
+        if dropped:
+            log.info("%s logging rate-limited: additional %d connections dropped",
+                     reason, dropped)
+        message = (b"Not allowed at this time\r\n" if self.penalties is not None
+                   else b"Exceeded MaxStartups\r\n")
+        try:
+            conn.send(message)  # best effort, as sshd
+        except OSError:
+            pass
+        conn.close()
+
     def accept(self, sock: socket.socket) -> None:
         try:
             conn, addr = sock.accept()
         except OSError:
             return
-        if self.should_drop() or not self.source_allows(addr[0]):
-            log.info("drop connection #%d from [%s]:%d on [%s]:%d past MaxStartups",
-                     len(self.startups), addr[0], addr[1], *conn.getsockname()[:2])
-            try:
-                conn.send(b"Exceeded MaxStartups\r\n")  # best effort, as sshd
-            except OSError:
-                pass
-            conn.close()
+        refused = self.refusal(addr[0])
+        if refused is not None:
+            self.drop(conn, addr, *refused)
             return
         connection_id = (f"connection from {addr[0]} to {conn.getsockname()[0]}"
                          if self.options.process_generation == 10 else None)
         startup_r, startup_w = os.pipe()
+        os.set_blocking(startup_r, False)  # read only when poll says so, or the monitor is gone
         if self.options.per_source_max_startups is not None:
             self.sources[startup_r] = self.source_network(addr[0])
         # Everything alive now goes to the collector's permanent generation:
@@ -204,6 +261,26 @@ class Listener:
         self.monitors.add(pid)
         if connection_id is not None:
             self.connection_ids[pid] = connection_id
+        if self.penalties is not None:
+            self.peers[pid] = addr[0]
+        self.title()
+
+    def startup_over(self, fd: int) -> None:
+        """The monitor at the other end of startup pipe ``fd`` authenticated
+        (it wrote AUTH_DONE first) or ended: it no longer counts against
+        MaxStartups.  Nothing to read and no end yet: a stale wake-up."""
+        try:
+            said = os.read(fd, 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            said = b""
+        if said == exits.AUTH_DONE:
+            self.authenticated.add(self.startups[fd])
+        self.poller.unregister(fd)
+        os.close(fd)
+        del self.startups[fd]
+        self.sources.pop(fd, None)
         self.title()
 
     def reap(self) -> None:
@@ -220,7 +297,11 @@ class Listener:
                 return
             pid = info.si_pid
             if pid in self.monitors:
+                # its startup pipe first: did it authenticate before it ended?
+                for fd in [fd for fd, owner in self.startups.items() if owner == pid]:
+                    self.startup_over(fd)
                 self.after_monitor(pid, info)
+                self.penalise(pid, info)
                 self.monitors.discard(pid)
                 self.connection_ids.pop(pid, None)
             try:
@@ -244,14 +325,31 @@ class Listener:
             log.info("monitor %d left %s", pid, report.text())
 
     def log_grace_timeout(self, pid: int, info: os.waitid_result) -> None:
-        """OpenSSH 10's listener line for a connection whose LoginGraceTime
-        ran out (sshd.c, child_reap), its sshd-session having exited
-        EXIT_LOGIN_GRACE.  In generation 9 no monitor exits so, and no
-        connection has an id: Debian 12's sshd writes nothing."""
+        """OpenSSH 10's listener lines for a connection whose LoginGraceTime
+        ran out, or whose pre-auth child crashed (sshd.c, child_reap), its
+        sshd-session having exited EXIT_LOGIN_GRACE or EXIT_CHILD_CRASH.
+        In generation 9 no monitor exits so, and no connection has an id:
+        Debian 12's sshd writes nothing."""
         connection = self.connection_ids.get(pid)
-        if (connection is not None and info.si_code == os.CLD_EXITED
-                and info.si_status == monitor_main.EXIT_LOGIN_GRACE):
+        if connection is None or info.si_code != os.CLD_EXITED:
+            return
+        if info.si_status == exits.EXIT_LOGIN_GRACE:
             log.info("Timeout before authentication for %s, pid = %d", connection, pid)
+        elif info.si_status == exits.EXIT_CHILD_CRASH:
+            log.info("Session process %d unpriv child crash for %s", pid, connection)
+
+    def penalise(self, pid: int, info: os.waitid_result) -> None:
+        """PerSourcePenalties (generation 10): an unauthenticated connection
+        that ended badly earns its source a penalty (sshd.c, child_reap)."""
+        address = self.peers.pop(pid, None)
+        if pid in self.authenticated:
+            self.authenticated.discard(pid)
+            return
+        if self.penalties is None or address is None:
+            return
+        kind = srclimit.kind_of_exit(info.si_code == os.CLD_EXITED, info.si_status)
+        for level, text in self.penalties.penalise(address, kind, _monotime()):
+            log.log(level, "%s", text)
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()
@@ -281,11 +379,7 @@ class Listener:
                     os.read(wake_r, 512)
                     self.reap()
                 elif fd in self.startups:
-                    self.poller.unregister(fd)
-                    os.close(fd)  # the monitor authenticated or ended
-                    del self.startups[fd]
-                    self.sources.pop(fd, None)
-                    self.title()
+                    self.startup_over(fd)
                 elif fd in listening:
                     self.accept(listening[fd])
                     handled += 1

@@ -27,6 +27,7 @@ from privsep.common.peer import Peer
 from privsep.common.trace import trace
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.monitor import auth_pam, exec_auth, hostkeys, pubkey
+from privsep.monitor.exits import AUTH_DONE, EXIT_LOGIN_GRACE, preauth_exit
 from privsep.monitor.monitor import Ending, Monitor, serve_phase
 from privsep.monitor.policy import Phase
 from privsep.netchild import netchild
@@ -83,12 +84,6 @@ def run(conn: socket.socket, options: ServerOptions, host_keys: list[HostKey],
 #: the session process's status after sshd's fatal(): its line is the
 #: connection's last, as sshd's post-auth child's (session/main.py)
 SESSION_FATAL = 255
-
-
-#: the monitor's exit status when LoginGraceTime runs out in generation 10
-#: (OpenSSH 10's EXIT_LOGIN_GRACE): the listener reads it and writes the
-#: line (listener.py, Listener.after_monitor)
-EXIT_LOGIN_GRACE = 3
 
 
 def _on_grace_timeout(generation: int):
@@ -171,15 +166,21 @@ def _preauth_then_session(monitor: Monitor, conn: socket.socket,
         net_pid, status = monitor.child_pid, monitor.wait_child()
         trace(log, "monitor", "net-child %d exited (wait status %d) before authentication", net_pid, status)
         _log_preauth_end(monitor, status)
-        return 0 if os.WIFEXITED(status) else 1
+        return preauth_exit(monitor.options.process_generation, status,
+                            monitor.state.auth_attempted)
     if result.handoff is None:
-        return 1
+        return preauth_exit(monitor.options.process_generation, None,
+                            monitor.state.auth_attempted)
     handoff = result.handoff
     trace(log, "monitor", "hand-off received: seq in %d out %d, cipher in %s out %s",
           handoff.state.inbound.seqno, handoff.state.outbound.seqno,
           handoff.state.inbound.cipher, handoff.state.outbound.cipher)
     net_pid, status = monitor.child_pid, monitor.wait_child()
     trace(log, "monitor", "net-child %d exited (wait status %d)", net_pid, status)
+    try:  # as sshd-session: the listener no longer counts us, nor penalises
+        os.write(monitor.startup_fd, AUTH_DONE)
+    except OSError:
+        pass  # the listener that forked us is gone (a SIGHUP re-exec closes its pipes)
     os.close(monitor.startup_fd)
     monitor.state.phase = Phase.POSTAUTH
     # What a TunRequest may ask for: this login's PermitTunnel and tunnel="N".

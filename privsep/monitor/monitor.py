@@ -39,7 +39,8 @@ from privsep.monitor.moduli import choose_moduli, int_bytes
 from privsep.monitor.accounts import user_groups
 from privsep.monitor.auth_kbdint import KbdintConversation
 from privsep.monitor.policy import (
-    AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id, userauth_binding_error,
+    AUTH_ATTEMPTS, AllowedKey, MonitorState, PolicyViolation, admit, bind_session_id,
+    userauth_binding_error,
 )
 from privsep.wire import banner
 from privsep.wire import messages as wire
@@ -557,6 +558,8 @@ class Monitor:
             except (wire.ProtocolError, OSError) as exc:
                 raise PolicyViolation(f"bad message from {child_role}: {exc}") from None
             admit(self.state, msg)
+            if type(msg) in AUTH_ATTEMPTS:
+                self.state.auth_attempted = True
             if self.kbdint is not None and not isinstance(msg, (wire.KbdintRequest, wire.Log)):
                 self.kbdint.abort()  # the client moved on to another method
                 self.kbdint = None

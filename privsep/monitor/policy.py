@@ -83,6 +83,9 @@ class MonitorState:
     #: tunnel="N" forces (None: none); set when the session process starts.
     permit_tunnel: str = "no"
     forced_tun: int | None = None
+    #: A request of AUTH_ATTEMPTS reached the monitor: a connection that
+    #: ends unauthenticated then earns an "authfail" penalty (generation 10)
+    auth_attempted: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,14 @@ def _banner_refusal_ok(state: MonitorState, msg: wire.BannerRefused) -> str | No
     except ValueError as exc:
         return str(exc)
     return None
+
+
+#: The requests that count as an authentication attempt, those OpenSSH's
+#: monitor flags MON_ISAUTH or MON_AUTHDECIDE (monitor.c, auth_attempted):
+#: a password, a key asked about or verified, a keyboard-interactive
+#: exchange, a hostbased signature.  The user lookup and "none" do not.
+AUTH_ATTEMPTS = frozenset((wire.PasswordRequest, wire.KbdintRequest, wire.KeyAllowedRequest,
+                           wire.KeyVerifyRequest, wire.HostbasedRequest))
 
 
 REQUEST_TABLE: dict[Phase, dict[type, Rule]] = {
