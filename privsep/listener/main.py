@@ -19,7 +19,7 @@ import sys
 
 from privsep.child import umac
 from privsep.common import log as logsetup
-from privsep.config import servconf
+from privsep.config import penalties, servconf
 from privsep.config.match import ConnectionInfo
 from privsep.listener import cmdline, generation, hostkey_files, inetd, listener
 from privsep.monitor import hostkeys, loginrec
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logsetup.setup(options.log_level, options.syslog_facility,
                    stderr=args.stderr or bool(args.debug), logfile=args.logfile)
+    # sshd 9.2 has no PerSourcePenalties: generation 9 reads it and says so
+    for where, name in penalties.unused_lines(config.settings, options.process_generation):
+        log.error("%s: Unsupported option %s", where, name)
     if os.geteuid() != 0:
         options = unprivileged(options)
         config = None  # Match blocks could undo the one-user rule
