@@ -199,18 +199,6 @@ class PenaltyTable:
             family.drop(penalty)
         return lines
 
-    def info(self, now: int) -> list[LogLine]:
-        """sshd's SIGINFO listing of the table (srclimit_penalty_info)."""
-        lines = []
-        for family in self.families.values():
-            lines.append((logging.INFO, f"{len(family.by_network)} active {family.name} penalties"))
-            for penalty in sorted(family.by_network.values(),
-                                  key=lambda p: (p.expiry, _order(p.network))):
-                left = ("(expired)" if penalty.expiry < now
-                        else f"({penalty.expiry - now} secs left)")
-                lines.append((logging.INFO, f"client {penalty.network} {penalty.reason} {left}"))
-        return lines
-
 
 @dataclass
 class LogRateLimit:
