@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import time
 
 from tests.daemon import Server, ssh, wait_until
@@ -132,3 +133,20 @@ def test_generation_9_has_no_penalties(server_with, user) -> None:
     log = server.log_text()
     assert re.search(r"sshd_config line 2: Unsupported option PerSourcePenalties$", log, re.M), log
     assert "srclimit_penalise" not in log and "drop connection" not in log
+
+
+def test_generation_10_max_startups_drop_in_sshd_10s_words(server_with) -> None:
+    """sshd 10's drop_connection words MaxStartups's drop too: its reason
+    "Maxstartups" ends the line, and the client reads the same sentence."""
+    server = server_with(GEN10, "MaxStartups 1:100:1", "PerSourcePenalties no")
+    title = lambda: subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(server.pid)],  # noqa: E731
+                                   capture_output=True, text=True).stdout
+    wait_until(lambda: "[listener] 0 of 1-1 startups" in title())  # the start-up probe is gone
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+        assert held.recv(64).startswith(b"SSH-2.0-")
+        wait_until(lambda: "[listener] 1 of 1-1 startups" in title())
+        answer, _ = _drop_answer(server)
+        assert answer == b"Not allowed at this time\r\n"
+        log = server.wait_for_log(" Maxstartups\n")
+    assert re.search(rf"^drop connection #1 from \[127\.0\.0\.1\]:\d+ on \[127\.0\.0\.1\]:"
+                     rf"{server.port} Maxstartups$", log, re.M), log
