@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 
-from tests.daemon import Server, ssh, wait_until
+from tests.daemon import REPO, Server, privsep_command, ssh, wait_until
 from tests.userutil import TestUser
 
 GEN10 = "ProcessGeneration 10"
@@ -150,3 +150,25 @@ def test_generation_10_max_startups_drop_in_sshd_10s_words(server_with) -> None:
         log = server.wait_for_log(" Maxstartups\n")
     assert re.search(rf"^drop connection #1 from \[127\.0\.0\.1\]:\d+ on \[127\.0\.0\.1\]:"
                      rf"{server.port} Maxstartups$", log, re.M), log
+
+
+def test_T_prints_them_in_generation_10_only(tmp_path) -> None:
+    key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "sshd_config"
+    printed = {}
+    for generation in ("9", "10"):
+        config.write_text(f"HostKey {key}\nProcessGeneration {generation}\n"
+                          "PerSourcePenalties no\nPerSourcePenalties authfail:1m\n"
+                          "PerSourcePenaltyExemptList 192.0.2.0/24\n")
+        done = subprocess.run([*privsep_command(), "-T", "-f", str(config)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        printed[generation] = [line for line in done.stdout.splitlines()
+                               if line.startswith("persourcepenalt")]
+    assert printed["9"] == []  # as sshd 9.2, which has neither keyword
+    assert printed["10"] == [  # "no" then a field: sshd 10 turns them on
+        "persourcepenalties crash:90 authfail:60 noauth:1 grace-exceeded:10 refuseconnection:10 "
+        "max:600 min:15 max-sources4:65536 max-sources6:65536 overflow:permissive "
+        "overflow6:permissive",
+        "persourcepenaltyexemptlist 192.0.2.0/24"]
