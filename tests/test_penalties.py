@@ -10,12 +10,14 @@ be compared side by side.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
 
-from tests.daemon import REPO, Server, privsep_command, ssh, wait_until
+from tests.daemon import REPO, Server, descendants, privsep_command, ssh, wait_until
 from tests.userutil import TestUser
 
 GEN10 = "ProcessGeneration 10"
@@ -172,3 +174,26 @@ def test_T_prints_them_in_generation_10_only(tmp_path) -> None:
         "max:600 min:15 max-sources4:65536 max-sources6:65536 overflow:permissive "
         "overflow6:permissive",
         "persourcepenaltyexemptlist 192.0.2.0/24"]
+
+
+def test_a_crashed_preauth_child_earns_the_crash_penalty(server_with) -> None:
+    """sshd-auth killed by SIGSEGV: the monitor exits EXIT_CHILD_CRASH, the
+    listener writes sshd 10's line and refuses the source for "crash"."""
+    server = server_with(GEN10, "PerSourcePenalties crash:30 noauth:0")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        assert conn.recv(64).startswith(b"SSH-2.0-")
+        auth = wait_until(lambda: [p for p in descendants(server.pid)
+                                   if p.args.startswith("privsep-sshd-auth: ")])[0]
+        os.kill(auth.pid, signal.SIGSEGV)
+        log = server.wait_for_log("penalty: caused crash")
+    assert re.search(r"^Session process \d+ unpriv child crash for connection from 127\.0\.0\.1 "
+                     r"to 127\.0\.0\.1$", log, re.M), log
+    # new, or added to the start-up probe's 0 s "noauth" penalty if that
+    # has not expired yet (within the same second), as in sshd
+    assert re.search(r"^srclimit_penalise: (ipv4: new 127\.0\.0\.1/32 active|127\.0\.0\.1/32: "
+                     r"activating ipv4) penalty of 30 seconds for penalty: caused crash$",
+                     log, re.M), log
+    answer, _ = _drop_answer(server)
+    assert answer == b"Not allowed at this time\r\n"
+    server.wait_for_log("penalty: caused crash\n")
+    assert "Traceback" not in server.log_text()
