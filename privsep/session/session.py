@@ -216,7 +216,7 @@ class SessionProcess:
             return False
         parse_fatal.check_session_request(kind, m, larval=not session.started)
         if kind == "signal":
-            return self.signal(session, m.get_text())
+            return self.signal(session, m)
         if kind == "break":
             m.get_int()
             if session.pty is None:
@@ -329,16 +329,30 @@ class SessionProcess:
         log.debug("Ignoring env request %s: disallowed name", name)
         return False
 
-    def signal(self, session: SessionChannel, name: str) -> bool:
+    def signal(self, session: SessionChannel, m: Message) -> bool:
+        """The "signal" request, as sshd's session_signal_req: the program's
+        process group gets it, unless it is not one of sshd's names, no
+        program runs, or the program is a forced command or a subsystem.
+        Unlike the other session requests, a malformed one is a failure
+        and a line, not the connection's end."""
+        try:
+            raw = m.get_cstring()
+            m.expect_end()
+        except parse_fatal.PARSE_ERRORS as exc:
+            log.error("session_signal_req: parse: %s", exc)
+            return False
+        # any byte may come: the line escapes what is not printable
+        name = c_string(raw).decode("utf-8", "surrogateescape")
         sig = SIGNALS.get(name)
         if sig is None:
             log.error("session_signal_req: unsupported signal \"%s\"", name)
             return False
         if not session.pid or session.exited:
-            log.error("session_signal_req: no pid for session %d", session.chan.get_id())
+            log.error("session_signal_req: no pid for session %d", session.number)
             return False
-        if session.subsystem:
-            log.error("session_signal_req: refusing to send signal %s to subsystem session", name)
+        if session.forced or session.subsystem:
+            log.error("session_signal_req: refusing to send signal %s to %s session", name,
+                      "forced-command" if session.forced else "subsystem")
             return False
         try:
             os.killpg(session.pid, sig)
@@ -492,6 +506,7 @@ class SessionProcess:
         name = os.path.basename(shell)
         env = self.environment(session)
         forced = self.policy.forced_command()
+        session.forced = forced is not None
         self._log_start(session, command, forced)
         if forced is not None:
             if command is not None:
