@@ -78,9 +78,6 @@ class SessionServer(paramiko.ServerInterface):
     def check_channel_forward_agent_request(self, channel) -> bool:
         return self.process.forward_agent(channel)
 
-    def check_channel_x11_request(self, channel, single, proto, cookie, screen) -> bool:
-        return self.process.x11_request(channel, single, proto, cookie, screen)
-
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
                                   pixelheight, modes) -> bool:
         return self.process.open_pty(channel, c_string(term), width, height, pixelwidth,
@@ -217,6 +214,8 @@ class SessionProcess:
         parse_fatal.check_session_request(kind, m, larval=not session.started)
         if kind == "signal":
             return self.signal(session, m)
+        if kind == "x11-req":
+            return self.x11_request(session, m)
         if kind == "break":
             m.get_int()
             if session.pty is None:
@@ -377,14 +376,20 @@ class SessionProcess:
         session.xtype = f"session:subsystem:{name}"
         return self.start(channel, command)
 
-    def x11_request(self, channel: paramiko.Channel, single: bool, proto, cookie,
-                    screen: int) -> bool:
-        """x11-req: a display for this session's programs (x11.py)."""
-        session = self.sessions.get(channel.get_id())
-        if session is None:
+    def x11_request(self, session: SessionChannel, m: Message) -> bool:
+        """x11-req: a display for this session's programs (x11.py).  Read
+        here, not by paramiko, as sshd's session_x11_req reads it: only
+        before the program starts (after, sshd leaves it unread and
+        fails it); the protocol and cookie as C strings, a trailing NUL
+        cut (check_session_request refused one inside); any other byte is
+        kept for valid_auth_text to refuse, where paramiko's get_text would
+        fail on one that is not UTF-8."""
+        if session.started:
             return False
-        proto = proto.decode("utf-8", "replace") if isinstance(proto, bytes) else proto
-        cookie = cookie.decode("utf-8", "replace") if isinstance(cookie, bytes) else cookie
+        single = m.get_boolean()
+        proto = c_string(m.get_cstring()).decode("utf-8", "surrogateescape")
+        cookie = c_string(m.get_cstring()).decode("utf-8", "surrogateescape")
+        screen = m.get_int()
         display = self.x11.request(self.policy.x11_key_permitted(), session.x11, single,
                                    proto, cookie, screen)
         if display is None:
