@@ -1,6 +1,6 @@
 """sshd(8)'s command line and its refusals, side by side with Debian's sshd
-9.2: the same arguments to both, the exit status and stderr compared whole
-(normalised only for the program's name and version in the usage text and
+9.2: the same arguments to both, the exit status, stdout and stderr compared
+whole (normalised only for the program's name and version in the usage text and
 for the CR LF that sshd's log lines end with on stderr)."""
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def _both(*args: str) -> dict[str, tuple[int, str]]:
+def _both(*args: str) -> dict[str, tuple[int, str, str]]:
+    """(exit status, stderr, stdout) of each daemon for ``args``."""
     seen = {}
     for kind, command in (("openssh", [OPENSSH]), ("privsep", privsep_command())):
         result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=60,
                                 stdin=subprocess.DEVNULL)
-        seen[kind] = (result.returncode, _normalised(result.stderr))
+        seen[kind] = (result.returncode, _normalised(result.stderr), result.stdout)
     return seen
 
 
@@ -81,6 +82,15 @@ CASES = {
     "unknown keyword before a bad flag": ["-o", "Unknown=1", "-Z"],
     "bad flag before an unknown keyword": ["-Z", "-o", "Unknown=1"],
     "bad value before an unknown keyword": ["-o", "Port=abc", "-o", "Unknown=1"],
+    # a host key that does not load is a line, and skipped: the file's
+    # key still serves (-h and -o add to the file's HostKey lines)
+    "missing -h key": ["-h", "/nonexistent/key"],
+    "two missing -h keys": ["-h", "/nonexistent/key", "-h", "/nonexistent/other"],
+    "missing -o HostKey": ["-o", "HostKey=/nonexistent/key"],
+    "-h naming a directory": ["-h", "/"],
+    # a subsystem named twice is sshd's fatal(), whichever line comes second
+    "Subsystem twice on the command line": ["-o", "Subsystem=sftp internal-sftp",
+                                            "-o", "Subsystem=sftp /bin/true"],
     # accepted: the same silence and status
     "ignored flags": ["-4", "-r", "-Q", "-b", "1024", "-k", "3600", "-u", "0"],
 }
@@ -95,7 +105,7 @@ def test_command_line_as_sshd(config: Path, name: str) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     """sshd's perror() and exit 1 for a -f it cannot open."""
     seen = _both("-t", "-f", str(tmp_path / "nonexistent"))
-    assert seen["openssh"] == (1, f"{tmp_path / 'nonexistent'}: No such file or directory\n")
+    assert seen["openssh"] == (1, f"{tmp_path / 'nonexistent'}: No such file or directory\n", "")
     assert seen["privsep"] == seen["openssh"]
 
 
@@ -110,3 +120,24 @@ def test_usage_and_version(config: Path) -> None:
         result = subprocess.run([*command, "-V"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, kind
         assert re.fullmatch(r"\S+( \S+)?, OpenSSL [^\n]+\n", result.stderr), (kind, result.stderr)
+
+
+def test_no_host_key_loads(tmp_path: Path) -> None:
+    """Without a key that loads: sshd's line for each, then its last line
+    and exit 1 (sshd.c: "no hostkeys available")."""
+    path = tmp_path / "sshd_config"
+    path.write_text("ListenAddress 127.0.0.1\n")
+    seen = _both("-t", "-f", str(path), "-h", "/nonexistent/key", "-h", str(path))
+    assert seen["openssh"][0] == 1, seen
+    assert seen["openssh"][1].startswith("Unable to load host key: /nonexistent/key\n"), seen
+    assert seen["openssh"][1].endswith(f"Unable to load host key: {path}\n"
+                                       "sshd: no hostkeys available -- exiting.\n"), seen
+    assert seen["privsep"] == seen["openssh"]
+
+
+def test_subsystem_twice_in_the_file(config: Path) -> None:
+    config.write_text(config.read_text() + "Subsystem sftp internal-sftp\n"
+                      "Subsystem sftp /usr/lib/openssh/sftp-server\n")
+    seen = _both("-t", "-f", str(config))
+    assert seen["openssh"] == (255, f"{config} line 4: Subsystem 'sftp' already defined.\n", "")
+    assert seen["privsep"] == seen["openssh"]

@@ -539,13 +539,22 @@ class _Parser:
             raise ConfigError(f"{where}: {keyword.name}: {exc}") from None
         if otherkeys.unavailable(keyword.attr, value):
             log.error("%s: Unsupported option %s", where, head)
+        if name == "subsystem":
+            self._check_subsystem(next(iter(value)), where)  # type: ignore[call-overload]
         setting = Setting(keyword, value, where)
         if self.block is not None:
             self.block[1].append(setting)
-        elif name in self.config.cmdline and keyword.multi and where != CMDLINE:
-            return  # -p/-o replace the file's list
+        elif name == "port" and name in self.config.cmdline and where != CMDLINE:
+            return  # -p replaces the file's ports (sshd's ports_from_cmdline)
         else:
             self.config.settings.append(setting)
+
+    def _check_subsystem(self, subsystem: str, where: str) -> None:
+        """sshd's fatal() for a subsystem named twice, on the command line
+        (-o, read first) or in the files."""
+        for setting in self.config.settings:
+            if setting.keyword.name == "Subsystem" and subsystem in setting.value:  # type: ignore[operator]
+                raise ConfigError(f"{where}: Subsystem '{subsystem}' already defined.")
 
     def close_block(self) -> None:
         if self.block is not None:

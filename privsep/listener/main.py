@@ -139,14 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Extra argument {args.operands[0]}.", file=sys.stderr)
         return 1
     if args.test or args.dump:
-        existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
+        # a missing key start-up will make is no problem; any other missing
+        # one is sshd's "Unable to load host key" line, skipped as sshd does
+        checked = [p for p in options.host_key if not hostkey_files.made_at_start(p)]
         keys, problems = [None], []
         if os.geteuid() == 0:
             agent_problem = agent_signer.configure(options.host_key_agent)
             if agent_problem:  # logged, as sshd: the keys' own files may still do
                 print(agent_problem, file=sys.stderr)
-            if existing:
-                keys, problems = hostkeys.read_host_keys(existing, options.host_certificate,
+            if checked:
+                keys, problems = hostkeys.read_host_keys(checked, options.host_certificate,
                                                          options.required_rsa_size)
         for problem in problems:
             print(problem, file=sys.stderr)
