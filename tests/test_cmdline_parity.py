@@ -141,3 +141,15 @@ def test_subsystem_twice_in_the_file(config: Path) -> None:
     seen = _both("-t", "-f", str(config))
     assert seen["openssh"] == (255, f"{config} line 4: Subsystem 'sftp' already defined.\n", "")
     assert seen["privsep"] == seen["openssh"]
+
+
+def test_include_of_nothing_and_of_a_directory(config: Path, tmp_path: Path) -> None:
+    """sshd skips an Include that matches no file (wildcards or not), and a
+    directory it opens reads as empty; so does a -f naming a directory."""
+    config.write_text(config.read_text() + f"Include /nonexistent/x.conf\nInclude {tmp_path}\n")
+    seen = _both("-t", "-f", str(config))
+    assert seen["openssh"] == (0, "", ""), seen
+    assert seen["privsep"] == seen["openssh"]
+    seen = _both("-t", "-f", str(tmp_path), "-h", str(config.with_name("hostkey")))
+    assert seen["openssh"] == (0, "", ""), seen
+    assert seen["privsep"] == seen["openssh"]

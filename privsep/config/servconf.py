@@ -566,9 +566,9 @@ class _Parser:
         if depth >= MAX_INCLUDE_DEPTH:
             raise ConfigError(f"{where}: Include nested too deeply")
         path = pattern if os.path.isabs(pattern) else os.path.join(facts.CONFIG_DIR, pattern)
+        # sshd's glob: a pattern that matches nothing is skipped, whether or
+        # not it has wildcards (its debug2 "no match")
         found = sorted(glob.glob(path))
-        if not found and not glob.has_magic(path):
-            raise ConfigError(f"{where}: Include {pattern}: No such file or directory")
         for name in found:
             self.file(name, depth + 1)
 
@@ -576,6 +576,8 @@ class _Parser:
         try:
             with open(path, encoding="utf-8") as handle:
                 lines = handle.read().splitlines()
+        except IsADirectoryError:  # sshd's fopen() opens it and its getline() reads nothing
+            lines = []
         except OSError as exc:  # sshd's perror() and exit(1)
             raise ConfigErrorExit1(f"{path}: {exc.strerror}") from None
         except UnicodeDecodeError:
