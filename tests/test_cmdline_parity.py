@@ -37,13 +37,21 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def _both(*args: str) -> dict[str, tuple[int, str, str]]:
-    """(exit status, stderr, stdout) of each daemon for ``args``."""
+def _both(*args: str, logfile: Path | None = None) -> dict[str, tuple]:
+    """(exit status, stderr, stdout) of each daemon for ``args``; with
+    ``logfile``, given as -E (made afresh for each), what it holds too."""
     seen = {}
     for kind, command in (("openssh", [OPENSSH]), ("privsep", privsep_command())):
-        result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=60,
-                                stdin=subprocess.DEVNULL)
+        extra = []
+        if logfile is not None:
+            logfile.unlink(missing_ok=True)
+            extra = ["-E", str(logfile)]
+        result = subprocess.run([*command, *extra, *args], capture_output=True, text=True,
+                                timeout=60, stdin=subprocess.DEVNULL)
         seen[kind] = (result.returncode, _normalised(result.stderr), result.stdout)
+        if logfile is not None:
+            seen[kind] += (_normalised(logfile.read_text()) if logfile.exists() else None,
+                           logfile.stat().st_mode & 0o777 if logfile.exists() else None)
     return seen
 
 
@@ -152,4 +160,44 @@ def test_include_of_nothing_and_of_a_directory(config: Path, tmp_path: Path) -> 
     assert seen["privsep"] == seen["openssh"]
     seen = _both("-t", "-f", str(tmp_path), "-h", str(config.with_name("hostkey")))
     assert seen["openssh"] == (0, "", ""), seen
+    assert seen["privsep"] == seen["openssh"]
+
+
+#: -E: sshd reads its flags and -o lines first, their errors on stderr
+#: and no file made; then it opens the file (0600) and sends its log there,
+#: the configuration file's errors included (name: (lines added to the
+#: file, arguments, where the words go: "flags", "stderr", "log" or None))
+LOGFILE_CASES = {
+    "bad -o value": ("", ["-o", "Port=abc"], "flags"),
+    "unknown -o keyword": ("", ["-o", "Unknown=1"], "flags"),
+    "bad -p": ("", ["-p", "0"], "flags"),
+    "bad value in the file": ("Port abc\n", [], "log"),
+    "unknown keyword in the file": ("Bogus 1\nPort 22\n", [], "log"),
+    "-C without -T": ("", ["-C", "user=x"], "log"),
+    "missing host key": ("", ["-h", "/nonexistent/key"], "log"),
+    "extra argument": ("", ["extra"], "stderr"),
+    "fine": ("", [], None),
+}
+
+
+@pytest.mark.parametrize("name", list(LOGFILE_CASES))
+def test_errors_with_a_logfile_as_sshd(config: Path, tmp_path: Path, name: str) -> None:
+    text, args, where = LOGFILE_CASES[name]
+    config.write_text(config.read_text() + text)
+    seen = _both("-t", "-f", str(config), *args, logfile=tmp_path / "sshd.log")
+    assert seen["privsep"] == seen["openssh"], seen
+    status, stderr, stdout, log, mode = seen["openssh"]
+    assert stdout == ""
+    if where == "flags":
+        assert stderr and (log, mode) == (None, None), seen
+    else:
+        assert mode == 0o600, seen
+        assert (bool(stderr), bool(log)) == (where == "stderr", where == "log"), seen
+
+
+def test_missing_config_file_with_a_logfile(tmp_path: Path) -> None:
+    """sshd's perror() for a -f it cannot open writes on stderr, -E or not."""
+    seen = _both("-t", "-f", str(tmp_path / "nonexistent"), logfile=tmp_path / "sshd.log")
+    assert seen["openssh"][:4] == (1, f"{tmp_path / 'nonexistent'}: No such file or directory\n",
+                                   "", "")
     assert seen["privsep"] == seen["openssh"]

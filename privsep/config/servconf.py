@@ -21,6 +21,7 @@ import logging
 import os
 import shlex
 from dataclasses import dataclass, field
+from typing import Callable
 
 from privsep.config import authmethods, otherkeys, values as v
 from privsep.config.algorithms import SUPPORTED_ALGORITHMS
@@ -39,6 +40,10 @@ class ConfigError(ValueError):
     """A bad line; the message names file and line as sshd's does.  sshd
     ends on it with fatal()'s status."""
     exit_status = 255
+    #: sshd writes it on stderr whatever -E says: an -o line's error (read
+    #: before sshd redirects its log) or a file it cannot open (perror());
+    #: the file's own errors go to the log
+    on_stderr = False
 
 
 class ConfigErrorExit1(ConfigError):
@@ -579,7 +584,9 @@ class _Parser:
         except IsADirectoryError:  # sshd's fopen() opens it and its getline() reads nothing
             lines = []
         except OSError as exc:  # sshd's perror() and exit(1)
-            raise ConfigErrorExit1(f"{path}: {exc.strerror}") from None
+            error = ConfigErrorExit1(f"{path}: {exc.strerror}")
+            error.on_stderr = True
+            raise error from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text") from None
         for n, text in enumerate(lines, 1):
@@ -591,13 +598,22 @@ class _Parser:
             self.close_block()
 
 
-def parse_config(path: str | None, overrides: list[str]) -> ServerConfig:
-    """Command-line ``-o`` lines first, then the file (or the default one if it exists)."""
+def parse_config(path: str | None, overrides: list[str],
+                 before_file: Callable[[], None] | None = None) -> ServerConfig:
+    """Command-line ``-o`` lines first, then the file (or the default one
+    if it exists).  ``before_file`` runs between the two, where sshd
+    redirects its log (-E); it may raise ConfigError."""
     config = ServerConfig()
     parser = _Parser(config)
-    for text in overrides:
-        parser.line(text, CMDLINE, 0)
-    parser.close_block()
+    try:
+        for text in overrides:
+            parser.line(text, CMDLINE, 0)
+        parser.close_block()
+    except ConfigError as exc:
+        exc.on_stderr = True
+        raise
+    if before_file is not None:
+        before_file()
     config.cmdline = {s.keyword.name.lower() for s in config.settings}
     file = path or facts.DEFAULT_CONFIG
     if file.lower() == "none":  # sshd -f none: no file at all
@@ -606,7 +622,9 @@ def parse_config(path: str | None, overrides: list[str]) -> ServerConfig:
         try:
             parser.file(file)
         except ConfigError as exc:  # sshd's fatal(), after the errors it counted
-            raise type(exc)("\n".join([*parser.counted, str(exc)])) from None
+            error = type(exc)("\n".join([*parser.counted, str(exc)]))
+            error.on_stderr = exc.on_stderr
+            raise error from None
         if parser.counted:
             raise ConfigError("\n".join([*parser.counted, f"{file}: terminating, "
                                           f"{len(parser.counted)} bad configuration options"]))
