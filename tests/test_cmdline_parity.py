@@ -201,3 +201,21 @@ def test_missing_config_file_with_a_logfile(tmp_path: Path) -> None:
     assert seen["openssh"][:4] == (1, f"{tmp_path / 'nonexistent'}: No such file or directory\n",
                                    "", "")
     assert seen["privsep"] == seen["openssh"]
+
+
+@pytest.mark.parametrize("args", [
+    ["-o", "Port=2025"], ["-p", "2024"], ["-o", "Port=2025", "-p", "2024"],
+    ["-p", "2024", "-o", "Port=2025"], ["-p", "2024", "-o", "Port=abc"],
+    ["-h", "/nonexistent/key", "-o", "AcceptEnv=FOO", "-o", "AllowUsers=al"],
+], ids=" ".join)
+def test_command_line_adds_to_the_files_lists(config: Path, args: list[str]) -> None:
+    """-o and -h add to the file's lists, as sshd's; -p alone replaces
+    the file's ports, and -o Port lines after it are not read at all."""
+    config.write_text(config.read_text() + "Port 2022\nAcceptEnv BAR\nAllowUsers bob\n")
+    seen = _both("-T", "-f", str(config), *args)
+    lists = re.compile(r"^(port|hostkey|acceptenv|allowusers) .*$", re.M)
+    for kind in seen:
+        status, stderr, stdout = seen[kind]
+        seen[kind] = (status, stderr, [m.group(0) for m in lists.finditer(stdout)])
+    assert seen["privsep"] == seen["openssh"], seen
+    assert seen["openssh"][0] == 0 and seen["openssh"][2], seen

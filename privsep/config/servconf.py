@@ -349,8 +349,9 @@ class ServerConfig:
 
     settings: list[Setting] = field(default_factory=list)
     matches: list[MatchBlock] = field(default_factory=list)
-    #: Keywords set on the command line: the file cannot add to their lists.
-    cmdline: set[str] = field(default_factory=set)
+    #: -p was given: the file's Port lines are not read (sshd's
+    #: ports_from_cmdline; -o Port lines add to the file's, as other lists)
+    ports_from_cmdline: bool = False
     #: ProcessGeneration when the file does not set it: the listener sets it
     #: from the OpenSSH installed on the machine (listener/generation.py).
     default_generation: int = 9
@@ -549,8 +550,8 @@ class _Parser:
         setting = Setting(keyword, value, where)
         if self.block is not None:
             self.block[1].append(setting)
-        elif name == "port" and name in self.config.cmdline and where != CMDLINE:
-            return  # -p replaces the file's ports (sshd's ports_from_cmdline)
+        elif name == "port" and self.config.ports_from_cmdline and where != CMDLINE:
+            return  # -p replaces the file's ports
         else:
             self.config.settings.append(setting)
 
@@ -599,11 +600,13 @@ class _Parser:
 
 
 def parse_config(path: str | None, overrides: list[str],
-                 before_file: Callable[[], None] | None = None) -> ServerConfig:
+                 before_file: Callable[[], None] | None = None,
+                 ports_from_cmdline: bool = False) -> ServerConfig:
     """Command-line ``-o`` lines first, then the file (or the default one
     if it exists).  ``before_file`` runs between the two, where sshd
-    redirects its log (-E); it may raise ConfigError."""
-    config = ServerConfig()
+    redirects its log (-E); it may raise ConfigError.  ``ports_from_cmdline``:
+    -p was given, the file's Port lines are skipped."""
+    config = ServerConfig(ports_from_cmdline=ports_from_cmdline)
     parser = _Parser(config)
     try:
         for text in overrides:
@@ -614,7 +617,6 @@ def parse_config(path: str | None, overrides: list[str],
         raise
     if before_file is not None:
         before_file()
-    config.cmdline = {s.keyword.name.lower() for s in config.settings}
     file = path or facts.DEFAULT_CONFIG
     if file.lower() == "none":  # sshd -f none: no file at all
         return config

@@ -35,7 +35,8 @@ def load_config(args: cmdline.CommandLine) -> servconf.ServerConfig:
     level = args.log_level_override()
     if level is not None:
         overrides.insert(0, level)
-    return servconf.parse_config(args.config, overrides, lambda: _redirect_log(args))
+    return servconf.parse_config(args.config, overrides, lambda: _redirect_log(args),
+                                 args.ports_from_cmdline)
 
 
 def _redirect_log(args: cmdline.CommandLine) -> None:
