@@ -18,7 +18,6 @@ import struct
 import time
 from dataclasses import dataclass
 
-import paramiko
 import pytest
 
 from tests.daemon import Server
@@ -116,17 +115,20 @@ CASES = {
     "delivered": (("TERM",), b"", True, True, "", False),
     "no-reply": (("TERM",), b"", False, None, "", False),
     "trailing-nul-cut": ((b"TERM\0",), b"", True, True, "", False),
-    "unknown": (("WINCH",), b"", True, False, 'session_signal_req: unsupported signal "WINCH"', True),
+    "unknown": (("WINCH",), b"", True, False,
+                'session_signal_req: unsupported signal "WINCH"', True),
     "unknown-no-reply": (("WINCH",), b"", False, None,
                          'session_signal_req: unsupported signal "WINCH"', True),
     "siginfo": (("INFO@openssh.com",), b"", True, False,
                 'session_signal_req: unsupported signal "INFO@openssh.com"', True),
-    "lowercase": (("term",), b"", True, False, 'session_signal_req: unsupported signal "term"', True),
+    "lowercase": (("term",), b"", True, False,
+                  'session_signal_req: unsupported signal "term"', True),
     "sig-prefix": (("SIGTERM",), b"", True, False,
                    'session_signal_req: unsupported signal "SIGTERM"', True),
     "high-bytes": ((b"\xffTERM",), b"", True, False,
                    'session_signal_req: unsupported signal "\\377TERM"', True),
-    "nul-inside": ((b"TE\0RM",), b"", True, False, "session_signal_req: parse: invalid format", True),
+    "nul-inside": ((b"TE\0RM",), b"", True, False,
+                   "session_signal_req: parse: invalid format", True),
     "trailing-bytes": (("TERM",), b"\0", True, False,
                        "session_signal_req: parse: unexpected bytes remain after decoding", True),
     "short": ((), struct.pack(">I", 64) + b"TERM", True, False,

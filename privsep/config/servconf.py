@@ -559,7 +559,8 @@ class _Parser:
         """sshd's fatal() for a subsystem named twice, on the command line
         (-o, read first) or in the files."""
         for setting in self.config.settings:
-            if setting.keyword.name == "Subsystem" and subsystem in setting.value:  # type: ignore[operator]
+            named = setting.value if setting.keyword.name == "Subsystem" else {}
+            if subsystem in named:  # type: ignore[operator]
                 raise ConfigError(f"{where}: Subsystem '{subsystem}' already defined.")
 
     def close_block(self) -> None:
