@@ -219,3 +219,34 @@ def test_command_line_adds_to_the_files_lists(config: Path, args: list[str]) -> 
         seen[kind] = (status, stderr, [m.group(0) for m in lists.finditer(stdout)])
     assert seen["privsep"] == seen["openssh"], seen
     assert seen["openssh"][0] == 0 and seen["openssh"][2], seen
+
+
+@pytest.mark.parametrize("address", ["127.0.0.3:2030", "[::1]:2031", "::1", "[127.0.0.4]",
+                                     "127.0.0.1:", "127.0.0.1:0", "[::1]x", "[::1",
+                                     "127.0.0.1:abc"])
+def test_listen_address_forms_as_sshd(config: Path, address: str) -> None:
+    """ListenAddress as sshd's hpdelim reads it: a port of its own after
+    the host ("host:port", "[host]:port"), a bare IPv6 address, and sshd's
+    words for a bad one; -T's listenaddress lines compared."""
+    config.write_text(config.read_text() + "Port 2022\n")
+    seen = _both("-T", "-f", str(config), "-o", f"ListenAddress={address}")
+    for kind in seen:
+        status, stderr, stdout = seen[kind]
+        seen[kind] = (status, stderr, re.findall(r"^listenaddress .*$", stdout, re.M))
+    assert seen["privsep"] == seen["openssh"], seen
+
+
+def test_listen_address_with_its_own_port_serves(server_with) -> None:
+    """"ListenAddress 127.0.0.1:P" listens on P beside the Port lines'
+    ports: both daemons say so and answer there."""
+    from tests.daemon import free_port
+    seen = {}
+    for kind in ("privsep", "openssh"):
+        port = free_port()
+        server = server_with(f"ListenAddress 127.0.0.1:{port}", kind=kind)
+        line = f"Server listening on 127.0.0.1 port {port}."
+        server.wait_for_log(line)
+        scan = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
+                              capture_output=True, text=True, timeout=30).stdout
+        seen[kind] = (line in server.log_text(), "ssh-ed25519" in scan)
+    assert seen["privsep"] == seen["openssh"] == (True, True), seen

@@ -78,7 +78,7 @@ def _keyword_named(name: str) -> "Keyword":
 
 KEYWORD_LIST = [
     Keyword("Port", "port", v.port, multi=True),
-    Keyword("ListenAddress", "listen_address", lambda w: [v.one(w)], multi=True),
+    Keyword("ListenAddress", "listen_address", v.listen_address, multi=True),
     Keyword("AddressFamily", "address_family", v.choice("any", "inet", "inet6")),
     Keyword("HostKey", "host_key", lambda w: [v.one(w)], multi=True),
     Keyword("PidFile", "pid_file", v.text),
@@ -651,8 +651,9 @@ def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list
         return ["without-password" if value == "prohibit-password" else str(value)]
     if keyword.attr == "listen_address":
         lines = []
-        for addr in value:  # type: ignore[union-attr]
-            for port in options.port:
+        for entry in value:  # type: ignore[union-attr]
+            addr, own = v.split_listen_address(entry)
+            for port in [own] if own else options.port:
                 lines.append(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
         return lines
     if keyword.attr == "stream_local_bind_mask":
