@@ -65,8 +65,10 @@ def paramiko_client(server: Server, user, **kwargs) -> paramiko.SSHClient:
 
 
 def channel_request(chan: paramiko.Channel, kind: str, *fields, want_reply: bool = True,
-                    timeout: float = 10) -> bool | None:
-    """Send a channel request paramiko has no method for; its answer if wanted."""
+                    timeout: float = 10, tail: bytes = b"") -> bool | None:
+    """Send a channel request paramiko has no method for; its answer if
+    wanted.  ``tail``: raw bytes after the fields (a string whose length
+    runs past the end, trailing bytes)."""
     from paramiko.common import cMSG_CHANNEL_REQUEST
     install_reply_recorder(chan.transport)
     chan.event.clear()
@@ -82,6 +84,7 @@ def channel_request(chan: paramiko.Channel, kind: str, *fields, want_reply: bool
             m.add_int(value)
         else:
             m.add_string(value)
+    m.add_bytes(tail)
     chan.transport._send_user_message(m)
     if not want_reply:
         return None

@@ -35,7 +35,6 @@ def _sshd(*args: str, config_text: str | None = None, tmp_path: Path | None = No
 @pytest.mark.parametrize("text,message", [
     ("PasswordAuthentication maybe\n", 'line 1: unsupported option "maybe".'),
     ("Port 22\nNoSuchKeyword yes\n", "line 2: Bad configuration option: NoSuchKeyword"),
-    ("Include /nonexistent/privsep-test.conf\n", "line 1: Include /nonexistent"),
     ("Match Planet mars\n", "line 1: Bad Match condition"),
     ("Match User x\nPort 22\n", "line 2: Directive 'Port' is not allowed within a Match block"),
     ("MaxStartups 10:30\n", "line 1: Invalid MaxStartups spec."),

@@ -40,7 +40,7 @@ def test_jail_filter_counts_every_failure(server_with, make_user, tmp_path) -> N
     assert ssh(server, user, "true").returncode == 0
     text = server.wait_for_log(f"Accepted publickey for {user.name}")
 
-    # The daemon's own lines, in syslog's file layout (as -E writes them).
+    # The daemon's own lines, in syslog's file layout (as rsyslog writes them).
     log = tmp_path / "auth.log"
     lines = [f"Nov 21 06:00:00 privsep-sshd[4242]: {line}"
              for line in text.splitlines() if line]

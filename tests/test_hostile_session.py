@@ -333,7 +333,7 @@ class SessionProcess:
             self.session_id if session_id is None else session_id, self.host_keys[key_type].blob)
 
     def log(self, text: str, level: int = logging.INFO) -> None:
-        self.ch.send(wire.Log(level, text))
+        self.ch.send(wire.Log(level, text.encode()))
 
     def attack(self, msg: wire.Message, fds: tuple[int, ...] = ()) -> None:
         self.ch.send(msg, fds)
@@ -789,11 +789,11 @@ DESCRIPTOR_CASES = {
                       "PtyRequest came with 2 descriptors"),
     "cleanup-2": (wire.PtyCleanupRequest("/dev/pts/0"), 2,
                   "PtyCleanupRequest came with 2 descriptors"),
-    "log-1": (wire.Log(logging.INFO, "hello"), 1, "Log came with 1 descriptors"),
+    "log-1": (wire.Log(logging.INFO, b"hello"), 1, "Log came with 1 descriptors"),
     "sign-4": (wire.SignRequest(ED25519, bytes(32)), 4, "SignRequest came with 4 descriptors"),
     "pty-answer-3": (wire.PtyAnswer("/dev/pts/0"), 3, "PtyAnswer came with 3 descriptors"),
     # More than the channel takes: the control data is cut (MSG_CTRUNC).
-    "log-8": (wire.Log(logging.INFO, "hello"), 8, "oversized record"),
+    "log-8": (wire.Log(logging.INFO, b"hello"), 8, "oversized record"),
 }
 
 

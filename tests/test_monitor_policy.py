@@ -235,7 +235,7 @@ def test_postauth_pty_and_log_permitted():
     state = postauth()
     admit(state, PTY_REQUEST)
     admit(state, PTY_REQUEST)  # several sessions may each want a pty
-    admit(state, wire.Log(20, "hello"))
+    admit(state, wire.Log(20, b"hello"))
     admit(state, wire.SignRequest(ALG, bytes(64)))
 
 

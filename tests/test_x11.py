@@ -25,7 +25,7 @@ import paramiko
 import pytest
 
 from tests.daemon import ssh_argv
-from tests.session_util import paramiko_client
+from tests.session_util import channel_request, paramiko_client
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -277,3 +277,46 @@ def test_hostile_auth_data_refused_as_sshd(server_with, user, proto, cookie) -> 
             client.close()
         server.wait_for_log("Invalid X11 forwarding data")
         assert "Traceback" not in server.log_text()
+
+
+#: (protocol, cookie) as sent, and whether sshd grants the display: it reads
+#: both as C strings, so a trailing NUL is cut (the display and the xauth
+#: entry are those of the bare strings); any other odd byte is refused
+RAW_AUTH_CASES = {
+    "trailing-nul": (b"MIT-MAGIC-COOKIE-1\0", b"00112233445566778899aabbccddeeff\0", True),
+    "high-byte": (b"MIT-MAGIC-COOKIE-1\xff", b"00ff", False),
+    "empty-with-nul": (b"\0", b"\0", True),
+}
+
+
+@pytest.mark.parametrize("case", list(RAW_AUTH_CASES))
+def test_x11_auth_strings_read_as_sshd(server_with, user, case: str) -> None:
+    """The x11-req's strings as bytes on the wire, side by side: the same
+    answer, the same display and xauth entry for the session's program, the
+    same line, and the connection goes on."""
+    proto, cookie, granted = RAW_AUTH_CASES[case]
+    seen = {}
+    for kind in KINDS:
+        server = server_with("X11Forwarding yes", kind=kind)
+        client = paramiko_client(server, user)
+        try:
+            chan = client.get_transport().open_session()
+            reply = channel_request(chan, "x11-req", False, proto, cookie, 0)
+            chan.exec_command('echo "DISPLAY=$DISPLAY"; xauth list "$DISPLAY" 2>/dev/null')
+            out = chan.makefile("rb").read().decode()
+            # an x11-req once the program runs: a failure, unread (sshd's LARVAL rule)
+            late = client.get_transport().open_session()
+            late.exec_command("sleep 2")
+            again = channel_request(late, "x11-req", False, b"MIT-MAGIC-COOKIE-1", b"00ff", 0)
+        finally:
+            client.close()
+        refused = "Invalid X11 forwarding data" in server.log_text()
+        assert "Traceback" not in server.log_text()
+        seen[kind] = (reply, _shape(out).replace(socket.gethostname(), "HOST"), refused, again)
+    assert seen["privsep"] == seen["openssh"], seen
+    reply, out, refused, again = seen["privsep"]
+    assert (reply, refused, again) == (granted, not granted, False)
+    if granted:
+        assert out.startswith("DISPLAY=localhost:N.0\n"), out
+    if case == "trailing-nul":
+        assert out.endswith(" MIT-MAGIC-COOKIE-1  00112233445566778899aabbccddeeff\n"), out

@@ -92,7 +92,9 @@ class MonitorClient:
 
     def log(self, level: int, text: str) -> None:
         with self._lock:
-            self._channel.send(wire.Log(level, text[:MAX_CHILD_LOG]))
+            # a client's raw bytes (decoded with surrogateescape) go as they came
+            raw = text[:MAX_CHILD_LOG].encode("utf-8", "surrogateescape")
+            self._channel.send(wire.Log(level, raw))
 
 
 class MonitorLogHandler(logging.Handler):

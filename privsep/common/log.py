@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 import syslog
 
@@ -74,9 +75,9 @@ def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str
     root.handlers.clear()
     root.setLevel(LEVELS.get(level, logging.INFO))
     if logfile:
-        handler: logging.Handler = logging.FileHandler(logfile)
-        handler.setFormatter(VisFormatter(f"%(asctime)s {TAG}[%(process)d]: %(message)s",
-                                          "%b %d %H:%M:%S"))
+        # sshd's -E is its -e into a file: the bare lines, no time or pid
+        handler: logging.Handler = PrivateFileHandler(logfile)
+        handler.setFormatter(VisFormatter("%(message)s"))
     elif stderr:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(VisFormatter("%(message)s"))
@@ -94,6 +95,15 @@ def setup(level: str, facility: str = "AUTH", stderr: bool = False, logfile: str
 
 def verbose(logger: logging.Logger, msg: str, *args) -> None:
     logger.log(VERBOSE, msg, *args)
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """-E's file, appended to and made 0600 when missing, as sshd's
+    log_redirect_stderr_to opens it (the log names users and addresses)."""
+
+    def _open(self):
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+                    opener=lambda path, flags: os.open(path, flags, 0o600))
 
 
 class _QuietSysLogHandler(logging.handlers.SysLogHandler):

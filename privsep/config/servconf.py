@@ -21,6 +21,7 @@ import logging
 import os
 import shlex
 from dataclasses import dataclass, field
+from typing import Callable
 
 from privsep.config import authmethods, otherkeys, penalties, values as v
 from privsep.config.algorithms import SUPPORTED_ALGORITHMS
@@ -39,6 +40,10 @@ class ConfigError(ValueError):
     """A bad line; the message names file and line as sshd's does.  sshd
     ends on it with fatal()'s status."""
     exit_status = 255
+    #: sshd writes it on stderr whatever -E says: an -o line's error (read
+    #: before sshd redirects its log) or a file it cannot open (perror());
+    #: the file's own errors go to the log
+    on_stderr = False
 
 
 class ConfigErrorExit1(ConfigError):
@@ -73,7 +78,7 @@ def _keyword_named(name: str) -> "Keyword":
 
 KEYWORD_LIST = [
     Keyword("Port", "port", v.port, multi=True),
-    Keyword("ListenAddress", "listen_address", lambda w: [v.one(w)], multi=True),
+    Keyword("ListenAddress", "listen_address", v.listen_address, multi=True),
     Keyword("AddressFamily", "address_family", v.choice("any", "inet", "inet6")),
     Keyword("HostKey", "host_key", lambda w: [v.one(w)], multi=True),
     Keyword("PidFile", "pid_file", v.text),
@@ -352,8 +357,9 @@ class ServerConfig:
 
     settings: list[Setting] = field(default_factory=list)
     matches: list[MatchBlock] = field(default_factory=list)
-    #: Keywords set on the command line: the file cannot add to their lists.
-    cmdline: set[str] = field(default_factory=set)
+    #: -p was given: the file's Port lines are not read (sshd's
+    #: ports_from_cmdline; -o Port lines add to the file's, as other lists)
+    ports_from_cmdline: bool = False
     #: ProcessGeneration when the file does not set it: the listener sets it
     #: from the OpenSSH installed on the machine (listener/generation.py).
     default_generation: int = 9
@@ -547,13 +553,23 @@ class _Parser:
             raise ConfigError(f"{where}: {keyword.name}: {exc}") from None
         if otherkeys.unavailable(keyword.attr, value):
             log.error("%s: Unsupported option %s", where, head)
+        if name == "subsystem":
+            self._check_subsystem(next(iter(value)), where)  # type: ignore[call-overload]
         setting = Setting(keyword, value, where)
         if self.block is not None:
             self.block[1].append(setting)
-        elif name in self.config.cmdline and keyword.multi and where != CMDLINE:
-            return  # -p/-o replace the file's list
+        elif name == "port" and self.config.ports_from_cmdline and where != CMDLINE:
+            return  # -p replaces the file's ports
         else:
             self.config.settings.append(setting)
+
+    def _check_subsystem(self, subsystem: str, where: str) -> None:
+        """sshd's fatal() for a subsystem named twice, on the command line
+        (-o, read first) or in the files."""
+        for setting in self.config.settings:
+            named = setting.value if setting.keyword.name == "Subsystem" else {}
+            if subsystem in named:  # type: ignore[operator]
+                raise ConfigError(f"{where}: Subsystem '{subsystem}' already defined.")
 
     def close_block(self) -> None:
         if self.block is not None:
@@ -565,9 +581,9 @@ class _Parser:
         if depth >= MAX_INCLUDE_DEPTH:
             raise ConfigError(f"{where}: Include nested too deeply")
         path = pattern if os.path.isabs(pattern) else os.path.join(facts.CONFIG_DIR, pattern)
+        # sshd's glob: a pattern that matches nothing is skipped, whether or
+        # not it has wildcards (its debug2 "no match")
         found = sorted(glob.glob(path))
-        if not found and not glob.has_magic(path):
-            raise ConfigError(f"{where}: Include {pattern}: No such file or directory")
         for name in found:
             self.file(name, depth + 1)
 
@@ -575,8 +591,12 @@ class _Parser:
         try:
             with open(path, encoding="utf-8") as handle:
                 lines = handle.read().splitlines()
+        except IsADirectoryError:  # sshd's fopen() opens it and its getline() reads nothing
+            lines = []
         except OSError as exc:  # sshd's perror() and exit(1)
-            raise ConfigErrorExit1(f"{path}: {exc.strerror}") from None
+            error = ConfigErrorExit1(f"{path}: {exc.strerror}")
+            error.on_stderr = True
+            raise error from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text") from None
         for n, text in enumerate(lines, 1):
@@ -588,14 +608,24 @@ class _Parser:
             self.close_block()
 
 
-def parse_config(path: str | None, overrides: list[str]) -> ServerConfig:
-    """Command-line ``-o`` lines first, then the file (or the default one if it exists)."""
-    config = ServerConfig()
+def parse_config(path: str | None, overrides: list[str],
+                 before_file: Callable[[], None] | None = None,
+                 ports_from_cmdline: bool = False) -> ServerConfig:
+    """Command-line ``-o`` lines first, then the file (or the default one
+    if it exists).  ``before_file`` runs between the two, where sshd
+    redirects its log (-E); it may raise ConfigError.  ``ports_from_cmdline``:
+    -p was given, the file's Port lines are skipped."""
+    config = ServerConfig(ports_from_cmdline=ports_from_cmdline)
     parser = _Parser(config)
-    for text in overrides:
-        parser.line(text, CMDLINE, 0)
-    parser.close_block()
-    config.cmdline = {s.keyword.name.lower() for s in config.settings}
+    try:
+        for text in overrides:
+            parser.line(text, CMDLINE, 0)
+        parser.close_block()
+    except ConfigError as exc:
+        exc.on_stderr = True
+        raise
+    if before_file is not None:
+        before_file()
     file = path or facts.DEFAULT_CONFIG
     if file.lower() == "none":  # sshd -f none: no file at all
         return config
@@ -603,7 +633,9 @@ def parse_config(path: str | None, overrides: list[str]) -> ServerConfig:
         try:
             parser.file(file)
         except ConfigError as exc:  # sshd's fatal(), after the errors it counted
-            raise type(exc)("\n".join([*parser.counted, str(exc)])) from None
+            error = type(exc)("\n".join([*parser.counted, str(exc)]))
+            error.on_stderr = exc.on_stderr
+            raise error from None
         if parser.counted:
             raise ConfigError("\n".join([*parser.counted, f"{file}: terminating, "
                                           f"{len(parser.counted)} bad configuration options"]))
@@ -628,8 +660,9 @@ def _dump_value(keyword: Keyword, value: object, options: ServerOptions) -> list
         return ["without-password" if value == "prohibit-password" else str(value)]
     if keyword.attr == "listen_address":
         lines = []
-        for addr in value:  # type: ignore[union-attr]
-            for port in options.port:
+        for entry in value:  # type: ignore[union-attr]
+            addr, own = v.split_listen_address(entry)
+            for port in [own] if own else options.port:
                 lines.append(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
         return lines
     if keyword.attr == "stream_local_bind_mask":

@@ -8,7 +8,7 @@ import logging
 from typing import Callable
 
 from privsep.config.algorithms import OPENSSH_ALGORITHMS, UnknownAlgorithm, resolve_algorithms
-from privsep.config.match import match_user
+from privsep.config.match import match_user, parse_port
 
 log = logging.getLogger("privsep.servconf")
 
@@ -111,6 +111,36 @@ def port(words: list[str]) -> list[int]:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise SshdError("Badly formatted port number.")
     return [int(text)]
+
+
+def listen_address(words: list[str]) -> list[str]:
+    """ListenAddress, kept as written once split_listen_address accepts it."""
+    entry = one(words)
+    split_listen_address(entry)
+    return [entry]
+
+
+def split_listen_address(entry: str) -> tuple[str, int | None]:
+    """A ListenAddress as sshd reads it: (host, its own port or None for
+    every Port).  A bare IPv6 address has two colons or more and no
+    brackets; else "host", "host:port", "[host]" or "[host]:port"
+    (hpdelim).  A port must be 1-65535."""
+    if "[" not in entry and entry.count(":") >= 2:
+        return entry, None
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise SshdError("bad address:port usage")
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text = entry.partition(":")
+        port_text = port_text if colon else None
+    if port_text is None:
+        return host, None
+    port = parse_port(port_text)
+    if not port:
+        raise SshdError("bad port number")
+    return host, port
 
 
 def words_list(words: list[str]) -> list[str]:

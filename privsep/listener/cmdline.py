@@ -11,6 +11,7 @@ unknown keyword) then comes first, as it would in sshd.  Pure: no files.
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 
@@ -51,6 +52,8 @@ class CommandLine:
     quiet: bool = False  # -q
     version: bool = False  # -V
     conn_spec: list[str] = field(default_factory=list)  # -C
+    #: -p was given: from then on sshd reads no Port line, -o's nor the file's
+    ports_from_cmdline: bool = False
     #: sshd_config lines the flags stand for, in their order (-o, -p, -h, -c, -g, -4, -6)
     overrides: list[str] = field(default_factory=list)
     #: what is left after the flags: sshd refuses the first, once its
@@ -115,6 +118,8 @@ def _flags(argv: list[str]):
 
 _SWITCHES = {"D": "foreground", "e": "stderr", "i": "inetd", "q": "quiet", "t": "test",
              "T": "dump", "V": "version"}
+#: an -o line setting Port ("Port=22", "port 22")
+_PORT_LINE = re.compile(r"\s*port\s*(=|\s|$)", re.IGNORECASE)
 #: flags that stand for a configuration line
 _LINES = {"o": "{}", "h": "HostKey {}", "c": "HostCertificate {}"}
 
@@ -140,6 +145,8 @@ def parse(argv: list[str]) -> CommandLine:
 def _take(line: CommandLine, letter: str, value: str | None) -> Refusal | None:
     if letter in _SWITCHES:
         setattr(line, _SWITCHES[letter], True)
+    elif letter == "o" and line.ports_from_cmdline and _PORT_LINE.match(value or ""):
+        pass  # sshd's Port handler returns before it reads the value
     elif letter in _LINES:
         line.overrides.append(_LINES[letter].format(value))
     elif letter in "46":
@@ -154,6 +161,7 @@ def _take(line: CommandLine, letter: str, value: str | None) -> Refusal | None:
         if not parse_port(value or ""):  # a2port's 0 is refused too
             return Refusal("Bad port number.\n")
         line.overrides.append(f"Port {value}")
+        line.ports_from_cmdline = True
     elif letter == "g":
         try:
             parse_time(value or "")

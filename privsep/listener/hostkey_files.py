@@ -18,13 +18,20 @@ def _type_from_path(path: str) -> str | None:
     return None
 
 
+def made_at_start(path: str) -> bool:
+    """Whether start-up as root makes the key file ``path`` (generate_missing):
+    it is missing and its name says its type.  ``sshd -t`` skips those; any
+    other it reads, and a missing one is sshd's "Unable to load host key"."""
+    return os.geteuid() == 0 and not os.path.exists(path) and _type_from_path(path) is not None
+
+
 def generate_missing(paths: list[str]) -> list[str]:
     """Make each missing key whose file name says its type, as ``ssh-keygen -A``."""
     made = []
     for path in paths:
-        kind = _type_from_path(path)
-        if os.path.exists(path) or kind is None:
+        if not made_at_start(path):
             continue
+        kind = _type_from_path(path)
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         subprocess.run(
             ["ssh-keygen", "-q", *_KEYGEN_ARGS[kind], "-N", "", "-C", "", "-f", path],

@@ -46,6 +46,7 @@ from privsep.listener import exec_session, sdnotify, srclimit
 from privsep.monitor import exits
 from privsep.netchild import sandbox
 from privsep.config.servconf import ServerConfig, ServerOptions
+from privsep.config.values import split_listen_address
 from privsep.common.trace import trace
 from privsep.wire.hostkey_blobs import HostKey
 
@@ -72,8 +73,9 @@ def bind_all(options: ServerOptions) -> list[socket.socket]:
     sockets = []
     wanted = {"inet": (socket.AF_INET,), "inet6": (socket.AF_INET6,)}.get(
         options.address_family, (socket.AF_INET, socket.AF_INET6))
-    for addr in options.listen_address:
-        for port in options.port:
+    for entry in options.listen_address:
+        addr, own = split_listen_address(entry)  # "host:port" has its own port
+        for port in [own] if own else options.port:
             family = socket.AF_INET6 if ":" in addr else socket.AF_INET
             if family not in wanted:
                 continue  # AddressFamily leaves it out, as sshd does

@@ -35,7 +35,27 @@ def load_config(args: cmdline.CommandLine) -> servconf.ServerConfig:
     level = args.log_level_override()
     if level is not None:
         overrides.insert(0, level)
-    return servconf.parse_config(args.config, overrides)
+    return servconf.parse_config(args.config, overrides, lambda: _redirect_log(args),
+                                 args.ports_from_cmdline)
+
+
+def _redirect_log(args: cmdline.CommandLine) -> None:
+    """What sshd does once its flags and -o lines are read (their errors
+    went to stderr), before it reads its file: -E's file opened (0600),
+    the log sent there from now on (the file's errors included), and -C
+    refused without -T."""
+    if args.logfile is not None:
+        try:
+            os.close(os.open(args.logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as exc:
+            error = servconf.ConfigErrorExit1(f"Couldn't open logfile {args.logfile}: "
+                                              f"{exc.strerror}")
+            error.on_stderr = True
+            raise error from None
+        logsetup.setup("INFO", stderr=True, logfile=args.logfile)
+    if args.conn_spec and not args.dump:
+        raise servconf.ConfigError("Config test connection parameter (-C) provided without "
+                                   "test mode (-T)")
 
 
 def prepare(options: servconf.ServerOptions) -> list[HostKey]:
@@ -116,10 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_status
         sys.stderr.write(args.refusal.text)
         return args.refusal.status
-    refusal = _before_config(args)
-    if refusal is not None:
-        sys.stderr.write(refusal.text)
-        return refusal.status
     spec = ConnectionInfo.from_spec(",".join(args.conn_spec)) if args.conn_spec else None
     try:
         config = load_config(args)
@@ -130,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                 spec = dataclasses.replace(spec, groups=user_groups(spec.user))
             options = config.options_for(spec)
     except servconf.ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return exc.exit_status
+        if exc.on_stderr:
+            print(exc, file=sys.stderr)
+            return exc.exit_status
+        return _fatal(str(exc), exc.exit_status)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 255
@@ -139,20 +157,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Extra argument {args.operands[0]}.", file=sys.stderr)
         return 1
     if args.test or args.dump:
-        existing = [p for p in options.host_key if os.path.exists(p)]  # others: made at start
+        # a missing key start-up will make is no problem; any other missing
+        # one is sshd's "Unable to load host key" line, skipped as sshd does
+        checked = [p for p in options.host_key if not hostkey_files.made_at_start(p)]
         keys, problems = [None], []
         if os.geteuid() == 0:
             agent_problem = agent_signer.configure(options.host_key_agent)
             if agent_problem:  # logged, as sshd: the keys' own files may still do
-                print(agent_problem, file=sys.stderr)
-            if existing:
-                keys, problems = hostkeys.read_host_keys(existing, options.host_certificate,
+                log.error("%s", agent_problem)
+            if checked:
+                keys, problems = hostkeys.read_host_keys(checked, options.host_certificate,
                                                          options.required_rsa_size)
         for problem in problems:
-            print(problem, file=sys.stderr)
+            log.error("%s", problem)
         if not keys:  # sshd skips the keys it cannot load, and fails only without any
-            print("sshd: no hostkeys available -- exiting.", file=sys.stderr)
-            return 1
+            return _fatal("sshd: no hostkeys available -- exiting.", 1)
         if args.dump:
             sys.stdout.write(servconf.dump(options))
         return 0
@@ -189,18 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _before_config(args: cmdline.CommandLine) -> cmdline.Refusal | None:
-    """What sshd refuses after its flags and before its file: a log file
-    it cannot open (exit 1), -C without -T (fatal)."""
-    if args.logfile is not None:
-        try:
-            open(args.logfile, "a").close()
-        except OSError as exc:
-            return cmdline.Refusal(f"Couldn't open logfile {args.logfile}: {exc.strerror}\n")
-    if args.conn_spec and not args.dump:
-        return cmdline.Refusal("Config test connection parameter (-C) provided without "
-                               "test mode (-T)\n", 255)
-    return None
+def _fatal(text: str, status: int = 255) -> int:
+    """An error of sshd's start-up after its log_init: logged, a line each
+    (to -E's file if given, else stderr); the exit status."""
+    for line in text.splitlines():
+        log.error("%s", line)
+    return status
 
 
 def _remove_pid_file(path: str) -> None:

@@ -52,8 +52,6 @@ def sign(key: HostKey, algorithm: str, data: bytes) -> bytes:
 #: What a signer's exception says, in sshd's words (ssh_err()), by prefix.
 _SSH_ERR_WORDS = (
     ("UnknownKeyType", "unknown or unsupported key type"),
-    ("[Errno 2]", "No such file or directory"),
-    ("[Errno 13]", "Permission denied"),
     ("Unable to load PEM file", "error in libcrypto"),
     ("Could not deserialize", "error in libcrypto"),
     ("Not OpenSSH private key format", "invalid format"),
@@ -66,15 +64,15 @@ def _sshd_reason(text: str) -> str:
 
 def _private_key_problems(path: str, text: str) -> list[str]:
     """sshd's lines for a private key file that did not load: the warning
-    about its permissions first when those were the reason; nothing for a
-    missing file (sshd is silent on SSH_ERR_SYSTEM_ERROR)."""
+    about its permissions first when those were the reason; nothing when
+    the system refused it (a missing file, a directory: an OSError, sshd's
+    SSH_ERR_SYSTEM_ERROR, on which it is silent)."""
     if text.startswith(BAD_PERMISSIONS):
         return unprotected_key_warning(path, text) + [
             f"Unable to load host key \"{path}\": bad permissions"]
-    reason = _sshd_reason(text)
-    if reason == "No such file or directory":
+    if text.startswith("[Errno "):
         return []
-    return [f"Unable to load host key \"{path}\": {reason}"]
+    return [f"Unable to load host key \"{path}\": {_sshd_reason(text)}"]
 
 
 def read_host_keys(paths: list[str], cert_paths: list[str] | tuple[str, ...] = (),

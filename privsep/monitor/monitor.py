@@ -568,7 +568,7 @@ class Monitor:
                 # post-auth child logs for itself, with no mark.
                 log.log(max(logging.DEBUG, min(msg.level, logging.CRITICAL)),
                         "%s [preauth]" if child_role == "preauth" else "%s",
-                        msg.text[:MAX_CHILD_LOG])
+                        msg.text[:MAX_CHILD_LOG].decode("utf-8", "surrogateescape"))
             elif isinstance(msg, wire.BannerRefused):  # sshd's [priv] lines, unmarked
                 for level, line in banner.Refusal(msg.reason, msg.detail).log_lines(str(self.peer)):
                     log.log(level, "%s", line)

@@ -78,9 +78,6 @@ class SessionServer(paramiko.ServerInterface):
     def check_channel_forward_agent_request(self, channel) -> bool:
         return self.process.forward_agent(channel)
 
-    def check_channel_x11_request(self, channel, single, proto, cookie, screen) -> bool:
-        return self.process.x11_request(channel, single, proto, cookie, screen)
-
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth,
                                   pixelheight, modes) -> bool:
         return self.process.open_pty(channel, c_string(term), width, height, pixelwidth,
@@ -216,7 +213,9 @@ class SessionProcess:
             return False
         parse_fatal.check_session_request(kind, m, larval=not session.started)
         if kind == "signal":
-            return self.signal(session, m.get_text())
+            return self.signal(session, m)
+        if kind == "x11-req":
+            return self.x11_request(session, m)
         if kind == "break":
             m.get_int()
             if session.pty is None:
@@ -329,16 +328,30 @@ class SessionProcess:
         log.debug("Ignoring env request %s: disallowed name", name)
         return False
 
-    def signal(self, session: SessionChannel, name: str) -> bool:
+    def signal(self, session: SessionChannel, m: Message) -> bool:
+        """The "signal" request, as sshd's session_signal_req: the program's
+        process group gets it, unless it is not one of sshd's names, no
+        program runs, or the program is a forced command or a subsystem.
+        Unlike the other session requests, a malformed one is a failure
+        and a line, not the connection's end."""
+        try:
+            raw = m.get_cstring()
+            m.expect_end()
+        except parse_fatal.PARSE_ERRORS as exc:
+            log.error("session_signal_req: parse: %s", exc)
+            return False
+        # any byte may come: the line escapes what is not printable
+        name = c_string(raw).decode("utf-8", "surrogateescape")
         sig = SIGNALS.get(name)
         if sig is None:
             log.error("session_signal_req: unsupported signal \"%s\"", name)
             return False
         if not session.pid or session.exited:
-            log.error("session_signal_req: no pid for session %d", session.chan.get_id())
+            log.error("session_signal_req: no pid for session %d", session.number)
             return False
-        if session.subsystem:
-            log.error("session_signal_req: refusing to send signal %s to subsystem session", name)
+        if session.forced or session.subsystem:
+            log.error("session_signal_req: refusing to send signal %s to %s session", name,
+                      "forced-command" if session.forced else "subsystem")
             return False
         try:
             os.killpg(session.pid, sig)
@@ -363,14 +376,20 @@ class SessionProcess:
         session.xtype = f"session:subsystem:{name}"
         return self.start(channel, command)
 
-    def x11_request(self, channel: paramiko.Channel, single: bool, proto, cookie,
-                    screen: int) -> bool:
-        """x11-req: a display for this session's programs (x11.py)."""
-        session = self.sessions.get(channel.get_id())
-        if session is None:
+    def x11_request(self, session: SessionChannel, m: Message) -> bool:
+        """x11-req: a display for this session's programs (x11.py).  Read
+        here, not by paramiko, as sshd's session_x11_req reads it: only
+        before the program starts (after, sshd leaves it unread and
+        fails it); the protocol and cookie as C strings, a trailing NUL
+        cut (check_session_request refused one inside); any other byte is
+        kept for valid_auth_text to refuse, where paramiko's get_text would
+        fail on one that is not UTF-8."""
+        if session.started:
             return False
-        proto = proto.decode("utf-8", "replace") if isinstance(proto, bytes) else proto
-        cookie = cookie.decode("utf-8", "replace") if isinstance(cookie, bytes) else cookie
+        single = m.get_boolean()
+        proto = c_string(m.get_cstring()).decode("utf-8", "surrogateescape")
+        cookie = c_string(m.get_cstring()).decode("utf-8", "surrogateescape")
+        screen = m.get_int()
         display = self.x11.request(self.policy.x11_key_permitted(), session.x11, single,
                                    proto, cookie, screen)
         if display is None:
@@ -492,6 +511,7 @@ class SessionProcess:
         name = os.path.basename(shell)
         env = self.environment(session)
         forced = self.policy.forced_command()
+        session.forced = forced is not None
         self._log_start(session, command, forced)
         if forced is not None:
             if command is not None:

@@ -30,6 +30,9 @@ class SessionChannel:
     started: bool = False
     pty_released: bool = False
     subsystem: bool = False
+    #: the program is a forced command (ForceCommand, a key's command=):
+    #: the client may not signal it, as sshd's s->forced
+    forced: bool = False
     exited: bool = False
     #: eow@openssh.com: the client can take no more output (its stdout broke)
     eow: bool = False

@@ -34,11 +34,17 @@ def load_private(path: str, check_permissions: bool = False) -> paramiko.PKey:
     for every signature.  A bad key is caught instead by the signer, which
     verifies each signature it makes before handing it out, the usual guard
     against RSA-CRT faults."""
-    with open(path, "rb") as handle:
-        mode, owner = os.fstat(handle.fileno())[0:5:4]
+    # os.open, as sshd's open(2): a directory opens, so its permissions are
+    # judged before the read fails (Python's open() refuses it at once)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        mode, owner = os.fstat(fd)[0:5:4]
         if check_permissions and owner == os.getuid() and mode & 0o077:
             raise BadPermissions(mode)
-        data = handle.read()
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read()
+    finally:
+        os.close(fd)
     if data.lstrip().startswith(_OPENSSH_PEM):
         key = serialization.load_ssh_private_key(data, password=None,
                                                  unsafe_skip_rsa_key_validation=True)

@@ -73,12 +73,15 @@ class MsgType(IntEnum):
 
 @dataclass(frozen=True)
 class Log:
-    """A child's log line, logged by the monitor with the child's role."""
+    """A child's log line, logged by the monitor with the child's role.
+    Bytes, not text: a line may hold a client's bytes as they came (a
+    signal name), which the monitor's formatter escapes as sshd's strnvis
+    does ("\\377"); UTF-8 with surrogateescape both ways."""
 
     TYPE: ClassVar[MsgType] = MsgType.LOG
     FDS: ClassVar[int] = 0
     level: int
-    text: str
+    text: bytes
 
 
 @dataclass(frozen=True)
