@@ -29,8 +29,10 @@ def test_first_value_wins_and_case_is_ignored(tmp_path) -> None:
     assert options.login_grace_time == 90
 
 
-def test_command_line_ports_replace_the_files(tmp_path) -> None:
-    assert _load(tmp_path, "Port 2299\n", ["Port 2300"]).port == [2300]
+def test_command_line_ports_add_to_the_files(tmp_path) -> None:
+    # as sshd: -o lines are read first, the file's Port lines add to them
+    # (only -p replaces them: test_cmdline_parity compares both with sshd)
+    assert _load(tmp_path, "Port 2299\n", ["Port 2300"]).port == [2300, 2299]
     assert _load(tmp_path, "Port 2299\nPort 2301\n").port == [2299, 2301]
 
 

@@ -170,6 +170,22 @@ def parse_exempt(words: list[str]) -> str | None:
 #: ServerOptions fields of these keywords, which only generation 10 has
 GENERATION_10_ONLY = frozenset(("per_source_penalties", "per_source_penalty_exempt_list"))
 
+#: (keyword, ServerOptions attr, parser, values accumulate) for servconf's table
+KEYWORD_ROWS = (
+    (KEYWORD, "per_source_penalties", parse, True),
+    ("PerSourcePenaltyExemptList", "per_source_penalty_exempt_list", parse_exempt, False),
+)
+
+
+@dataclass
+class PenaltyOptions:
+    """The ServerOptions fields of these keywords (a base of ServerOptions)."""
+
+    per_source_penalties: PenaltySpec = field(default_factory=lambda: PenaltySpec())
+    #: an address list, or None
+    per_source_penalty_exempt_list: str | None = None
+
+
 #: attr -> its ``-T`` lines
 DUMP: dict[str, Callable[[object], list[str]]] = {
     "per_source_penalties": lambda spec: [spec.resolve().dump()],  # type: ignore[attr-defined]

@@ -182,9 +182,7 @@ KEYWORD_LIST = [
     Keyword("PrivilegeSeparationUser", "privsep_user", v.text),
     Keyword("PrivilegeSeparationDirectory", "privsep_dir", v.text),
     # --- PerSourcePenalties (OpenSSH 10; used in generation 10 only) ---
-    Keyword("PerSourcePenalties", "per_source_penalties", penalties.parse, multi=True),
-    Keyword("PerSourcePenaltyExemptList", "per_source_penalty_exempt_list",
-            penalties.parse_exempt),
+    *(Keyword(name, attr, parse, multi=multi) for name, attr, parse, multi in penalties.KEYWORD_ROWS),
 ]
 KEYWORDS: dict[str, Keyword] = {k.name.lower(): k for k in KEYWORD_LIST}
 ALIASES = {
@@ -202,8 +200,9 @@ UNSUPPORTED = frozenset(k.lower() for k in (
 
 
 @dataclass
-class ServerOptions(otherkeys.OtherOptions):
-    # The fields of issue 15's keywords are otherkeys.OtherOptions's.
+class ServerOptions(otherkeys.OtherOptions, penalties.PenaltyOptions):
+    # The fields of issue 15's keywords are otherkeys.OtherOptions's, PerSourcePenalties's
+    # penalties.PenaltyOptions's.
     port: list[int] = field(default_factory=list)
     listen_address: list[str] = field(default_factory=list)
     address_family: str = "any"
@@ -305,10 +304,6 @@ class ServerOptions(otherkeys.OtherOptions):
     privsep_user: str = "privsep-sshd"
     privsep_dir: str = "/run/privsep-sshd"
     pam_service: str = "privsep-sshd"
-    # --- PerSourcePenalties (OpenSSH 10; used in generation 10 only) ---
-    per_source_penalties: penalties.PenaltySpec = field(default_factory=penalties.PenaltySpec)
-    #: an address list, or None
-    per_source_penalty_exempt_list: str | None = None
 
     def finish(self) -> "ServerOptions":
         """Fill in the defaults that depend on what was set (ports, keys...)."""
