@@ -50,6 +50,10 @@ EXIT_CLOSED = 1
 EXIT_LOGGED = 2
 EXIT_NO_BANNER = 3
 
+#: reads of up to 64 KiB the net-child makes of what is left in the socket
+#: as it closes (ThreadlessPacketizer.close): one packet's bound, at most
+DRAIN_READS = 4
+
 
 class MonitorVerifiedKey:
     """A client public key whose signature check is the monitor's to make."""
@@ -226,6 +230,21 @@ class ThreadlessPacketizer(CipherPacketizer):
         if self._chacha_in is None:
             self.check_ahead()
         return super().read_message()
+
+    def close(self) -> None:
+        """Read what the client sent and we did not (up to a bound) before
+        closing: sshd's reads take all the socket holds, so by its end
+        nothing is left unread and its close is a FIN; ours reads a block at
+        a time, and unread bytes would make the close a reset ("Connection
+        reset by peer" at the client, where sshd's says "closed")."""
+        sock = pkt_get(self, "socket")
+        for _ in range(DRAIN_READS):
+            try:
+                if not sock.recv(65536, socket.MSG_DONTWAIT):
+                    break
+            except OSError:  # nothing more now (EAGAIN), or reset
+                break
+        super().close()
 
     def read_all(self, n, check_rekey=False):
         data = super().read_all(n, check_rekey)
