@@ -32,6 +32,7 @@ from privsep.config.servconf import ServerOptions
 from privsep.child import hostkey_proxy, transport_setup
 from privsep.common.trace import trace
 from privsep.wire import banner as identification
+from privsep.wire import keyblob as keyblob_check
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN
 from privsep.wire.userauth import hostbased_signed_data
@@ -82,6 +83,12 @@ class MonitorVerifiedKey:
         return self._server.monitor_said(answer.verified, answer.partial, answer.methods)
 
 
+class UnparsableKey:
+    """A publickey request's key blob that does not read as a key: the
+    attempt fails (NetServer.check_auth_publickey asks the monitor only
+    about a MonitorVerifiedKey)."""
+
+
 class NetAuthHandler(AuthHandler):
     """Routes publickey checks to the monitor and hands off on success."""
 
@@ -121,11 +128,19 @@ class NetAuthHandler(AuthHandler):
                                      key.asbytes(), self._hostbound_key)
 
     def _generate_key_from_request(self, algorithm, keyblob):
-        """No key parsing here: the blob goes to the monitor as it came
-        (certificates and security keys included), for an algorithm that
-        PubkeyAcceptedAlgorithms lists; paramiko refuses the others."""
+        """The blob goes to the monitor as it came (certificates and
+        security keys included), for an algorithm that
+        PubkeyAcceptedAlgorithms lists (paramiko refuses the others), once
+        it reads strictly as a key (wire/keyblob.py): sshd's net-child
+        parses it first (sshkey_from_blob) and, if it cannot, logs why and
+        fails the attempt without asking its monitor, which then writes no
+        "Failed publickey" line.  paramiko would read it leniently."""
         if algorithm not in self.transport.preferred_pubkeys:
             return super()._generate_key_from_request(algorithm, keyblob)
+        error = keyblob_check.sshkey_error(keyblob)
+        if error is not None:
+            log.error("userauth_pubkey: parse key: %s", error)
+            return UnparsableKey()
         return MonitorVerifiedKey(algorithm, keyblob, self.transport.monitor,
                                   self.transport.server_object)
 
