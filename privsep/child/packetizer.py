@@ -10,14 +10,13 @@ import hmac
 import logging
 
 import paramiko.packet
-from cryptography.exceptions import InvalidTag
 from paramiko.common import cMSG_DISCONNECT
 from paramiko.message import Message
 from paramiko.packet import Packetizer
 from paramiko.ssh_exception import SSHException
 
 from privsep.child import umac
-from privsep.child.chachapoly import TAG_SIZE, BadTag, ChaChaPoly
+from privsep.child.chachapoly import TAG_ERRORS, TAG_SIZE, ChaChaPoly
 from privsep.child.strict_message import StrictMessage
 
 _PKT = "_Packetizer__"  # name-mangling prefix of Packetizer's private state
@@ -114,7 +113,7 @@ def sshd_refusal(exc: Exception) -> Exception:
     """What sshd's packet layer ends the connection with where paramiko or
     the cipher raised ``exc`` reading a packet: its words for a MAC or
     tag that does not match, else ``exc`` itself."""
-    if isinstance(exc, (BadTag, InvalidTag)):
+    if isinstance(exc, TAG_ERRORS):
         return mac_incorrect(tag=True)
     if type(exc) is SSHException and str(exc) == PARAMIKO_MAC_MISMATCH:
         return mac_incorrect()
@@ -281,7 +280,7 @@ class CipherPacketizer(Packetizer):
             if due is not None:
                 check_padding(*due)
             check_type(ptype)
-        except (SSHException, BadTag, InvalidTag) as exc:
+        except (SSHException, *TAG_ERRORS) as exc:
             refusal = self.refuse(exc)
             if refusal is exc:
                 raise

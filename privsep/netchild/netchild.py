@@ -83,6 +83,11 @@ class MonitorVerifiedKey:
         return self._server.monitor_said(answer.verified, answer.partial, answer.methods)
 
 
+class NetFatal(paramiko.SSHException):
+    """A fatal() of sshd's net-child: the connection ends with its text
+    as the whole line (describe_failure), not the dispatch's."""
+
+
 class UnparsableKey:
     """A publickey request's key blob that does not read as a key: the
     attempt fails (NetServer.check_auth_publickey asks the monitor only
@@ -113,10 +118,14 @@ class NetAuthHandler(AuthHandler):
             return
         if self.transport.server_mode and not self.authenticated and hostbound.is_hostbound(m):
             request = hostbound.HostboundRequest(m)
+            # sshd parses the host key blob (sshkey_fromb), then compares it
+            # with its own; either failure is a fatal() of its net-child
+            error = keyblob_check.sshkey_error(request.hostkey)
+            if error is not None:
+                raise NetFatal(f"userauth_pubkey: parse {request.method} hostkey: {error}")
             if request.hostkey != self.transport.get_server_key().asbytes():
-                # sshd ends the connection: the request names another host key
-                raise paramiko.SSHException(f"userauth_pubkey: {request.method} packet "
-                                            "contained wrong host key")
+                raise NetFatal(f"userauth_pubkey: {request.method} packet "
+                               "contained wrong host key")
             self._hostbound_key = request.hostkey
             m = request.as_publickey
         super()._parse_userauth_request(m)
@@ -561,6 +570,8 @@ def describe_failure(exc: BaseException | None, remote_id: str) -> str | None:
         return None
     if isinstance(exc, negotiation.NegotiationFailed):
         return exc.log_line(remote_id)
+    if isinstance(exc, NetFatal):
+        return str(exc)
     if isinstance(exc, ConnectionResetError):
         return f"Connection reset by {remote_id}"
     where = f"Connection from {remote_id}"

@@ -27,9 +27,7 @@ import time
 
 import paramiko
 
-from cryptography.exceptions import InvalidTag
-
-from privsep.child.chachapoly import TAG_SIZE, BadTag
+from privsep.child.chachapoly import TAG_ERRORS, TAG_SIZE
 from privsep.child.packetizer import FirstBlock, check_length, pkt_get, pkt_set
 from privsep.child.strict_message import StrictMessage
 from privsep.session.inbound import DirectOpen, deliver_channel_data
@@ -164,7 +162,7 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         size, self._next_size = self._next_size, None
         try:
             opened = self.open_whole(size)
-        except (paramiko.SSHException, BadTag, InvalidTag) as exc:
+        except (paramiko.SSHException, *TAG_ERRORS) as exc:
             refusal = self.refuse(exc)  # CipherPacketizer's, as on paramiko's path
             if refusal is exc:
                 raise
