@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import NoReturn
 
 import paramiko.packet
 from paramiko.common import cMSG_DISCONNECT
@@ -281,23 +282,22 @@ class CipherPacketizer(Packetizer):
                 check_padding(*due)
             check_type(ptype)
         except (SSHException, *TAG_ERRORS) as exc:
-            refusal = self.refuse(exc)
-            if refusal is exc:
-                raise
-            raise refusal from None
+            self.refuse(exc)
         return ptype, msg
 
-    def refuse(self, exc: Exception) -> Exception:
-        """What ends the connection for ``exc``, raised reading a packet
-        (``sshd_refusal``); the DISCONNECT sshd sends for it, if any, is
-        sent first."""
-        exc = sshd_refusal(exc)
-        if isinstance(exc, PacketCorrupt) and exc.disconnect is not None:
+    def refuse(self, exc: Exception) -> NoReturn:
+        """End the connection for ``exc``, raised reading a packet, with
+        what sshd's packet layer ends it with (``sshd_refusal``), after the
+        DISCONNECT it sends for that, if any."""
+        refusal = sshd_refusal(exc)
+        if isinstance(refusal, PacketCorrupt) and refusal.disconnect is not None:
             try:
-                self.send_message(disconnect_message(exc.disconnect))
+                self.send_message(disconnect_message(refusal.disconnect))
             except (OSError, EOFError, SSHException):
                 pass  # the client is gone already
-        return exc
+        if refusal is exc:
+            raise exc
+        raise refusal from None
 
     def _read_message(self):
         engine = self._chacha_in

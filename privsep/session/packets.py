@@ -135,7 +135,7 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         # sshd's checks (child/packetizer.py), before paramiko's read_message
         # slices by them; the direct path checks the padding of the other
         # modes itself (inbound.py)
-        length = self.first_block(first, block, clear_length and engine is not None)
+        length = self.first_block(first, block, clear_length)
         return 4 + length + pkt_get(self, "mac_size_in")
 
     def _chacha_packet_size(self) -> int | None:
@@ -163,10 +163,7 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         try:
             opened = self.open_whole(size)
         except (paramiko.SSHException, *TAG_ERRORS) as exc:
-            refusal = self.refuse(exc)  # CipherPacketizer's, as on paramiko's path
-            if refusal is exc:
-                raise
-            raise refusal from None
+            self.refuse(exc)  # CipherPacketizer's, as on paramiko's path
         transport = self.transport
         if opened is None:
             ptype, m = super().read_message()
