@@ -223,11 +223,13 @@ def _string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _publickey_outcome(server: Server, user, blobs) -> tuple[str, int]:
-    """A key exchange and a "none" attempt, then a publickey request for the
-    user's key whose key blob and signature blob ``blobs(session_id, key)``
-    makes (the signature None for a query): the server's answer ("failure",
-    "pk_ok", "success", or "ended" and any DISCONNECT text), and our port."""
+def _publickey_outcome(server: Server, user, blobs, tries: int = 1) -> tuple[list[str], int]:
+    """A key exchange and a "none" attempt, then ``tries`` publickey
+    requests for the user's key whose key blob and signature blob
+    ``blobs(session_id, key, blob)`` makes (the signature None for a
+    query), each after the answer to the one before: the server's answers
+    ("failure", "pk_ok", "success", and "ended" if it ended the
+    connection), and our port."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     port = sock.getsockname()[1]
     transport = paramiko.Transport(sock)
@@ -247,11 +249,18 @@ def _publickey_outcome(server: Server, user, blobs) -> tuple[str, int]:
         head = [bytes([paramiko.common.MSG_USERAUTH_REQUEST]), _string(user.name.encode()),
                 _string(b"ssh-connection"), _string(b"publickey"),
                 bytes([signature is not None]), _string(b"ssh-ed25519"), _string(keyblob)]
-        _send_raw(transport, *head, *([] if signature is None else [_string(signature)]))
-        wait_until(lambda: answers or not transport.is_active(), timeout=10)
+        for attempt in range(1, tries + 1):
+            if not transport.is_active():
+                break
+            _send_raw(transport, *head, *([] if signature is None else [_string(signature)]))
+            wait_until(lambda: len(answers) >= attempt or not transport.is_active(), timeout=10)
+        if tries > 1:  # the last answer may be the end
+            time.sleep(0.5)
     finally:
+        if not transport.is_active():
+            answers.append("ended")
         transport.close()
-    return (answers[0] if answers else "ended"), port
+    return answers, port
 
 
 def _signed(session_id: bytes, key, keyblob: bytes, user_name: str) -> bytes:
@@ -281,20 +290,22 @@ _BAD_BLOBS = {
 }
 
 
-@pytest.mark.parametrize("case", _BAD_BLOBS)
+@pytest.mark.parametrize("case,tries", [(case, 1) for case in _BAD_BLOBS]
+                         + [("key blob short", 6), ("signature short", 6)])
 def test_publickey_request_with_a_malformed_blob(privsep_server: Server, openssh_server: Server,
-                                                 user, make_user, case: str) -> None:
+                                                 user, make_user, case: str, tries: int) -> None:
     """A publickey request whose key blob or signature blob runs short, has
     a byte after its last field, or names its type with a short string:
     sshd's sshkey_from_blob / sshkey_verify refuse it and the attempt
-    fails (or the connection ends) with sshd's lines; paramiko's lenient
-    Message would read zeros.  The answer and the lines match sshd's."""
+    fails with sshd's lines; paramiko's lenient Message would read zeros.
+    Each counts as a failed try: six end the connection (MaxAuthTries 6).
+    The answers and the lines match sshd's."""
     make = _BAD_BLOBS[case]
     seen = {}
     for server in (privsep_server, openssh_server):
         start = len(server.log_text())
         outcome, port = _publickey_outcome(
-            server, user, lambda sid, key, blob: make(sid, key, blob, user.name))
+            server, user, lambda sid, key, blob: make(sid, key, blob, user.name), tries)
         time.sleep(0.5)
         log = server.log_text()[start:]
         assert "Traceback" not in log
@@ -302,4 +313,6 @@ def test_publickey_request_with_a_malformed_blob(privsep_server: Server, openssh
                  for line in log.splitlines() if f"port {port}" in line or " port " not in line]
         seen[server.kind] = {"outcome": outcome, "lines": lines}
     assert seen["privsep"] == seen["openssh"], seen
+    assert seen["privsep"]["outcome"] == ["failure"] * (tries - 1) + (
+        ["ended"] if tries > 1 else ["failure"])
     _bystander_ok(privsep_server, make_user)

@@ -88,12 +88,6 @@ class NetFatal(paramiko.SSHException):
     as the whole line (describe_failure), not the dispatch's."""
 
 
-class UnparsableKey:
-    """A publickey request's key blob that does not read as a key: the
-    attempt fails (NetServer.check_auth_publickey asks the monitor only
-    about a MonitorVerifiedKey)."""
-
-
 class NetAuthHandler(AuthHandler):
     """Routes publickey checks to the monitor and hands off on success."""
 
@@ -137,19 +131,13 @@ class NetAuthHandler(AuthHandler):
                                      key.asbytes(), self._hostbound_key)
 
     def _generate_key_from_request(self, algorithm, keyblob):
-        """The blob goes to the monitor as it came (certificates and
-        security keys included), for an algorithm that
-        PubkeyAcceptedAlgorithms lists (paramiko refuses the others), once
-        it reads strictly as a key (wire/keyblob.py): sshd's net-child
-        parses it first (sshkey_from_blob) and, if it cannot, logs why and
-        fails the attempt without asking its monitor, which then writes no
-        "Failed publickey" line.  paramiko would read it leniently."""
+        """No key parsing here: the blob goes to the monitor as it came
+        (certificates and security keys included), for an algorithm that
+        PubkeyAcceptedAlgorithms lists; paramiko refuses the others.  The
+        monitor reads it strictly (wire/keyblob.py) and refuses one that
+        does not read as a key as sshd's net-child does."""
         if algorithm not in self.transport.preferred_pubkeys:
             return super()._generate_key_from_request(algorithm, keyblob)
-        error = keyblob_check.sshkey_error(keyblob)
-        if error is not None:
-            log.error("userauth_pubkey: parse key: %s", error)
-            return UnparsableKey()
         return MonitorVerifiedKey(algorithm, keyblob, self.transport.monitor,
                                   self.transport.server_object)
 
