@@ -115,6 +115,18 @@ def install_reply_recorder(transport: paramiko.Transport) -> None:
     transport._channel_handler_table = table
 
 
+def record_disconnect(transport: paramiko.Transport) -> list[tuple[int, str, str]]:
+    """Every SSH_MSG_DISCONNECT the client's transport reads from now on,
+    as (reason code, description, language tag): the list returned."""
+    received: list[tuple[int, str, str]] = []
+
+    def parse(m: paramiko.Message) -> None:
+        received.append((m.get_int(), m.get_text(), m.get_text()))
+
+    transport._parse_disconnect = parse
+    return received
+
+
 def socks5_connect(proxy_port: int, host: str, port: int, timeout: float = 20) -> socket.socket:
     """A SOCKS5 CONNECT through ``ssh -D``: no auth, domain-name address."""
     sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)

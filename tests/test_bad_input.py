@@ -25,11 +25,13 @@ def impatient_server(request, pam_service):
     remove_server(server)
 
 
-def _raw(server: Server, payload: bytes, read_banner: bool = True) -> tuple[bytes, int]:
-    """Send ``payload`` after the banner; everything the server sent back, and our port."""
+def _exchange(server: Server, payload: bytes,
+              read_banner: bool = True) -> tuple[bytes, bool, int]:
+    """Send ``payload`` after the banner; everything the server sent back,
+    whether the connection ended in a reset (else a close), and our port."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     port = sock.getsockname()[1]
-    received = b""
+    received, reset = b"", False
     try:
         if read_banner:
             received += sock.recv(256)
@@ -37,13 +39,22 @@ def _raw(server: Server, payload: bytes, read_banner: bool = True) -> tuple[byte
         while True:
             try:
                 chunk = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except ConnectionResetError:
+                reset = True
+                break
+            except socket.timeout:
                 break
             if not chunk:
                 break
             received += chunk
     finally:
         sock.close()
+    return received, reset, port
+
+
+def _raw(server: Server, payload: bytes, read_banner: bool = True) -> tuple[bytes, int]:
+    """Send ``payload`` after the banner; everything the server sent back, and our port."""
+    received, _reset, port = _exchange(server, payload, read_banner)
     return received, port
 
 
@@ -196,3 +207,68 @@ def test_client_vanishes_mid_transfer(privsep_server: Server, user, bystander) -
     wait_until(lambda: not [p for p in descendants(privsep_server.pid)
                             if p.uid == user.uid and "cat /dev/zero" in p.args])
     _still_alive(privsep_server, bystander)
+
+
+def _plain_packet(payload: bytes, padding: int, length: int | None = None,
+                  padding_length: int | None = None) -> bytes:
+    """A packet before any cipher: ``payload`` and ``padding`` zero bytes,
+    its length field and padding length byte as given or as they should be."""
+    body = bytes([padding if padding_length is None else padding_length]) + payload
+    body += bytes(padding)
+    return struct.pack(">I", len(body) if length is None else length) + body
+
+
+def _plain_received(data: bytes) -> list:
+    """The server's packets after its identification line, read plain: each
+    one's type, or for a DISCONNECT (1, reason, description)."""
+    data = data.split(b"\r\n", 1)[1]
+    packets: list = []
+    while len(data) >= 5:
+        length, padding = struct.unpack(">IB", data[:5])
+        payload, data = data[5:4 + length - padding], data[4 + length:]
+        if payload[:1] == b"\x01":
+            reason, size = struct.unpack(">II", payload[1:9])
+            packets.append((1, reason, payload[9:9 + size].decode()))
+        else:
+            packets.append(payload[0])
+    return packets
+
+
+#: an IGNORE with an empty string: 5 bytes of payload
+_IGNORE = b"\x02" + bytes(4)
+
+#: plaintext packets (before the first NEWKEYS) sshd's packet layer refuses
+PLAIN_FRAMING = {
+    "length past the bound": _plain_packet(_IGNORE, 6, length=300000),
+    "length below the minimum": struct.pack(">I", 2) + bytes(12),
+    "length off the block": _plain_packet(_IGNORE, 5),
+    "padding length below four": _plain_packet(_IGNORE + bytes(3), 3),
+    "padding past the packet": _plain_packet(_IGNORE, 6, padding_length=40),
+    "type out of range": _plain_packet(b"\xc8" + bytes(4), 6),
+}
+
+
+@pytest.mark.parametrize("case", PLAIN_FRAMING)
+def test_plaintext_framing_as_sshd(privsep_server: Server, openssh_server: Server,
+                                   case: str) -> None:
+    """A plaintext packet after the client's identification whose length is
+    out of bounds or off the 8-byte block, whose padding length is below 4
+    or past the packet, or whose type no client may send: what the client
+    reads (the KEXINIT, the DISCONNECT sshd sends for the last two kinds),
+    how the connection ends (a close, not a reset) and the log lines are
+    sshd's ("Bad packet length", "padding error", its fatal line)."""
+    seen = {}
+    for server in (privsep_server, openssh_server):
+        start = len(server.log_text())
+        received, reset, port = _exchange(
+            server, b"SSH-2.0-OpenSSH_9.2p1\r\n" + PLAIN_FRAMING[case], read_banner=False)
+        wait_until(lambda: f"port {port}: " in server.log_text()[start:], timeout=10)
+        log = server.log_text()[start:]
+        assert "Traceback" not in log
+        lines = [re.sub(r"port \d+", "port P", line) for line in log.splitlines()
+                 if f"port {port}" in line or " port " not in line]
+        seen[server.kind] = {"received": _plain_received(received), "reset": reset,
+                             "lines": lines}
+    assert seen["privsep"] == seen["openssh"], seen
+    assert seen["privsep"]["lines"][-1].startswith(
+        "ssh_dispatch_run_fatal: Connection from 127.0.0.1 port P: ")

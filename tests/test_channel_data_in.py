@@ -25,7 +25,8 @@ import paramiko
 import pytest
 
 from tests.daemon import Server, ssh, wait_until
-from tests.session_util import CLIENT_CIPHERS, CipherClientTransport, forcing, paramiko_client
+from tests.session_util import (CLIENT_CIPHERS, CipherClientTransport, forcing, paramiko_client,
+                                record_disconnect)
 
 _TRANSFERRED = re.compile(r"Transferred: sent (\d+), received (\d+) bytes")
 
@@ -116,15 +117,20 @@ def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
 
 def _send_rebuilt(transport: paramiko.Transport, m: paramiko.Message, rebuild) -> None:
     """Send ``m`` in a packet (before the cipher: length, padding length,
-    payload, padding) changed by ``rebuild``."""
+    payload, padding) changed by ``rebuild``; or, for a rebuild marked
+    ``sealed``, with the packet as it goes on the wire changed."""
     packetizer = transport.packetizer
-    build = packetizer._build_packet
+    sealed = getattr(rebuild, "sealed", False)
+    name = "write_all" if sealed else "_build_packet"
+    original = getattr(packetizer, name)
 
-    def build_once(payload):
-        packetizer._build_packet = build
-        return bytes(rebuild(bytearray(build(payload))))
+    def once(data):
+        setattr(packetizer, name, original)
+        if sealed:
+            return original(bytes(rebuild(bytearray(data))))
+        return bytes(rebuild(bytearray(original(data))))
 
-    packetizer._build_packet = build_once
+    setattr(packetizer, name, once)
     transport._send_user_message(m)
 
 
@@ -141,22 +147,58 @@ def _length_off_the_block(packet: bytearray) -> bytearray:
     return packet[:-1]
 
 
-@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm", "aes128-ctr-hmac"])
-@pytest.mark.parametrize("rebuild", [_padding_past_the_packet, _length_off_the_block])
-@pytest.mark.parametrize("session_server", ["privsep", "openssh"], indirect=True)
-def test_malformed_packet_ends_the_connection(session_server: Server, user, cipher: str,
-                                              rebuild) -> None:
-    """CHANNEL_DATA in a packet whose padding-length byte claims more than
-    the packet holds, or whose length is not a multiple of the cipher's
-    block: the connection ends, the program gets nothing, as under sshd
-    (sshbuf_consume_end; "padding error" and "Bad packet length")."""
-    target = f"/tmp/malformed-{os.getpid()}-{cipher}-{session_server.kind}"
-    client = _client(session_server, user, cipher)
+def _padding_below_four(packet: bytearray) -> bytearray:
+    """A padding length of 3 (RFC 4253: at least 4), the packet unchanged."""
+    packet[4] = 3
+    return packet
+
+
+def _length_past_the_bound(packet: bytearray) -> bytearray:
+    """A length field above sshd's PACKET_MAX_SIZE (256 KiB)."""
+    packet[:4] = struct.pack(">I", 300000)
+    return packet
+
+
+def _type_out_of_range(packet: bytearray) -> bytearray:
+    """Message type 192, the first of the local range no peer may send."""
+    packet[5] = 192
+    return packet
+
+
+def _mac_flipped(sealed: bytearray) -> bytearray:
+    """The last bit of the packet's MAC or tag flipped on its way out."""
+    sealed[-1] ^= 1
+    return sealed
+
+
+_mac_flipped.sealed = True
+
+MALFORMED = [_padding_past_the_packet, _length_off_the_block, _padding_below_four,
+             _length_past_the_bound, _type_out_of_range, _mac_flipped]
+FRAMING_CIPHERS = ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm", "aes128-ctr-hmac"]
+
+
+def _port_lines(log: str, port: int) -> list[str]:
+    """The lines of one connection (and the packet layer's, which name no
+    port), the port numbers blanked."""
+    return [re.sub(r"port \d+", "port P", line) for line in log.splitlines()
+            if f"port {port}" in line or " port " not in line]
+
+
+def _malformed_after_auth(server: Server, user, cipher: str, rebuild) -> dict:
+    """A logged-in client's CHANNEL_DATA for ``cat > file``, in a packet
+    changed by ``rebuild``: what the client read (DISCONNECTs), the
+    server's lines from then on, and what the program wrote."""
+    target = f"/tmp/malformed-{os.getpid()}-{cipher}-{server.kind}"
+    client = _client(server, user, cipher)
     try:
         transport = client.get_transport()
+        port = transport.sock.getsockname()[1]
+        received = record_disconnect(transport)
         chan = transport.open_session()
         chan.exec_command(f"cat > {target}")
         wait_until(lambda: os.path.exists(target), timeout=10)
+        start = len(server.log_text())
         m = paramiko.Message()
         m.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
         m.add_int(chan.remote_chanid)
@@ -165,20 +207,44 @@ def test_malformed_packet_ends_the_connection(session_server: Server, user, ciph
         wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         client.close()
-    time.sleep(0.5)  # cat, hung up, has written what it was given
+    server.wait_for_log(f"ssh_dispatch_run_fatal: Connection from user {user.name} 127.0.0.1 "
+                        f"port {port}: ")
+    time.sleep(0.5)  # cat, hung up, has written what it was given; no line follows
     try:
-        assert open(target, "rb").read() == b""
+        written = open(target, "rb").read()
     finally:
         os.unlink(target)
-    assert "Traceback" not in session_server.log_text()
+    log = server.log_text()[start:]
+    assert "Traceback" not in log
+    return {"received": received, "lines": _port_lines(log, port), "written": written}
 
 
-def _malformed_before_auth(server: Server, cipher: str, rebuild) -> int:
+@pytest.mark.parametrize("cipher", FRAMING_CIPHERS)
+@pytest.mark.parametrize("rebuild", MALFORMED)
+def test_malformed_packet_ends_the_connection(privsep_session_server: Server,
+                                              openssh_session_server: Server, user,
+                                              cipher: str, rebuild) -> None:
+    """CHANNEL_DATA in a packet whose padding-length byte claims more than
+    the packet holds or less than 4, whose length is off the cipher's block
+    or past sshd's bound, whose type no client may send, or whose MAC or tag
+    does not match: the connection ends, the program gets nothing, and the
+    client reads (a DISCONNECT where sshd sends one, its reason and words)
+    and the log says what they do under sshd, field by field."""
+    ours, theirs = (_malformed_after_auth(server, user, cipher, rebuild)
+                    for server in (privsep_session_server, openssh_session_server))
+    assert ours == theirs
+    assert ours["written"] == b""
+    assert ours["lines"][-1].startswith(f"ssh_dispatch_run_fatal: Connection from user {user.name} ")
+
+
+def _malformed_before_auth(server: Server, cipher: str, rebuild) -> tuple[int, list]:
     """A key exchange with ``cipher``, then a SERVICE_REQUEST in a packet
-    changed by ``rebuild``: the server ends the connection; our port."""
+    changed by ``rebuild``: the server ends the connection; our port, and
+    the DISCONNECTs we read."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     port = sock.getsockname()[1]
     transport = CipherClientTransport(sock, *CLIENT_CIPHERS[cipher])
+    received = record_disconnect(transport)
     try:
         transport.start_client(timeout=15)
         m = paramiko.Message()
@@ -188,32 +254,34 @@ def _malformed_before_auth(server: Server, cipher: str, rebuild) -> int:
         wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         transport.close()
-    return port
+    return port, received
 
 
-@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes128-gcm", "aes128-ctr-etm", "aes128-ctr-hmac"])
-@pytest.mark.parametrize("rebuild", [_padding_past_the_packet, _length_off_the_block])
+@pytest.mark.parametrize("cipher", FRAMING_CIPHERS)
+@pytest.mark.parametrize("rebuild", MALFORMED)
 def test_malformed_packet_before_auth_ends_the_connection(privsep_server: Server,
                                                           openssh_server: Server, make_user,
                                                           cipher: str, rebuild) -> None:
     """The same malformed packets before authentication, in the net-child:
     the connection ends with the lines sshd writes (its packet layer refuses
-    them before any handler: "padding error" or "Bad packet length", and
-    its dispatch's fatal line), no traceback, and the listener serves on."""
-    lines = {}
+    them before any handler: "padding error", "Bad packet length" or
+    "Corrupted MAC on input.", and its dispatch's fatal line), the
+    DISCONNECT it sends (only for a padding length below 4 and a type out
+    of range: its others are queued and never written), no traceback, and
+    the listener serves on."""
+    seen = {}
     for server in (privsep_server, openssh_server):
         start = len(server.log_text())
-        port = _malformed_before_auth(server, cipher, rebuild)
+        port, received = _malformed_before_auth(server, cipher, rebuild)
         # the dispatch's fatal line is the connection's last
         wait_until(lambda: f"port {port}: " in server.log_text()[start:], timeout=10)
         log = server.log_text()[start:]
-        # ours, and the packet layer's, which names no port
-        lines[server.kind] = [re.sub(r"port \d+", "port P", line) for line in log.splitlines()
-                              if f"port {port}" in line or " port " not in line]
+        seen[server.kind] = {"received": received, "lines": _port_lines(log, port)}
         assert "Traceback" not in log
         assert server.process.poll() is None, "the listener died"
         bystander = make_user(prefix="pby")
         assert ssh(server, bystander, "echo alive").stdout == b"alive\n"
-    assert lines["privsep"] == lines["openssh"], lines
-    assert lines["privsep"][-1].startswith("ssh_dispatch_run_fatal: Connection from 127.0.0.1 port P: ")
-    assert lines["privsep"][-1].endswith(" [preauth]")
+    assert seen["privsep"] == seen["openssh"], seen
+    lines = seen["privsep"]["lines"]
+    assert lines[-1].startswith("ssh_dispatch_run_fatal: Connection from 127.0.0.1 port P: ")
+    assert lines[-1].endswith(" [preauth]")

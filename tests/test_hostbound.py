@@ -125,3 +125,47 @@ def test_hostbound_request_names_the_host_key(server_with, user, user_key, stran
     if not right_key:
         line = f"userauth_pubkey: {METHOD} packet contained wrong host key"
         assert line in server.wait_for_log(line)
+
+
+#: name -> the host key blob a host-bound request names, from the server's
+_HOSTKEY_BLOBS = {
+    "another host key": lambda ours, stranger: stranger,
+    "host key blob short": lambda ours, stranger: ours[:-1],
+    "host key blob with a byte after": lambda ours, stranger: ours + b"\0",
+}
+
+
+@pytest.mark.parametrize("case", _HOSTKEY_BLOBS)
+def test_hostbound_host_key_blob_as_sshd(privsep_server, openssh_server, user, user_key,
+                                         stranger_key, case: str) -> None:
+    """A host-bound request naming another host key, or ours cut short or
+    with a byte after: sshd parses the blob (sshkey_fromb) and compares
+    it, and either way ends the connection with its fatal line, the same
+    words here (the lines of the connection, ports written P)."""
+    import re
+    from tests.daemon import wait_until
+    seen = {}
+    for server in (privsep_server, openssh_server):
+        start = len(server.log_text())
+        transport = paramiko.Transport(("127.0.0.1", server.port))
+        try:
+            transport.start_client(timeout=20)
+            port = transport.sock.getsockname()[1]
+            handler = HostboundClientAuth(transport)
+            handler.hostkey = _HOSTKEY_BLOBS[case](
+                transport.get_remote_server_key().asbytes(), stranger_key.asbytes())
+            transport.auth_handler = handler
+            event = threading.Event()
+            handler.auth_publickey(user.name, user_key, event)
+            with pytest.raises(paramiko.SSHException):
+                handler.wait_for_response(event)
+            assert not transport.is_authenticated()
+        finally:
+            transport.close()
+        wait_until(lambda: f"Connection from 127.0.0.1 port {port} on" in server.log_text()[start:]
+                   and f"{METHOD}" in server.log_text()[start:], timeout=10)
+        log = server.log_text()[start:]
+        assert "Traceback" not in log
+        seen[server.kind] = [re.sub(r"port \d+", "port P", line) for line in log.splitlines()
+                             if f"port {port}" in line or " port " not in line]
+    assert seen["privsep"] == seen["openssh"], seen

@@ -210,3 +210,109 @@ def test_userauth_request_with_a_short_user_name(privsep_server: Server, openssh
     assert lines["privsep"] == ("ssh_dispatch_run_fatal: Connection from 127.0.0.1 port P: "
                                 "incomplete message [preauth]")
     _bystander_ok(privsep_server, make_user)
+
+
+# --- before authentication: the key and signature blobs of a publickey request -------------
+
+def _blob_parts(user) -> tuple[paramiko.Ed25519Key, bytes]:
+    key = paramiko.Ed25519Key.from_private_key_file(str(user.key_path))
+    return key, key.asbytes()
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _publickey_outcome(server: Server, user, blobs, tries: int = 1) -> tuple[list[str], int]:
+    """A key exchange and a "none" attempt, then ``tries`` publickey
+    requests for the user's key whose key blob and signature blob
+    ``blobs(session_id, key, blob)`` makes (the signature None for a
+    query), each after the answer to the one before: the server's answers
+    ("failure", "pk_ok", "success", and "ended" if it ended the
+    connection), and our port."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    port = sock.getsockname()[1]
+    transport = paramiko.Transport(sock)
+    answers: list[str] = []
+    try:
+        transport.start_client(timeout=15)
+        try:
+            transport.auth_none(user.name)
+        except paramiko.BadAuthenticationType:
+            pass
+        handler = transport.auth_handler
+        handler._parse_userauth_failure = lambda m: answers.append("failure")
+        handler._parse_userauth_success = lambda m: answers.append("success")
+        handler._parse_userauth_info_request = lambda m: answers.append("pk_ok")  # 60 both
+        key, blob = _blob_parts(user)
+        keyblob, signature = blobs(transport.session_id, key, blob)
+        head = [bytes([paramiko.common.MSG_USERAUTH_REQUEST]), _string(user.name.encode()),
+                _string(b"ssh-connection"), _string(b"publickey"),
+                bytes([signature is not None]), _string(b"ssh-ed25519"), _string(keyblob)]
+        for attempt in range(1, tries + 1):
+            if not transport.is_active():
+                break
+            _send_raw(transport, *head, *([] if signature is None else [_string(signature)]))
+            wait_until(lambda: len(answers) >= attempt or not transport.is_active(), timeout=10)
+        if tries > 1:  # the last answer may be the end
+            time.sleep(0.5)
+    finally:
+        if not transport.is_active():
+            answers.append("ended")
+        transport.close()
+    return answers, port
+
+
+def _signed(session_id: bytes, key, keyblob: bytes, user_name: str) -> bytes:
+    """The signature blob of a good publickey request for ``keyblob``."""
+    data = (_string(session_id) + bytes([paramiko.common.MSG_USERAUTH_REQUEST])
+            + _string(user_name.encode()) + _string(b"ssh-connection") + _string(b"publickey")
+            + b"\x01" + _string(b"ssh-ed25519") + _string(keyblob))
+    return key.sign_ssh_data(data, "ssh-ed25519").asbytes()
+
+
+#: name -> (key blob, signature blob) from (session id, key, its blob, user name)
+_BAD_BLOBS = {
+    "key blob short": lambda sid, key, blob, name: (blob[:-1], None),
+    "key blob with a byte after": lambda sid, key, blob, name: (blob + b"\0", None),
+    "key blob's name short": lambda sid, key, blob, name: (struct.pack(">I", 64) + b"ssh-ed25519",
+                                                           None),
+    "key blob of an unknown type": lambda sid, key, blob, name: (
+        _string(b"ssh-nosuchkey") + blob[15:], None),
+    "RSA key blob short": lambda sid, key, blob, name: (
+        _string(b"ssh-rsa") + _string(b"\x01\x00\x01") + struct.pack(">I", 257) + bytes(200),
+        None),
+    "signature short": lambda sid, key, blob, name: (blob, _signed(sid, key, blob, name)[:-1]),
+    "signature with a byte after": lambda sid, key, blob, name: (
+        blob, _signed(sid, key, blob, name) + b"\0"),
+    "signature's name short": lambda sid, key, blob, name: (
+        blob, struct.pack(">I", 64) + b"ssh-ed25519"),
+}
+
+
+@pytest.mark.parametrize("case,tries", [(case, 1) for case in _BAD_BLOBS]
+                         + [("key blob short", 6), ("signature short", 6)])
+def test_publickey_request_with_a_malformed_blob(privsep_server: Server, openssh_server: Server,
+                                                 user, make_user, case: str, tries: int) -> None:
+    """A publickey request whose key blob or signature blob runs short, has
+    a byte after its last field, or names its type with a short string:
+    sshd's sshkey_from_blob / sshkey_verify refuse it and the attempt
+    fails with sshd's lines; paramiko's lenient Message would read zeros.
+    Each counts as a failed try: six end the connection (MaxAuthTries 6).
+    The answers and the lines match sshd's."""
+    make = _BAD_BLOBS[case]
+    seen = {}
+    for server in (privsep_server, openssh_server):
+        start = len(server.log_text())
+        outcome, port = _publickey_outcome(
+            server, user, lambda sid, key, blob: make(sid, key, blob, user.name), tries)
+        time.sleep(0.5)
+        log = server.log_text()[start:]
+        assert "Traceback" not in log
+        lines = [re.sub(r"port \d+", "port P", re.sub(r"SHA256:\S+", "SHA256:K", line))
+                 for line in log.splitlines() if f"port {port}" in line or " port " not in line]
+        seen[server.kind] = {"outcome": outcome, "lines": lines}
+    assert seen["privsep"] == seen["openssh"], seen
+    assert seen["privsep"]["outcome"] == ["failure"] * (tries - 1) + (
+        ["ended"] if tries > 1 else ["failure"])
+    _bystander_ok(privsep_server, make_user)

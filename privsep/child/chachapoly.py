@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
@@ -37,6 +37,12 @@ _SEQ = struct.Struct(">Q")
 
 class BadTag(Exception):
     """The Poly1305 tag did not match: the packet was forged or corrupted."""
+
+
+#: what opening a packet raises when its AEAD tag does not match: ours, and
+#: cryptography's AES-GCM (here, so that the packet layers need not import
+#: cryptography)
+TAG_ERRORS = (BadTag, InvalidTag)
 
 
 def _iv(seqno: int) -> bytes:

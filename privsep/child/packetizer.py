@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import NoReturn
 
 import paramiko.packet
+from paramiko.common import cMSG_DISCONNECT
+from paramiko.message import Message
 from paramiko.packet import Packetizer
 from paramiko.ssh_exception import SSHException
 
 from privsep.child import umac
-from privsep.child.chachapoly import TAG_SIZE, BadTag, ChaChaPoly
+from privsep.child.chachapoly import TAG_ERRORS, TAG_SIZE, ChaChaPoly
 from privsep.child.strict_message import StrictMessage
 
 _PKT = "_Packetizer__"  # name-mangling prefix of Packetizer's private state
@@ -59,22 +62,75 @@ PACKET_MAX_SIZE = 256 * 1024
 MAC_INVALID = "message authentication code incorrect"
 CONN_CORRUPT = "Connection corrupted"
 MESSAGE_INCOMPLETE = "incomplete message"
+PROTOCOL_ERROR = "Protocol error"
+
+#: SSH2_DISCONNECT_PROTOCOL_ERROR (RFC 4253 11.1): the reason sshd's
+#: sshpkt_disconnect gives
+DISCONNECT_PROTOCOL_ERROR = 2
+
+#: what paramiko's read_message raises for a MAC that does not match
+PARAMIKO_MAC_MISMATCH = "Mismatched MAC"
+
+#: the message types sshd's packet layer accepts (SSH2_MSG_MIN, SSH2_MSG_LOCAL_MIN)
+MSG_MIN, MSG_LOCAL_MIN = 1, 192
 
 
 class PacketCorrupt(SSHException):
     """A packet whose framing sshd's packet layer refuses; the text is the
-    error it returns, which its dispatch's fatal line ends with."""
+    error it returns, which its dispatch's fatal line ends with.
+    ``disconnect`` is the DISCONNECT's text where sshd sends one and waits
+    for it to leave (ssh_packet_write_wait): a padding length below 4 and a
+    message type out of range.  Its other refusals ("Packet corrupt", from
+    ssh_packet_start_discard and a bad length) are only queued, and its
+    fatal exits before anything writes them: the client gets none (measured
+    with sshd 9.2, tests/test_channel_data_in.py)."""
+
+    def __init__(self, text: str, disconnect: str | None = None) -> None:
+        super().__init__(text)
+        self.disconnect = disconnect
+
+
+def disconnect_message(text: str) -> Message:
+    """SSH_MSG_DISCONNECT as sshd's sshpkt_disconnect builds it: a
+    protocol error, ``text``, no language tag."""
+    m = Message()
+    m.add_byte(cMSG_DISCONNECT)
+    m.add_int(DISCONNECT_PROTOCOL_ERROR)
+    m.add_string(text)
+    m.add_string("")
+    return m
+
+
+def mac_incorrect(tag: bool = False) -> PacketCorrupt:
+    """sshd's refusal of a packet whose MAC (or, ``tag``, AEAD tag) does not
+    match: "Corrupted MAC on input." for a MAC (an AEAD cipher's failure
+    comes out of cipher_crypt unlogged), and its error."""
+    if not tag:
+        log.info("Corrupted MAC on input.")
+    return PacketCorrupt(MAC_INVALID)
+
+
+def sshd_refusal(exc: Exception) -> Exception:
+    """What sshd's packet layer ends the connection with where paramiko or
+    the cipher raised ``exc`` reading a packet: its words for a MAC or
+    tag that does not match, else ``exc`` itself."""
+    if isinstance(exc, TAG_ERRORS):
+        return mac_incorrect(tag=True)
+    if type(exc) is SSHException and str(exc) == PARAMIKO_MAC_MISMATCH:
+        return mac_incorrect()
+    return exc
 
 
 def check_length(length: int, block: int, clear_length: bool) -> None:
     """sshd's checks of a packet's length field, as soon as it is read
     (ssh_packet_read_poll2): within bounds, and the encrypted part whole
     blocks (after the length when ``clear_length``: AES-GCM, chacha20-poly1305,
-    encrypt-then-MAC; else the length is inside the first block).  Logs
-    sshd's line and raises PacketCorrupt with its error: with the length in
-    clear it ends at once ("corrupted"); otherwise it starts discarding,
-    which for every cipher we offer (none is CBC) ends at once with the
-    MAC's error, as a "padding error" does in every mode."""
+    encrypt-then-MAC; else the length is inside the first block, as it is
+    before the first NEWKEYS, in 8-byte blocks).  Logs sshd's line and
+    raises PacketCorrupt with its error: with the length in clear it ends
+    at once ("corrupted"); otherwise it starts discarding, which for every
+    cipher we offer (none is CBC) and with none ends at once with the MAC's
+    error, as a "padding error" does in every mode."""
     if length < 5 or length > PACKET_MAX_SIZE:
         log.info("Bad packet length %d.", length)
         raise PacketCorrupt(CONN_CORRUPT if clear_length else MAC_INVALID)
@@ -86,14 +142,22 @@ def check_length(length: int, block: int, clear_length: bool) -> None:
 
 def check_padding(padding: int, length: int) -> None:
     """The padding length byte of a packet whose length field is ``length``:
-    4 or more (sshd: "Corrupted padlen", a corrupt connection), and inside
-    the packet (sshd's sshbuf_consume_end fails: "incomplete message");
-    paramiko slices the payload by it unchecked, and a padding past the
-    packet would count from its end."""
+    4 or more (sshd: a corrupt connection, after a DISCONNECT "Corrupted
+    padlen N on input."), and inside the packet (sshd's sshbuf_consume_end
+    fails: "incomplete message", nothing sent); paramiko slices the
+    payload by it unchecked, and a padding past the packet would count from
+    its end."""
     if padding < 4:
-        raise PacketCorrupt(CONN_CORRUPT)
+        raise PacketCorrupt(CONN_CORRUPT, f"Corrupted padlen {padding} on input.")
     if padding >= length:
         raise PacketCorrupt(MESSAGE_INCOMPLETE)
+
+
+def check_type(ptype: int) -> None:
+    """A message type sshd's packet layer takes (1 to 191); else a
+    DISCONNECT "Invalid ssh2 packet type: N" and a protocol error."""
+    if not MSG_MIN <= ptype < MSG_LOCAL_MIN:
+        raise PacketCorrupt(PROTOCOL_ERROR, f"Invalid ssh2 packet type: {ptype}")
 
 
 class FirstBlock:
@@ -203,7 +267,39 @@ class CipherPacketizer(Packetizer):
             self._Packetizer__received_packets_overflow = 0
             self._trigger_rekey()
 
+    #: (padding length, length) of the packet being read whose first block
+    #: was decrypted ahead: the padding length's lower bound is checked once
+    #: paramiko has checked the MAC, as sshd checks it (first_block)
+    _padding_due: tuple[int, int] | None = None
+
     def read_message(self):
+        """The next message, as paramiko's, refused where sshd's packet
+        layer refuses it, in its words, with the DISCONNECT it sends."""
+        try:
+            ptype, msg = self._read_message()
+            due, self._padding_due = self._padding_due, None
+            if due is not None:
+                check_padding(*due)
+            check_type(ptype)
+        except (SSHException, *TAG_ERRORS) as exc:
+            self.refuse(exc)
+        return ptype, msg
+
+    def refuse(self, exc: Exception) -> NoReturn:
+        """End the connection for ``exc``, raised reading a packet, with
+        what sshd's packet layer ends it with (``sshd_refusal``), after the
+        DISCONNECT it sends for that, if any."""
+        refusal = sshd_refusal(exc)
+        if isinstance(refusal, PacketCorrupt) and refusal.disconnect is not None:
+            try:
+                self.send_message(disconnect_message(refusal.disconnect))
+            except (OSError, EOFError, SSHException):
+                pass  # the client is gone already
+        if refusal is exc:
+            raise exc
+        raise refusal from None
+
+    def _read_message(self):
         engine = self._chacha_in
         if engine is None:
             # paramiko adds length + MAC size + 4 to its counter per packet
@@ -217,10 +313,7 @@ class CipherPacketizer(Packetizer):
         size = engine.open_length(seqno, head)
         check_length(size, 8, True)
         rest = memoryview(self.read_all(size + TAG_SIZE))
-        try:
-            packet = engine.open(seqno, head, rest[:size], rest[size:])
-        except BadTag as exc:
-            raise SSHException(str(exc)) from None
+        packet = engine.open(seqno, head, rest[:size], rest[size:])
         padding = packet[0]
         check_padding(padding, size)
         payload = packet[1:size - padding]
@@ -234,31 +327,44 @@ class CipherPacketizer(Packetizer):
         self._count_read(seqno, size, TAG_SIZE)
         return payload[0], msg
 
+    def first_block(self, clear: bytes, block: int, clear_length: bool) -> int:
+        """The next packet's length, from its first block (``clear``:
+        decrypted, or plain before the first NEWKEYS), checked as sshd
+        checks it (check_length); where the block holds the padding length,
+        a padding past the packet is refused now (paramiko slices by it
+        before returning) and the rest of check_padding is due after the
+        MAC (read_message)."""
+        length = int.from_bytes(clear[:4], "big")
+        check_length(length, block, clear_length)
+        if not clear_length:
+            if clear[4] >= length:
+                raise PacketCorrupt(MESSAGE_INCOMPLETE)
+            self._padding_due = (clear[4], length)
+        return length
+
     def check_ahead(self) -> None:
         """Before paramiko's read_message, with blocking reads (the
         net-child): read the next packet's first block, check the length
-        and, where it is there, the padding length as sshd does, and put the
-        block back for read_message to read.  paramiko checks neither bound
-        nor, for AES-GCM and encrypt-then-MAC, the blocking, and slices the
-        payload by the padding length unchecked.  Nothing to check before
-        the first NEWKEYS (no cipher), as in the session's packets.py."""
+        and, where it is there, the padding length as sshd does
+        (first_block), and put the block back for read_message to read.
+        paramiko checks neither bound nor, for AES-GCM and encrypt-then-MAC,
+        the blocking, and slices the payload by the padding length
+        unchecked.  Before the first NEWKEYS the packets are plain, in
+        8-byte blocks, and sshd checks them the same way."""
         engine = self._Packetizer__block_engine_in
-        if engine is None:
-            return
         block = self._Packetizer__block_size_in
         first = self.read_all(block, check_rekey=True)
         self._Packetizer__remainder = first + self._Packetizer__remainder
         clear_length = self._Packetizer__etm_in or self._Packetizer__aead_in
-        if clear_length:
-            length = int.from_bytes(first[:4], "big")
-            check_length(length, block, True)
+        if engine is None:
+            self.first_block(first, block, False)
+        elif clear_length:
+            length = self.first_block(first, block, True)
             self._Packetizer__block_engine_in = PaddingChecked(self, engine, length)
-            return
-        clear = engine.update(first)
-        self._Packetizer__block_engine_in = FirstBlock(self, engine, first, clear)
-        length = int.from_bytes(clear[:4], "big")
-        check_length(length, block, False)
-        check_padding(clear[4], length)
+        else:
+            clear = engine.update(first)
+            self._Packetizer__block_engine_in = FirstBlock(self, engine, first, clear)
+            self.first_block(clear, block, False)
 
     def _count_read(self, seqno: int, length: int, mac_size: int) -> None:
         """paramiko's bookkeeping after it reads packet ``seqno`` whose length

@@ -46,6 +46,7 @@ from privsep.wire import banner
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_CHILD_LOG
 from privsep.wire.hostkey_blobs import HostKey
+from privsep.wire.keyblob import sshkey_error
 from privsep.wire.keyoptions import KeyOption
 from privsep.wire.userauth import parse_signed_userauth
 
@@ -354,6 +355,13 @@ class Monitor:
     def answer_key_allowed(self, req: wire.KeyAllowedRequest) -> wire.KeyAllowedAnswer:
         self.state.allowed_key = None
         found: tuple[KeyOption, ...] | None = None
+        unreadable = sshkey_error(req.keyblob)
+        if unreadable is not None:
+            # sshd's net-child parses the blob before it asks its monitor:
+            # its line, a failed try counted, and no "Failed publickey"
+            log.error("userauth_pubkey: parse key: %s [preauth]", unreadable)
+            self._count_failure()
+            return wire.KeyAllowedAnswer(False)
         if pubkey.rsa_too_small(req.keyblob, self.options.required_rsa_size):
             pass  # refused, as sshd refuses it before asking whether it is authorized
         elif req.keyblob in self.state.used_keys:

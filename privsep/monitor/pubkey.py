@@ -20,21 +20,10 @@ import paramiko
 
 from privsep.wire import certs, dss
 from privsep.wire.certs import SK_ECDSA, SK_ED25519, WEBAUTHN_SK_ECDSA
+from privsep.wire.keyblob import ECDSA_CURVES, public_blob_type
 from privsep.wire.sshbuf import Reader, Writer
 
 log = logging.getLogger("privsep.monitor")
-
-#: OpenSSH refuses RSA keys with a smaller modulus (SSH_RSA_MINIMUM_MODULUS_SIZE).
-RSA_MIN_BITS = 1024
-
-
-#: ECDSA key types: curve name inside the blob and coordinate size in bytes.
-_ECDSA_CURVES: dict[str, tuple[str, int]] = {
-    "ecdsa-sha2-nistp256": ("nistp256", 32),
-    "ecdsa-sha2-nistp384": ("nistp384", 48),
-    "ecdsa-sha2-nistp521": ("nistp521", 66),
-}
-
 
 #: Key types accepted in authorized_keys and in userauth, with the
 #: algorithms each may be used with.  Plain "ssh-rsa" (RSA with SHA-1) is
@@ -46,7 +35,7 @@ ALGORITHMS_FOR_KEY_TYPE: dict[str, tuple[str, ...]] = {
     SK_ED25519: (SK_ED25519,),
     SK_ECDSA: (SK_ECDSA,),
     dss.NAME: (dss.NAME,),  # only when PubkeyAcceptedAlgorithms names it
-    **{name: (name,) for name in _ECDSA_CURVES},
+    **{name: (name,) for name in ECDSA_CURVES},
 }
 CERT_ALGORITHMS_FOR_TYPE: dict[str, tuple[str, ...]] = {
     "ssh-rsa-cert-v01@openssh.com": ("rsa-sha2-256-cert-v01@openssh.com",
@@ -71,7 +60,7 @@ _KEY_LABELS: dict[str, str] = {
     "ssh-dss": "DSA",
     SK_ED25519: "ED25519-SK",
     SK_ECDSA: "ECDSA-SK",
-    **{name: "ECDSA" for name in _ECDSA_CURVES},
+    **{name: "ECDSA" for name in ECDSA_CURVES},
 }
 
 
@@ -82,56 +71,6 @@ class Verified:
 
     sk_flags: int | None = None
     sk_counter: int | None = None
-
-
-def _plain_key_type(r: Reader, keytype: str) -> None:
-    """Check the fields after the name of a plain key blob."""
-    if keytype in ("ssh-ed25519", SK_ED25519):
-        if len(r.string()) != 32:
-            raise ValueError("ed25519 public key is not 32 bytes")
-    elif keytype == "ssh-rsa":
-        exponent = r.mpint()
-        modulus = r.mpint()
-        if exponent < 3 or exponent % 2 == 0:
-            raise ValueError("bad RSA public exponent")
-        if modulus.bit_length() < RSA_MIN_BITS:
-            raise ValueError(
-                f"RSA key of {modulus.bit_length()} bits is below the "
-                f"{RSA_MIN_BITS}-bit minimum"
-            )
-    elif keytype == dss.NAME:
-        for _ in range(4):  # p, q, g, y: their sizes are dss.DSSPublicKey's to check
-            r.mpint()
-    elif keytype in _ECDSA_CURVES or keytype == SK_ECDSA:
-        curve, size = _ECDSA_CURVES.get(keytype, _ECDSA_CURVES["ecdsa-sha2-nistp256"])[:2]
-        if r.name("curve") != curve:
-            raise ValueError(f"curve name does not match {keytype}")
-        point = r.string()
-        if len(point) != 1 + 2 * size or point[0] != 4:
-            raise ValueError("ECDSA point is not an uncompressed point")
-    else:
-        raise ValueError(f"unsupported key type {keytype!r} in key blob")
-    if keytype in (SK_ED25519, SK_ECDSA):
-        r.name("application")
-
-
-def public_blob_type(blob: bytes) -> str:
-    """Check a public key blob strictly and return its key type.
-
-    Plain keys, security keys and certificates (whose certified key and CA
-    key pass the same checks) of the supported types: every field present
-    and well formed, nothing after the last one.  Raises ValueError.
-    """
-    r = Reader(blob)
-    keytype = r.name("key type")
-    if certs.is_cert_type(keytype):
-        cert = certs.parse_certificate(blob)
-        public_blob_type(cert.key_blob)
-        public_blob_type(cert.signature_key)
-        return keytype
-    _plain_key_type(r, keytype)
-    r.end()
-    return keytype
 
 
 def _plain_blob(blob: bytes) -> bytes:

@@ -32,6 +32,7 @@ from privsep.config.servconf import ServerOptions
 from privsep.child import hostkey_proxy, transport_setup
 from privsep.common.trace import trace
 from privsep.wire import banner as identification
+from privsep.wire import keyblob as keyblob_check
 from privsep.wire import messages as wire
 from privsep.wire.facts import MAX_USER_LEN
 from privsep.wire.userauth import hostbased_signed_data
@@ -49,6 +50,10 @@ MAX_KBDINT_ANSWERS = 100
 EXIT_CLOSED = 1
 EXIT_LOGGED = 2
 EXIT_NO_BANNER = 3
+
+#: reads of up to 64 KiB the net-child makes of what is left in the socket
+#: as it closes (ThreadlessPacketizer.close): one packet's bound, at most
+DRAIN_READS = 4
 
 
 class MonitorVerifiedKey:
@@ -78,6 +83,11 @@ class MonitorVerifiedKey:
         return self._server.monitor_said(answer.verified, answer.partial, answer.methods)
 
 
+class NetFatal(paramiko.SSHException):
+    """A fatal() of sshd's net-child: the connection ends with its text
+    as the whole line (describe_failure), not the dispatch's."""
+
+
 class NetAuthHandler(AuthHandler):
     """Routes publickey checks to the monitor and hands off on success."""
 
@@ -102,10 +112,14 @@ class NetAuthHandler(AuthHandler):
             return
         if self.transport.server_mode and not self.authenticated and hostbound.is_hostbound(m):
             request = hostbound.HostboundRequest(m)
+            # sshd parses the host key blob (sshkey_fromb), then compares it
+            # with its own; either failure is a fatal() of its net-child
+            error = keyblob_check.sshkey_error(request.hostkey)
+            if error is not None:
+                raise NetFatal(f"userauth_pubkey: parse {request.method} hostkey: {error}")
             if request.hostkey != self.transport.get_server_key().asbytes():
-                # sshd ends the connection: the request names another host key
-                raise paramiko.SSHException(f"userauth_pubkey: {request.method} packet "
-                                            "contained wrong host key")
+                raise NetFatal(f"userauth_pubkey: {request.method} packet "
+                               "contained wrong host key")
             self._hostbound_key = request.hostkey
             m = request.as_publickey
         super()._parse_userauth_request(m)
@@ -119,7 +133,9 @@ class NetAuthHandler(AuthHandler):
     def _generate_key_from_request(self, algorithm, keyblob):
         """No key parsing here: the blob goes to the monitor as it came
         (certificates and security keys included), for an algorithm that
-        PubkeyAcceptedAlgorithms lists; paramiko refuses the others."""
+        PubkeyAcceptedAlgorithms lists; paramiko refuses the others.  The
+        monitor reads it strictly (wire/keyblob.py) and refuses one that
+        does not read as a key as sshd's net-child does."""
         if algorithm not in self.transport.preferred_pubkeys:
             return super()._generate_key_from_request(algorithm, keyblob)
         return MonitorVerifiedKey(algorithm, keyblob, self.transport.monitor,
@@ -226,6 +242,21 @@ class ThreadlessPacketizer(CipherPacketizer):
         if self._chacha_in is None:
             self.check_ahead()
         return super().read_message()
+
+    def close(self) -> None:
+        """Read what the client sent and we did not (up to a bound) before
+        closing: sshd's reads take all the socket holds, so by its end
+        nothing is left unread and its close is a FIN; ours reads a block at
+        a time, and unread bytes would make the close a reset ("Connection
+        reset by peer" at the client, where sshd's says "closed")."""
+        sock = pkt_get(self, "socket")
+        for _ in range(DRAIN_READS):
+            try:
+                if not sock.recv(65536, socket.MSG_DONTWAIT):
+                    break
+            except OSError:  # nothing more now (EAGAIN), or reset
+                break
+        super().close()
 
     def read_all(self, n, check_rekey=False):
         data = super().read_all(n, check_rekey)
@@ -527,6 +558,8 @@ def describe_failure(exc: BaseException | None, remote_id: str) -> str | None:
         return None
     if isinstance(exc, negotiation.NegotiationFailed):
         return exc.log_line(remote_id)
+    if isinstance(exc, NetFatal):
+        return str(exc)
     if isinstance(exc, ConnectionResetError):
         return f"Connection reset by {remote_id}"
     where = f"Connection from {remote_id}"

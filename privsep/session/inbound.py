@@ -31,8 +31,8 @@ import struct
 
 import paramiko
 
-from privsep.child.chachapoly import TAG_SIZE, BadTag
-from privsep.child.packetizer import UMAC_ENGINES, check_padding
+from privsep.child.chachapoly import TAG_SIZE
+from privsep.child.packetizer import UMAC_ENGINES, check_padding, check_type, mac_incorrect
 
 #: CHANNEL_DATA's fixed fields: type, recipient channel, data length
 _DATA_HEAD = struct.Struct(">BII")
@@ -79,21 +79,21 @@ class DirectOpen:
             payload = memoryview(decompress(payload))
         if not payload:
             raise paramiko.SSHException("empty packet")
+        check_type(payload[0])
         self._count_read(seqno, length, size - 4 - length)
         return seqno, payload
 
     def _open_chacha(self, seqno: int, length: int) -> bytes:
-        """chacha20-poly1305: the length was read by packet_ready."""
+        """chacha20-poly1305: the length was read by packet_ready; a tag
+        that does not match raises BadTag (read_message's refusal)."""
         with memoryview(self._ahead) as view:
-            try:
-                return self._chacha_in.open(seqno, view[:4], view[4:4 + length],
-                                            view[4 + length:4 + length + TAG_SIZE])
-            except BadTag as exc:
-                raise paramiko.SSHException(str(exc)) from None
+            return self._chacha_in.open(seqno, view[:4], view[4:4 + length],
+                                        view[4 + length:4 + length + TAG_SIZE])
 
     def _open_gcm(self, seqno: int, length: int) -> bytes:
         """AES-GCM (RFC 5647): the length is the associated data, the tag
-        follows the packet; the IV's invocation counter moves on."""
+        follows the packet (InvalidTag if it does not match); the IV's
+        invocation counter moves on."""
         iv = self._Packetizer__iv_in
         with memoryview(self._ahead) as view:
             packet = self._Packetizer__block_engine_in.decrypt(
@@ -108,7 +108,7 @@ class DirectOpen:
         with memoryview(self._ahead) as view:
             covered, tag = view[:4 + length], view[4 + length:4 + length + mac_size]
             if not hmac.compare_digest(self._etm_tag(seqno, covered)[:mac_size], tag):
-                raise paramiko.SSHException("Mismatched MAC")
+                raise mac_incorrect()
             return self._Packetizer__block_engine_in.update(view[4:4 + length])
 
     def _etm_tag(self, seqno: int, covered) -> bytes:

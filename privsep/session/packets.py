@@ -27,9 +27,8 @@ import time
 
 import paramiko
 
-from privsep.child.chachapoly import TAG_SIZE
-from privsep.child.packetizer import (PACKET_MAX_SIZE, FirstBlock, check_length, check_padding,
-                                      pkt_get, pkt_set)
+from privsep.child.chachapoly import TAG_ERRORS, TAG_SIZE
+from privsep.child.packetizer import FirstBlock, check_length, pkt_get, pkt_set
 from privsep.child.strict_message import StrictMessage
 from privsep.session.inbound import DirectOpen, deliver_channel_data
 from privsep.session.resume import ResumedPacketizer
@@ -128,21 +127,15 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
             return None
         first = bytes(self._ahead[:block])
         engine = pkt_get(self, "block_engine_in")
-        clear_length = engine is None or pkt_get(self, "etm_in") or pkt_get(self, "aead_in")
-        if not clear_length:
+        clear_length = bool(pkt_get(self, "etm_in") or pkt_get(self, "aead_in"))
+        if engine is not None and not clear_length:
             clear = engine.update(first)
             pkt_set(self, "block_engine_in", FirstBlock(self, engine, first, clear))
             first = clear
-        length = struct.unpack(">I", first[:4])[0]
-        if engine is not None:
-            # sshd's checks (child/packetizer.py), before paramiko's
-            # read_message slices by them; the direct path checks the
-            # padding of the other modes itself (inbound.py)
-            check_length(length, block, bool(clear_length))
-            if not clear_length:
-                check_padding(first[4], length)
-        elif length > PACKET_MAX_SIZE or length < max(5, block - 4):
-            raise self.transport.disconnect(f"Bad packet length {length}.")
+        # sshd's checks (child/packetizer.py), before paramiko's read_message
+        # slices by them; the direct path checks the padding of the other
+        # modes itself (inbound.py)
+        length = self.first_block(first, block, clear_length)
         return 4 + length + pkt_get(self, "mac_size_in")
 
     def _chacha_packet_size(self) -> int | None:
@@ -167,7 +160,10 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         """The next message, as paramiko's; ``(MSG_CHANNEL_DATA, None)`` for
         channel data already delivered to its channel's sink (inbound.py)."""
         size, self._next_size = self._next_size, None
-        opened = self.open_whole(size)
+        try:
+            opened = self.open_whole(size)
+        except (paramiko.SSHException, *TAG_ERRORS) as exc:
+            self.refuse(exc)  # CipherPacketizer's, as on paramiko's path
         transport = self.transport
         if opened is None:
             ptype, m = super().read_message()

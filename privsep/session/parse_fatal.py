@@ -13,8 +13,9 @@ name what sshd's own handler names, in its words and at its level:
   sshpkt_fatal; one of the session's requests short in its own fields:
   session_<x>_req's, "<function>: parse packet: Connection from user U A
   port P: <error>" (a logdie: INFO);
-- anything else: the dispatch's, "ssh_dispatch_run_fatal: Connection from
-  user U A port P: <error>".
+- anything else, and a packet sshd's packet layer refuses (its framing,
+  MAC or type: child/packetizer.PacketCorrupt): the dispatch's,
+  "ssh_dispatch_run_fatal: Connection from user U A port P: <error>".
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from paramiko.common import MSG_CHANNEL_DATA, MSG_CHANNEL_REQUEST
 
+from privsep.child.packetizer import PacketCorrupt
 from privsep.child.strict_message import (InvalidFormat, MessageIncomplete, StrictMessage,
                                           TrailingData)
 
@@ -65,11 +67,15 @@ class FatalLine:
 
 def fatal_line(exc: BaseException, user: str, peer: object) -> FatalLine | None:
     """sshd's line for the parse error ``exc`` that ended the connection of
-    ``user`` from ``peer`` ("A port P"); None if ``exc`` is not one."""
-    if not isinstance(exc, PARSE_ERRORS):
-        return None
+    ``user`` from ``peer`` ("A port P"), or for a packet its packet layer
+    refused (PacketCorrupt: its dispatch's fatal); None if ``exc`` is
+    neither."""
     error = str(exc)
     where = f"Connection from user {user} {peer}: {error}"
+    if isinstance(exc, PacketCorrupt):
+        return FatalLine(logging.INFO, f"ssh_dispatch_run_fatal: {where}")
+    if not isinstance(exc, PARSE_ERRORS):
+        return None
     m = exc.message
     ptype = getattr(m, "ptype", None)
     chanid = _channel_id(m) if ptype == MSG_CHANNEL_DATA else None

@@ -25,13 +25,14 @@ from paramiko.channel import Channel
 from paramiko.common import (
     MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA, MSG_CHANNEL_REQUEST,
     MSG_CHANNEL_WINDOW_ADJUST, MSG_DEBUG, MSG_DISCONNECT, MSG_IGNORE, MSG_UNIMPLEMENTED,
-    OPEN_SUCCEEDED, cMSG_DISCONNECT, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
+    OPEN_SUCCEEDED, cMSG_CHANNEL_FAILURE, cMSG_CHANNEL_OPEN_FAILURE,
     cMSG_CHANNEL_OPEN_SUCCESS, cMSG_CHANNEL_SUCCESS, cMSG_GLOBAL_REQUEST, cMSG_REQUEST_FAILURE,
     cMSG_REQUEST_SUCCESS, cMSG_UNIMPLEMENTED,
 )
 from paramiko.message import Message
 from paramiko.ssh_exception import MessageOrderError
 
+from privsep.child.packetizer import disconnect_message
 from privsep.session.loop import EventLoop
 from privsep.session.packets import SessionPacketizer
 from privsep.session.resume import ResumedTransport
@@ -82,10 +83,6 @@ OPEN_ADMINISTRATIVELY_PROHIBITED = 1
 OPEN_CONNECT_FAILED = 2
 OPEN_UNKNOWN_CHANNEL_TYPE = 3
 OPEN_RESOURCE_SHORTAGE = 4
-
-
-#: SSH_DISCONNECT_PROTOCOL_ERROR (RFC 4253 11.1)
-DISCONNECT_PROTOCOL_ERROR = 2
 
 
 class WindowVerdict(enum.Enum):
@@ -494,13 +491,8 @@ class SessionTransport(ResumedTransport):
         which ends the connection."""
         if self.connection is not None:
             self.connection.protocol_error(text)
-        m = Message()
-        m.add_byte(cMSG_DISCONNECT)
-        m.add_int(DISCONNECT_PROTOCOL_ERROR)
-        m.add_string(text)
-        m.add_string("")
         try:
-            self._send_message(m)
+            self._send_message(disconnect_message(text))
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the client is gone already
         return paramiko.SSHException(text)
