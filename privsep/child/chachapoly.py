@@ -33,6 +33,8 @@ TAG_SIZE = 16
 #: the ChaCha20 block: what counter 0 covers before the payload starts at 1
 _BLOCK0 = bytes(64)
 _SEQ = struct.Struct(">Q")
+#: the IV's first half: block counter 0
+_COUNTER0 = bytes(8)
 
 
 class BadTag(Exception):
@@ -41,7 +43,7 @@ class BadTag(Exception):
 
 def _iv(seqno: int) -> bytes:
     """Counter 0 and the big-endian sequence number as the nonce."""
-    return bytes(8) + _SEQ.pack(seqno)
+    return _COUNTER0 + _SEQ.pack(seqno)
 
 
 class ChaChaPoly:
@@ -71,17 +73,34 @@ class ChaChaPoly:
 
     def seal(self, seqno: int, packet: bytes) -> bytearray:
         """``packet`` (length, padding length, payload, padding) encrypted,
-        followed by its tag: the bytes that go on the wire.  Written into
-        one buffer, so that a 32 KiB packet is copied only by the cipher."""
-        iv = _iv(seqno)
-        size = len(packet)
-        out = bytearray(size + TAG_SIZE)
-        view, clear = memoryview(out), memoryview(packet)
-        main, poly_key = self._main_stream(iv)
-        self._length_stream(iv).update_into(clear[:4], view[:4])
-        main.update_into(clear[4:], view[4:size])
-        view[size:] = Poly1305.generate_tag(poly_key, view[:size])
-        return out
+        followed by its tag: the bytes that go on the wire."""
+        clear = memoryview(packet)
+        return self.seal_many(seqno, [(clear[:4], clear[4:])])[0]
+
+    def seal_many(self, seqno: int, packets) -> list[bytearray]:
+        """Each of ``packets``, given as its length field and the rest
+        (``(length, body)``), sealed as seal() would, from sequence number
+        ``seqno`` on: the bulk path (SessionPacketizer.send_messages), with
+        the look-ups made once for all and the two parts never joined.  Each
+        packet is written into one buffer, so that its body is copied only
+        by the cipher."""
+        main, length_stream = self._main, self._length
+        generate_tag, pack = Poly1305.generate_tag, _SEQ.pack
+        sealed = []
+        for length, body in packets:
+            iv = _COUNTER0 + pack(seqno)
+            size = 4 + len(body)
+            out = bytearray(size + TAG_SIZE)
+            view = memoryview(out)
+            main.reset_nonce(iv)
+            poly_key = main.update(_BLOCK0)[:32]
+            length_stream.reset_nonce(iv)
+            length_stream.update_into(length, view)
+            main.update_into(body, view[4:size])
+            view[size:] = generate_tag(poly_key, view[:size])
+            sealed.append(out)
+            seqno = (seqno + 1) & 0xFFFFFFFF
+        return sealed
 
     def open_length(self, seqno: int, head: bytes) -> int:
         """The packet length from the first four (encrypted) bytes; not yet
