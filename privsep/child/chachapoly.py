@@ -107,6 +107,19 @@ class ChaChaPoly:
         authenticated: the caller bounds it before reading that much."""
         return struct.unpack(">I", self._length_stream(_iv(seqno)).update(head[:4]))[0]
 
+    def open_sealed(self, seqno: int, sealed, length: int) -> bytes:
+        """The decrypted packet after the length, from ``sealed``, the
+        packet as it came (the encrypted length, ``length`` bytes more, the
+        tag; a buffer's view), once the tag is checked: open() for a packet
+        that lies whole in one buffer, with one call for its tag."""
+        main, poly_key = self._main_stream(_iv(seqno))
+        end = 4 + length
+        try:
+            Poly1305.verify_tag(poly_key, sealed[:end], bytes(sealed[end:end + TAG_SIZE]))  # constant time
+        except InvalidSignature:
+            raise BadTag("Corrupted MAC on input.") from None
+        return main.update(sealed[4:end])
+
     def open(self, seqno: int, head: bytes, body, tag: bytes) -> bytes:
         """The decrypted packet after the length (padding length, payload,
         padding), from ``head`` (the four encrypted length bytes) and

@@ -31,11 +31,13 @@ from privsep.child.chachapoly import TAG_SIZE
 from privsep.child.packetizer import (PACKET_MAX_SIZE, FirstBlock, check_length, check_padding,
                                       pkt_get, pkt_set)
 from privsep.child.strict_message import StrictMessage
-from privsep.session.inbound import DirectOpen, deliver_channel_data
+from privsep.session.inbound import DirectOpen, adjust_window, deliver_channel_data
 from privsep.session.resume import ResumedPacketizer
 
 #: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
 _CHANNEL_MESSAGES = range(93, 101)
+_MSG_CHANNEL_DATA = paramiko.common.MSG_CHANNEL_DATA
+_MSG_WINDOW_ADJUST = paramiko.common.MSG_CHANNEL_WINDOW_ADJUST
 
 
 class WriteError(EOFError):
@@ -164,8 +166,9 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         return out
 
     def read_message(self):
-        """The next message, as paramiko's; ``(MSG_CHANNEL_DATA, None)`` for
-        channel data already delivered to its channel's sink (inbound.py)."""
+        """The next message, as paramiko's; ``(type, None)`` for channel
+        data already delivered to its channel's sink, or a window adjust
+        already applied (inbound.py)."""
         size, self._next_size = self._next_size, None
         opened = self.open_whole(size)
         transport = self.transport
@@ -174,8 +177,9 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         else:
             seqno, payload = opened
             ptype = payload[0]
-            if (ptype == paramiko.common.MSG_CHANNEL_DATA and transport is not None
-                    and deliver_channel_data(transport, payload)):
+            if transport is not None and (
+                    (ptype == _MSG_CHANNEL_DATA and deliver_channel_data(transport, payload))
+                    or (ptype == _MSG_WINDOW_ADJUST and adjust_window(transport, payload))):
                 return ptype, None
             m = StrictMessage(bytes(payload[1:]))
             m.seqno = seqno

@@ -203,9 +203,16 @@ class WindowedChannel(Channel):
             sink.client_eof()
 
     def window_adjust(self, m: Message) -> None:
-        """WINDOW_ADJUST from the client: paramiko's bookkeeping, then whoever
-        waits for room to send."""
-        Channel._window_adjust(self, m)
+        """WINDOW_ADJUST from the client (the slow path's Message)."""
+        self.grow_window(m.get_int())
+
+    def grow_window(self, nbytes: int) -> None:
+        """WINDOW_ADJUST from the client (either path, inbound.py): the room
+        paramiko's Channel.send counts on grows, anyone waiting for it
+        (paramiko's condition) is woken, then whoever waits in the loop."""
+        with self.lock:
+            self.out_window_size += nbytes
+            self.out_buffer_cv.notify_all()
         if self.on_window is not None:
             self.on_window()
 
