@@ -96,7 +96,8 @@ class _Poly1305:
         32 bytes of ``key``, written to the 16 bytes at ``out``.  The caller
         holds the buffers behind both addresses for the call."""
         lib, ctx = _libcrypto, self._ctx
-        if (lib.EVP_MAC_init(ctx, key, 32, None) != 1 or lib.EVP_MAC_update(ctx, address, size) != 1
+        if (lib.EVP_MAC_init(ctx, key, 32, None) != 1
+                or lib.EVP_MAC_update(ctx, address, size) != 1
                 or lib.EVP_MAC_final(ctx, out, None, TAG_SIZE) != 1):
             raise RuntimeError("Poly1305 through OpenSSL's EVP_MAC failed")
 

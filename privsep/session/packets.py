@@ -256,7 +256,8 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         for head, data in messages:
             size = len(head) + len(data)
             pad = 3 + block - ((size + 4) % block)
-            framed.append((pack(1 + size + pad), join((_PAD_LENGTH[pad], head, data, _ZEROS[:pad]))))
+            framed.append((pack(1 + size + pad),
+                           join((_PAD_LENGTH[pad], head, data, _ZEROS[:pad]))))
             wire += 5 + size + pad + TAG_SIZE
             if wire >= bytes_left or len(framed) >= packets_left or stop_at_one:
                 break
