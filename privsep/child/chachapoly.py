@@ -88,8 +88,9 @@ class _Poly1305:
 
     def __del__(self) -> None:
         ctx, self._ctx = getattr(self, "_ctx", None), None
-        if ctx:
-            _libcrypto.EVP_MAC_CTX_free(ctx)  # clears the key
+        lib = _libcrypto  # None only while the interpreter tears the module down
+        if ctx and lib is not None:
+            lib.EVP_MAC_CTX_free(ctx)  # clears the key
 
     def tag_into(self, key: bytes, address: int, size: int, out: int) -> None:
         """The tag of the ``size`` bytes at ``address``, keyed with the first
