@@ -252,14 +252,15 @@ class CipherPacketizer(Packetizer):
             self._after_sealing(seqno, len(out))
             self.write_all(out)
 
-    def _after_sealing(self, seqno: int, size: int) -> None:
+    def _after_sealing(self, seqno: int, size: int, count: int = 1) -> None:
         """paramiko's bookkeeping after it seals packet ``seqno`` of ``size``
-        bytes: the next sequence number, and the rekey limits."""
-        self._Packetizer__sequence_number_out = (seqno + 1) & 0xFFFFFFFF
-        if seqno == 0xFFFFFFFF and not self._initial_kex_done:
+        bytes (or ``count`` packets from ``seqno`` on, of ``size`` bytes in
+        all): the next sequence number, and the rekey limits."""
+        self._Packetizer__sequence_number_out = (seqno + count) & 0xFFFFFFFF
+        if seqno + count > 0xFFFFFFFF and not self._initial_kex_done:
             raise SSHException("Sequence number rolled over during initial kex!")
         self._Packetizer__sent_bytes += size
-        self._Packetizer__sent_packets += 1
+        self._Packetizer__sent_packets += count
         if ((self._Packetizer__sent_packets >= self.REKEY_PACKETS
              or self._Packetizer__sent_bytes >= self.REKEY_BYTES)
                 and not self._Packetizer__need_rekey):

@@ -37,6 +37,8 @@ from privsep.child.packetizer import UMAC_ENGINES, check_padding, check_type, ma
 #: CHANNEL_DATA's fixed fields: type, recipient channel, data length
 _DATA_HEAD = struct.Struct(">BII")
 _U32 = struct.Struct(">I")
+#: WINDOW_ADJUST: type, recipient channel, bytes to add
+_ADJUST = struct.Struct(">BII")
 
 
 class DirectOpen:
@@ -87,8 +89,7 @@ class DirectOpen:
         """chacha20-poly1305: the length was read by packet_ready; a tag
         that does not match raises BadTag (read_message's refusal)."""
         with memoryview(self._ahead) as view:
-            return self._chacha_in.open(seqno, view[:4], view[4:4 + length],
-                                        view[4 + length:4 + length + TAG_SIZE])
+            return self._chacha_in.open_sealed(seqno, view, length)
 
     def _open_gcm(self, seqno: int, length: int) -> bytes:
         """AES-GCM (RFC 5647): the length is the associated data, the tag
@@ -144,4 +145,21 @@ def deliver_channel_data(transport, payload: memoryview) -> bool:
     return True
 
 
-__all__ = ["DirectOpen", "deliver_channel_data"]
+def adjust_window(transport, payload: memoryview) -> bool:
+    """WINDOW_ADJUST (``payload``, type byte first) applied to its channel,
+    as the slow path's handler applies it (WindowedChannel.grow_window): a
+    pump's every turn brings one, and a Message for its eight bytes cost
+    more than the rest of it.  False leaves it to the slow path: a length
+    other than the message's, a channel unknown (refused there), a key
+    exchange expecting its own messages."""
+    if len(payload) != _ADJUST.size or transport._expected_packet:
+        return False
+    _, chanid, nbytes = _ADJUST.unpack(payload)
+    chan = transport._channels.get(chanid)
+    if chan is None:
+        return False
+    chan.grow_window(nbytes)
+    return True
+
+
+__all__ = ["DirectOpen", "adjust_window", "deliver_channel_data"]

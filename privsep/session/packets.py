@@ -30,11 +30,13 @@ import paramiko
 from privsep.child.chachapoly import TAG_ERRORS, TAG_SIZE
 from privsep.child.packetizer import FirstBlock, check_length, pkt_get, pkt_set
 from privsep.child.strict_message import StrictMessage
-from privsep.session.inbound import DirectOpen, deliver_channel_data
+from privsep.session.inbound import DirectOpen, adjust_window, deliver_channel_data
 from privsep.session.resume import ResumedPacketizer
 
 #: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
 _CHANNEL_MESSAGES = range(93, 101)
+_MSG_CHANNEL_DATA = paramiko.common.MSG_CHANNEL_DATA
+_MSG_WINDOW_ADJUST = paramiko.common.MSG_CHANNEL_WINDOW_ADJUST
 
 
 class WriteError(EOFError):
@@ -81,7 +83,7 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
     _backlog: bytearray
     #: the whole size of the next packet, once its length is known
     _next_size: int | None = None
-    #: packets sealed by send_messages, not yet written
+    #: packets sealed by send_messages' paramiko path, not yet written
     _queued: list | None = None
 
     def start_loop(self) -> None:
@@ -157,8 +159,9 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         return out
 
     def read_message(self):
-        """The next message, as paramiko's; ``(MSG_CHANNEL_DATA, None)`` for
-        channel data already delivered to its channel's sink (inbound.py)."""
+        """The next message, as paramiko's; ``(type, None)`` for channel
+        data already delivered to its channel's sink, or a window adjust
+        already applied (inbound.py)."""
         size, self._next_size = self._next_size, None
         try:
             opened = self.open_whole(size)
@@ -170,8 +173,9 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         else:
             seqno, payload = opened
             ptype = payload[0]
-            if (ptype == paramiko.common.MSG_CHANNEL_DATA and transport is not None
-                    and deliver_channel_data(transport, payload)):
+            if transport is not None and (
+                    (ptype == _MSG_CHANNEL_DATA and deliver_channel_data(transport, payload))
+                    or (ptype == _MSG_WINDOW_ADJUST and adjust_window(transport, payload))):
                 return ptype, None
             m = StrictMessage(bytes(payload[1:]))
             m.seqno = seqno
@@ -201,21 +205,22 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         packet that reaches the rekey limit, as the rest must follow a key
         exchange: returns how many were sent.
 
-        With chacha20-poly1305 or AES-GCM and no compression, each packet is
-        built here with one join and sealed, and no paramiko Message is made
-        (which would copy the data three times more).  With
-        any other cipher or MAC each message goes through send_message as
-        usual (its MAC computed there), only the writes are gathered."""
+        With chacha20-poly1305 or AES-GCM and no compression, the packets
+        are framed and sealed here in one pass (``_seal_aead``), with no
+        paramiko Message (which would copy the data three times more) and no
+        call per packet but the cipher's.  With any other cipher or MAC each
+        message goes through send_message as usual (its MAC computed there),
+        only the writes are gathered."""
+        if self._aead_bulk():
+            sent, queued = self._seal_aead(messages)
+            self._write_many(queued)
+            return sent
         queued: list = []
         self._queued = queued
         sent = 0
         try:
-            seal = self._bulk_sealer()
             for head, data in messages:
-                if seal is None:
-                    self.send_message(_Payload(head + bytes(data)))
-                else:
-                    seal(head, data)
+                self.send_message(_Payload(head + bytes(data)))
                 sent += 1
                 if self._Packetizer__need_rekey:
                     break
@@ -224,58 +229,60 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
         self._write_many(queued)
         return sent
 
-    def _bulk_sealer(self):
-        """The direct sealer for the outbound cipher, None for paramiko's path."""
-        if pkt_get(self, "compress_engine_out") is not None:
-            return None
-        if self._chacha_out is not None:
-            return self._seal_chacha
-        if pkt_get(self, "aead_out"):  # paramiko's other AEAD: AES-GCM, its AESGCM engine
-            return self._seal_gcm
-        return None
+    def _aead_bulk(self) -> bool:
+        """Does the outbound cipher take the direct path (chacha20-poly1305,
+        or paramiko's other AEAD, AES-GCM, without compression)?"""
+        return (self._Packetizer__compress_engine_out is None
+                and (self._chacha_out is not None or self._Packetizer__aead_out))
 
-    def _padding(self, size: int) -> bytes:
-        """paramiko's padding for a payload of ``size`` with an AEAD cipher
-        (the length outside the blocks): at least 4 bytes, to the block size.
-        Zeros: both AEAD ciphers are counter modes, whose padding is hidden
-        by the keystream, as paramiko reasons for CTR."""
+    def _seal_aead(self, messages: list[tuple[bytes, object]]) -> tuple[int, list]:
+        """Frame and seal ``messages`` as paramiko frames an AEAD packet
+        (the length outside the blocks; at least 4 bytes of zero padding,
+        which the counter mode's keystream hides, as paramiko reasons for
+        CTR), up to the packet that reaches the rekey limit; then count them
+        all at once, as CipherPacketizer._after_sealing counts one.  Returns
+        how many were sealed, and the buffers to write, in order."""
         block = self._Packetizer__block_size_out
-        return _ZEROS[:3 + block - ((size + 4) % block)]
-
-    def _framing(self, head: bytes, data) -> tuple[bytes, bytes, bytes]:
-        """The length field, padding length byte and padding of the packet
-        carrying ``head`` and ``data``; counted in total_sent as
-        CipherPacketizer._build_packet counts paramiko's packets."""
-        size = len(head) + len(data)
-        padding = self._padding(size)
-        pad = len(padding)
-        self.total_sent += 5 + size + pad
-        return _U32.pack(1 + size + pad), _PAD_LENGTH[pad], padding
-
-    def _seal_chacha(self, head: bytes, data) -> None:
-        length, pad_length, padding = self._framing(head, data)
+        bytes_left = self.REKEY_BYTES - self._Packetizer__sent_bytes
+        packets_left = self.REKEY_PACKETS - self._Packetizer__sent_packets
+        stop_at_one = self._Packetizer__need_rekey
+        pack, join = _U32.pack, b"".join
+        framed = []
+        wire = 0
+        for head, data in messages:
+            size = len(head) + len(data)
+            pad = 3 + block - ((size + 4) % block)
+            framed.append((pack(1 + size + pad),
+                           join((_PAD_LENGTH[pad], head, data, _ZEROS[:pad]))))
+            wire += 5 + size + pad + TAG_SIZE
+            if wire >= bytes_left or len(framed) >= packets_left or stop_at_one:
+                break
         seqno = self._Packetizer__sequence_number_out
-        # one join, then one cipher pass: cheaper than encrypting the pieces
-        # one by one, which leaves the data off the cipher's block boundary
-        packet = b"".join((length, pad_length, head, data, padding))
-        self._sealed(seqno, self._chacha_out.seal(seqno, packet))
+        if self._chacha_out is not None:
+            queued = self._chacha_out.seal_many(seqno, framed)
+        else:
+            queued = self._seal_gcm(framed)
+        self.total_sent += wire - TAG_SIZE * len(framed)
+        self._after_sealing(seqno, wire, len(framed))
+        return len(framed), queued
 
-    def _seal_gcm(self, head: bytes, data) -> None:
-        length, pad_length, padding = self._framing(head, data)
-        iv = self._Packetizer__iv_out
-        sealed = self._Packetizer__block_engine_out.encrypt(
-            iv, b"".join((pad_length, head, data, padding)), length)
-        # RFC 5647 7.1: the invocation counter is the IV's last 8 bytes
-        counter = (int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF
-        self._Packetizer__iv_out = iv[:4] + counter.to_bytes(8, "big")
-        self._queued.append(length)
-        self._sealed(self._Packetizer__sequence_number_out, sealed, 4)
-
-    def _sealed(self, seqno: int, out, extra: int = 0) -> None:
-        """One packet sealed by a bulk sealer: queue it and count it, as
-        CipherPacketizer.send_message does after sealing."""
-        self._queued.append(out)
-        self._after_sealing(seqno, len(out) + extra)
+    def _seal_gcm(self, framed: list) -> list:
+        """AES-GCM (RFC 5647) of each ``(length, body)``: the length is the
+        associated data, written in clear before the sealed body and its
+        tag, all into one buffer per packet; the IV's invocation counter
+        (its last 8 bytes) moves on by one per packet."""
+        engine, iv = self._Packetizer__block_engine_out, self._Packetizer__iv_out
+        fixed, counter = iv[:4], int.from_bytes(iv[4:], "big")
+        queued = []
+        for length, body in framed:
+            out = bytearray(4 + len(body) + TAG_SIZE)
+            out[:4] = length
+            engine.encrypt_into(fixed + counter.to_bytes(8, "big"), body, length,
+                                memoryview(out)[4:])
+            counter = (counter + 1) & 0xFFFFFFFFFFFFFFFF
+            queued.append(out)
+        self._Packetizer__iv_out = fixed + counter.to_bytes(8, "big")
+        return queued
 
     def _write_many(self, buffers: list) -> None:
         """``buffers`` in order: one writev as far as the socket takes it,

@@ -200,9 +200,13 @@ class WindowedChannel(Channel):
             sink.client_eof()
 
     def window_adjust(self, m: Message) -> None:
-        """WINDOW_ADJUST from the client: paramiko's bookkeeping, then whoever
-        waits for room to send."""
-        Channel._window_adjust(self, m)
+        self.grow_window(m.get_int())
+
+    def grow_window(self, nbytes: int) -> None:
+        """The client's WINDOW_ADJUST (any path): paramiko's count, then the waiter."""
+        with self.lock:
+            self.out_window_size += nbytes
+            self.out_buffer_cv.notify_all()
         if self.on_window is not None:
             self.on_window()
 
@@ -423,14 +427,12 @@ class SessionTransport(ResumedTransport):
 
     def send_channel_data(self, chan: Channel, data, stderr: bool = False) -> int:
         """A pump's read to the client: CHANNEL_DATA (EXTENDED_DATA for
-        stderr) packets of the client's maximum packet size, as many as the
-        window takes, with Channel.send's bookkeeping but no Message per
-        packet and one write for all (SessionPacketizer.send_messages).
-        The bytes sent: 0 once the channel is closed or its EOF sent.  While
-        packets are held back (a key exchange), paramiko's Channel.send,
-        which queues behind them.  A key exchange that is due starts first,
-        and one that falls due amid the packets starts before the rest
-        (which then wait for it), as sshd's packet layer does."""
+        stderr) packets of the client's maximum size, as many as the window
+        takes, with Channel.send's bookkeeping, no Message per packet, one
+        write for all (SessionPacketizer.send_messages).  The bytes sent: 0
+        once the channel is closed or its EOF sent.  While packets are held
+        back (a key exchange), paramiko's Channel.send, queued behind them.
+        A key exchange due starts first; one due amid them, before the rest."""
         self.rekey_if_due()
         if not (self.active and self.clear_to_send.is_set()) or self._held:
             return (chan.send_stderr if stderr else chan.send)(bytes(data))
