@@ -30,6 +30,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -622,16 +623,221 @@ def test_readme_walkthrough(vm, alice) -> None:
         theirs.logout()
 
 
-def test_password_login(vm, alice) -> None:
-    askpass = vm.workdir / "askpass"
-    askpass.write_text(f"#!/bin/sh\necho '{PASSWORD}'\n")
-    askpass.chmod(0o700)
-    argv = [*vm.ssh_argv(USER, port=vm.privsep_port, connect_timeout=120,
+def password_login(vm, port: int, password: str = PASSWORD,
+                   command: str = "id -un") -> subprocess.CompletedProcess:
+    """USER's password login by the real client (its askpass answers), one
+    password prompt: a wrong ``password`` is one failed attempt, then the
+    client gives up."""
+    askpass = vm.workdir / f"askpass-{abs(hash(password))}"
+    if not askpass.exists():  # made whole, then renamed: threads may share it
+        partial = askpass.with_name(f"{askpass.name}.{threading.get_ident()}")
+        partial.write_text(f"#!/bin/sh\necho {shlex.quote(password)}\n")
+        partial.chmod(0o700)
+        os.replace(partial, askpass)
+    argv = [*vm.ssh_argv(USER, port=port, connect_timeout=120,
                          options=["BatchMode=no", "PreferredAuthentications=password",
-                                  "PubkeyAuthentication=no"]), "id -un"]
+                                  "PubkeyAuthentication=no", "NumberOfPasswordPrompts=1"]),
+            command]
     env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_password_login(vm, alice) -> None:
+    done = password_login(vm, vm.privsep_port)
     assert done.returncode == 0 and done.stdout.strip() == USER, done
+
+
+# --- PerSourcePenalties beside sshd 10.0 ------------------------------------
+
+#: The two daemons compared, each started as an extra instance on a spare
+#: guest port (vmlib.SPARE_PORTS) with one config file: Debian's sshd and
+#: this one's installed command.
+PENALTY_DAEMONS = {"openssh": ("/usr/sbin/sshd", vmlib.SPARE_PORTS[0]),
+                   "privsep": ("/usr/local/sbin/privsep-sshd", vmlib.SPARE_PORTS[1])}
+#: Sized for TCG, where one login costs the guest 6 to 15 s: a failed
+#: password leaves a deferred 40 s penalty, a second one within 30 s makes
+#: it more than min (50 s): active, for max (60 s) at most.
+PENALTY_SHORT = ("PerSourcePenalties authfail:40 min:50 max:60", 50, 60)
+PENALTY_DIR = "/root/penalties"
+
+
+def openssh_major(vm) -> int:
+    """The guest's OpenSSH major version (openssh-server's Debian version)."""
+    version = vm.root("dpkg-query -W -f='${Version}' openssh-server").strip()
+    return int(re.match(r"(?:\d+:)?(\d+)\.", version).group(1))
+
+
+def penalty_config(vm, name: str, *lines: str) -> str:
+    """A config file of ``lines`` for both daemons (their defaults for the
+    rest: host keys, PAM); its path, the same for both."""
+    path = f"{PENALTY_DIR}/{name}.conf"
+    vm.root(f"mkdir -p {PENALTY_DIR} && cat > {path}", input="".join(f"{l}\n" for l in lines))
+    return path
+
+
+def penalty_dump(vm, path: str) -> dict[str, dict[str, str]]:
+    """Each daemon's ``-T`` values of the two keywords (keyword -> value:
+    sshd 10 prints the exempt list among its strings and the penalties
+    last, this daemon both after sshd 9.2's keywords)."""
+    found = {}
+    for name, (command, _) in PENALTY_DAEMONS.items():
+        out = vm.root(f"{command} -T -f {path}")
+        found[name] = dict(l.split(" ", 1) for l in out.splitlines()
+                           if l.startswith("persourcepenalt"))
+    return found
+
+
+def penalty_refusal(vm, path: str) -> dict[str, tuple[int, str]]:
+    """Each daemon's ``-t`` exit status and stderr (its program name masked;
+    line ends as "\n": sshd's log lines on stderr end "\r\n", this
+    daemon's "\n", as tests/test_config.py allows too)."""
+    found = {}
+    for name, (command, _) in PENALTY_DAEMONS.items():
+        done = vm.ssh(f"{command} -t -f {path}")
+        found[name] = (done.returncode,
+                       done.stderr.replace(command, "DAEMON").replace("\r\n", "\n"))
+    return found
+
+
+def start_penalty_daemons(vm, path: str) -> str:
+    """Both daemons (again) as transient units pen-<name>, with ``path``
+    and their own pid files; a cursor from before their start, once both
+    listen."""
+    since = cursor(vm)
+    for name, (command, port) in PENALTY_DAEMONS.items():
+        vm.root(f"systemctl stop pen-{name}.service 2>/dev/null; "
+                f"systemctl reset-failed pen-{name}.service 2>/dev/null; "
+                f"systemd-run --quiet --unit=pen-{name} {command} -D -f {path} -p {port} "
+                f"-o PidFile=/run/pen-{name}.pid")
+    wait_for(lambda: all(f"Server listening on 0.0.0.0 port {port}." in
+                         journal_since(vm, since, unit=f"pen-{name}.service")
+                         for name, (_, port) in PENALTY_DAEMONS.items()), timeout=180)
+    return since
+
+
+def penalty_lines(vm, since: str, name: str) -> list[str]:
+    """The daemon's srclimit_penalise and drop lines since ``since``, its
+    ports, connection numbers and the activated penalty's seconds masked
+    (they depend on timing), in order, each once."""
+    port = PENALTY_DAEMONS[name][1]
+    found = []
+    for line in journal_since(vm, since, unit=f"pen-{name}.service").splitlines():
+        if "srclimit_penalise" not in line and "drop connection" not in line:
+            continue
+        line = re.sub(r"#\d+ ", "#N ", line)
+        line = re.sub(r"\]:\d+ on ", "]:P on ", line).replace(f"]:{port} ", "]:PORT ")
+        line = re.sub(r"activating ipv4 penalty of \d+ seconds",
+                      "activating ipv4 penalty of S seconds", line)
+        if line not in found:
+            found.append(line)
+    return found
+
+
+def raw_answer(port: int) -> bytes:
+    """What a plain TCP client reads from the host's forwarded ``port``
+    before the daemon closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        data = b""
+        while chunk := conn.recv(1024):
+            data += chunk
+    return data
+
+
+def penalty_run(vm, alice: Path, since: str, name: str) -> dict:
+    """Two failed passwords, then what the source meets: the daemon's
+    log lines, a plain TCP client's bytes, when a key login works again."""
+    host_port = vm.spare_ports[PENALTY_DAEMONS[name][1]]
+    _, minimum, maximum = PENALTY_SHORT
+    for _ in range(2):
+        failed = password_login(vm, host_port, PASSWORD + "-wrong", "true")
+        assert failed.returncode == 255 and "Permission denied" in failed.stderr, failed
+    failed_at = time.monotonic()
+    wait_for(lambda: any("activating" in l for l in penalty_lines(vm, since, name)),
+             timeout=30)
+    answer = raw_answer(host_port)
+    wait_for(lambda: login(vm, alice, port=host_port).returncode == 0,
+             timeout=maximum + 60, interval=2)
+    return {"lines": penalty_lines(vm, since, name), "answer": answer,
+            "reopened": minimum <= time.monotonic() - failed_at <= maximum + 20}
+
+
+def exempt_run(vm, alice: Path, since: str, name: str) -> dict:
+    """Two failed passwords from an exempt source, then a key login at once."""
+    host_port = vm.spare_ports[PENALTY_DAEMONS[name][1]]
+    for _ in range(2):
+        failed = password_login(vm, host_port, PASSWORD + "-wrong", "true")
+        assert failed.returncode == 255 and "Permission denied" in failed.stderr, failed
+    ok = login(vm, alice, port=host_port)
+    return {"lines": penalty_lines(vm, since, name), "login": (ok.returncode, ok.stdout)}
+
+
+def both(function, *args) -> dict[str, dict]:
+    """``function(*args, name)`` for both daemons at once (two threads): the
+    guest's minutes go to each penalty's wait only once."""
+    with concurrent.futures.ThreadPoolExecutor(len(PENALTY_DAEMONS)) as pool:
+        futures = {name: pool.submit(function, *args, name) for name in PENALTY_DAEMONS}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_penalties_side_by_side(vm, alice) -> None:
+    """PerSourcePenalties (generation 10, on by default) beside sshd 10.0,
+    each an extra instance on its own spare port with the same config file,
+    field by field: ``-T`` lines, ``-t`` refusals, the penalty log lines and
+    drop lines after two failed passwords, the bytes a refused client
+    reads, the reopening after the penalty; and an exempt source."""
+    if openssh_major(vm) < 10:
+        pytest.skip(f"{vm.image.suite}'s sshd is OpenSSH {openssh_major(vm)}, without "
+                    "PerSourcePenalties: compared with sshd 10.0 (trixie) only")
+    seen: dict[str, dict] = {name: {} for name in PENALTY_DAEMONS}
+
+    def note(topic: str, found: dict) -> None:
+        for name, value in found.items():
+            seen[name][topic] = value
+
+    dumps = {
+        "default": (),
+        "no": ("PerSourcePenalties no",),
+        "no-then-fields": ("PerSourcePenalties no",
+                           "PerSourcePenalties authfail:1m overflow6:deny-all authfail:3"),
+        "exempt-list": ("PerSourcePenaltyExemptList 10.0.0.0/8,::1",),
+    }
+    for case, lines in dumps.items():
+        note(f"-T {case}", penalty_dump(vm, penalty_config(vm, f"dump-{case}", *lines)))
+    refusals = {
+        "crash": "PerSourcePenalties crash:x",
+        "max-sources4": "PerSourcePenalties max-sources4:-1",
+        "overflow": "PerSourcePenalties overflow:Deny-All",
+        "exempt": "PerSourcePenaltyExemptList 10.0.0.0/33",
+    }
+    for case, line in refusals.items():
+        note(f"-t {case}", penalty_refusal(vm, penalty_config(vm, f"bad-{case}", line)))
+
+    try:
+        path = penalty_config(vm, "short", "LogLevel VERBOSE", PENALTY_SHORT[0])
+        note("penalty", both(penalty_run, vm, alice, start_penalty_daemons(vm, path)))
+        path = penalty_config(vm, "exempt", "LogLevel VERBOSE", PENALTY_SHORT[0],
+                              "PerSourcePenaltyExemptList 10.0.2.2")
+        note("exempt", both(exempt_run, vm, alice, start_penalty_daemons(vm, path)))
+    finally:
+        vm.root("systemctl stop pen-openssh.service pen-privsep.service 2>/dev/null; true")
+
+    theirs = seen["openssh"]
+    # sshd 10.0 itself, as read in its source: the reference is what it is.
+    expected = {
+        "default -T": theirs["-T default"]["persourcepenalties"].startswith("crash:90 authfail:5 "),
+        "no -T": theirs["-T no"]["persourcepenalties"] == "no",
+        "-t statuses": all(theirs[f"-t {case}"][0] == 255 for case in refusals),
+        "refused bytes": theirs["penalty"]["answer"] == b"Not allowed at this time\r\n",
+        "reopened": theirs["penalty"]["reopened"],
+        "drop line": any("drop connection" in l for l in theirs["penalty"]["lines"]),
+        "exempt": theirs["exempt"] == {"lines": [], "login": (0, "hello\n")},
+    }
+    # ... and this daemon the same, field by field.
+    differing = {topic: {"openssh": value, "privsep": seen["privsep"].get(topic)}
+                 for topic, value in theirs.items() if seen["privsep"].get(topic) != value}
+    report = json.dumps({"sshd 10.0 not as expected": [k for k, ok in expected.items() if not ok],
+                         "differing": differing, "seen": seen}, indent=1, default=repr)
+    assert all(expected.values()) and differing == {}, report
 
 
 def test_reload_and_restart_keep_a_live_session(vm, alice) -> None:

@@ -22,7 +22,8 @@ so the clean-clone checks (PRIVSEP_VM_FULL) install from nothing.
 ``VM`` boots a throwaway copy-on-write overlay of that image with
 ``qemu-system-x86_64 -accel tcg`` and user-mode networking that forwards two
 loopback ports of the host to the guest's 22 (Debian's sshd, used to run
-commands as root and as the reference) and 2222 (privsep-sshd). Root's
+commands as root and as the reference) and 2222 (privsep-sshd), and two
+spare ones (SPARE_PORTS) to extra daemon instances a test starts. Root's
 commands share one ssh connection (ControlMaster): a connection of its own
 costs the TCG guest 6 to 9 s, a shared one under a second.
 ``push_checkout()`` copies the checkout's files and a git bundle of its
@@ -312,12 +313,22 @@ class Result:
         return self
 
 
+#: Guest ports forwarded from the host besides 22 and 2222, free for extra
+#: daemon instances (connections through them arrive from 10.0.2.2, as
+#: through the others).
+SPARE_PORTS = (2223, 2224)
+
+
 @dataclass
 class VM:
     image: Image
     workdir: Path
     ssh_port: int = field(default_factory=free_port)     # guest 22
     privsep_port: int = field(default_factory=free_port)  # guest 2222
+    #: host port of each spare guest port (SPARE_PORTS), for extra daemon
+    #: instances a test starts beside the two services
+    spare_ports: dict[int, int] = field(
+        default_factory=lambda: {port: free_port() for port in SPARE_PORTS})
     process: subprocess.Popen | None = None
     #: root's one ssh connection that every root command rides on (ssh's
     #: ControlMaster), started once the guest answers
@@ -342,7 +353,9 @@ class VM:
             "-append", self.image.cmdline,
             "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22,"
-                       f"hostfwd=tcp:127.0.0.1:{self.privsep_port}-:2222",
+                       f"hostfwd=tcp:127.0.0.1:{self.privsep_port}-:2222"
+                       + "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}"
+                                 for guest, host in self.spare_ports.items()),
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-display", "none", "-serial", f"file:{self.console_log}",
             "-monitor", "none", "-no-reboot",
