@@ -39,12 +39,13 @@ from dataclasses import dataclass, field
 import prctl
 
 from privsep.child import ciphers, transport_setup
-from privsep.monitor import auth_pam, hostkeys, leftovers
+from privsep.monitor import accounts, auth_pam, hostkeys, leftovers
 from privsep.monitor import main as monitor_main
 from privsep.common import proctitle, roles
 from privsep.listener import exec_session, sdnotify, srclimit
 from privsep.monitor import exits
 from privsep.netchild import sandbox
+from privsep.signer import signer
 from privsep.config.servconf import ServerConfig, ServerOptions
 from privsep.config.values import split_listen_address
 from privsep.common.trace import trace
@@ -449,5 +450,7 @@ def run(options: ServerOptions, host_keys: list[HostKey], argv_text: str,
     sandbox.prepare()  # the seccomp filter compiled once, loaded by each net-child
     if options.use_pam:
         auth_pam.preload_modules(options.pam_service)  # loaded once, not per login
+    accounts.warm_up()  # the NSS group modules, loaded once here
+    signer.warm_up()  # OpenSSL's and libsodium's Ed25519, looked up once here
     Listener(options, host_keys, sockets, argv_text, config=config, one_shot=one_shot).serve()
     sys.stdout.flush()

@@ -26,3 +26,14 @@ def user_groups(user: str) -> frozenset[str]:
         except KeyError:
             pass
     return frozenset(groups)
+
+
+def warm_up() -> None:
+    """One group-list look-up in the listener, before it forks: glibc loads
+    the NSS modules of nsswitch.conf's group line (libnss_systemd on Debian)
+    at the first one, which each monitor's user_groups would otherwise do
+    again, 0.3-0.5 ms of every login's user look-up."""
+    try:
+        os.getgrouplist("root", 0)
+    except OSError:
+        pass
