@@ -87,8 +87,8 @@ def _counting(method, calls: list):
 def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
         session_server: Server, user, make_user, cipher: str) -> None:
     """CHANNEL_DATA for a channel closed on both sides: sshd ends the
-    connection ("referred to nonexistent channel"), and so does the session
-    process on either path ("unknown channel"); others carry on."""
+    connection ("data packet referred to nonexistent channel N"), and so
+    does the session process on either path, in its words; others carry on."""
     client = _client(session_server, user, cipher)
     try:
         transport = client.get_transport()
@@ -109,8 +109,9 @@ def test_data_for_a_channel_closed_meanwhile_ends_the_connection(
         wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         client.close()
-    session_server.wait_for_log("unknown channel" if session_server.kind == "privsep"
-                                else "nonexistent channel")
+    session_server.wait_for_log(f"Disconnecting user {user.name} 127.0.0.1 port ")
+    assert re.search(rf"^Disconnecting user {user.name} 127\.0\.0\.1 port \d+: data packet "
+                     rf"referred to nonexistent channel {remote}$", session_server.log_text(), re.M)
     bystander = make_user(prefix="pby")
     assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
 
@@ -285,3 +286,63 @@ def test_malformed_packet_before_auth_ends_the_connection(privsep_server: Server
     lines = seen["privsep"]["lines"]
     assert lines[-1].startswith("ssh_dispatch_run_fatal: Connection from 127.0.0.1 port P: ")
     assert lines[-1].endswith(" [preauth]")
+
+
+def _window_adjust(transport: paramiko.Transport, chanid: int, nbytes: int) -> None:
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_WINDOW_ADJUST)
+    m.add_int(chanid)
+    m.add_int(nbytes)
+    transport._send_user_message(m)
+
+
+def test_window_adjust_for_a_gone_channel_is_logged_and_dropped(session_server: Server,
+                                                                user) -> None:
+    """WINDOW_ADJUST for a channel closed on both sides: sshd logs it and
+    carries on (channels.c's channel_input_window_adjust), where the other
+    channel messages end the connection; so does the session process."""
+    client = paramiko_client(session_server, user)
+    try:
+        transport = client.get_transport()
+        chan = transport.open_session()
+        chan.exec_command("true")
+        assert chan.recv_exit_status() == 0
+        remote = chan.remote_chanid
+        chan.close()
+        for _ in range(2):  # our CLOSE is read (test_session_requests explains)
+            _settle(transport)
+        _window_adjust(transport, remote, 4096)
+        _settle(transport)
+        assert transport.is_active()
+        chan = transport.open_session()  # the connection serves on
+        chan.exec_command("echo still")
+        assert chan.makefile().read() == b"still\n"
+    finally:
+        client.close()
+    session_server.wait_for_log(f"Received window adjust for non-open channel {remote}.")
+
+
+def test_window_adjust_past_the_counter_ends_the_connection(session_server: Server,
+                                                            user) -> None:
+    """A WINDOW_ADJUST that takes the window past 2^32 - 1 is sshd's fatal()
+    ("channel N: adjust A overflows remote window W", CRITICAL, no
+    DISCONNECT); the session process ends the same way, with the same
+    numbers (the window the client gave, less nothing sent yet)."""
+    client = paramiko_client(session_server, user)
+    disconnects = record_disconnect(client.get_transport())
+    try:
+        transport = client.get_transport()
+        chan = transport.open_session()
+        chan.exec_command("cat")
+        _settle(transport)
+        window = transport.default_window_size
+        _window_adjust(transport, chan.remote_chanid, 0xFFFFFFFF - window + 1)
+        wait_until(lambda: not transport.is_active(), timeout=10)
+    finally:
+        client.close()
+    line = (f"channel {chan.remote_chanid}: adjust {0xFFFFFFFF - window + 1} overflows remote "
+            f"window {window}")
+    log = session_server.wait_for_log(line)
+    assert re.search(rf"^{line}$", log, re.M), log
+    assert disconnects == []
+    assert "Traceback" not in log

@@ -192,15 +192,15 @@ def test_data_before_the_clients_close_reaches_the_socket(session_server: Server
 def test_forward_to_closed_port(session_server: Server, user, echo) -> None:
     """The channel fails with "Connection refused", a log line, nothing else disturbed."""
     dead = free_port()
-    port = free_port()
+    port, other = free_port(), free_port()  # not port + 1: that one may be taken
     proc = forwarder(session_server, user, ["-v", "-L", f"{port}:127.0.0.1:{dead}",
-                                             "-L", f"{port + 1}:127.0.0.1:{echo.port}"])
+                                             "-L", f"{other}:127.0.0.1:{echo.port}"])
     try:
         wait_port(port)
         sock = socket.create_connection(("127.0.0.1", port))
         assert recv_all(sock) == b""  # the client closes it when the open fails
-        wait_port(port + 1)
-        assert _roundtrip(socket.create_connection(("127.0.0.1", port + 1))) == DATA
+        wait_port(other)
+        assert _roundtrip(socket.create_connection(("127.0.0.1", other))) == DATA
         session_server.wait_for_log(f"connect_to 127.0.0.1 port {dead}: failed.")
     finally:
         err = stop_forwarder(proc)

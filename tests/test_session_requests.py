@@ -174,7 +174,8 @@ def test_nonexistent_subsystem(session_server: Server, user) -> None:
 def test_request_on_closed_channel_ends_connection(session_server: Server, user,
                                                    bystander) -> None:
     """A request for a channel already closed on both sides: sshd drops the
-    connection ("unknown channel"); other connections carry on."""
+    connection ("server_input_channel_req: unknown channel N"), and so do
+    we; other connections carry on."""
     client = paramiko_client(session_server, user)
     try:
         transport = client.get_transport()
@@ -201,7 +202,8 @@ def test_request_on_closed_channel_ends_connection(session_server: Server, user,
         wait_until(lambda: not transport.is_active(), timeout=10)
     finally:
         client.close()
-    session_server.wait_for_log("unknown channel")
+    # sshd's serverloop.c words, from both
+    session_server.wait_for_log(f"server_input_channel_req: unknown channel {remote}")
     assert ssh(session_server, bystander, "echo alive").stdout == b"alive\n"
 
 

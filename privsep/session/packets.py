@@ -20,6 +20,7 @@ asks for it (``FirstBlock``, child/packetizer.py).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import struct
@@ -33,8 +34,38 @@ from privsep.child.strict_message import StrictMessage
 from privsep.session.inbound import DirectOpen, adjust_window, deliver_channel_data
 from privsep.session.resume import ResumedPacketizer
 
+log = logging.getLogger("privsep.session")
+
 #: CHANNEL_WINDOW_ADJUST .. CHANNEL_FAILURE: messages that name a channel of ours.
 _CHANNEL_MESSAGES = range(93, 101)
+_common = paramiko.common
+#: sshd's words for a message naming a channel it does not have, which end
+#: the connection (channels.c's channel_from_packet_id, serverloop.c's
+#: server_input_channel_req) ...
+_GONE_CHANNEL_ENDS = {
+    _common.MSG_CHANNEL_DATA: "data packet referred to nonexistent channel {}",
+    _common.MSG_CHANNEL_EXTENDED_DATA: "extended data packet referred to nonexistent channel {}",
+    _common.MSG_CHANNEL_EOF: "ieof packet referred to nonexistent channel {}",
+    _common.MSG_CHANNEL_CLOSE: "oclose packet referred to nonexistent channel {}",
+    _common.MSG_CHANNEL_REQUEST: "server_input_channel_req: unknown channel {}",
+}
+#: ... or that it logs and drops (channel_input_window_adjust,
+#: channel_input_status_confirm)
+_GONE_CHANNEL_LOGGED = {
+    _common.MSG_CHANNEL_WINDOW_ADJUST: "Received window adjust for non-open channel {}.",
+    _common.MSG_CHANNEL_SUCCESS: "channel_input_status_confirm: {}: unknown",
+    _common.MSG_CHANNEL_FAILURE: "channel_input_status_confirm: {}: unknown",
+}
+
+
+def _gone_channel(transport, ptype: int, chanid: int) -> None:
+    """A channel message for a channel that is gone (or never was): logged
+    and dropped (the None read_message returns for a message dealt with),
+    or the connection's end, as sshd decides for each type."""
+    if ptype in _GONE_CHANNEL_LOGGED:
+        log.info(_GONE_CHANNEL_LOGGED[ptype].format(chanid))
+        return None
+    raise transport.disconnect(_GONE_CHANNEL_ENDS[ptype].format(chanid))
 _MSG_CHANNEL_DATA = paramiko.common.MSG_CHANNEL_DATA
 _MSG_WINDOW_ADJUST = paramiko.common.MSG_CHANNEL_WINDOW_ADJUST
 
@@ -69,8 +100,8 @@ class _Payload:
 
 
 class SessionPacketizer(DirectOpen, ResumedPacketizer):
-    """Ends the connection on a message for a channel that is gone, as sshd
-    does ("unknown channel"), where paramiko would ignore it; and reads and
+    """Ends the connection on most messages for a channel that is gone, as
+    sshd does (``_gone_channel``), where paramiko would ignore them; and reads and
     writes without blocking, the loop deciding when (see the module's text).
     Bulk channel data in takes the direct path (inbound.py)."""
 
@@ -184,8 +215,7 @@ class SessionPacketizer(DirectOpen, ResumedPacketizer):
             chanid = m.get_int()
             m.rewind()
             if transport._channels.get(chanid) is None:
-                name = paramiko.common.MSG_NAMES.get(ptype, str(ptype))
-                raise transport.disconnect(f"{name} for unknown channel {chanid}")
+                return ptype, _gone_channel(transport, ptype, chanid)
         return ptype, m
 
     def _trigger_rekey(self) -> None:

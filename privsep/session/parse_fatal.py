@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from paramiko import SSHException
 from paramiko.common import MSG_CHANNEL_DATA, MSG_CHANNEL_REQUEST
 
 from privsep.child.packetizer import PacketCorrupt
@@ -58,6 +59,11 @@ ALWAYS_PARSED = ("window-change", "break")
 PARSE_ERRORS = (MessageIncomplete, TrailingData, InvalidFormat)
 
 
+class ChannelFatal(SSHException):
+    """sshd's fatal() in its channel code (a window adjust that overflows
+    the window): the line is the text at CRITICAL, and no DISCONNECT."""
+
+
 @dataclass(frozen=True)
 class FatalLine:
     """One log line and its level (a logging level)."""
@@ -68,10 +74,12 @@ class FatalLine:
 def fatal_line(exc: BaseException, user: str, peer: object) -> FatalLine | None:
     """sshd's line for the parse error ``exc`` that ended the connection of
     ``user`` from ``peer`` ("A port P"), or for a packet its packet layer
-    refused (PacketCorrupt: its dispatch's fatal); None if ``exc`` is
-    neither."""
+    refused (PacketCorrupt: its dispatch's fatal), or for a fatal() of its
+    channel code (ChannelFatal); None if ``exc`` is none of these."""
     error = str(exc)
     where = f"Connection from user {user} {peer}: {error}"
+    if isinstance(exc, ChannelFatal):
+        return FatalLine(logging.CRITICAL, error)
     if isinstance(exc, PacketCorrupt):
         return FatalLine(logging.INFO, f"ssh_dispatch_run_fatal: {where}")
     if not isinstance(exc, PARSE_ERRORS):

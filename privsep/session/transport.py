@@ -35,6 +35,7 @@ from paramiko.ssh_exception import MessageOrderError
 from privsep.child.packetizer import disconnect_message
 from privsep.session.loop import EventLoop
 from privsep.session.packets import SessionPacketizer
+from privsep.session.parse_fatal import ChannelFatal
 from privsep.session.resume import ResumedTransport
 from privsep.session.timeouts import SERVER_OPENED_TYPES
 
@@ -204,6 +205,9 @@ class WindowedChannel(Channel):
 
     def grow_window(self, nbytes: int) -> None:
         """The client's WINDOW_ADJUST (any path): paramiko's count, then the waiter."""
+        if self.out_window_size + nbytes > 0xFFFFFFFF:  # sshd's u_int: its fatal()
+            raise ChannelFatal(f"channel {self.chanid}: adjust {nbytes} overflows remote "
+                               f"window {self.out_window_size}")
         with self.lock:
             self.out_window_size += nbytes
             self.out_buffer_cv.notify_all()
