@@ -69,6 +69,7 @@ rekey        1 GiB each way with ``RekeyLimit 1M`` on both daemons and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
@@ -87,6 +88,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
+from typing import Iterator
 
 import paramiko
 
@@ -148,6 +150,27 @@ def summary(values: list[float]) -> dict:
 def round_order(index: int) -> tuple[str, str]:
     """privsep first in even rounds, openssh first in odd ones."""
     return DAEMONS if index % 2 == 0 else DAEMONS[::-1]
+
+
+@contextlib.contextmanager
+def both_daemons() -> Iterator[tuple[dict[str, Server], TestUser]]:
+    """Both daemons with the benchmark's configuration and one throwaway
+    user, all removed afterwards, even after a Ctrl-C (a second one must
+    not leave a user or a server behind)."""
+    install_pam_service()
+    servers: dict[str, Server] = {}
+    user: TestUser | None = None
+    try:
+        user = create_user("pst", password=False)
+        for kind in DAEMONS:
+            servers[kind] = start_server(kind, BENCH_CONFIG)
+        yield servers, user
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for server in servers.values():
+            remove_server(server)
+        if user is not None:
+            remove_user(user)
 
 
 def progress(message: str) -> None:
@@ -1161,41 +1184,29 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [name for name in BENCHMARKS
              if (name in args.only if args.only else name not in OPT_IN)]
-    install_pam_service()
-    servers: dict[str, Server] = {}
-    user: TestUser | None = None
     try:
-        user = create_user("pst", password=False)
-        for kind in DAEMONS:
-            servers[kind] = start_server(kind, BENCH_CONFIG)
-        env = environment(servers, user)  # also one warm-up login on each
-        print_environment(env)
-        sys.stdout.flush()
-        results: dict[str, dict] = {}
-        for name in names:
-            progress(f"{name}...")
-            started = time.monotonic()
-            results[name] = BENCHMARKS[name](servers, user, settings)
-            if name in DEFAULT_ALGORITHM_ROWS:
-                results[name]["algorithms"] = env["negotiated"]
-            judge(name, results[name], settings)
-            progress(f"{name} done in {time.monotonic() - started:.0f} s")
-        print_table(results)
-        if args.json:
-            document = {"environment": env, "settings": vars(settings),
-                        "config": BENCH_CONFIG, "benchmarks": results}
-            Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
-        return 0
+        with both_daemons() as (servers, user):
+            env = environment(servers, user)  # also one warm-up login on each
+            print_environment(env)
+            sys.stdout.flush()
+            results: dict[str, dict] = {}
+            for name in names:
+                progress(f"{name}...")
+                started = time.monotonic()
+                results[name] = BENCHMARKS[name](servers, user, settings)
+                if name in DEFAULT_ALGORITHM_ROWS:
+                    results[name]["algorithms"] = env["negotiated"]
+                judge(name, results[name], settings)
+                progress(f"{name} done in {time.monotonic() - started:.0f} s")
+            print_table(results)
+            if args.json:
+                document = {"environment": env, "settings": vars(settings),
+                            "config": BENCH_CONFIG, "benchmarks": results}
+                Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+            return 0
     except KeyboardInterrupt:
         print("\ntests.bench: interrupted; cleaning up", file=sys.stderr)
         return 130
-    finally:
-        # A second Ctrl-C must not leave a user or a server behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for server in servers.values():
-            remove_server(server)
-        if user is not None:
-            remove_user(user)
 
 
 if __name__ == "__main__":

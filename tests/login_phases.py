@@ -29,9 +29,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from tests.bench import BENCH_CONFIG, DAEMONS, round_order, sessions_gone
-from tests.daemon import Server, install_pam_service, remove_server, ssh_argv, start_server, wait_until
-from tests.userutil import TestUser, create_user, remove_user
+from tests.bench import DAEMONS, both_daemons, round_order, sessions_gone
+from tests.daemon import Server, ssh_argv, wait_until
+from tests.userutil import TestUser
 
 
 @dataclass(frozen=True)
@@ -134,18 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("tests.login_phases: must run as root", file=sys.stderr)
         return 2
-    install_pam_service()
-    servers: dict[str, Server] = {}
-    user = create_user("pst", password=False)
-    try:
-        for kind in DAEMONS:
-            servers[kind] = start_server(kind, BENCH_CONFIG)
+    with both_daemons() as (servers, user):
         print_table(measure(servers, user, args.logins, args.options), args.logins)
-        return 0
-    finally:
-        for server in servers.values():
-            remove_server(server)
-        remove_user(user)
+    return 0
 
 
 if __name__ == "__main__":

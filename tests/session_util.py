@@ -115,6 +115,22 @@ def install_reply_recorder(transport: paramiko.Transport) -> None:
     transport._channel_handler_table = table
 
 
+def closed_channel(transport: paramiko.Transport) -> int:
+    """The server's id of a session channel that ran ``true`` and is now
+    closed on both sides, the server having read our CLOSE: that CLOSE went
+    out from this thread, or from paramiko's reader answering the server's,
+    maybe after a request sent now; so after one global request's reply it
+    is on the wire, and after a second's the server has read it."""
+    chan = transport.open_session()
+    chan.exec_command("true")
+    assert chan.recv_exit_status() == 0
+    remote = chan.remote_chanid
+    chan.close()
+    for _ in range(2):
+        transport.global_request("keepalive@openssh.com", wait=True)
+    return remote
+
+
 def record_disconnect(transport: paramiko.Transport) -> list[tuple[int, str, str]]:
     """Every SSH_MSG_DISCONNECT the client's transport reads from now on,
     as (reason code, description, language tag): the list returned."""

@@ -25,8 +25,8 @@ import paramiko
 import pytest
 
 from tests.daemon import Server, ssh, wait_until
-from tests.session_util import (CLIENT_CIPHERS, CipherClientTransport, forcing, paramiko_client,
-                                record_disconnect)
+from tests.session_util import (CLIENT_CIPHERS, CipherClientTransport, closed_channel, forcing,
+                                paramiko_client, record_disconnect)
 
 _TRANSFERRED = re.compile(r"Transferred: sent (\d+), received (\d+) bytes")
 
@@ -304,13 +304,7 @@ def test_window_adjust_for_a_gone_channel_is_logged_and_dropped(session_server: 
     client = paramiko_client(session_server, user)
     try:
         transport = client.get_transport()
-        chan = transport.open_session()
-        chan.exec_command("true")
-        assert chan.recv_exit_status() == 0
-        remote = chan.remote_chanid
-        chan.close()
-        for _ in range(2):  # our CLOSE is read (test_session_requests explains)
-            _settle(transport)
+        remote = closed_channel(transport)
         _window_adjust(transport, remote, 4096)
         _settle(transport)
         assert transport.is_active()

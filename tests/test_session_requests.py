@@ -11,8 +11,8 @@ import pytest
 
 from privsep.session.pump import BULK_PIPE_SIZE
 from tests.daemon import Server, ssh, ssh_background, wait_until
-from tests.session_util import (CLIENT_CIPHERS, channel_request, forcing, install_reply_recorder,
-                                paramiko_client)
+from tests.session_util import (CLIENT_CIPHERS, channel_request, closed_channel, forcing,
+                                install_reply_recorder, paramiko_client)
 
 
 def test_env_accept_patterns(session_server: Server, user) -> None:
@@ -179,19 +179,7 @@ def test_request_on_closed_channel_ends_connection(session_server: Server, user,
     client = paramiko_client(session_server, user)
     try:
         transport = client.get_transport()
-        chan = transport.open_session()
-        chan.exec_command("true")
-        assert chan.recv_exit_status() == 0
-        remote = chan.remote_chanid
-        chan.close()
-        # The request must come after the server has read our CLOSE (sshd then
-        # frees the dead channel before it reads on).  That CLOSE went out just
-        # now from this thread, or from paramiko's reader thread answering the
-        # server's CLOSE: maybe after a request sent now, but before the reader
-        # handles that request's reply.  So after one reply our CLOSE is on the
-        # wire, and a reply to a second request means the server has read it.
-        for _ in range(2):
-            transport.global_request("keepalive@openssh.com", wait=True)
+        remote = closed_channel(transport)
         m = paramiko.Message()
         m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
         m.add_int(remote)
